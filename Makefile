@@ -1,0 +1,52 @@
+# The two commands a newcomer needs are `make run` and `make test`; each
+# creates .venv and installs the project with its dev extra when missing or
+# older than pyproject.toml.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+IMAGE  ?= lfx-v1-sync-helper:dev
+
+.PHONY: run test check lint format test-coverage bench build docker-build docker-run clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/v1-sync-helper dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test-coverage: $(STAMP)
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage report --include='v1_sync_helper/*,bridge/*,tasks/*,sandbox/*'
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.bridge_throughput
+
+build: $(STAMP)
+	$(BIN)/python -m pip wheel --no-deps -w dist .
+
+docker-build:
+	docker build -t $(IMAGE) .
+
+docker-run:
+	docker compose up --build
+
+clean:
+	rm -rf $(VENV) .run build dist *.egg-info

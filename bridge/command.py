@@ -1,0 +1,16 @@
+"""``v1-sync-helper bridge``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("bridge")
+def bridge_command() -> None:
+    """Pull KV changes from JetStream and enqueue one Celery task per change."""
+    from v1_sync_helper.logs import configure_logging
+    from v1_sync_helper.settings import BridgeSettings, load_settings
+
+    settings = load_settings(BridgeSettings)
+    configure_logging(settings.debug)
+    raise click.ClickException("the bridge loop is not implemented yet (issue 3)")

@@ -1,0 +1,1 @@
+"""Dev-only package: embedded servers, fakes of the external services, sample data."""

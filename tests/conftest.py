@@ -1,0 +1,89 @@
+"""Fixtures that start real servers on free loopback ports.
+
+Every server runs in a temporary directory and is stopped at teardown, even
+when the test fails. Nothing here mocks NATS or Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from sandbox.servers import NatsServer, ValkeyServer
+from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
+
+OBJECTS_BUCKET = "v1-objects"
+MAPPINGS_BUCKET = "v1-mappings"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real ``nats-server -js`` on a free port."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A real ``valkey-server`` on a free port."""
+    server = ValkeyServer(tmp_path / "valkey")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: ValkeyServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+async def _create_buckets(url: str) -> None:
+    nc = await connect(url, "test-setup")
+    try:
+        await ensure_buckets(nc.jetstream(), OBJECTS_BUCKET, MAPPINGS_BUCKET)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def buckets(nats_server: NatsServer) -> NatsServer:
+    """The server, with ``v1-objects`` (history 20) and ``v1-mappings`` created."""
+    asyncio.run(_create_buckets(nats_server.url))
+    return nats_server
+
+
+@pytest.fixture
+def sync_nats(buckets: NatsServer) -> Iterator[SyncNats]:
+    """A blocking NATS client on the server with buckets."""
+    client = SyncNats(buckets.url, "test")
+    yield client
+    client.close()
+
+
+def _pem(key: rsa.RSAPrivateKey, fmt: serialization.PrivateFormat) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+
+@pytest.fixture(scope="session")
+def rsa_pems() -> dict[str, str]:
+    """Throw-away RSA keys: ``heimdall`` (PKCS#8) and ``auth0`` (PKCS#1)."""
+    heimdall = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    auth0 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "heimdall": _pem(heimdall, serialization.PrivateFormat.PKCS8),
+        "auth0": _pem(auth0, serialization.PrivateFormat.TraditionalOpenSSL),
+    }

@@ -1,0 +1,3 @@
+from v1_sync_helper.cli import main
+
+main()

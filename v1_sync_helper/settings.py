@@ -1,0 +1,220 @@
+"""Configuration from the environment, validated at start-up.
+
+Each process loads only the settings class it needs: the bridge does not ask
+for signing keys, the worker asks for everything it uses. A missing or
+malformed value stops the process with exit code 2 and one line naming the
+variable; secret values never appear in that line, in ``repr`` or in logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_ERROR_EXIT_CODE = 2
+
+DEFAULT_HEIMDALL_JWKS_URL = (
+    "http://lfx-platform-heimdall.lfx.svc.cluster.local:4457/.well-known/jwks"
+)
+DEFAULT_LFX_API_GW = "https://api-gw.dev.platform.linuxfoundation.org/"
+
+NATS_SCHEMES = {"nats", "tls", "ws", "wss"}
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+HTTP_SCHEMES = {"http", "https"}
+
+
+def _check_url(value: str, schemes: set[str]) -> str:
+    """Return ``value`` stripped, or raise naming the accepted schemes."""
+    value = value.strip()
+    for part in value.split(","):
+        parsed = urlsplit(part.strip())
+        if parsed.scheme not in schemes:
+            raise ValueError(f"must be a URL with scheme {'/'.join(sorted(schemes))}")
+        if parsed.scheme != "unix" and not parsed.hostname:
+            raise ValueError("URL has no host")
+    return value
+
+
+def normalize_pem(text: str) -> str:
+    """Turn literal ``\\n`` sequences (as .env files carry them) into newlines."""
+    return text.strip().replace("\\n", "\n") + "\n"
+
+
+@functools.lru_cache(maxsize=8)
+def _load_rsa_key(pem: str) -> RSAPrivateKey:
+    key = load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError("must be an RSA private key")
+    return key
+
+
+def load_rsa_private_key(secret: SecretStr) -> RSAPrivateKey:
+    """Parse a PKCS#1 or PKCS#8 RSA PEM once per process (parsing costs ~35 ms)."""
+    return _load_rsa_key(normalize_pem(secret.get_secret_value()))
+
+
+def _validate_pem(secret: SecretStr | None) -> SecretStr | None:
+    if secret is None or not secret.get_secret_value().strip():
+        return secret
+    try:
+        load_rsa_private_key(secret)
+    except (ValueError, TypeError):
+        # The parser's own message may quote the input: never pass it on.
+        raise ValueError("is not a PEM-encoded RSA private key (PKCS#1 or PKCS#8)") from None
+    return secret
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: NATS, the broker, names, logging, HTTP."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    nats_url: str = "nats://localhost:4222"
+    redis_url: str = "redis://localhost:6379/0"
+    v1_objects_bucket: str = "v1-objects"
+    v1_mappings_bucket: str = "v1-mappings"
+    kv_consumer_name: str = "v1-sync-helper-kv-consumer"
+    celery_queue: str = "celery"
+    port: int = Field(default=8080, ge=0, le=65535)
+    bind: str = "*"
+    debug: bool = False
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, value: str) -> str:
+        return _check_url(value, NATS_SCHEMES)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return _check_url(value, REDIS_SCHEMES)
+
+    @property
+    def bind_host(self) -> str:
+        """The address to listen on: ``*`` means every interface."""
+        return "0.0.0.0" if self.bind in ("*", "") else self.bind
+
+
+class BridgeSettings(CommonSettings):
+    """The bridge: NATS and Redis only, plus its flow-control knobs."""
+
+    bridge_max_queue_depth: int = Field(default=10_000, ge=1)
+    bridge_batch_size: int = Field(default=500, ge=1, le=1000)
+
+
+class RetrySettings(BaseSettings):
+    """Task-level retry policy shared by the worker and the operations commands."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    sync_retry_max: int = Field(default=10, ge=0)
+    sync_retry_backoff_base: float = Field(default=2.0, gt=0)
+    sync_retry_backoff_max: float = Field(default=300.0, gt=0)
+
+
+class WorkerSettings(CommonSettings, RetrySettings):
+    """A worker: V2 services, Heimdall signing, Auth0 user lookup."""
+
+    project_service_url: str
+    committee_service_url: str | None = None
+    heimdall_client_id: str = "v1_sync_helper"
+    heimdall_private_key: SecretStr
+    heimdall_key_id: str | None = None
+    heimdall_jwks_url: str = DEFAULT_HEIMDALL_JWKS_URL
+    auth0_tenant: str
+    auth0_client_id: str
+    auth0_private_key: SecretStr
+    auth0_base_url: str | None = None
+    lfx_api_gw: str = DEFAULT_LFX_API_GW
+    http_timeout: float = Field(default=10.0, gt=0)
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+
+    @field_validator("project_service_url", "heimdall_jwks_url", "lfx_api_gw")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value, HTTP_SCHEMES)
+
+    @field_validator("committee_service_url", "auth0_base_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _check_url(value, HTTP_SCHEMES)
+
+    @field_validator("heimdall_private_key", "auth0_private_key")
+    @classmethod
+    def _pem(cls, value: SecretStr) -> SecretStr | None:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return _validate_pem(value)
+
+    @field_validator("heimdall_client_id", "auth0_tenant", "auth0_client_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> WorkerSettings:
+        if self.sync_retry_backoff_max < self.sync_retry_backoff_base:
+            raise ValueError("SYNC_RETRY_BACKOFF_MAX must not be below SYNC_RETRY_BACKOFF_BASE")
+        return self
+
+    @property
+    def auth0_token_url(self) -> str:
+        """``{AUTH0_BASE_URL}/oauth/token``; the base defaults to the tenant's."""
+        base = self.auth0_base_url or f"https://{self.auth0_tenant}.auth0.com"
+        return base.rstrip("/") + "/oauth/token"
+
+    @property
+    def auth0_audience_url(self) -> str:
+        """The ``aud`` of the Auth0 client assertion: the base URL with a slash."""
+        base = self.auth0_base_url or f"https://{self.auth0_tenant}.auth0.com"
+        return base.rstrip("/") + "/"
+
+    def heimdall_signing_key(self) -> RSAPrivateKey:
+        """The parsed Heimdall key, loaded once per process."""
+        return load_rsa_private_key(self.heimdall_private_key)
+
+    def auth0_signing_key(self) -> RSAPrivateKey:
+        """The parsed Auth0 client key, loaded once per process."""
+        return load_rsa_private_key(self.auth0_private_key)
+
+
+class FlowerSettings(CommonSettings):
+    """Flower: broker plus the UI's credentials."""
+
+    flower_port: int = Field(default=5555, ge=0, le=65535)
+    flower_basic_auth: SecretStr | None = None
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong, never its value."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = "_".join(str(p) for p in item["loc"]).upper() or "configuration"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required but not set"
+        parts.append(f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build ``cls`` from the environment or exit 2 with a one-line reason."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        print(f"configuration error: {describe_validation_error(error)}", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
