@@ -1,0 +1,375 @@
+"""HTTP client of the V2 Project and Committee services.
+
+One ``V2Service`` per REST collection. Every call carries a Heimdall bearer
+token (and ``X-On-Behalf-Of`` when impersonating), and every answer that is not
+a success becomes one of the ``tasks.errors`` classes, so the task decides on
+retries from the exception type alone:
+
+- connection errors, timeouts, 5xx, 429 -> ``TransientError`` (with ``retry_after``);
+- 409/412, or 400 ``revision mismatch``, on PUT/DELETE -> ``StaleRevision``;
+- 409 on POST -> ``SlugConflict``;
+- 401 -> drop the cached tokens, retry once, then ``PermanentError``;
+- 400, 403, 404 and other 4xx -> ``PermanentError``.
+
+Workers run a thread pool: each thread has its own ``requests.Session``
+(sessions are not thread-safe), which keeps its connections open between tasks.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import requests
+from prometheus_client import Histogram
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+
+from tasks.errors import (
+    PermanentError,
+    SlugConflict,
+    StaleRevision,
+    SyncError,
+    TransientError,
+)
+from tasks.identity import Identity
+from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
+
+if TYPE_CHECKING:
+    from v1_sync_helper.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+API_VERSION_QUERY = "v=1"
+ON_BEHALF_OF_HEADER = "X-On-Behalf-Of"
+REVISION_MISMATCH_TEXT = "revision mismatch"
+# Connections kept per thread and host; a thread makes one call at a time.
+POOL_MAXSIZE = 2
+REDACTED = "<redacted>"
+
+V2_REQUEST_SECONDS = Histogram(
+    "v1sync_v2_request_seconds",
+    "Latency of V2 service calls by service, method and HTTP status ('error' on transport errors).",
+    ["service", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A V2 record with the ``ETag`` to send back as ``If-Match``."""
+
+    record: dict[str, Any]
+    etag: str
+
+
+class _BearerAuth(AuthBase):
+    """Sets the bearer header; as an auth object it also stops ``.netrc`` overriding it."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(<redacted>)"
+
+
+class V2Service:
+    """One V2 REST collection (``projects`` or ``committees``) at ``base_url``.
+
+    Parameters:
+        base_url: the service root, e.g. ``PROJECT_SERVICE_URL``.
+        collection: the path segment of the collection.
+        audience: the ``aud`` of the tokens this service accepts.
+        minter: signs (and caches) the tokens.
+        timeout: connect and read timeout of each request, in seconds.
+        service: the ``service`` label of logs and metrics.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        collection: str,
+        audience: str,
+        minter: TokenMinter,
+        *,
+        timeout: float = 10.0,
+        service: str = "project",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.collection = collection
+        self.audience = audience
+        self.minter = minter
+        self.timeout = timeout
+        self.service = service
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"V2Service(service={self.service!r}, base_url={self.base_url!r}, "
+            f"collection={self.collection!r})"
+        )
+
+    def create(self, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
+        """``POST /{collection}?v=1``; the created record (201).
+
+        Raises ``SlugConflict`` on 409 and ``PermanentError(v2_not_found)`` on 404
+        (a committee whose project is unknown).
+        """
+        response = self._call("POST", f"/{self.collection}", identity, json_body=body)
+        return self._json(response, "POST", f"/{self.collection}")
+
+    def get(self, uid: str, identity: Identity) -> Versioned:
+        """``GET /{collection}/{uid}?v=1``: the record and its ``ETag``."""
+        path = self._item_path(uid)
+        response = self._call("GET", path, identity)
+        etag = response.headers.get("ETag")
+        if not etag:
+            raise TransientError(
+                f"V2 {self.service} GET {path} answered without an ETag",
+                kind="v2_bad_response",
+                status=response.status_code,
+            )
+        return Versioned(record=self._json(response, "GET", path), etag=etag)
+
+    def update(
+        self, uid: str, body: dict[str, Any], etag: str, identity: Identity
+    ) -> dict[str, Any]:
+        """``PUT /{collection}/{uid}?v=1`` with ``If-Match``; the updated record.
+
+        Raises ``StaleRevision`` when ``etag`` is no longer current.
+        """
+        path = self._item_path(uid)
+        response = self._call("PUT", path, identity, json_body=body, if_match=etag)
+        if not response.content:
+            return {}
+        return self._json(response, "PUT", path)
+
+    def delete(self, uid: str, etag: str, identity: Identity) -> None:
+        """``DELETE /{collection}/{uid}?v=1`` with ``If-Match`` (204)."""
+        self._call("DELETE", self._item_path(uid), identity, if_match=etag)
+
+    def close(self) -> None:
+        """Close every thread's session (their connections go with them)."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    def _item_path(self, uid: str) -> str:
+        return f"/{self.collection}/{quote(uid, safe='')}"
+
+    def _session(self) -> requests.Session:
+        """This thread's session, created on its first call."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # No urllib3 retries: the task retries with backoff and knows what is safe.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        identity: Identity,
+        *,
+        json_body: dict[str, Any] | None = None,
+        if_match: str | None = None,
+    ) -> requests.Response:
+        """Send once; on a 401 refresh the token and send once more; raise on failure."""
+        response = self._send(method, path, identity, json_body, if_match)
+        if response.status_code == 401:
+            self.minter.invalidate()
+            response = self._send(method, path, identity, json_body, if_match)
+        if response.status_code >= 300:
+            raise self._classify(method, path, response)
+        return response
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        identity: Identity,
+        json_body: dict[str, Any] | None,
+        if_match: str | None,
+    ) -> requests.Response:
+        token = self.minter.token(self.audience, identity)
+        headers = {"Accept": "application/json"}
+        if identity.on_behalf_of:
+            headers[ON_BEHALF_OF_HEADER] = identity.on_behalf_of
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        url = f"{self.base_url}{path}?{API_VERSION_QUERY}"
+        started = time.perf_counter()
+        try:
+            response = self._session().request(
+                method,
+                url,
+                json=json_body,
+                headers=headers,
+                auth=_BearerAuth(token),
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            self._observe(method, "error", started)
+            raise self._transport_error(method, path, error) from None
+        self._observe(method, str(response.status_code), started)
+        if response.status_code >= 300:
+            log.warning(
+                "V2 call answered %s",
+                response.status_code,
+                extra={
+                    "service": self.service,
+                    "method": method,
+                    "path": path,
+                    "status": response.status_code,
+                    "username": identity.username,
+                },
+            )
+        return response
+
+    def _observe(self, method: str, status: str, started: float) -> None:
+        V2_REQUEST_SECONDS.labels(service=self.service, method=method, status=status).observe(
+            time.perf_counter() - started
+        )
+
+    def _transport_error(
+        self, method: str, path: str, error: requests.RequestException
+    ) -> TransientError:
+        # Only the exception's type: its text can hold the full URL and headers.
+        kind = "v2_timeout" if isinstance(error, requests.Timeout) else "v2_unavailable"
+        log.warning(
+            "V2 call failed: %s",
+            type(error).__name__,
+            extra={"service": self.service, "method": method, "path": path, "status": "error"},
+        )
+        return TransientError(
+            f"V2 {self.service} {method} {path} failed: {type(error).__name__}", kind=kind
+        )
+
+    def _classify(self, method: str, path: str, response: requests.Response) -> SyncError:
+        """The error a non-success answer stands for (see the module docstring)."""
+        status = response.status_code
+        excerpt = _body_excerpt(response)
+        message = f"V2 {self.service} {method} {path} answered {status}"
+        fields: dict[str, Any] = {"status": status, "body_excerpt": excerpt}
+        if status == 429:
+            return TransientError(
+                message, kind="v2_rate_limited", retry_after=parse_retry_after(response), **fields
+            )
+        if status >= 500:
+            return TransientError(
+                message, kind="v2_5xx", retry_after=parse_retry_after(response), **fields
+            )
+        if status == 408:
+            return TransientError(message, kind="v2_timeout", **fields)
+        if method in ("PUT", "DELETE") and (
+            status in (409, 412)
+            or (status == 400 and REVISION_MISMATCH_TEXT in (excerpt or "").lower())
+        ):
+            return StaleRevision(message, kind="stale_revision", **fields)
+        if method == "POST" and status == 409:
+            return SlugConflict(message, kind="conflict", **fields)
+        if status == 401:
+            return PermanentError(message, kind="v2_unauthorized", **fields)
+        if status == 403:
+            return PermanentError(message, kind="v2_forbidden", **fields)
+        if status == 404:
+            return PermanentError(message, kind="v2_not_found", **fields)
+        if status in (400, 422):
+            return PermanentError(message, kind="v2_validation", **fields)
+        return PermanentError(message, kind="v2_unexpected_status", **fields)
+
+    def _json(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
+        """The JSON object of a success answer, or ``TransientError(v2_bad_response)``."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise TransientError(
+                f"V2 {self.service} {method} {path} answered {response.status_code} "
+                "without a JSON object",
+                kind="v2_bad_response",
+                status=response.status_code,
+                body_excerpt=_body_excerpt(response),
+            )
+        return data
+
+
+def _body_excerpt(response: requests.Response) -> str:
+    """The start of the answer's body, with our bearer token blanked should it echo it."""
+    text = response.text[:2000]
+    authorization = response.request.headers.get("Authorization", "") if response.request else ""
+    token = authorization.removeprefix("Bearer ").strip()
+    if token and token in text:
+        text = text.replace(token, REDACTED)
+    return text
+
+
+def parse_retry_after(response: requests.Response, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def project_service(settings: WorkerSettings, minter: TokenMinter) -> V2Service:
+    """The Project Service's ``projects`` collection at ``PROJECT_SERVICE_URL``."""
+    return V2Service(
+        settings.project_service_url,
+        "projects",
+        PROJECT_AUDIENCE,
+        minter,
+        timeout=settings.http_timeout,
+        service="project",
+    )
+
+
+def committee_service(settings: WorkerSettings, minter: TokenMinter) -> V2Service | None:
+    """The Committee Service's ``committees``, or ``None`` without ``COMMITTEE_SERVICE_URL``."""
+    if not settings.committee_service_url:
+        return None
+    return V2Service(
+        settings.committee_service_url,
+        "committees",
+        COMMITTEE_AUDIENCE,
+        minter,
+        timeout=settings.http_timeout,
+        service="committee",
+    )
