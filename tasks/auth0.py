@@ -66,7 +66,8 @@ class Auth0TokenSource:
         api_audience: the ``audience`` form field, ``LFX_API_GW`` as configured.
         timeout: seconds for the token request.
         session: the HTTP session to use (one is created when omitted).
-        clock: the time source (Unix seconds); tests inject their own.
+        clock: the time source (Unix seconds) for the token's reuse; tests
+            inject their own.
 
     Thread-safe.
     """
@@ -126,8 +127,11 @@ class Auth0TokenSource:
                 self._current = None
 
     def client_assertion(self) -> str:
-        """A fresh RS256 client assertion: ``iss`` = ``sub`` = client id, unique ``jti``."""
-        now = int(self._clock())
+        """A fresh RS256 client assertion: ``iss`` = ``sub`` = client id, unique ``jti``.
+
+        Stamped with the real time, not ``clock``: Auth0 checks it against its own.
+        """
+        now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.client_id,
             "sub": self.client_id,
