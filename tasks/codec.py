@@ -1,0 +1,118 @@
+"""The KV codec: what the keys and values of the ``v1-objects`` bucket mean.
+
+Keys are ``<schema>-<table>.<id>``; values are JSON or msgpack maps (both occur in
+production). Nothing here does I/O: the task reads the entry and hands us its key
+and bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from tasks.errors import InvalidRecord
+
+KEY_SEPARATOR = "."
+UNDECODABLE_KIND = "undecodable"
+# msgpack timestamp extension (type -1) decoded as an aware UTC ``datetime``.
+MSGPACK_TIMESTAMP_AS_DATETIME = 3
+# Enough of a reason to act on, short enough for a log line or a dead letter.
+REASON_CHARS = 200
+
+
+class ObjectType(enum.StrEnum):
+    """The V1 object types this service syncs (or will sync)."""
+
+    PROJECT = "project"
+    COMMITTEE = "committee"
+    COMMITTEE_MEMBER = "committee_member"
+
+
+KEY_PREFIXES: Mapping[str, ObjectType] = {
+    "salesforce-project__c": ObjectType.PROJECT,
+    "platform-collaboration__c": ObjectType.COMMITTEE,
+    "platform-community__c": ObjectType.COMMITTEE_MEMBER,
+}
+
+
+def parse_key(key: str) -> tuple[ObjectType | None, str]:
+    """Split a ``v1-objects`` key into its object type and record id.
+
+    Everything after the first ``.`` is the id (ids may contain dots). A prefix we
+    do not sync, a key without a ``.``, or a key with an empty id gives
+    ``(None, id)``: the caller skips it quietly.
+    """
+    prefix, separator, record_id = key.partition(KEY_SEPARATOR)
+    if not separator or not record_id:
+        return None, record_id
+    return KEY_PREFIXES.get(prefix), record_id
+
+
+def is_empty(data: bytes) -> bool:
+    """True for a value with nothing in it: 0 bytes, or only whitespace."""
+    return not data.strip()
+
+
+def decode_value(data: bytes) -> dict[str, Any]:
+    """Decode a ``v1-objects`` value: JSON first, then msgpack.
+
+    The result is a map whose keys are all ``str``. Anything else (not JSON and not
+    msgpack, a JSON or msgpack value that is not a map, non-string keys, an empty
+    value) raises ``InvalidRecord`` with ``kind="undecodable"`` and a reason.
+    msgpack timestamps become aware UTC ``datetime`` values.
+    """
+    if is_empty(data):
+        raise InvalidRecord("empty value", kind=UNDECODABLE_KIND)
+    try:
+        decoded: Any = json.loads(data)
+        encoding = "JSON"
+    except (ValueError, RecursionError) as json_error:
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors; deep nesting
+        # blows the JSON parser's recursion limit instead.
+        try:
+            decoded = msgpack.unpackb(data, raw=False, timestamp=MSGPACK_TIMESTAMP_AS_DATETIME)
+            encoding = "msgpack"
+        except (ValueError, TypeError, msgpack.UnpackException) as msgpack_error:
+            # ValueError covers ExtraData, FormatError, StackError, bad UTF-8 and
+            # disallowed map keys; TypeError an unhashable map key.
+            raise InvalidRecord(
+                f"neither JSON ({_reason(json_error)}) nor msgpack ({_reason(msgpack_error)})",
+                kind=UNDECODABLE_KIND,
+            ) from None
+    return _require_str_map(decoded, encoding)
+
+
+def is_soft_delete(record: Mapping[str, Any]) -> bool:
+    """True when the loader marked the record deleted.
+
+    ``_sdc_deleted_at`` holds a timestamp (anything but null or an empty string),
+    or ``isdeleted`` is the boolean ``true`` (V1 booleans are real booleans).
+    """
+    deleted_at = record.get("_sdc_deleted_at")
+    return (deleted_at is not None and deleted_at != "") or record.get("isdeleted") is True
+
+
+def _require_str_map(decoded: Any, encoding: str) -> dict[str, Any]:
+    """Return ``decoded`` if it is a map with only ``str`` keys, else raise."""
+    if not isinstance(decoded, dict):
+        raise InvalidRecord(
+            f"decoded as {encoding} but is a {type(decoded).__name__}, not a map",
+            kind=UNDECODABLE_KIND,
+        )
+    bad_keys = [key for key in decoded if not isinstance(key, str)]
+    if bad_keys:
+        raise InvalidRecord(
+            f"decoded as {encoding} but has non-string keys, e.g. {bad_keys[0]!r:.60}",
+            kind=UNDECODABLE_KIND,
+        )
+    return decoded
+
+
+def _reason(error: BaseException) -> str:
+    """A short, single-line description of a decoder's complaint."""
+    text = f"{type(error).__name__}: {error}".replace("\n", " ")
+    return text[:REASON_CHARS]
