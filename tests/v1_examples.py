@@ -43,7 +43,7 @@ MEMBER_JSON = """
  "end_date__c": null, "appointed_by__c": "Membership Entitlement", "status__c": "Active",
  "voting_status__c": "Voting Rep", "lastmodifiedbyid": "0032M00002XyZabQAB",
  "lastmodifieddate": "2025-11-21T09:00:00+00:00"}
-"""
+"""  # noqa: E501 - verbatim from the reference
 
 
 def record(text: str, **changes: Any) -> dict[str, Any]:
