@@ -1,0 +1,280 @@
+"""``Sandbox``: every fake external service behind one HTTP server, plus NATS.
+
+Usage::
+
+    with Sandbox(heimdall_keys={"kid-1": public_key}, auth0_clients={"cid": key}) as sb:
+        os.environ.update(sb.env())
+        ...
+        assert sb.count("POST", "/projects") == 1
+
+One HTTP server serves the V2 Project and Committee services, Heimdall's
+JWKS, the Auth0 token endpoint, the V1 user service and the read-only view
+(``/`` and ``/_sandbox/state``). With ``nats_url`` it also answers
+``lfx.projects-api.slug_to_uid``. The fakes enforce ``v2-contract.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from sandbox.app import SandboxApp
+from sandbox.auth import Auth0Issuer, HeimdallVerifier
+from sandbox.http_server import SandboxHttpServer
+from sandbox.slug_responder import SlugResponder
+from sandbox.store import SEED_WRITER, V2Store
+from sandbox.traffic import Fault, RecordedRequest, TrafficLog
+
+DEFAULT_TOKEN_LIFETIME = 86400
+JWKS_PATH = "/.well-known/jwks"
+
+
+class Sandbox:
+    """The fake external services of the sync helper; see the module docstring.
+
+    Parameters:
+        heimdall_keys: ``kid`` -> public key; served as the JWKS, verifies V2 JWTs.
+        auth0_clients: Auth0 client id -> public key of its client assertions.
+        users: V1 platform id -> ``{"ID","Username","Email","FirstName","LastName"}``.
+        nats_url: when set, answer ``lfx.projects-api.slug_to_uid`` on that server.
+        host, port: where the HTTP server listens (port 0: a free port).
+        stale_revision_status: the answer to a stale project ``If-Match``: 400
+            (body ``revision mismatch``), 409 or 412.
+        token_lifetime: ``expires_in`` of Auth0 access tokens, in seconds.
+    """
+
+    def __init__(
+        self,
+        heimdall_keys: Mapping[str, RSAPublicKey],
+        auth0_clients: Mapping[str, RSAPublicKey],
+        users: Mapping[str, dict[str, Any]] | None = None,
+        nats_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        stale_revision_status: int = 409,
+        token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+    ) -> None:
+        self.host = host
+        self.nats_url = nats_url
+        self._store = V2Store(stale_revision_status)
+        self._traffic = TrafficLog()
+        self._stopping = threading.Event()
+        self._verifier = HeimdallVerifier(heimdall_keys)
+        self._auth0_clients = dict(auth0_clients)
+        self._token_lifetime = token_lifetime
+        self._users = {k: dict(v) for k, v in (users or {}).items()}
+        self._requested_port = port
+        self._http: SandboxHttpServer | None = None
+        self._responder: SlugResponder | None = None
+        self._app: SandboxApp | None = None
+        self._auth0: Auth0Issuer | None = None
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen on HTTP (and NATS when configured); returns when both answer."""
+        if self._http is not None:
+            return
+        self._stopping.clear()
+        # The URL (and so the Auth0 audiences) is known once the port is bound.
+        placeholder = Auth0Issuer({}, "", "", self._token_lifetime)
+        self._app = SandboxApp(
+            self._store, self._verifier, placeholder, self._users, self._traffic, self._stopping
+        )
+        self._http = SandboxHttpServer(self._app, self.host, self._requested_port)
+        self._auth0 = Auth0Issuer(
+            self._auth0_clients, self.url, self.url + "/", self._token_lifetime
+        )
+        self._app.auth0 = self._auth0
+        self._http.start()
+        if self.nats_url:
+            self._responder = SlugResponder(self.nats_url, self._store.uid_for_slug)
+            try:
+                self._responder.start()
+            except BaseException:
+                self._responder = None
+                self.stop()
+                raise
+
+    def stop(self) -> None:
+        """Stop the NATS responder and the HTTP server; joins every thread."""
+        self._stopping.set()
+        if self._responder is not None:
+            self._responder.stop()
+            self._responder = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- addresses -----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the one HTTP server (after ``start``)."""
+        if self._http is None:
+            raise RuntimeError("the sandbox is not started")
+        return f"http://{self.host}:{self._http.port}"
+
+    @property
+    def port(self) -> int:
+        """The HTTP port (after ``start``)."""
+        if self._http is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._http.port
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment variables that point at this sandbox."""
+        return {
+            "PROJECT_SERVICE_URL": self.url,
+            "COMMITTEE_SERVICE_URL": self.url,
+            "HEIMDALL_JWKS_URL": self.url + JWKS_PATH,
+            "AUTH0_BASE_URL": self.url,
+            "LFX_API_GW": self.url + "/",
+        }
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def root_uid(self) -> str:
+        """UID of the seeded ``ROOT`` project."""
+        return self._store.root_uid
+
+    @property
+    def projects(self) -> dict[str, dict[str, Any]]:
+        """uid -> project as stored, with ``_revision`` and ``_last_write`` (deep copies)."""
+        return self._store.snapshot()["projects"]
+
+    @property
+    def committees(self) -> dict[str, dict[str, Any]]:
+        """uid -> committee (read-only fields computed), with ``_revision``/``_last_write``."""
+        return self._store.snapshot()["committees"]
+
+    @property
+    def members(self) -> dict[str, dict[str, Any]]:
+        """uid -> committee member, with ``_revision`` and ``_last_write``."""
+        return self._store.snapshot()["members"]
+
+    def project_by_slug(self, slug: str) -> dict[str, Any] | None:
+        """The stored project with this slug, or ``None``."""
+        uid = self._store.uid_for_slug(slug)
+        return self.projects.get(uid) if uid else None
+
+    def committees_of(self, project_uid: str) -> list[dict[str, Any]]:
+        """The stored committees of one project."""
+        return [c for c in self.committees.values() if c.get("project_uid") == project_uid]
+
+    # -- seeding -------------------------------------------------------------
+
+    def add_project(
+        self,
+        name: str,
+        slug: str,
+        parent_uid: str | None = None,
+        description: str = "",
+        **fields: Any,
+    ) -> str:
+        """Store a project as if a client had POSTed it (validated); returns its UID.
+
+        ``parent_uid`` defaults to ROOT. The write is attributed to ``sandbox@clients``.
+        """
+        body = {
+            "name": name,
+            "slug": slug,
+            "description": description,
+            "parent_uid": parent_uid or self.root_uid,
+            **fields,
+        }
+        return str(self._store.create_project(body, SEED_WRITER)["uid"])
+
+    def add_committee(
+        self, project_uid: str, name: str, category: str = "Other", **fields: Any
+    ) -> str:
+        """Store a committee as if a client had POSTed it (validated); returns its UID."""
+        body = {"name": name, "category": category, "project_uid": project_uid, **fields}
+        return str(self._store.create_committee(body, SEED_WRITER)["uid"])
+
+    def add_user(self, platform_id: str, user: dict[str, Any]) -> None:
+        """Make the V1 user service know a user (replacing any earlier one)."""
+        app_lock = self._app.users_lock if self._app is not None else threading.Lock()
+        with app_lock:
+            self._users[platform_id] = dict(user)
+
+    def remove_user(self, platform_id: str) -> None:
+        """Make the V1 user service answer 404 for this platform id."""
+        app_lock = self._app.users_lock if self._app is not None else threading.Lock()
+        with app_lock:
+            self._users.pop(platform_id, None)
+
+    def revision(self, kind: str, uid: str) -> int:
+        """The current revision (the ETag number) of a project, committee or member."""
+        table = {"project": "projects", "committee": "committees", "member": "members"}[kind]
+        return self._store.revision_of(table, uid)
+
+    # -- traffic -------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request answered so far (the view's own requests excluded), oldest first."""
+        return self._traffic.requests
+
+    def count(self, method: str, path_prefix: str) -> int:
+        """How many requests with ``method`` (``"*"``: any) had a path starting with the prefix."""
+        return self._traffic.count(method, path_prefix)
+
+    def reset_requests(self) -> None:
+        """Forget the recorded requests."""
+        self._traffic.reset()
+
+    def inject_fault(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int | None = 503,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status``.
+
+        ``body``: a dict (JSON), str or bytes; default ``{"code","message"}``.
+        ``delay``: seconds to wait before answering (to provoke client
+        timeouts); with ``status=None`` the request is then answered normally.
+        ``method`` ``"*"`` matches any method.
+        """
+        self._traffic.inject(
+            Fault(
+                method=method.upper(),
+                path_prefix=path_prefix,
+                status=status,
+                remaining=times,
+                headers=dict(headers or {}),
+                body=copy.deepcopy(body),
+                delay=delay,
+            )
+        )
+
+    def clear_faults(self) -> None:
+        """Drop faults not yet spent."""
+        self._traffic.clear_faults()
+
+    def expire_access_tokens(self) -> None:
+        """Expire every Auth0 access token issued so far (the user service then answers 401)."""
+        if self._auth0 is not None:
+            self._auth0.expire_tokens()
+
+    @property
+    def token_requests(self) -> int:
+        """How many ``POST /oauth/token`` requests arrived."""
+        return self.count("POST", "/oauth/token")

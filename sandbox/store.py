@@ -1,0 +1,404 @@
+"""The in-memory state of the fake V2 services, with their business rules.
+
+Projects, committees and committee members, keyed by UID, behind one lock.
+Every write takes the next number of one global revision counter (as the
+real services use their NATS KV revision) and records who made it in
+``_last_write``. Internal fields start with ``_`` and are never sent back by
+the API; the view shows them.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.api_error import ApiError
+from sandbox.validation import validate_committee, validate_member, validate_project
+
+ROOT_SLUG = "ROOT"
+ROOT_NAME = "ROOT"
+REVISION_FIELD = "_revision"
+LAST_WRITE_FIELD = "_last_write"
+STALE_REVISION_STATUSES = (400, 409, 412)
+REVISION_MISMATCH_MESSAGE = "revision mismatch"
+SEED_PRINCIPAL = "sandbox@clients"
+_SSO_UNSAFE = re.compile(r"[^a-z0-9]+")
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who made a write: the verified JWT claims and the ``X-On-Behalf-Of`` header."""
+
+    principal: str
+    sub: str
+    email: str | None
+    on_behalf_of: str | None
+    method: str
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any], on_behalf_of: str | None, method: str) -> Writer:
+        """The writer of a request whose bearer JWT carried ``claims``."""
+        email = claims.get("email")
+        return cls(
+            principal=str(claims["principal"]),
+            sub=str(claims["sub"]),
+            email=str(email) if email else None,
+            on_behalf_of=on_behalf_of or None,
+            method=method,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``_last_write`` value stored with a record."""
+        return {
+            "principal": self.principal,
+            "sub": self.sub,
+            "email": self.email,
+            "on_behalf_of": self.on_behalf_of,
+            "method": self.method,
+        }
+
+
+SEED_WRITER = Writer(SEED_PRINCIPAL, SEED_PRINCIPAL.removesuffix("@clients"), None, None, "SEED")
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as the services write it (``...Z``)."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def public_view(record: Record) -> Record:
+    """A copy of ``record`` without the internal ``_`` fields: what the API returns."""
+    return {k: copy.deepcopy(v) for k, v in record.items() if not k.startswith("_")}
+
+
+def _internal(record: Record) -> Record:
+    return {k: copy.deepcopy(v) for k, v in record.items() if k.startswith("_")}
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The revision of an ``If-Match`` header (``"5"``, ``5`` or ``W/"5"``); ``None`` if absent.
+
+    A value that is not a decimal revision answers 400.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip().removeprefix("W/").strip().strip('"')
+    if not text.isdigit():
+        raise ApiError(400, f"If-Match must be a revision number, got {value!r}")
+    return int(text)
+
+
+def sso_group_name(project_slug: str, committee_name: str) -> str:
+    """The SSO group name the committee service derives: ``{project-slug}-{name}`` slugified."""
+    return _SSO_UNSAFE.sub("-", f"{project_slug}-{committee_name}".lower()).strip("-")
+
+
+class V2Store:
+    """Projects, committees and members with the services' rules; thread-safe."""
+
+    def __init__(self, stale_revision_status: int = 409) -> None:
+        if stale_revision_status not in STALE_REVISION_STATUSES:
+            raise ValueError(f"stale_revision_status must be one of {STALE_REVISION_STATUSES}")
+        self.stale_revision_status = stale_revision_status
+        self._lock = threading.RLock()
+        self._revision = 0
+        self.projects: dict[str, Record] = {}
+        self.committees: dict[str, Record] = {}
+        self.members: dict[str, Record] = {}
+        self.root_uid = self._seed_root()
+
+    # -- helpers -----------------------------------------------------------
+
+    def _next_revision(self) -> int:
+        self._revision += 1
+        return self._revision
+
+    def _seed_root(self) -> str:
+        uid = str(uuid.uuid4())
+        stamp = now_rfc3339()
+        self.projects[uid] = {
+            "uid": uid,
+            "name": ROOT_NAME,
+            "slug": ROOT_SLUG,
+            "description": "The root of every V2 project.",
+            "public": True,
+            "created_at": stamp,
+            "updated_at": stamp,
+            REVISION_FIELD: self._next_revision(),
+            LAST_WRITE_FIELD: SEED_WRITER.as_dict(),
+        }
+        return uid
+
+    def _check_revision(
+        self, record: Record, if_match: str | None, *, required_status: int
+    ) -> None:
+        revision = parse_if_match(if_match)
+        if revision is None:
+            if required_status == 400:
+                raise ApiError(400, "If-Match header is required")
+            raise self._stale("If-Match header is required: " + REVISION_MISMATCH_MESSAGE)
+        if revision != record[REVISION_FIELD]:
+            raise self._stale(REVISION_MISMATCH_MESSAGE)
+
+    def _stale(self, message: str) -> ApiError:
+        status = self.stale_revision_status
+        if status == 400:
+            return ApiError(400, message)
+        return ApiError(status, message if status == 409 else "precondition failed: " + message)
+
+    def _get(self, table: dict[str, Record], uid: str, what: str) -> Record:
+        record = table.get(uid)
+        if record is None:
+            raise ApiError(404, f"{what} not found")
+        return record
+
+    def _stamp(self, record: Record, writer: Writer) -> None:
+        record[REVISION_FIELD] = self._next_revision()
+        record[LAST_WRITE_FIELD] = writer.as_dict()
+
+    # -- lookups -------------------------------------------------------------
+
+    def revision_of(self, table: str, uid: str) -> int:
+        """The current revision of a stored object (``table``: projects, committees, members)."""
+        with self._lock:
+            return int(getattr(self, table)[uid][REVISION_FIELD])
+
+    def uid_for_slug(self, slug: str) -> str | None:
+        """The UID of the project with exactly this slug (``ROOT`` included)."""
+        with self._lock:
+            for uid, project in self.projects.items():
+                if project.get("slug") == slug:
+                    return uid
+        return None
+
+    def snapshot(self) -> dict[str, dict[str, Record]]:
+        """Deep copies of every table as the API shows them, plus the internal fields."""
+        with self._lock:
+            return {
+                "projects": copy.deepcopy(self.projects),
+                "committees": {
+                    uid: {**self._committee_view(record), **_internal(record)}
+                    for uid, record in self.committees.items()
+                },
+                "members": {
+                    uid: {**self._member_view(record), **_internal(record)}
+                    for uid, record in self.members.items()
+                },
+            }
+
+    # -- projects ----------------------------------------------------------
+
+    def _check_project_links(self, body: Record, uid: str | None) -> None:
+        for field in ("parent_uid", "legal_parent_uid"):
+            target = body.get(field)
+            if target is None:
+                continue
+            if target == uid:
+                raise ApiError(400, f"{field} must not be the project itself")
+            if target not in self.projects:
+                raise ApiError(400, f"{field} {target} does not exist")
+        owner = self.uid_for_slug(body["slug"])
+        if owner is not None and owner != uid:
+            raise ApiError(409, f"project with slug {body['slug']!r} already exists")
+
+    def create_project(self, body: object, writer: Writer) -> Record:
+        """``POST /projects``: 201 with the new project."""
+        clean = validate_project(body)
+        with self._lock:
+            self._check_project_links(clean, None)
+            uid = str(uuid.uuid4())
+            stamp = now_rfc3339()
+            record = {"uid": uid, **clean, "created_at": stamp, "updated_at": stamp}
+            self._stamp(record, writer)
+            self.projects[uid] = record
+            return public_view(record)
+
+    def get_project(self, uid: str) -> tuple[Record, int]:
+        """``GET /projects/{uid}``: the project and its revision."""
+        with self._lock:
+            record = self._get(self.projects, uid, "project")
+            return public_view(record), int(record[REVISION_FIELD])
+
+    def update_project(
+        self, uid: str, body: object, if_match: str | None, writer: Writer
+    ) -> Record:
+        """``PUT /projects/{uid}``: replace the base with ``body`` (not a patch)."""
+        clean = validate_project(body)
+        with self._lock:
+            record = self._get(self.projects, uid, "project")
+            self._check_revision(record, if_match, required_status=self.stale_revision_status)
+            self._check_project_links(clean, uid)
+            replaced = {
+                "uid": uid,
+                **clean,
+                "created_at": record["created_at"],
+                "updated_at": now_rfc3339(),
+            }
+            self._stamp(replaced, writer)
+            self.projects[uid] = replaced
+            return public_view(replaced)
+
+    def delete_project(self, uid: str, if_match: str | None) -> None:
+        """``DELETE /projects/{uid}``: needs a current ``If-Match``."""
+        with self._lock:
+            record = self._get(self.projects, uid, "project")
+            self._check_revision(record, if_match, required_status=400)
+            del self.projects[uid]
+
+    # -- committees ----------------------------------------------------------
+
+    def _committee_view(self, record: Record) -> Record:
+        view = public_view(record)
+        project = self.projects.get(record["project_uid"], {})
+        view["project_name"] = project.get("name", "")
+        view["total_members"] = sum(
+            1 for m in self.members.values() if m["committee_uid"] == record["uid"]
+        )
+        view["sso_group_name"] = (
+            sso_group_name(str(project.get("slug", "")), record["name"])
+            if record.get("sso_group_enabled")
+            else ""
+        )
+        return view
+
+    def _check_committee_links(self, body: Record, uid: str | None) -> None:
+        if body["project_uid"] not in self.projects:
+            raise ApiError(404, f"project {body['project_uid']} not found")
+        parent = body.get("parent_uid")
+        if parent is not None and (parent == uid or parent not in self.committees):
+            raise ApiError(400, f"parent committee {parent} does not exist")
+        for other_uid, other in self.committees.items():
+            if (
+                other_uid != uid
+                and other["project_uid"] == body["project_uid"]
+                and other["name"] == body["name"]
+            ):
+                raise ApiError(
+                    409,
+                    f"committee {body['name']!r} already exists in project {body['project_uid']}",
+                )
+
+    def create_committee(self, body: object, writer: Writer) -> Record:
+        """``POST /committees``: 201 with the new committee; 404 for an unknown project."""
+        clean = validate_committee(body)
+        with self._lock:
+            self._check_committee_links(clean, None)
+            uid = str(uuid.uuid4())
+            record = {"uid": uid, **clean}
+            self._stamp(record, writer)
+            self.committees[uid] = record
+            return self._committee_view(record)
+
+    def get_committee(self, uid: str) -> tuple[Record, int]:
+        """``GET /committees/{uid}``: the committee and its revision."""
+        with self._lock:
+            record = self._get(self.committees, uid, "committee")
+            return self._committee_view(record), int(record[REVISION_FIELD])
+
+    def update_committee(
+        self, uid: str, body: object, if_match: str | None, writer: Writer
+    ) -> Record:
+        """``PUT /committees/{uid}``: ``If-Match`` required (400 without it)."""
+        clean = validate_committee(body)
+        with self._lock:
+            record = self._get(self.committees, uid, "committee")
+            self._check_revision(record, if_match, required_status=400)
+            self._check_committee_links(clean, uid)
+            replaced = {"uid": uid, **clean}
+            self._stamp(replaced, writer)
+            self.committees[uid] = replaced
+            return self._committee_view(replaced)
+
+    def delete_committee(self, uid: str, if_match: str | None) -> None:
+        """``DELETE /committees/{uid}``: removes its members too."""
+        with self._lock:
+            record = self._get(self.committees, uid, "committee")
+            self._check_revision(record, if_match, required_status=400)
+            del self.committees[uid]
+            for member_uid in [m for m, v in self.members.items() if v["committee_uid"] == uid]:
+                del self.members[member_uid]
+
+    # -- members -------------------------------------------------------------
+
+    def _member_view(self, record: Record) -> Record:
+        view = public_view(record)
+        committee = self.committees.get(record["committee_uid"], {})
+        view["committee_name"] = committee.get("name", "")
+        view["committee_category"] = committee.get("category", "")
+        return view
+
+    def _check_member_email(self, committee_uid: str, email: str, uid: str | None) -> None:
+        for other_uid, other in self.members.items():
+            if (
+                other_uid != uid
+                and other["committee_uid"] == committee_uid
+                and other["email"].lower() == email.lower()
+            ):
+                raise ApiError(409, f"member {email!r} already exists in this committee")
+
+    def create_member(self, committee_uid: str, body: object, writer: Writer) -> Record:
+        """``POST /committees/{uid}/members``: 201 with the new member."""
+        clean = validate_member(body)
+        with self._lock:
+            self._get(self.committees, committee_uid, "committee")
+            self._check_member_email(committee_uid, clean["email"], None)
+            uid = str(uuid.uuid4())
+            stamp = now_rfc3339()
+            record = {
+                "uid": uid,
+                "committee_uid": committee_uid,
+                **clean,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            self._stamp(record, writer)
+            self.members[uid] = record
+            return self._member_view(record)
+
+    def _member_of(self, committee_uid: str, uid: str) -> Record:
+        self._get(self.committees, committee_uid, "committee")
+        record = self._get(self.members, uid, "member")
+        if record["committee_uid"] != committee_uid:
+            raise ApiError(404, "member not found")
+        return record
+
+    def get_member(self, committee_uid: str, uid: str) -> tuple[Record, int]:
+        """``GET /committees/{uid}/members/{member_uid}``."""
+        with self._lock:
+            record = self._member_of(committee_uid, uid)
+            return self._member_view(record), int(record[REVISION_FIELD])
+
+    def update_member(
+        self, committee_uid: str, uid: str, body: object, if_match: str | None, writer: Writer
+    ) -> Record:
+        """``PUT /committees/{uid}/members/{member_uid}``: full body, ``If-Match`` required."""
+        clean = validate_member(body)
+        with self._lock:
+            record = self._member_of(committee_uid, uid)
+            self._check_revision(record, if_match, required_status=400)
+            self._check_member_email(committee_uid, clean["email"], uid)
+            replaced = {
+                "uid": uid,
+                "committee_uid": committee_uid,
+                **clean,
+                "created_at": record["created_at"],
+                "updated_at": now_rfc3339(),
+            }
+            self._stamp(replaced, writer)
+            self.members[uid] = replaced
+            return self._member_view(replaced)
+
+    def delete_member(self, committee_uid: str, uid: str, if_match: str | None) -> None:
+        """``DELETE /committees/{uid}/members/{member_uid}``."""
+        with self._lock:
+            record = self._member_of(committee_uid, uid)
+            self._check_revision(record, if_match, required_status=400)
+            del self.members[uid]

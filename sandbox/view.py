@@ -1,0 +1,141 @@
+"""The read-only view of what the fakes hold: a JSON document and an HTML page.
+
+The page shows the project tree (ROOT, its children, theirs...) with each
+project's committees and who wrote each object last. It is rendered on the
+server, needs no script, and reloads itself every few seconds so a person can
+watch a sync arrive.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from typing import Any
+
+from sandbox.store import LAST_WRITE_FIELD, REVISION_FIELD, V2Store
+
+REFRESH_SECONDS = 5
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1d2733; }
+h1 { font-size: 1.3rem; margin-bottom: .2rem; }
+.summary { color: #566; margin-bottom: 1rem; }
+ul { list-style: none; padding-left: 1.4rem; border-left: 1px dotted #bcc; }
+li { margin: .25rem 0; }
+.project > .name { font-weight: 600; }
+.slug { font-family: ui-monospace, monospace; color: #345; }
+.meta, .writer { color: #678; font-size: .85em; }
+.committees { border-left: none; padding-left: 1.2rem; }
+.committee { font-size: .92em; }
+.committee .name::before { content: "\\25AA  "; color: #9ab; }
+.tag { background: #eef3f7; border-radius: 3px; padding: 0 .3rem; font-size: .8em; }
+"""
+
+
+def state(store: V2Store) -> dict[str, Any]:
+    """Everything the fakes hold, with each object's ``_last_write`` and ``_revision``."""
+    tables = store.snapshot()
+    return {
+        "root_uid": store.root_uid,
+        "counts": {name: len(rows) for name, rows in tables.items()},
+        **tables,
+    }
+
+
+def _writer(record: dict[str, Any]) -> str:
+    last = record.get(LAST_WRITE_FIELD) or {}
+    text = str(last.get("principal", "?"))
+    if last.get("on_behalf_of"):
+        text += f" on behalf of {last['on_behalf_of']}"
+    if last.get("email"):
+        text += f" <{last['email']}>"
+    return f"last written by {text} ({last.get('method', '?')}, rev {record.get(REVISION_FIELD)})"
+
+
+def _committee_items(committees: list[dict[str, Any]]) -> str:
+    if not committees:
+        return ""
+    items = []
+    for committee in sorted(committees, key=lambda c: str(c.get("name", ""))):
+        items.append(
+            '<li class="committee">'
+            f'<span class="name">{html.escape(str(committee.get("name", "")))}</span> '
+            f'<span class="tag">{html.escape(str(committee.get("category", "")))}</span> '
+            f'<span class="writer">{html.escape(_writer(committee))}</span></li>'
+        )
+    return '<ul class="committees">' + "".join(items) + "</ul>"
+
+
+def _project_item(
+    uid: str,
+    projects: dict[str, dict[str, Any]],
+    children: dict[str, list[str]],
+    committees: dict[str, list[dict[str, Any]]],
+    seen: set[str],
+) -> str:
+    seen.add(uid)
+    project = projects[uid]
+    details = [
+        str(project[key]) for key in ("stage", "category", "legal_entity_type") if project.get(key)
+    ]
+    if "public" in project:
+        details.append("public" if project["public"] else "private")
+    parts = [
+        f'<li class="project" id="{html.escape(uid)}">',
+        f'<span class="name">{html.escape(str(project.get("name", "")))}</span> ',
+        f'<span class="slug">{html.escape(str(project.get("slug", "")))}</span> ',
+        f'<span class="meta">{html.escape(" · ".join(details))}</span><br>',
+        f'<span class="writer">{html.escape(_writer(project))}</span>',
+        _committee_items(committees.get(uid, [])),
+    ]
+    kids = [k for k in children.get(uid, []) if k not in seen]
+    if kids:
+        parts.append("<ul>")
+        for kid in sorted(kids, key=lambda k: str(projects[k].get("name", ""))):
+            parts.append(_project_item(kid, projects, children, committees, seen))
+        parts.append("</ul>")
+    parts.append("</li>")
+    return "".join(parts)
+
+
+def html_page(document: dict[str, Any]) -> str:
+    """A self-contained HTML page of ``state()``: the project tree with committees."""
+    projects: dict[str, dict[str, Any]] = document["projects"]
+    children: dict[str, list[str]] = defaultdict(list)
+    for uid, project in projects.items():
+        parent = project.get("parent_uid")
+        if parent:
+            children[parent].append(uid)
+    committees: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for committee in document["committees"].values():
+        committees[str(committee.get("project_uid"))].append(committee)
+    seen: set[str] = set()
+    root_uid = document["root_uid"]
+    tree = (
+        _project_item(root_uid, projects, children, committees, seen)
+        if root_uid in projects
+        else ""
+    )
+    # Objects not reachable from ROOT (a parent deleted, a cycle) still deserve a line.
+    orphans = [uid for uid in projects if uid not in seen]
+    orphan_items = "".join(
+        _project_item(uid, projects, children, committees, seen)
+        for uid in orphans
+        if uid not in seen
+    )
+    counts = document["counts"]
+    summary = (
+        f"{counts['projects']} projects (ROOT included), {counts['committees']} committees, "
+        f"{counts['members']} members"
+    )
+    orphan_block = f"<h2>Not under ROOT</h2><ul>{orphan_items}</ul>" if orphan_items else ""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>"
+        "<title>V2 sandbox</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        "<h1>V2 sandbox: projects and committees</h1>"
+        f'<div class="summary">{html.escape(summary)} · '
+        '<a href="/_sandbox/state">JSON</a></div>'
+        f"<ul>{tree}</ul>{orphan_block}</body></html>"
+    )
