@@ -1,0 +1,72 @@
+"""The Celery app of the sync workers: ``celery -A tasks.app`` (or ``-A tasks``).
+
+Configured from the environment at import with light settings only (the
+broker, the queue, the retry policy): importing the app needs no signing keys,
+so ``celery -A tasks.app inspect ping`` works anywhere. A worker loads the full
+``WorkerSettings`` when it starts and exits 2 on bad configuration (see
+``tasks.runtime``).
+
+No result backend: outcomes go to logs, Prometheus and Redis counters, and
+Flower follows tasks through events.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from v1_sync_helper.broker import (
+    TASK_HARD_TIME_LIMIT,
+    TASK_SOFT_TIME_LIMIT,
+    broker_transport_options,
+)
+from v1_sync_helper.settings import CommonSettings, RetrySettings, load_settings
+
+APP_NAME = "v1-sync-helper"
+TASK_MODULES = ["tasks.sync"]
+
+
+class AppSettings(CommonSettings, RetrySettings):
+    """What the app needs at import: broker, queue, retry policy (no secrets)."""
+
+
+APP_SETTINGS = load_settings(AppSettings)
+
+app = Celery(APP_NAME, include=TASK_MODULES)
+app.conf.update(
+    broker_url=APP_SETTINGS.redis_url,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options=broker_transport_options(APP_SETTINGS.sync_retry_backoff_max),
+    task_default_queue=APP_SETTINGS.celery_queue,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    # A killed worker's task runs again; a slot holds one message at a time.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=TASK_SOFT_TIME_LIMIT,
+    task_time_limit=TASK_HARD_TIME_LIMIT,
+    # Flower shows queued, started, retried, succeeded and failed tasks.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_track_started=True,
+    # Logs are ours (JSON): see ``_json_logging``.
+    worker_hijack_root_logger=False,
+    enable_utc=True,
+)
+
+
+@signals.setup_logging.connect
+def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Worker logs, Celery's own included, as one JSON object a line."""
+    from v1_sync_helper.logs import configure_logging
+
+    configure_logging(APP_SETTINGS.debug)
+    if loglevel:
+        level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+        if isinstance(level, int):
+            logging.getLogger().setLevel(level)

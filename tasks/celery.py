@@ -1,0 +1,5 @@
+"""Lets ``celery -A tasks worker`` find the app (Celery looks for ``tasks.celery``)."""
+
+from tasks.app import app
+
+__all__ = ["app"]

@@ -1,0 +1,63 @@
+"""What a sync task run ended in, and the per-minute counts the ``status`` command shows.
+
+Every run ends in exactly one outcome. Besides the log line and the Prometheus
+counter (see ``tasks.sync``), the outcome is counted in Redis under
+``v1sync:outcomes:{unix_minute}`` (a hash: outcome -> count) that expires
+after two hours, so any process can read the last hour without scraping
+workers.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+
+import redis
+
+OUTCOME_KEY_PREFIX = "v1sync:outcomes:"
+OUTCOME_TTL_SECONDS = 2 * 3600
+SECONDS_PER_MINUTE = 60
+
+
+class Outcome(enum.StrEnum):
+    """How one run of ``sync_kv_entry`` ended."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SUPERSEDED = "superseded"
+    SKIPPED = "skipped"
+    RETRYING = "retrying"
+    DEAD_LETTERED = "dead_lettered"
+    DELETE_NOT_IMPLEMENTED = "delete_not_implemented"
+
+
+def minute_key(now: float) -> str:
+    """The Redis hash of the minute ``now`` falls in."""
+    return f"{OUTCOME_KEY_PREFIX}{int(now // SECONDS_PER_MINUTE)}"
+
+
+def count_outcome(client: redis.Redis, outcome: str, now: float | None = None) -> None:
+    """Add one ``outcome`` to the current minute's counts."""
+    key = minute_key(time.time() if now is None else now)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(key, outcome, 1)
+        pipe.expire(key, OUTCOME_TTL_SECONDS)
+        pipe.execute()
+
+
+def recent_outcomes(
+    client: redis.Redis, minutes: int = 60, now: float | None = None
+) -> dict[str, int]:
+    """Outcome counts summed over the last ``minutes`` minutes (the current one included)."""
+    current = int((time.time() if now is None else now) // SECONDS_PER_MINUTE)
+    with client.pipeline(transaction=False) as pipe:
+        for minute in range(current - minutes + 1, current + 1):
+            pipe.hgetall(f"{OUTCOME_KEY_PREFIX}{minute}")
+        replies = pipe.execute()
+    totals: dict[str, int] = {}
+    for reply in replies:
+        for name, count in reply.items():
+            label = name.decode() if isinstance(name, bytes) else str(name)
+            totals[label] = totals.get(label, 0) + int(count)
+    return totals

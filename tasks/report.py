@@ -1,0 +1,61 @@
+"""The record of one task run: what it worked on and how it ended.
+
+The task fills a ``RunReport`` as it learns things (the sfid after mapping,
+the uid after the V2 call, the username after the user lookup) and emits it
+as the run's single outcome log line.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+OTHER_OBJECT_TYPE = "other"
+
+
+@dataclass
+class RunReport:
+    """Context of one run of ``sync_kv_entry``; ``fields()`` is its log ``extra``."""
+
+    key: str
+    revision: int
+    operation: str
+    attempt: int = 0
+    object_type: str = OTHER_OBJECT_TYPE
+    sfid: str | None = None
+    slug: str | None = None
+    project_uid: str | None = None
+    committee_uid: str | None = None
+    username: str | None = None
+    reason: str | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    status: int | None = None
+    countdown: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def context(self) -> dict[str, Any]:
+        """The standard log fields known so far (for log lines during the run)."""
+        names = ("key", "operation", "sfid", "slug", "project_uid", "committee_uid", "username")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def fields(self, outcome: str) -> dict[str, Any]:
+        """Every field of the outcome line."""
+        extra = self.context()
+        extra.update(
+            outcome=outcome,
+            revision=self.revision,
+            object_type=self.object_type,
+            attempt=self.attempt,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
+        )
+        optional = {
+            "reason": self.reason,
+            "error_kind": self.error_kind,
+            "error_message": self.error_message,
+            "status": self.status,
+            "countdown": None if self.countdown is None else round(self.countdown, 3),
+        }
+        extra.update({name: value for name, value in optional.items() if value is not None})
+        return extra

@@ -1,0 +1,210 @@
+"""Per-process resources of a worker, opened once and shared by the task's threads.
+
+One ``Runtime`` per worker process: the settings, one NATS connection (which
+reconnects on its own), one Redis client, the token minter, the V2 clients, the
+user directory, the mapping store and the dead-letter store. A prefork child
+opens its own at ``worker_process_init`` (a NATS loop thread does not survive
+``fork``); the threads and solo pools, and tests, create it on first use.
+Tests build one for their servers and install it with ``set_runtime``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+import redis
+from celery import signals
+
+from tasks.deadletters import DeadLetterStore
+from tasks.errors import TransientError
+from tasks.identity import Identity
+from tasks.mapping_store import MappingStore
+from tasks.metrics import mark_process_dead
+from tasks.tokens import TokenMinter, minter_from_settings
+from tasks.users import UserDirectory, user_directory_from_settings
+from tasks.v2client import V2Service, committee_service, project_service
+from v1_sync_helper.nats_client import SyncNats
+from v1_sync_helper.settings import WorkerSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+SLUG_TO_UID_SUBJECT = "lfx.projects-api.slug_to_uid"
+ROOT_SLUG = "ROOT"
+SLUG_LOOKUP_TIMEOUT = 5.0
+REDIS_SOCKET_TIMEOUT = 5.0
+REDIS_HEALTH_CHECK_INTERVAL = 30
+NATS_CLIENT_NAME = "v1-sync-helper-worker"
+
+
+@dataclass
+class Runtime:
+    """What the task needs to do its work, for one worker process."""
+
+    settings: WorkerSettings
+    nats: SyncNats
+    redis: redis.Redis
+    minter: TokenMinter
+    projects: V2Service
+    committees: V2Service | None
+    users: UserDirectory
+    mappings: MappingStore
+    dead_letters: DeadLetterStore
+    _root_uid: str | None = field(default=None, repr=False)
+    _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> Runtime:
+        """Open every connection for ``settings`` (NATS first: it fails fastest)."""
+        nats_client = SyncNats(settings.nats_url, f"{NATS_CLIENT_NAME}-{os.getpid()}")
+        try:
+            redis_client = redis_client_for(settings.redis_url)
+            minter = minter_from_settings(settings)
+            return cls(
+                settings=settings,
+                nats=nats_client,
+                redis=redis_client,
+                minter=minter,
+                projects=project_service(settings, minter),
+                committees=committee_service(settings, minter),
+                users=user_directory_from_settings(settings, nats_client),
+                mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
+                dead_letters=DeadLetterStore(redis_client),
+            )
+        except BaseException:
+            nats_client.close()
+            raise
+
+    def identity_for(self, last_modified_by: str | None) -> Identity:
+        """The identity V2 calls for a record modified by ``last_modified_by`` are made as."""
+        return self.users.identity_for(last_modified_by)
+
+    def slug_to_uid(self, slug: str) -> str | None:
+        """The V2 uid of the project ``slug`` from the project service's NATS responder.
+
+        None when the service does not know the slug; ``TransientError`` when it
+        does not answer.
+        """
+        try:
+            reply = self.nats.request(
+                SLUG_TO_UID_SUBJECT, slug.encode("utf-8"), timeout=SLUG_LOOKUP_TIMEOUT
+            )
+        except (nats.errors.Error, TimeoutError) as error:
+            raise TransientError(
+                f"{SLUG_TO_UID_SUBJECT} for {slug!r} failed: {type(error).__name__}",
+                kind="slug_lookup_unavailable",
+            ) from None
+        uid = reply.decode("utf-8", "replace").strip()
+        return uid or None
+
+    def root_uid(self) -> str:
+        """The uid of the ROOT project, looked up once per process."""
+        with self._root_lock:
+            if self._root_uid is None:
+                uid = self.slug_to_uid(ROOT_SLUG)
+                if uid is None:
+                    raise TransientError(
+                        "the project service does not know the ROOT project", kind="root_unknown"
+                    )
+                self._root_uid = uid
+                log.info("found the ROOT project", extra={"project_uid": uid})
+            return self._root_uid
+
+    def close(self) -> None:
+        """Close every connection (errors are logged, not raised)."""
+        closers: list[Any] = [self.users.close, self.projects.close, self.redis.close]
+        if self.committees is not None:
+            closers.append(self.committees.close)
+        closers.append(self.nats.close)
+        for close in closers:
+            try:
+                close()
+            except Exception:
+                log.warning("closing a worker resource failed", exc_info=True)
+
+
+def redis_client_for(url: str) -> redis.Redis:
+    """A Redis client that never blocks forever on a half-open socket."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_keepalive=True,
+        health_check_interval=REDIS_HEALTH_CHECK_INTERVAL,
+        retry_on_timeout=True,
+    )
+
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, opened from the environment on first use."""
+    global _runtime, _runtime_pid
+    runtime = _runtime
+    if runtime is not None and _runtime_pid == os.getpid():
+        return runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime_pid != os.getpid():
+            # A runtime inherited through fork has a dead NATS thread: never reuse it.
+            _runtime = Runtime.from_settings(load_settings(WorkerSettings))
+            _runtime_pid = os.getpid()
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> Runtime | None:
+    """Install ``runtime`` for this process (tests); returns the one it replaces."""
+    global _runtime, _runtime_pid
+    with _runtime_lock:
+        previous, _runtime = _runtime, runtime
+        _runtime_pid = os.getpid() if runtime is not None else None
+    return previous
+
+
+def has_runtime() -> bool:
+    """Whether this process has a runtime open already."""
+    return _runtime is not None and _runtime_pid == os.getpid()
+
+
+def close_runtime() -> None:
+    """Close and forget this process's runtime, if it opened one."""
+    global _runtime, _runtime_pid
+    with _runtime_lock:
+        runtime, owned = _runtime, _runtime_pid == os.getpid()
+        _runtime, _runtime_pid = None, None
+    if runtime is not None and owned:
+        runtime.close()
+
+
+@signals.worker_init.connect
+def _check_settings(**_: Any) -> None:
+    """Stop a worker with bad configuration before it takes any task (exit code 2)."""
+    if not has_runtime():
+        load_settings(WorkerSettings)
+
+
+@signals.worker_process_init.connect
+def _open_in_child(**_: Any) -> None:
+    """A prefork child opens its own connections before its first task."""
+    try:
+        get_runtime()
+    except Exception:
+        # The first task tries again and retries with backoff if it still fails.
+        log.exception("could not open the worker's connections")
+
+
+@signals.worker_process_shutdown.connect
+def _close_in_child(pid: int | None = None, **_: Any) -> None:
+    close_runtime()
+    mark_process_dead(pid or os.getpid())
+
+
+@signals.worker_shutdown.connect
+def _close_in_main(**_: Any) -> None:
+    close_runtime()
