@@ -8,9 +8,12 @@ import click
 @click.command("bridge")
 def bridge_command() -> None:
     """Pull KV changes from JetStream and enqueue one Celery task per change."""
+    import asyncio
+
+    from bridge.service import serve
     from v1_sync_helper.logs import configure_logging
     from v1_sync_helper.settings import BridgeSettings, load_settings
 
     settings = load_settings(BridgeSettings)
     configure_logging(settings.debug)
-    raise click.ClickException("the bridge loop is not implemented yet (issue 3)")
+    asyncio.run(serve(settings))

@@ -1,0 +1,75 @@
+"""What one message of the KV stream means: a key, its revision, an operation.
+
+A KV bucket is a JetStream stream whose subjects are ``$KV.{bucket}.{key}``.
+A PUT carries no ``KV-Operation`` header; deletes carry ``DEL`` or ``PURGE``;
+servers 2.11+ also write marker messages (header ``Nats-Marker-Reason``) when a
+limit or TTL removes a key, which ADR-48 says to read as deletes. The revision
+of an entry is the message's stream sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from v1_sync_helper.broker import OPERATIONS
+
+KV_OPERATION_HEADER = "KV-Operation"
+MARKER_REASON_HEADER = "Nats-Marker-Reason"
+
+# ADR-48: MaxAge and Purge markers read as PURGE, Remove as DEL.
+MARKER_OPERATIONS = {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}
+UNKNOWN_MARKER_OPERATION = "DEL"
+
+SKIP_FOREIGN_SUBJECT = "foreign_subject"
+SKIP_EMPTY_KEY = "empty_key"
+SKIP_UNKNOWN_OPERATION = "unknown_operation"
+
+
+@dataclass(frozen=True, slots=True)
+class KvChange:
+    """One change of one key: the arguments of its ``sync_kv_entry`` task."""
+
+    key: str
+    revision: int
+    operation: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A stream message that yields no task, and why (a metrics label)."""
+
+    reason: str
+
+
+def subject_prefix(bucket: str) -> str:
+    """The subject prefix of every key of ``bucket``: ``$KV.{bucket}.``."""
+    return f"$KV.{bucket}."
+
+
+def operation_of(headers: Mapping[str, str] | None) -> str | None:
+    """The KV operation a message's headers announce, or None when unknown."""
+    if not headers:
+        return "PUT"
+    reason = headers.get(MARKER_REASON_HEADER)
+    if reason is not None:
+        return MARKER_OPERATIONS.get(reason, UNKNOWN_MARKER_OPERATION)
+    operation = headers.get(KV_OPERATION_HEADER)
+    if operation is None:
+        return "PUT"
+    return operation if operation in OPERATIONS else None
+
+
+def change_of(
+    subject: str, headers: Mapping[str, str] | None, sequence: int, prefix: str
+) -> KvChange | Skip:
+    """Turn one stream message into the change it records, or say why not."""
+    if not subject.startswith(prefix):
+        return Skip(SKIP_FOREIGN_SUBJECT)
+    key = subject[len(prefix) :]
+    if not key:
+        return Skip(SKIP_EMPTY_KEY)
+    operation = operation_of(headers)
+    if operation is None:
+        return Skip(SKIP_UNKNOWN_OPERATION)
+    return KvChange(key, sequence, operation)

@@ -1,0 +1,337 @@
+"""The bridge loop: fetch a batch, enqueue its tasks in one round trip, then ack.
+
+Guarantees:
+
+- A message is acked only after the pipeline carrying its task returned, so
+  every acked change has its task in Redis. A lost ack means the message
+  comes again and the task runs twice; the task is idempotent.
+- While the broker is unreachable the loop stops fetching, retries the batch
+  in hand with capped backoff and keeps its messages alive with
+  ``in_progress()`` well inside the ack wait, so JetStream neither redelivers
+  them nor spends their max-deliver budget. It never NAKs for broker trouble.
+- When the Celery queue grows past the high-water mark, fetching pauses
+  until it drains below the low-water mark: updates wait in JetStream.
+- After a NATS reconnect, or after repeated fetch errors or a long idle
+  stretch, the pull subscription is recreated (a pull subscription has been
+  seen to go deaf after a server restart).
+- On stop: no new fetches; the batch in hand and whatever the subscription
+  had already buffered are enqueued and acked, within a deadline.
+
+Redis calls are blocking; they run on one dedicated thread so the event loop
+(NATS pings, acks, in-progress signals) never waits on a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from bridge.changes import KvChange, Skip, change_of, subject_prefix
+from bridge.consumer import ConsumerSpec, ensure_consumer
+from bridge.messages import EncodedBatch, TaskMessageEncoder
+from bridge.metrics import BridgeMetrics
+from bridge.publisher import BrokerPublisher
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FETCH_TIMEOUT = 1.0
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 2.0
+# in_progress() at most this often and at least three times per ack wait.
+IN_PROGRESS_INTERVAL_MAX = 10.0
+IDLE_BROKER_CHECK_INTERVAL = 2.0
+BROKER_DOWN_CHECK_INTERVAL = 1.0
+DRAIN_POLL_INTERVAL = 0.25
+LOW_WATER_FRACTION = 0.75
+FETCH_ERRORS_BEFORE_RESUBSCRIBE = 3
+IDLE_FETCHES_BEFORE_RESUBSCRIBE = 60
+STOP_GRACE = 20.0
+
+BROKER_FAILURES: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class LoopTuning:
+    """Flow-control knobs of one bridge."""
+
+    batch_size: int = 500
+    max_queue_depth: int = 10_000
+    fetch_timeout: float = FETCH_TIMEOUT
+    backoff_initial: float = BACKOFF_INITIAL
+    backoff_max: float = BACKOFF_MAX
+    stop_grace: float = STOP_GRACE
+
+    @property
+    def low_water(self) -> int:
+        """Fetching resumes once the queue is shorter than this."""
+        return int(self.max_queue_depth * LOW_WATER_FRACTION)
+
+
+class Bridge:
+    """One bridge: a pull subscription on the shared consumer and one broker client."""
+
+    def __init__(
+        self,
+        nc: Client,
+        spec: ConsumerSpec,
+        encoder: TaskMessageEncoder,
+        publisher: BrokerPublisher,
+        metrics: BridgeMetrics,
+        tuning: LoopTuning,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.spec = spec
+        self.encoder = encoder
+        self.publisher = publisher
+        self.metrics = metrics
+        self.tuning = tuning
+        self.prefix = subject_prefix(spec.bucket)
+        self.in_progress_interval = min(IN_PROGRESS_INTERVAL_MAX, spec.ack_wait / 3)
+        self.broker_up = False
+        self.subscribed = False
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._reconnects_seen = 0
+        self._last_broker_contact = 0.0
+        self._queue_depth = 0
+        self._stop: asyncio.Event | None = None
+        self._stop_deadline: float | None = None
+        self._redis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-redis")
+
+    # -- state -------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """NATS connected, subscription in place, broker answering."""
+        return bool(self.nc.is_connected and self.subscribed and self.broker_up)
+
+    def readiness(self) -> dict[str, bool]:
+        """Each readiness check by name (the body of ``/readyz``)."""
+        return {
+            "nats": bool(self.nc.is_connected),
+            "subscription": self.subscribed,
+            "broker": self.broker_up,
+        }
+
+    def _broker_ok(self, depth: int) -> None:
+        if not self.broker_up:
+            log.info("broker reachable", extra={"queue_depth": depth})
+        self.broker_up = True
+        self.metrics.broker_down.set(0)
+        self._last_broker_contact = time.monotonic()
+        self._queue_depth = depth
+        self.metrics.queue_depth.set(depth)
+
+    def _broker_failed(self, error: Exception) -> None:
+        self.metrics.enqueue_failures.inc()
+        if self.broker_up or self._last_broker_contact == 0.0:
+            log.warning("broker unreachable", extra={"error": repr(error)})
+        self.broker_up = False
+        self.metrics.broker_down.set(1)
+
+    async def _on_redis_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._redis_thread, fn, *args)
+
+    # -- subscription ------------------------------------------------------
+
+    async def _subscribe(self) -> None:
+        await ensure_consumer(self.js, self.spec)
+        self._sub = await self.js.pull_subscribe_bind(self.spec.name, stream=self.spec.stream)
+        self._reconnects_seen = self.nc.stats["reconnects"]
+        self.subscribed = True
+
+    async def _resubscribe(self, reason: str) -> None:
+        self.metrics.resubscribes.inc()
+        log.warning("recreating pull subscription", extra={"reason": reason})
+        await self._unsubscribe()
+        await self._subscribe()
+
+    async def _unsubscribe(self) -> None:
+        self.subscribed = False
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception as error:  # the subscription may be gone already
+                log.debug("unsubscribe failed", extra={"error": repr(error)})
+            self._sub = None
+
+    # -- the loop ----------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, enqueue and ack until ``stop`` is set; then finish what is in hand."""
+        self._stop = stop
+        await self._subscribe()
+        await self._check_broker()
+        log.info(
+            "bridge running",
+            extra={"consumer": self.spec.name, "batch_size": self.tuning.batch_size},
+        )
+        fetch_errors = 0
+        idle_fetches = 0
+        try:
+            while not stop.is_set():
+                if not self.broker_up:
+                    # Nothing is fetched while the broker is known to be down.
+                    await _wait(stop, BROKER_DOWN_CHECK_INTERVAL)
+                    await self._check_broker()
+                    continue
+                if self._queue_depth > self.tuning.max_queue_depth:
+                    await self._wait_for_drain(stop)
+                    continue
+                if self.nc.stats["reconnects"] != self._reconnects_seen:
+                    await self._resubscribe("nats reconnected")
+                try:
+                    msgs = await self._fetch(self.tuning.batch_size)
+                except TimeoutError:
+                    idle_fetches += 1
+                    if idle_fetches >= IDLE_FETCHES_BEFORE_RESUBSCRIBE:
+                        idle_fetches = 0
+                        await self._resubscribe("idle")
+                    await self._check_broker_when_idle()
+                    continue
+                except Exception as error:
+                    fetch_errors += 1
+                    log.warning("fetch failed", extra={"error": repr(error)})
+                    if fetch_errors >= FETCH_ERRORS_BEFORE_RESUBSCRIBE:
+                        fetch_errors = 0
+                        await self._try_resubscribe("repeated fetch errors")
+                    await _wait(stop, self.tuning.backoff_max)
+                    continue
+                fetch_errors = idle_fetches = 0
+                await self.handle(msgs)
+            await self._finish_buffered()
+        finally:
+            await self._unsubscribe()
+            self._redis_thread.shutdown(wait=False)
+
+    async def _fetch(self, batch: int) -> list[Msg]:
+        assert self._sub is not None
+        return await self._sub.fetch(batch, timeout=self.tuning.fetch_timeout)
+
+    async def _try_resubscribe(self, reason: str) -> None:
+        try:
+            await self._resubscribe(reason)
+        except Exception as error:
+            log.warning("resubscribe failed", extra={"error": repr(error)})
+
+    async def _finish_buffered(self) -> None:
+        """Enqueue and ack what the subscription already received before the stop."""
+        while self._sub is not None and self._sub.pending_msgs > 0 and not self._past_deadline():
+            try:
+                msgs = await self._fetch(self._sub.pending_msgs)
+            except Exception:
+                return
+            await self.handle(msgs)
+
+    def _past_deadline(self) -> bool:
+        """True once a stop was asked for and its grace period is over."""
+        if self._stop is None or not self._stop.is_set():
+            return False
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.tuning.stop_grace
+        return time.monotonic() > self._stop_deadline
+
+    # -- one batch ---------------------------------------------------------
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """Turn a fetched batch into tasks, enqueue them, then ack every message."""
+        self.metrics.fetched.inc(len(msgs))
+        changes: list[KvChange] = []
+        held: list[Msg] = []
+        for msg in msgs:
+            result = change_of(msg.subject, msg.headers, msg.metadata.sequence.stream, self.prefix)
+            if isinstance(result, Skip):
+                self.metrics.skipped.labels(result.reason).inc()
+                log.warning(
+                    "message skipped", extra={"subject": msg.subject, "reason": result.reason}
+                )
+                await msg.ack()
+                self.metrics.acked.inc()
+                continue
+            changes.append(result)
+            held.append(msg)
+        if not changes:
+            return
+        batch = self.encoder.encode(changes)
+        if not await self._enqueue(batch, held):
+            log.warning("stopping with messages not enqueued", extra={"count": len(held)})
+            return
+        self.metrics.enqueued.inc(len(changes))
+        for msg in held:
+            await msg.ack()
+        self.metrics.acked.inc(len(held))
+
+    async def _enqueue(self, batch: EncodedBatch, held: Sequence[Msg]) -> bool:
+        """Push until the broker accepts the batch; False only when a stop ran out of time."""
+        delay = self.tuning.backoff_initial
+        last_signal = time.monotonic()
+        while True:
+            started = time.perf_counter()
+            try:
+                depth = await self._on_redis_thread(self.publisher.push, batch)
+            except BROKER_FAILURES as error:
+                self._broker_failed(error)
+            else:
+                self.metrics.enqueue_seconds.observe(time.perf_counter() - started)
+                self._broker_ok(depth)
+                return True
+            if self._past_deadline():
+                return False
+            if time.monotonic() - last_signal >= self.in_progress_interval:
+                await self._keep_alive(held)
+                last_signal = time.monotonic()
+            await asyncio.sleep(min(delay, self.in_progress_interval))
+            delay = min(delay * 2, self.tuning.backoff_max)
+
+    async def _keep_alive(self, held: Sequence[Msg]) -> None:
+        """Reset the ack wait of every held message (no delivery is spent)."""
+        for msg in held:
+            await msg.in_progress()
+        self.metrics.in_progress.inc(len(held))
+        log.info("holding messages while the broker is down", extra={"count": len(held)})
+
+    # -- broker checks and backpressure -------------------------------------
+
+    async def _check_broker(self) -> bool:
+        try:
+            depth = await self._on_redis_thread(self.publisher.depth, self.encoder.queue)
+        except BROKER_FAILURES as error:
+            self._broker_failed(error)
+            return False
+        self._broker_ok(depth)
+        return True
+
+    async def _check_broker_when_idle(self) -> None:
+        if time.monotonic() - self._last_broker_contact >= IDLE_BROKER_CHECK_INTERVAL:
+            await self._check_broker()
+
+    async def _wait_for_drain(self, stop: asyncio.Event) -> None:
+        """Pause fetching until the queue is below the low-water mark."""
+        self.metrics.backpressure_pauses.inc()
+        log.warning(
+            "queue too deep, pausing fetches",
+            extra={"queue_depth": self._queue_depth, "limit": self.tuning.max_queue_depth},
+        )
+        while not stop.is_set():
+            await _wait(stop, DRAIN_POLL_INTERVAL)
+            if await self._check_broker() and self._queue_depth < self.tuning.low_water:
+                log.info("queue drained, fetching again", extra={"queue_depth": self._queue_depth})
+                return
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, returning early when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,99 @@
+"""One bridge process: connections, the loop, the health endpoint, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from nats.aio.client import Client
+
+from bridge.consumer import ConsumerSpec
+from bridge.health import HealthServer
+from bridge.loop import Bridge, LoopTuning
+from bridge.messages import TaskMessageEncoder, producer_app
+from bridge.metrics import BridgeMetrics
+from bridge.publisher import BrokerPublisher, broker_client, database_of
+from v1_sync_helper.broker import broker_transport_options
+from v1_sync_helper.nats_client import connect
+from v1_sync_helper.settings import BridgeSettings
+
+log = logging.getLogger(__name__)
+
+NATS_CLIENT_NAME = "v1-sync-bridge"
+NATS_DRAIN_TIMEOUT = 3.0
+
+
+class BridgeService:
+    """Wires a ``Bridge`` to NATS, Redis and the health endpoint."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        spec: ConsumerSpec | None = None,
+        tuning: LoopTuning | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec or ConsumerSpec(settings.kv_consumer_name, settings.v1_objects_bucket)
+        self.tuning = tuning or LoopTuning(
+            batch_size=settings.bridge_batch_size,
+            max_queue_depth=settings.bridge_max_queue_depth,
+        )
+        self.metrics = BridgeMetrics()
+        self.transport_options: dict[str, Any] = broker_transport_options()
+        self.bridge: Bridge | None = None
+        self.health: HealthServer | None = None
+        if serve_http:
+            self.health = HealthServer(
+                settings.bind_host, settings.port, self.readiness, self.metrics.exposition
+            )
+
+    def readiness(self) -> dict[str, bool]:
+        """What ``/readyz`` reports: not ready until the loop is set up."""
+        if self.bridge is None:
+            return {"nats": False, "subscription": False, "broker": False}
+        return self.bridge.readiness()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then finish in-hand work and disconnect."""
+        if self.health is not None:
+            self.health.start()
+        client = broker_client(self.settings.redis_url, self.transport_options)
+        publisher = BrokerPublisher(client)
+        nc: Client | None = None
+        try:
+            nc = await connect(self.settings.nats_url, NATS_CLIENT_NAME)
+            app = producer_app(
+                self.settings.redis_url, self.settings.celery_queue, self.transport_options
+            )
+            encoder = TaskMessageEncoder(app, self.settings.celery_queue, database_of(client))
+            self.bridge = Bridge(nc, self.spec, encoder, publisher, self.metrics, self.tuning)
+            await self.bridge.run(stop)
+        finally:
+            if nc is not None:
+                await _drain(nc)
+            publisher.close()
+            if self.health is not None:
+                self.health.stop()
+            log.info("bridge stopped")
+
+
+async def _drain(nc: Client) -> None:
+    """Flush pending acks and close; never wait long on a sick connection."""
+    try:
+        await asyncio.wait_for(nc.drain(), NATS_DRAIN_TIMEOUT)
+    except Exception as error:
+        log.warning("nats drain did not finish", extra={"error": repr(error)})
+        if not nc.is_closed:
+            await nc.close()
+
+
+async def serve(settings: BridgeSettings) -> None:
+    """The ``bridge`` command: run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await BridgeService(settings).run(stop)
