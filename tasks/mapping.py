@@ -528,14 +528,12 @@ def clean_url(value: Any) -> tuple[str | None, str | None]:
     text = value.strip()
     if text.casefold() in URL_NULL_MARKERS:
         return None, None
+    # Not printable also covers lone surrogates, the only text UTF-8 cannot encode.
     if any(char.isspace() or not char.isprintable() for char in text):
         return None, "contains spaces or control characters"
     if SCHEME_SEPARATOR not in text:
         text = ("https:" if text.startswith("//") else DEFAULT_URL_SCHEME) + text
-    try:
-        text = quote(text, safe=URI_SAFE_CHARS)
-    except UnicodeEncodeError:
-        return None, "cannot be encoded as UTF-8"
+    text = quote(text, safe=URI_SAFE_CHARS)
     if not is_valid_uri(text):
         return None, "is not a valid http(s) URI"
     return text, None
