@@ -26,6 +26,8 @@ THREAD_JOIN_TIMEOUT = 5.0
 # An idle keep-alive connection is closed after this long.
 IDLE_CONNECTION_TIMEOUT = 30.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# How often the accept loop checks for shutdown: bounds how long stop() waits.
+ACCEPT_POLL_SECONDS = 0.05
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,7 +132,7 @@ class SandboxHttpServer(ThreadingHTTPServer):
         """Run the accept loop in a daemon thread."""
         self._serve_thread = threading.Thread(
             target=self.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": ACCEPT_POLL_SECONDS},
             name=f"sandbox-http-{self.port}",
             daemon=True,
         )

@@ -138,11 +138,12 @@ class V2Store:
         return uid
 
     def _check_revision(
-        self, record: Record, if_match: str | None, *, required_status: int
+        self, record: Record, if_match: str | None, *, missing_is_stale: bool = False
     ) -> None:
+        """A current ``If-Match`` or an error: a missing one is a 400, or stale for project PUTs."""
         revision = parse_if_match(if_match)
         if revision is None:
-            if required_status == 400:
+            if not missing_is_stale:
                 raise ApiError(400, "If-Match header is required")
             raise self._stale("If-Match header is required: " + REVISION_MISMATCH_MESSAGE)
         if revision != record[REVISION_FIELD]:
@@ -234,7 +235,7 @@ class V2Store:
         clean = validate_project(body)
         with self._lock:
             record = self._get(self.projects, uid, "project")
-            self._check_revision(record, if_match, required_status=self.stale_revision_status)
+            self._check_revision(record, if_match, missing_is_stale=True)
             self._check_project_links(clean, uid)
             replaced = {
                 "uid": uid,
@@ -250,7 +251,7 @@ class V2Store:
         """``DELETE /projects/{uid}``: needs a current ``If-Match``."""
         with self._lock:
             record = self._get(self.projects, uid, "project")
-            self._check_revision(record, if_match, required_status=400)
+            self._check_revision(record, if_match)
             del self.projects[uid]
 
     # -- committees ----------------------------------------------------------
@@ -310,7 +311,7 @@ class V2Store:
         clean = validate_committee(body)
         with self._lock:
             record = self._get(self.committees, uid, "committee")
-            self._check_revision(record, if_match, required_status=400)
+            self._check_revision(record, if_match)
             self._check_committee_links(clean, uid)
             replaced = {"uid": uid, **clean}
             self._stamp(replaced, writer)
@@ -321,7 +322,7 @@ class V2Store:
         """``DELETE /committees/{uid}``: removes its members too."""
         with self._lock:
             record = self._get(self.committees, uid, "committee")
-            self._check_revision(record, if_match, required_status=400)
+            self._check_revision(record, if_match)
             del self.committees[uid]
             for member_uid in [m for m, v in self.members.items() if v["committee_uid"] == uid]:
                 del self.members[member_uid]
@@ -383,7 +384,7 @@ class V2Store:
         clean = validate_member(body)
         with self._lock:
             record = self._member_of(committee_uid, uid)
-            self._check_revision(record, if_match, required_status=400)
+            self._check_revision(record, if_match)
             self._check_member_email(committee_uid, clean["email"], uid)
             replaced = {
                 "uid": uid,
@@ -400,5 +401,5 @@ class V2Store:
         """``DELETE /committees/{uid}/members/{member_uid}``."""
         with self._lock:
             record = self._member_of(committee_uid, uid)
-            self._check_revision(record, if_match, required_status=400)
+            self._check_revision(record, if_match)
             del self.members[uid]
