@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt.algorithms import RSAAlgorithm
+from pydantic import SecretStr
 
 from sandbox.servers import free_port
 from tasks.errors import TransientError
@@ -371,17 +372,17 @@ def test_repr_and_str_never_show_key_material(
 
 
 def test_minter_from_settings_uses_the_process_key(
-    heimdall_key: RSAPrivateKey, rsa_pems: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    heimdall_key: RSAPrivateKey, rsa_pems: dict[str, str]
 ) -> None:
     settings = WorkerSettings(
         project_service_url="http://127.0.0.1:1",
-        heimdall_private_key=rsa_pems["heimdall"],
+        heimdall_private_key=SecretStr(rsa_pems["heimdall"]),
         heimdall_key_id="settings-kid",
         heimdall_jwks_url="http://127.0.0.1:9/jwks",
         heimdall_client_id="v1_sync_helper",
         auth0_tenant="t",
         auth0_client_id="c",
-        auth0_private_key=rsa_pems["auth0"],
+        auth0_private_key=SecretStr(rsa_pems["auth0"]),
         http_timeout=3.5,
     )
     first = minter_from_settings(settings)

@@ -130,7 +130,7 @@ def test_project_create_get_update_delete_round_trip(sandbox: Sandbox, projects:
     refetched = projects.get(uid, USER)
     assert refetched.etag != fetched.etag
 
-    assert projects.delete(uid, refetched.etag, USER) is None
+    projects.delete(uid, refetched.etag, USER)
     assert uid not in sandbox.projects
     with pytest.raises(PermanentError) as caught:
         projects.get(uid, USER)
