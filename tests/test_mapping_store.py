@@ -1,0 +1,55 @@
+"""MappingStore against a real NATS KV bucket: keys and plain-text values."""
+
+from __future__ import annotations
+
+from tasks.mapping_store import MappingStore
+from v1_sync_helper.nats_client import SyncNats
+
+BUCKET = "v1-mappings"
+SFID = "a0941000002wBz9AAE"
+UID = "5b3c1f0e-1d2a-4c3b-8e9f-0a1b2c3d4e5f"
+COMMITTEE_SFID = "3f0c2a8e-5b1d-4c59-9a0e-0b7d8f1e2c3a"
+COMMITTEE_UID = "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a"
+
+
+def raw(sync_nats: SyncNats, key: str) -> bytes | None:
+    entry = sync_nats.kv_get(BUCKET, key)
+    return None if entry is None else bytes(entry.value)
+
+
+def test_project_mappings_are_plain_text_in_three_keys(sync_nats: SyncNats) -> None:
+    store = MappingStore(sync_nats, BUCKET)
+    assert store.project_uid(SFID) is None
+    store.record_project(SFID, "tlf", UID)
+    assert raw(sync_nats, f"project.sfid.{SFID}") == UID.encode()
+    assert raw(sync_nats, "project.slug.tlf") == UID.encode()
+    assert raw(sync_nats, f"project.uid.{UID}") == SFID.encode()
+    assert store.project_uid(SFID) == UID
+    assert store.project_uid_by_slug("tlf") == UID
+    assert store.project_sfid(UID) == SFID
+
+
+def test_committee_mappings(sync_nats: SyncNats) -> None:
+    store = MappingStore(sync_nats, BUCKET)
+    assert store.committee_uid(COMMITTEE_SFID) is None
+    store.record_committee(COMMITTEE_SFID, COMMITTEE_UID)
+    assert raw(sync_nats, f"committee.sfid.{COMMITTEE_SFID}") == COMMITTEE_UID.encode()
+    assert raw(sync_nats, f"committee.uid.{COMMITTEE_UID}") == COMMITTEE_SFID.encode()
+    assert store.committee_uid(COMMITTEE_SFID) == COMMITTEE_UID
+    assert store.committee_sfid(COMMITTEE_UID) == COMMITTEE_SFID
+
+
+def test_deleted_and_empty_mappings_read_as_absent(sync_nats: SyncNats) -> None:
+    store = MappingStore(sync_nats, BUCKET)
+    store.put(f"project.sfid.{SFID}", UID)
+    sync_nats.run(sync_nats.kv(BUCKET).delete(f"project.sfid.{SFID}"))
+    assert store.project_uid(SFID) is None
+    sync_nats.kv_put(BUCKET, f"committee.sfid.{COMMITTEE_SFID}", b"")
+    assert store.committee_uid(COMMITTEE_SFID) is None
+
+
+def test_last_write_wins(sync_nats: SyncNats) -> None:
+    store = MappingStore(sync_nats, BUCKET)
+    store.put("project.slug.tlf", "old")
+    store.put("project.slug.tlf", UID)
+    assert store.project_uid_by_slug("tlf") == UID

@@ -1,0 +1,588 @@
+"""``sync_kv_entry`` end to end: a real Celery worker on a real broker, real NATS KV,
+and the sandbox's contract-enforcing fake V2 services.
+
+One stack per module (nats-server, valkey, sandbox, a threads worker): each
+test works on keys of its own, so tests do not see each other's records. The
+retry policy is tiny (base 0.05 s, max 0.2 s, three retries) so retries take
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from sandbox.servers import NatsServer, ValkeyServer
+from sandbox.service import Sandbox
+from tasks.app import app
+from tasks.deadletters import DeadLetterStore
+from tasks.runtime import Runtime, set_runtime
+from tasks.sync import SYNCED_PREFIX
+from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
+from v1_sync_helper.broker import SYNC_TASK_NAME, task_id_for
+from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
+from v1_sync_helper.settings import WorkerSettings
+
+KID = "test-kid"
+AUTH0_CLIENT = "v1-sync-helper-test"
+MACHINE_USER = "v1_sync_helper@clients"
+PLATFORM_ID = "0032M00002XyZabQAB"
+OBJECTS = "v1-objects"
+MAPPINGS = "v1-mappings"
+WAIT_SECONDS = 20.0
+FINAL = frozenset(
+    {"created", "updated", "unchanged", "superseded", "skipped", "dead_lettered"}
+    | {"delete_not_implemented"}
+)
+
+
+class OutcomeLog(logging.Handler):
+    """Collects the outcome lines of ``tasks.sync``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self._lock_records = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "outcome"):
+            with self._lock_records:
+                self.records.append(record)
+
+    def of(self, key: str) -> list[logging.LogRecord]:
+        with self._lock_records:
+            return [r for r in self.records if r.__dict__.get("key") == key]
+
+
+@dataclass
+class Stack:
+    nats: SyncNats
+    redis: redis.Redis
+    sandbox: Sandbox
+    runtime: Runtime
+    outcomes: OutcomeLog
+    heimdall_key: RSAPrivateKey
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def put(self, key: str, value: dict[str, Any] | bytes, encoding: str = "json") -> int:
+        """Write a V1 record into ``v1-objects``; its revision."""
+        if isinstance(value, bytes):
+            data = value
+        elif encoding == "msgpack":
+            data = msgpack.packb(value)
+        else:
+            data = json.dumps(value).encode()
+        return self.nats.kv_put(OBJECTS, key, data)
+
+    def delete(self, key: str) -> int:
+        """Delete ``key``; the revision of the delete marker (as the bridge sees it)."""
+        self.nats.run(self.nats.kv(OBJECTS).delete(key))
+        info = self.nats.run(self.nats.js.stream_info(f"KV_{OBJECTS}"))
+        return int(info.state.last_seq)
+
+    def publish(self, key: str, revision: int, operation: str = "PUT", **kwargs: Any) -> None:
+        """Enqueue the task the way the bridge does."""
+        app.send_task(
+            SYNC_TASK_NAME,
+            args=[key, revision, operation],
+            kwargs=kwargs or None,
+            task_id=task_id_for(key, revision),
+        )
+
+    def sync(self, key: str, revision: int, operation: str = "PUT", **kwargs: Any) -> str:
+        """Publish and wait for the final outcome of that one task."""
+        self.publish(key, revision, operation, **kwargs)
+        return self.wait_final(key, revision)
+
+    def wait_for(
+        self, key: str, predicate: Callable[[list[logging.LogRecord]], bool], what: str
+    ) -> list[logging.LogRecord]:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            runs = self.outcomes.of(key)
+            if predicate(runs):
+                return runs
+            assert time.monotonic() < deadline, f"{key}: no {what}; got {outcomes(runs)}"
+            time.sleep(0.01)
+
+    def wait_final(self, key: str, revision: int, count: int = 1) -> str:
+        """The outcome of the ``count``-th finished run of ``key@revision``."""
+        runs = self.wait_for(
+            key,
+            lambda runs: len(finished(runs, revision)) >= count,
+            f"{count} final outcome(s) at revision {revision}",
+        )
+        return str(finished(runs, revision)[count - 1].outcome)
+
+    def mapping(self, key: str) -> str | None:
+        entry = self.nats.kv_get(MAPPINGS, key)
+        return None if entry is None else bytes(entry.value).decode()
+
+    def v2_requests(self, method: str, path: str) -> list[Any]:
+        return [r for r in self.sandbox.requests if r.method == method and r.path == path]
+
+
+def finished(runs: list[logging.LogRecord], revision: int) -> list[logging.LogRecord]:
+    return [r for r in runs if r.__dict__["revision"] == revision and r.outcome in FINAL]
+
+
+def outcomes(runs: list[logging.LogRecord]) -> list[str]:
+    return [f"{r.__dict__['revision']}:{r.outcome}" for r in runs]
+
+
+def new_sfid() -> str:
+    return "a09" + uuid.uuid4().hex[:15]
+
+
+def new_project(parent: str | None = None, **changes: Any) -> tuple[str, dict[str, Any]]:
+    """A realistic project record with a fresh sfid and slug; its key and record."""
+    sfid = new_sfid()
+    project = record(
+        PROJECT_JSON,
+        sfid=sfid,
+        slug__c="P" + sfid[3:].upper(),
+        parent_project__c=parent,
+        lastmodifiedbyid=MACHINE_USER,
+    )
+    project.update(changes)
+    return f"salesforce-project__c.{sfid}", project
+
+
+async def _create_buckets(url: str) -> None:
+    nc = await connect(url, "test-setup")
+    try:
+        await ensure_buckets(nc.jetstream(), OBJECTS, MAPPINGS)
+    finally:
+        await nc.close()
+
+
+def use_broker(url: str) -> None:
+    """Point the app's producer at ``url`` (another test module may have used another)."""
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) -> Iterator[Stack]:
+    base: Path = tmp_path_factory.mktemp("task-stack")
+    heimdall_key = load_pem_private_key(rsa_pems["heimdall"].encode(), None)
+    auth0_key = load_pem_private_key(rsa_pems["auth0"].encode(), None)
+    assert isinstance(heimdall_key, RSAPrivateKey) and isinstance(auth0_key, RSAPrivateKey)
+    with NatsServer(base / "nats") as nats_server, ValkeyServer(base / "valkey") as valkey:
+        asyncio.run(_create_buckets(nats_server.url))
+        sandbox = Sandbox(
+            heimdall_keys={KID: heimdall_key.public_key()},
+            auth0_clients={AUTH0_CLIENT: auth0_key.public_key()},
+            users={
+                PLATFORM_ID: {
+                    "ID": PLATFORM_ID,
+                    "Username": "jdoe",
+                    "Email": "jdoe@example.com",
+                    "FirstName": "Jane",
+                    "LastName": "Doe",
+                }
+            },
+            nats_url=nats_server.url,
+        )
+        with sandbox:
+            settings = WorkerSettings(
+                nats_url=nats_server.url,
+                redis_url=valkey.url,
+                project_service_url=sandbox.url,
+                committee_service_url=sandbox.url,
+                heimdall_private_key=rsa_pems["heimdall"],
+                heimdall_key_id=KID,
+                heimdall_jwks_url=sandbox.env()["HEIMDALL_JWKS_URL"],
+                auth0_tenant="test",
+                auth0_client_id=AUTH0_CLIENT,
+                auth0_private_key=rsa_pems["auth0"],
+                auth0_base_url=sandbox.url,
+                lfx_api_gw=sandbox.env()["LFX_API_GW"],
+                http_timeout=5.0,
+                sync_retry_max=3,
+                sync_retry_backoff_base=0.05,
+                sync_retry_backoff_max=0.2,
+            )
+            runtime = Runtime.from_settings(settings)
+            previous = set_runtime(runtime)
+            use_broker(valkey.url)
+            handler = OutcomeLog()
+            sync_log = logging.getLogger("tasks.sync")
+            sync_log.addHandler(handler)
+            client = redis.Redis.from_url(valkey.url)
+            test_nats = SyncNats(nats_server.url, "task-tests")
+            try:
+                with start_worker(
+                    app,
+                    pool="threads",
+                    concurrency=4,
+                    perform_ping_check=False,
+                    loglevel="INFO",
+                    shutdown_timeout=30,
+                ):
+                    yield Stack(test_nats, client, sandbox, runtime, handler, heimdall_key)
+            finally:
+                sync_log.removeHandler(handler)
+                test_nats.close()
+                client.close()
+                set_runtime(previous)
+                runtime.close()
+
+
+@pytest.fixture
+def st(stack: Stack) -> Iterator[Stack]:
+    """The stack with a clean request log and no leftover faults."""
+    stack.sandbox.reset_requests()
+    stack.sandbox.clear_faults()
+    settings = stack.runtime.settings
+    yield stack
+    stack.runtime.settings = settings
+    stack.sandbox.clear_faults()
+
+
+# --- projects ------------------------------------------------------------------------
+
+
+def test_create_project_under_root_with_mappings_and_jwt(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    slug = project["slug__c"].lower()
+    stored = st.sandbox.project_by_slug(slug)
+    assert stored is not None
+    uid = stored["uid"]
+    assert stored["parent_uid"] == st.sandbox.root_uid
+    assert stored["public"] is True  # Active under ROOT
+    assert stored["formation_date"] == "2000-01-01"
+    assert stored["website_url"] == "https://www.linuxfoundation.org"
+    assert st.mapping(f"project.sfid.{project['sfid']}") == uid
+    assert st.mapping(f"project.slug.{slug}") == uid
+    assert st.mapping(f"project.uid.{uid}") == project["sfid"]
+    (post,) = st.v2_requests("POST", "/projects")
+    assert post.claims["principal"] == MACHINE_USER
+    assert post.claims["aud"] == "lfx-v2-project-service"
+    line = st.outcomes.of(key)[-1].__dict__
+    assert line["sfid"] == project["sfid"]
+    assert line["slug"] == slug
+    assert line["project_uid"] == uid
+    assert line["username"] == "v1_sync_helper"
+    assert line["object_type"] == "project"
+
+
+def test_create_as_the_v1_user_who_made_the_change(st: Stack) -> None:
+    key, project = new_project(lastmodifiedbyid=PLATFORM_ID)
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    (post,) = st.v2_requests("POST", "/projects")
+    assert post.claims["principal"] == "jdoe"
+    assert post.headers["X-On-Behalf-Of"] == "jdoe"
+    assert st.outcomes.of(key)[-1].__dict__["username"] == "jdoe"
+
+
+def test_update_lays_v1_over_v2_and_keeps_v2_only_fields(st: Stack) -> None:
+    key, project = new_project()
+    assert st.sync(key, st.put(key, project)) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    assert uid is not None
+    identity = st.runtime.identity_for(MACHINE_USER)
+    current = st.runtime.projects.get(uid, identity)
+    body = {k: v for k, v in current.record.items() if k not in {"uid", "created_at", "updated_at"}}
+    st.runtime.projects.update(
+        uid, {**body, "mission_statement": "V2 only"}, current.etag, identity
+    )
+    st.sandbox.reset_requests()
+
+    project.update(name="Renamed", auto_join_enabled__c=True, description__c=None)
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "updated"
+    (put,) = st.v2_requests("PUT", f"/projects/{uid}")
+    assert put.headers["If-Match"]
+    assert not {"uid", "created_at", "updated_at"} & set(put.json_body)
+    stored = st.sandbox.projects[uid]
+    assert stored["name"] == "Renamed"
+    assert stored["autojoin_enabled"] is True
+    assert stored["description"] == ""
+    assert stored["mission_statement"] == "V2 only"
+
+
+def test_unchanged_record_makes_no_put(st: Stack) -> None:
+    key, project = new_project()
+    assert st.sync(key, st.put(key, project)) == "created"
+    project["_sdc_received_at"] = "2025-12-01T00:00:00+00:00"  # loader metadata only
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "unchanged"
+    assert st.sandbox.count("PUT", "/projects") == 0
+    assert st.sandbox.count("GET", "/projects/") == 1
+
+
+def test_superseded_revision_calls_no_v2(st: Stack) -> None:
+    key, project = new_project()
+    old = st.put(key, project)
+    st.put(key, {**project, "name": "Newer"})
+    assert st.sync(key, old) == "superseded"
+    assert st.sandbox.count("*", "/projects") == 0
+
+
+def test_put_whose_key_was_deleted_since_is_superseded(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    st.delete(key)
+    assert st.sync(key, revision) == "superseded"
+    assert st.sandbox.count("*", "/projects") == 0
+
+
+def test_child_before_parent_converges_once_parent_lands(st: Stack) -> None:
+    st.runtime.settings = st.runtime.settings.model_copy(update={"sync_retry_max": 100})
+    parent_key, parent = new_project()
+    child_key, child = new_project(parent=parent["sfid"], project_status__c="Active")
+    child_revision = st.put(child_key, child)
+    st.publish(child_key, child_revision)
+    st.wait_for(child_key, lambda runs: any(r.outcome == "retrying" for r in runs), "retry")
+    assert st.mapping(f"project.sfid.{child['sfid']}") is None
+    assert st.sync(parent_key, st.put(parent_key, parent)) == "created"
+    assert st.wait_final(child_key, child_revision) == "created"
+    parent_uid = st.mapping(f"project.sfid.{parent['sfid']}")
+    child_uid = st.mapping(f"project.sfid.{child['sfid']}")
+    assert child_uid is not None
+    stored = st.sandbox.projects[child_uid]
+    assert stored["parent_uid"] == parent_uid
+    assert stored["public"] is True  # Active under a public parent
+    retries = [r for r in st.outcomes.of(child_key) if r.outcome == "retrying"]
+    assert {r.__dict__["error_kind"] for r in retries} == {"missing_parent"}
+
+
+def test_missing_parent_is_dead_lettered_once_the_budget_is_spent(st: Stack) -> None:
+    key, project = new_project(parent=new_sfid())
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "dead_lettered"
+    runs = st.outcomes.of(key)
+    assert [r.outcome for r in runs] == ["retrying"] * 3 + ["dead_lettered"]
+    assert [r.__dict__["attempt"] for r in runs] == [0, 1, 2, 3]
+    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert letter is not None
+    assert letter.error_kind == "missing_parent"
+    assert letter.attempts == 4
+    assert letter.operation == "PUT"
+    assert st.sandbox.count("POST", "/projects") == 0
+
+
+def test_same_key_and_revision_twice_gives_one_post(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    st.publish(key, revision)
+    st.publish(key, revision)
+    st.wait_final(key, revision, count=2)
+    assert sorted(str(r.outcome) for r in finished(st.outcomes.of(key), revision)) == [
+        "created",
+        "unchanged",
+    ]
+    assert st.sandbox.count("POST", "/projects") == 1
+    assert st.redis.get(SYNCED_PREFIX + key) == str(revision).encode()
+
+
+def test_two_tasks_of_one_key_never_overlap(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    # A slow POST keeps the first run inside the lock while the others arrive.
+    st.sandbox.inject_fault("POST", "/projects", status=None, delay=0.6)
+    for _ in range(3):
+        st.publish(key, revision, force=True)
+    st.wait_final(key, revision, count=3)
+    runs = st.outcomes.of(key)
+    assert any(r.__dict__.get("reason") == "key_locked" for r in runs)
+    worked = sorted(
+        (r.created - r.__dict__["duration_ms"] / 1000, r.created)
+        for r in runs
+        if r.outcome != "retrying"
+    )
+    for (_, end), (start, _) in zip(worked, worked[1:], strict=False):
+        assert start >= end - 0.005, f"runs overlapped: {worked}"
+    assert st.sandbox.count("POST", "/projects") == 1
+    assert st.sandbox.count("PUT", "/projects") == 0
+
+
+def test_409_on_create_adopts_the_existing_project(st: Stack) -> None:
+    key, project = new_project(name="Adopted")
+    slug = project["slug__c"].lower()
+    existing = st.sandbox.add_project("Before the crash", slug)
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "updated"
+    assert st.v2_requests("POST", "/projects")[0].status == 409
+    assert st.mapping(f"project.sfid.{project['sfid']}") == existing
+    assert st.mapping(f"project.uid.{existing}") == project["sfid"]
+    assert st.sandbox.projects[existing]["name"] == "Adopted"
+    assert sum(1 for p in st.sandbox.projects.values() if p["slug"] == slug) == 1
+
+
+def test_409_for_a_slug_owned_by_another_v1_project_is_dead_lettered(st: Stack) -> None:
+    first_key, first = new_project()
+    assert st.sync(first_key, st.put(first_key, first)) == "created"
+    key, other = new_project(slug__c=first["slug__c"])
+    revision = st.put(key, other)
+    assert st.sync(key, revision) == "dead_lettered"
+    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert letter is not None and letter.error_kind == "slug_taken"
+
+
+def test_stale_etag_refetches_and_succeeds_in_the_same_run(st: Stack) -> None:
+    key, project = new_project()
+    assert st.sync(key, st.put(key, project)) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    st.sandbox.reset_requests()
+    st.sandbox.inject_fault("PUT", f"/projects/{uid}", status=412, times=1)
+    revision = st.put(key, {**project, "name": "After a stale ETag"})
+    assert st.sync(key, revision) == "updated"
+    assert [r.status for r in st.v2_requests("PUT", f"/projects/{uid}")] == [412, 200]
+    assert st.sandbox.count("GET", f"/projects/{uid}") == 2
+    assert [r.outcome for r in st.outcomes.of(key)][-1] == "updated"
+    assert st.sandbox.projects[uid]["name"] == "After a stale ETag"
+
+
+def test_503_and_429_are_retried_then_succeed(st: Stack) -> None:
+    key, project = new_project()
+    st.sandbox.inject_fault("POST", "/projects", status=503, times=1)
+    st.sandbox.inject_fault(
+        "POST", "/projects", status=429, times=1, headers={"Retry-After": "0.1"}
+    )
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    runs = st.outcomes.of(key)
+    assert [r.outcome for r in runs] == ["retrying", "retrying", "created"]
+    assert [r.__dict__.get("status") for r in runs[:2]] == [503, 429]
+    assert runs[1].__dict__["countdown"] >= 0.1  # Retry-After honoured
+    assert [r.status for r in st.v2_requests("POST", "/projects")] == [503, 429, 201]
+
+
+def test_400_is_dead_lettered_without_retries(st: Stack) -> None:
+    key, project = new_project()
+    st.sandbox.inject_fault(
+        "POST", "/projects", status=400, times=1, body={"message": "field x is invalid"}
+    )
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "dead_lettered"
+    assert [r.outcome for r in st.outcomes.of(key)] == ["dead_lettered"]
+    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert letter is not None
+    assert (letter.error_kind, letter.status, letter.attempts) == ("v2_validation", 400, 1)
+    assert letter.body_excerpt is not None and "field x is invalid" in letter.body_excerpt
+    assert st.sandbox.count("POST", "/projects") == 1
+    assert st.redis.get(SYNCED_PREFIX + key) is None
+
+
+def test_msgpack_value_syncs_like_json(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project, encoding="msgpack")
+    assert st.sync(key, revision) == "created"
+    assert st.sandbox.project_by_slug(project["slug__c"].lower()) is not None
+
+
+def test_empty_value_is_skipped(st: Stack) -> None:
+    key, _ = new_project()
+    revision = st.put(key, b"")
+    assert st.sync(key, revision) == "skipped"
+    assert st.outcomes.of(key)[-1].__dict__["reason"] == "empty_value"
+    assert st.sandbox.requests == []
+
+
+def test_undecodable_value_is_dead_lettered(st: Stack) -> None:
+    key, _ = new_project()
+    revision = st.put(key, b"\xc1 not json nor msgpack")
+    assert st.sync(key, revision) == "dead_lettered"
+    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert letter is not None and letter.error_kind == "undecodable"
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("salesforce-account.0014100000Te2ovAAB", "unknown_prefix"),
+        ("platform-user.abc", "unknown_prefix"),
+        ("platform-community__c." + str(uuid.uuid4()), "members_not_synced_yet"),
+    ],
+)
+def test_keys_we_do_not_sync_are_skipped(st: Stack, key: str, reason: str) -> None:
+    revision = st.put(key, {"sfid": "x"})
+    assert st.sync(key, revision) == "skipped"
+    assert st.outcomes.of(key)[-1].__dict__["reason"] == reason
+    assert st.sandbox.requests == []
+
+
+def test_deletes_are_logged_as_not_implemented(st: Stack) -> None:
+    key, project = new_project()
+    st.put(key, project)
+    marker_revision = st.delete(key)
+    assert st.sync(key, marker_revision, "DEL") == "delete_not_implemented"
+    soft_key, soft = new_project(isdeleted=True)
+    assert st.sync(soft_key, st.put(soft_key, soft)) == "delete_not_implemented"
+    assert st.sandbox.requests == []
+
+
+# --- committees --------------------------------------------------------------------
+
+
+def new_committee(project_sfid: str, **changes: Any) -> tuple[str, dict[str, Any]]:
+    sfid = str(uuid.uuid4())
+    committee = record(COMMITTEE_JSON, sfid=sfid, project_name__c=project_sfid)
+    committee.update(changes)
+    return f"platform-collaboration__c.{sfid}", committee
+
+
+def test_committee_create_then_update(st: Stack) -> None:
+    project_key, project = new_project()
+    assert st.sync(project_key, st.put(project_key, project)) == "created"
+    project_uid = st.mapping(f"project.sfid.{project['sfid']}")
+    key, committee = new_committee(project["sfid"], type__c="Not A Category")
+    assert st.sync(key, st.put(key, committee)) == "created"
+    uid = st.mapping(f"committee.sfid.{committee['sfid']}")
+    assert uid is not None
+    assert st.mapping(f"committee.uid.{uid}") == committee["sfid"]
+    stored = st.sandbox.committees[uid]
+    assert stored["project_uid"] == project_uid
+    assert stored["category"] == "Other"
+    assert stored["website"] == "https://lists.example.org/g/board"
+    (post,) = st.v2_requests("POST", "/committees")
+    assert post.claims["aud"] == "lfx-v2-committee-service"
+
+    revision = st.put(key, {**committee, "enable_voting__c": False, "type__c": "Board"})
+    assert st.sync(key, revision) == "updated"
+    stored = st.sandbox.committees[uid]
+    assert (stored["enable_voting"], stored["category"]) == (False, "Board")
+    again = st.put(key, {**committee, "enable_voting__c": False, "type__c": "Board"})
+    assert st.sync(key, again) == "unchanged"
+    assert st.sandbox.count("PUT", f"/committees/{uid}") == 1
+
+
+def test_committee_of_an_unsynced_project_is_dead_lettered_after_retries(st: Stack) -> None:
+    key, committee = new_committee(new_sfid())
+    revision = st.put(key, committee)
+    assert st.sync(key, revision) == "dead_lettered"
+    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert letter is not None
+    assert (letter.error_kind, letter.attempts) == ("missing_project", 4)
+
+
+def test_committees_are_skipped_without_a_committee_service(st: Stack) -> None:
+    service = st.runtime.committees
+    st.runtime.committees = None
+    try:
+        key, committee = new_committee(new_sfid())
+        assert st.sync(key, st.put(key, committee)) == "skipped"
+        assert st.outcomes.of(key)[-1].__dict__["reason"] == "no_committee_service"
+    finally:
+        st.runtime.committees = service

@@ -1,0 +1,93 @@
+"""Pieces of the sync task that need no worker: backoff, outcome counters, metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+
+from tasks.backoff import backoff_cap, lock_wait_countdown, retry_countdown
+from tasks.metrics import serve_metrics
+from tasks.outcomes import OUTCOME_KEY_PREFIX, OUTCOME_TTL_SECONDS, count_outcome, recent_outcomes
+from v1_sync_helper.broker import TASK_HARD_TIME_LIMIT, visibility_timeout
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [(0, 2.0), (1, 4.0), (2, 8.0), (7, 256.0), (8, 300.0), (500, 300.0), (-1, 2.0)],
+)
+def test_backoff_cap_doubles_up_to_the_maximum(attempt: int, expected: float) -> None:
+    assert backoff_cap(attempt, 2.0, 300.0) == expected
+
+
+def test_full_jitter_spans_zero_to_the_cap() -> None:
+    assert retry_countdown(3, 2.0, 300.0, draw=lambda: 0.0) == 0.0
+    assert retry_countdown(3, 2.0, 300.0, draw=lambda: 0.5) == 8.0
+    assert retry_countdown(3, 2.0, 300.0, draw=lambda: 1.0) == 16.0
+
+
+def test_retry_after_wins_when_longer_but_never_beyond_the_maximum() -> None:
+    assert retry_countdown(0, 2.0, 300.0, retry_after=30.0, draw=lambda: 0.5) == 30.0
+    assert retry_countdown(5, 2.0, 300.0, retry_after=1.0, draw=lambda: 0.5) == 32.0
+    assert retry_countdown(0, 2.0, 300.0, retry_after=10_000.0, draw=lambda: 0.5) == 300.0
+
+
+def test_every_countdown_plus_hard_limit_stays_below_visibility_timeout() -> None:
+    for maximum in (0.2, 300.0, 3600.0):
+        worst = retry_countdown(99, 2.0, maximum, retry_after=1e9, draw=lambda: 1.0)
+        assert worst + TASK_HARD_TIME_LIMIT < visibility_timeout(maximum)
+
+
+def test_lock_wait_is_about_a_second() -> None:
+    assert lock_wait_countdown(draw=lambda: 0.0) == pytest.approx(0.5)
+    assert lock_wait_countdown(draw=lambda: 1.0) == pytest.approx(1.5)
+
+
+def test_outcome_counts_per_minute_expire_and_sum(redis_client: redis.Redis) -> None:
+    now = 1_800_000_000.0
+    count_outcome(redis_client, "created", now=now - 120)
+    count_outcome(redis_client, "created", now=now)
+    count_outcome(redis_client, "dead_lettered", now=now)
+    count_outcome(redis_client, "created", now=now - 3 * 3600)  # outside the hour
+    minute = int(now // 60)
+    assert redis_client.hget(f"{OUTCOME_KEY_PREFIX}{minute}", "created") == b"1"
+    ttl = redis_client.ttl(f"{OUTCOME_KEY_PREFIX}{minute}")
+    assert 0 < ttl <= OUTCOME_TTL_SECONDS
+    assert recent_outcomes(redis_client, 60, now=now) == {"created": 2, "dead_lettered": 1}
+
+
+INCREMENT = """
+import sys
+from tasks.metrics import TASK_OUTCOMES
+TASK_OUTCOMES.labels(object_type="project", outcome="created").inc(int(sys.argv[1]))
+"""
+
+
+def test_metrics_sum_over_several_worker_processes(tmp_path: Path) -> None:
+    samples = tmp_path / "metrics"
+    samples.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(samples), "PATH": "/usr/bin:/bin"}
+    for count in (3, 4):
+        subprocess.run(
+            [sys.executable, "-c", INCREMENT, str(count)],
+            env=env,
+            check=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    assert len(list(samples.glob("counter_*.db"))) == 2
+    server, thread = serve_metrics(0, "127.0.0.1", str(samples))
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    line = 'v1sync_task_outcomes_total{object_type="project",outcome="created"} 7.0'
+    assert line in text
