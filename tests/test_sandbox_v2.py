@@ -246,7 +246,8 @@ def test_create_get_update_delete_project(client: Client, sandbox: Sandbox) -> N
     )
     uid = created["uid"]
     assert uuid.UUID(uid)
-    assert created["created_at"] and created["updated_at"]
+    assert created["created_at"]
+    assert created["updated_at"]
     assert created["parent_uid"] == sandbox.root_uid
 
     got = client.call("GET", f"/projects/{uid}")
