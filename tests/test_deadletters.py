@@ -89,11 +89,12 @@ def test_long_message_and_body_are_cut(redis_client: redis.Redis) -> None:
         KEY, 1, "PUT", error_kind="k", error_message="m" * 5000, body_excerpt="b" * 5000
     )
     assert len(letter.error_message) <= 1000
-    assert letter.body_excerpt is not None and len(letter.body_excerpt) <= 500
+    assert letter.body_excerpt is not None
+    assert len(letter.body_excerpt) <= 500
 
 
 def test_from_json_refuses_what_is_not_a_dead_letter() -> None:
     with pytest.raises(ValueError, match="not a dead letter"):
         DeadLetter.from_json('{"id": "x"}')
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a dead letter"):
         DeadLetter.from_json("[1, 2]")

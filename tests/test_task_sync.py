@@ -10,6 +10,7 @@ milliseconds.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import threading
@@ -183,7 +184,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
     base: Path = tmp_path_factory.mktemp("task-stack")
     heimdall_key = load_pem_private_key(rsa_pems["heimdall"].encode(), None)
     auth0_key = load_pem_private_key(rsa_pems["auth0"].encode(), None)
-    assert isinstance(heimdall_key, RSAPrivateKey) and isinstance(auth0_key, RSAPrivateKey)
+    assert isinstance(heimdall_key, RSAPrivateKey)
+    assert isinstance(auth0_key, RSAPrivateKey)
     with NatsServer(base / "nats") as nats_server, ValkeyServer(base / "valkey") as valkey:
         asyncio.run(_create_buckets(nats_server.url))
         sandbox = Sandbox(
@@ -411,7 +413,7 @@ def test_two_tasks_of_one_key_never_overlap(st: Stack) -> None:
         for r in runs
         if r.outcome != "retrying"
     )
-    for (_, end), (start, _) in zip(worked, worked[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(worked):
         assert start >= end - 0.005, f"runs overlapped: {worked}"
     assert st.sandbox.count("POST", "/projects") == 1
     assert st.sandbox.count("PUT", "/projects") == 0
@@ -437,7 +439,8 @@ def test_409_for_a_slug_owned_by_another_v1_project_is_dead_lettered(st: Stack) 
     revision = st.put(key, other)
     assert st.sync(key, revision) == "dead_lettered"
     letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
-    assert letter is not None and letter.error_kind == "slug_taken"
+    assert letter is not None
+    assert letter.error_kind == "slug_taken"
 
 
 def test_stale_etag_refetches_and_succeeds_in_the_same_run(st: Stack) -> None:
@@ -480,7 +483,8 @@ def test_400_is_dead_lettered_without_retries(st: Stack) -> None:
     letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
     assert letter is not None
     assert (letter.error_kind, letter.status, letter.attempts) == ("v2_validation", 400, 1)
-    assert letter.body_excerpt is not None and "field x is invalid" in letter.body_excerpt
+    assert letter.body_excerpt is not None
+    assert "field x is invalid" in letter.body_excerpt
     assert st.sandbox.count("POST", "/projects") == 1
     assert st.redis.get(SYNCED_PREFIX + key) is None
 
@@ -505,7 +509,8 @@ def test_undecodable_value_is_dead_lettered(st: Stack) -> None:
     revision = st.put(key, b"\xc1 not json nor msgpack")
     assert st.sync(key, revision) == "dead_lettered"
     letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
-    assert letter is not None and letter.error_kind == "undecodable"
+    assert letter is not None
+    assert letter.error_kind == "undecodable"
 
 
 @pytest.mark.parametrize(
