@@ -1,0 +1,135 @@
+"""Current revisions of ``v1-objects`` keys, for ``requeue`` and ``replay``.
+
+These commands are one-shot: they connect without endless reconnects, so an
+unreachable NATS fails fast with a clear message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from v1_sync_helper.sync_request import PUT, SyncRequest
+
+CONNECT_TIMEOUT = 3.0
+RECONNECT_WAIT = 0.2
+CONNECT_DEADLINE = 2 * CONNECT_TIMEOUT + 1
+# The longest wait for the next key of a listing before giving up on a stalled watcher.
+LIST_IDLE_TIMEOUT = 15.0
+
+log = logging.getLogger(__name__)
+
+
+class KvUnavailable(RuntimeError):
+    """NATS cannot be reached or the bucket does not exist."""
+
+
+async def open_nats(url: str, name: str) -> Client:
+    """Connect once, failing fast: the operations commands are not long-lived."""
+
+    async def quiet(error: Exception) -> None:
+        # The failure is reported once, by the exception below, not per attempt.
+        log.debug("nats error", extra={"error": str(error)})
+
+    servers = [u.strip() for u in url.split(",")]
+    try:
+        # nats-py retries each server until ``max_reconnect_attempts`` is exceeded,
+        # even on the first connect: 1 means two quick tries per server.
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=CONNECT_TIMEOUT,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=RECONNECT_WAIT,
+                error_cb=quiet,
+            ),
+            timeout=CONNECT_DEADLINE * len(servers),
+        )
+    except (OSError, TimeoutError, NatsError) as error:
+        raise KvUnavailable(f"cannot connect to NATS at {_safe_url(url)}: {error}") from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without credentials, for error messages."""
+    parts = []
+    for item in url.split(","):
+        split = urlsplit(item.strip())
+        parts.append(f"{split.scheme}://{split.hostname}:{split.port or ''}".rstrip(":"))
+    return ",".join(parts)
+
+
+async def _bucket(nc: Client, bucket: str) -> KeyValue:
+    try:
+        return await nc.jetstream().key_value(bucket)
+    except BucketNotFoundError:
+        raise KvUnavailable(f"KV bucket {bucket!r} does not exist") from None
+
+
+async def _lookup(kv: KeyValue, key: str) -> SyncRequest | None:
+    """The key's latest change (a delete is a change too), or None when unknown."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError as missing:
+        # nats-py reports a deleted or purged key as not found but keeps the marker.
+        if missing.entry is not None and missing.op:
+            return SyncRequest(key, int(missing.entry.revision), str(missing.op))
+        return None
+    return SyncRequest(key, int(entry.revision or 0), PUT)
+
+
+async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, SyncRequest | None]:
+    nc = await open_nats(url, "v1-sync-helper-requeue")
+    try:
+        kv = await _bucket(nc, bucket)
+        return {key: await _lookup(kv, key) for key in keys}
+    finally:
+        await nc.close()
+
+
+def current_changes(url: str, bucket: str, keys: Iterable[str]) -> dict[str, SyncRequest | None]:
+    """Each key's current revision and operation; None for a key the bucket never held."""
+    return asyncio.run(_lookup_all(url, bucket, list(keys)))
+
+
+def watch_subject(prefix: str) -> str:
+    """The KV watch pattern for ``prefix``: a server-side filter when it ends a token."""
+    return f"{prefix}>" if prefix.endswith(".") else ">"
+
+
+async def _list(url: str, bucket: str, prefix: str) -> list[SyncRequest]:
+    nc = await open_nats(url, "v1-sync-helper-replay")
+    try:
+        kv = await _bucket(nc, bucket)
+        # Last value per key, headers only (no payloads), deletes skipped: the
+        # cheapest way nats-py offers to get every live key with its revision.
+        watcher = await kv.watch(watch_subject(prefix), ignore_deletes=True, meta_only=True)
+        found: list[SyncRequest] = []
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
+                except nats.errors.TimeoutError:
+                    raise KvUnavailable("listing the bucket's keys stalled") from None
+                if entry is None:  # the end of the initial values
+                    break
+                if entry.key.startswith(prefix):
+                    found.append(SyncRequest(entry.key, int(entry.revision or 0), PUT))
+        finally:
+            await watcher.stop()
+        return found
+    finally:
+        await nc.close()
+
+
+def list_current(url: str, bucket: str, prefix: str = "") -> list[SyncRequest]:
+    """Every live key of ``bucket`` starting with ``prefix``, at its current revision."""
+    return asyncio.run(_list(url, bucket, prefix))

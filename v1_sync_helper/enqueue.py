@@ -1,0 +1,142 @@
+"""Putting sync tasks into the Celery queue by hand, with the bridge's backpressure.
+
+``requeue``, ``dlq requeue`` and ``replay`` all go through ``TaskQueue``: one
+place that publishes ordinary ``sync_kv_entry`` task messages (task id
+``key@revision``) and reads the queue depth, and ``wait_for_room`` which holds
+a large batch back while the queue is above ``BRIDGE_MAX_QUEUE_DEPTH``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from v1_sync_helper.broker import SYNC_TASK_NAME, broker_transport_options
+from v1_sync_helper.sync_request import SyncRequest
+
+# kombu's Redis transport keeps one list per priority step: "celery",
+# "celery\x06\x163", … A depth that ignores them undercounts prioritised tasks.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEPARATOR = "\x06\x16"
+
+REDIS_TIMEOUT = 5.0
+# Resume once the queue has drained to this fraction of the limit, so a replay
+# does not flap around the limit one batch at a time.
+LOW_WATER_FRACTION = 0.8
+DRAIN_POLL_SECONDS = 1.0
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not accept the tasks (nothing after the failure was enqueued)."""
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client with short timeouts: a command never hangs on a dead broker."""
+    return redis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+    )
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that together hold ``queue``'s messages."""
+    return [queue if pri == 0 else f"{queue}{PRIORITY_SEPARATOR}{pri}" for pri in PRIORITY_STEPS]
+
+
+def queue_depth(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in ``queue`` (all priority lists, one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for key in queue_keys(queue):
+        pipe.llen(key)
+    return int(sum(pipe.execute()))
+
+
+def producer_app(redis_url: str, queue: str) -> Celery:
+    """A Celery app that only publishes: no task code, sent events on for Flower."""
+    app = Celery("v1-sync-helper-operations", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=queue,
+        task_send_sent_event=True,
+        broker_transport_options=broker_transport_options(),
+        broker_connection_timeout=REDIS_TIMEOUT,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+    )
+    return app
+
+
+class TaskQueue:
+    """Publishes sync tasks to the Celery queue and reports its depth."""
+
+    def __init__(self, redis_url: str, queue: str) -> None:
+        self.queue = queue
+        self._redis = redis_client(redis_url)
+        self._app = producer_app(redis_url, queue)
+
+    def publish(self, requests: Sequence[SyncRequest]) -> None:
+        """Enqueue every request; raise ``BrokerUnavailable`` if the broker refuses."""
+        if not requests:
+            return
+        try:
+            with self._app.producer_or_acquire() as producer:
+                for request in requests:
+                    self._app.send_task(
+                        SYNC_TASK_NAME,
+                        args=[request.key, request.revision, request.operation],
+                        task_id=request.task_id,
+                        queue=self.queue,
+                        producer=producer,
+                    )
+        except (OperationalError, redis.RedisError, OSError) as error:
+            raise BrokerUnavailable(f"the broker did not accept the tasks: {error}") from None
+
+    def depth(self) -> int:
+        """Messages waiting in the queue; ``BrokerUnavailable`` when Redis is down."""
+        try:
+            return queue_depth(self._redis, self.queue)
+        except (redis.RedisError, OSError) as error:
+            raise BrokerUnavailable(f"cannot read the queue depth: {error}") from None
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The Redis connection (the dead letters live in the same database)."""
+        return self._redis
+
+    def close(self) -> None:
+        """Release the broker connections."""
+        self._app.close()
+        self._redis.close()
+
+    def __enter__(self) -> TaskQueue:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def wait_for_room(
+    queue: TaskQueue,
+    max_depth: int,
+    on_wait: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return at once while the queue is at or below ``max_depth``; else wait for it to drain.
+
+    Waits until the depth falls to the low-water mark, with no deadline (the
+    operator interrupts with Ctrl-C). ``on_wait(depth)`` is called once per pause.
+    """
+    depth = queue.depth()
+    if depth <= max_depth:
+        return
+    if on_wait is not None:
+        on_wait(depth)
+    low_water = int(max_depth * LOW_WATER_FRACTION)
+    while depth > low_water:
+        sleep(DRAIN_POLL_SECONDS)
+        depth = queue.depth()

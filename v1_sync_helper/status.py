@@ -1,0 +1,183 @@
+"""``v1-sync-helper status``: one look at the whole pipeline, usable as a probe.
+
+Each part is collected on its own, so one dead dependency is reported next to
+everything else that could still be read. The pipeline is unhealthy when the
+broker is down, NATS or the durable consumer is missing, or no worker answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
+
+from tasks.deadletters import DeadLetterStore
+from tasks.outcomes import recent_outcomes
+from v1_sync_helper.current_keys import KvUnavailable, open_nats
+from v1_sync_helper.enqueue import producer_app, queue_depth, redis_client
+from v1_sync_helper.settings import CommonSettings
+
+OUTCOME_WINDOW_MINUTES = 60
+DEFAULT_PING_TIMEOUT = 1.0
+CONSUMER_INFO_TIMEOUT = 5.0
+
+
+@dataclass
+class ConsumerStatus:
+    """The durable JetStream consumer the bridges share."""
+
+    stream: str
+    name: str
+    found: bool = False
+    num_pending: int | None = None
+    num_ack_pending: int | None = None
+    num_redelivered: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class BrokerStatus:
+    """Redis: the Celery queue, the dead letters and the outcome counters."""
+
+    up: bool = False
+    queue: str = "celery"
+    queue_depth: int | None = None
+    dead_letters: int | None = None
+    outcomes_last_hour: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Status:
+    """Everything ``status`` reports, and why it is unhealthy if it is."""
+
+    consumer: ConsumerStatus
+    broker: BrokerStatus
+    workers: list[str]
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of ``status --json``."""
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+
+async def _consumer_info(settings: CommonSettings, status: ConsumerStatus) -> None:
+    nc = await open_nats(settings.nats_url, "v1-sync-helper-status")
+    try:
+        info = await nc.jetstream(timeout=CONSUMER_INFO_TIMEOUT).consumer_info(
+            status.stream, status.name
+        )
+    except NotFoundError:
+        status.error = f"consumer {status.name!r} on stream {status.stream!r} does not exist"
+        return
+    finally:
+        await nc.close()
+    status.found = True
+    status.num_pending = int(info.num_pending or 0)
+    status.num_ack_pending = int(info.num_ack_pending or 0)
+    status.num_redelivered = int(info.num_redelivered or 0)
+
+
+def collect_consumer(settings: CommonSettings) -> ConsumerStatus:
+    """Pending, awaiting-ack and redelivered counts of the bridge's consumer."""
+    status = ConsumerStatus(
+        stream=f"KV_{settings.v1_objects_bucket}", name=settings.kv_consumer_name
+    )
+    try:
+        asyncio.run(_consumer_info(settings, status))
+    except KvUnavailable as error:
+        status.error = str(error)
+    except (NatsError, OSError, TimeoutError) as error:
+        status.error = f"cannot read the consumer: {error or type(error).__name__}"
+    return status
+
+
+def collect_broker(settings: CommonSettings) -> BrokerStatus:
+    """Queue depth, dead-letter count and recent outcomes from Redis."""
+    status = BrokerStatus(queue=settings.celery_queue)
+    client = redis_client(settings.redis_url)
+    try:
+        client.ping()
+        status.up = True
+        status.queue_depth = queue_depth(client, settings.celery_queue)
+        status.dead_letters = DeadLetterStore(client).count()
+        status.outcomes_last_hour = dict(
+            sorted(recent_outcomes(client, OUTCOME_WINDOW_MINUTES).items())
+        )
+    except (redis.RedisError, OSError) as error:
+        status.error = f"cannot reach the broker: {error}"
+    finally:
+        client.close()
+    return status
+
+
+def ping_workers(settings: CommonSettings, timeout: float) -> list[str]:
+    """The names of the workers that answer a broadcast ping within ``timeout`` seconds."""
+    app = producer_app(settings.redis_url, settings.celery_queue)
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    finally:
+        app.close()
+    return sorted(name for reply in replies for name in reply)
+
+
+def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT) -> Status:
+    """Read every part of the status and list what is unhealthy."""
+    consumer = collect_consumer(settings)
+    broker = collect_broker(settings)
+    workers = ping_workers(settings, ping_timeout) if broker.up else []
+    problems = []
+    if not consumer.found:
+        problems.append(consumer.error or "the JetStream consumer is missing")
+    if not broker.up:
+        problems.append(broker.error or "the broker is down")
+    elif not workers:
+        problems.append(f"no worker answered a ping within {ping_timeout:g}s")
+    return Status(consumer=consumer, broker=broker, workers=workers, problems=problems)
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def render(status: Status) -> str:
+    """The human-readable report, one fact per line."""
+    consumer, broker = status.consumer, status.broker
+    lines = [f"JetStream consumer {consumer.name} (stream {consumer.stream})"]
+    if consumer.found:
+        lines += [
+            f"  pending           {_count(consumer.num_pending)}",
+            f"  awaiting ack      {_count(consumer.num_ack_pending)}",
+            f"  redelivered       {_count(consumer.num_redelivered)}",
+        ]
+    else:
+        lines.append(f"  unavailable: {consumer.error}")
+    lines.append("Broker (Redis)")
+    if broker.up:
+        outcomes = ", ".join(f"{k} {v}" for k, v in broker.outcomes_last_hour.items()) or "none"
+        lines += [
+            f"  queue {broker.queue:<11} {_count(broker.queue_depth)} waiting",
+            f"  dead letters      {_count(broker.dead_letters)}",
+            f"  last hour         {outcomes}",
+        ]
+    else:
+        lines.append(f"  unavailable: {broker.error}")
+    names = ", ".join(status.workers)
+    lines.append(f"Workers online     {len(status.workers)}" + (f" ({names})" if names else ""))
+    if status.healthy:
+        lines.append("Healthy")
+    else:
+        lines.append("UNHEALTHY")
+        lines += [f"  - {problem}" for problem in status.problems]
+    return "\n".join(lines)
