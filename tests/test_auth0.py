@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import SecretStr
 
 from sandbox.service import Sandbox
 from tasks.auth0 import (
@@ -64,10 +65,10 @@ def settings(sandbox: Sandbox, rsa_pems: dict[str, str]) -> WorkerSettings:
     env = sandbox.env()
     return WorkerSettings(
         project_service_url=env["PROJECT_SERVICE_URL"],
-        heimdall_private_key=rsa_pems["heimdall"],
+        heimdall_private_key=SecretStr(rsa_pems["heimdall"]),
         auth0_tenant="sandbox",
         auth0_client_id=AUTH0_CLIENT_ID,
-        auth0_private_key=rsa_pems["auth0"],
+        auth0_private_key=SecretStr(rsa_pems["auth0"]),
         auth0_base_url=env["AUTH0_BASE_URL"],
         lfx_api_gw=env["LFX_API_GW"],
         http_timeout=HTTP_TIMEOUT,
@@ -93,7 +94,7 @@ def test_client_assertion_carries_the_contract_claims(
     claims = jwt.decode(first, public, algorithms=["RS256"], audience=settings.auth0_audience_url)
     assert jwt.get_unverified_header(first)["alg"] == "RS256"
     assert claims["iss"] == claims["sub"] == AUTH0_CLIENT_ID
-    assert claims["aud"] == settings.auth0_base_url + "/"
+    assert claims["aud"] == f"{settings.auth0_base_url}/"
     assert claims["exp"] - claims["iat"] == ASSERTION_LIFETIME_SECONDS
     other = jwt.decode(second, public, algorithms=["RS256"], audience=settings.auth0_audience_url)
     assert claims["jti"] != other["jti"]

@@ -26,6 +26,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import SecretStr
 
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
@@ -153,12 +154,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
                 project_service_url=env["PROJECT_SERVICE_URL"],
                 committee_service_url=env["COMMITTEE_SERVICE_URL"],
                 heimdall_client_id=HEIMDALL_CLIENT_ID,
-                heimdall_private_key=rsa_pems["heimdall"],
+                heimdall_private_key=SecretStr(rsa_pems["heimdall"]),
                 heimdall_key_id=KID,
                 heimdall_jwks_url=env["HEIMDALL_JWKS_URL"],
                 auth0_tenant="impersonation",
                 auth0_client_id=AUTH0_CLIENT_ID,
-                auth0_private_key=rsa_pems["auth0"],
+                auth0_private_key=SecretStr(rsa_pems["auth0"]),
                 auth0_base_url=env["AUTH0_BASE_URL"],
                 lfx_api_gw=env["LFX_API_GW"],
                 http_timeout=HTTP_TIMEOUT,
@@ -267,6 +268,16 @@ def _fallback_for(setup: Callable[[Sandbox, str], None]) -> Case:
     return case
 
 
+def _known_user_then(**fault: Any) -> Callable[[Sandbox, str], None]:
+    """A known user whose lookup meets ``fault`` (an injected status or delay)."""
+
+    def setup(sb: Sandbox, platform_id: str) -> None:
+        sb.add_user(platform_id, _user(platform_id, "jdoe", "jane@example.com"))
+        sb.inject_fault("GET", f"/v1/users/{platform_id}", **fault)
+
+    return setup
+
+
 CASES: dict[str, Case] = {
     "machine user": _machine,
     "user with email": _user_with_email,
@@ -274,18 +285,8 @@ CASES: dict[str, Case] = {
     "empty": lambda sb: ("", _expected(FALLBACK["principal"], FALLBACK["sub"])),
     "missing": lambda sb: (None, _expected(FALLBACK["principal"], FALLBACK["sub"])),
     "unknown user (404)": _fallback_for(lambda sb, pid: None),
-    "user service 500": _fallback_for(
-        lambda sb, pid: (
-            sb.add_user(pid, _user(pid, "jdoe", "jane@example.com")),
-            sb.inject_fault("GET", f"/v1/users/{pid}", status=500),
-        )
-    ),
-    "user service timeout": _fallback_for(
-        lambda sb, pid: (
-            sb.add_user(pid, _user(pid, "jdoe", "jane@example.com")),
-            sb.inject_fault("GET", f"/v1/users/{pid}", status=None, delay=HTTP_TIMEOUT * 2),
-        )
-    ),
+    "user service 500": _fallback_for(_known_user_then(status=500)),
+    "user service timeout": _fallback_for(_known_user_then(status=None, delay=HTTP_TIMEOUT * 2)),
     "empty username": _fallback_for(lambda sb, pid: sb.add_user(pid, _user(pid, "", "x@y.org"))),
     "username with a space": _fallback_for(
         lambda sb, pid: sb.add_user(pid, _user(pid, "jane doe", "jane@example.com"))

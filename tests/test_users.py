@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from nats.js.errors import NoKeysError
+from pydantic import SecretStr
 
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
@@ -167,10 +168,10 @@ def settings(sandbox: Sandbox, rsa_pems: dict[str, str], buckets: NatsServer) ->
         nats_url=buckets.url,
         project_service_url=env["PROJECT_SERVICE_URL"],
         heimdall_client_id=CLIENT_ID,
-        heimdall_private_key=rsa_pems["heimdall"],
+        heimdall_private_key=SecretStr(rsa_pems["heimdall"]),
         auth0_tenant="sandbox",
         auth0_client_id=AUTH0_CLIENT_ID,
-        auth0_private_key=rsa_pems["auth0"],
+        auth0_private_key=SecretStr(rsa_pems["auth0"]),
         auth0_base_url=env["AUTH0_BASE_URL"],
         lfx_api_gw=env["LFX_API_GW"],
         http_timeout=HTTP_TIMEOUT,
