@@ -19,6 +19,7 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
+from bridge.loop import LOW_WATER_FRACTION
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from tasks.deadletters import DeadLetterStore
 from v1_sync_helper.cli import main
@@ -239,8 +240,9 @@ def test_wait_for_room_resumes_only_at_the_low_water_mark(
     with TaskQueue(redis_server.url, QUEUE) as queue:
         wait_for_room(queue, max_depth=10, sleep=drain_one)
 
-    assert depths_seen[-1] == 8  # 80% of the limit
-    assert queue_depth(redis_client, QUEUE) == 8
+    low_water = int(10 * LOW_WATER_FRACTION)  # the bridge's own resume point
+    assert depths_seen[-1] == low_water
+    assert queue_depth(redis_client, QUEUE) == low_water
 
 
 # ------------------------------------------------------------------------ dlq

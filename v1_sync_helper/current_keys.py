@@ -17,8 +17,9 @@ from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from v1_sync_helper.sync_request import PUT, SyncRequest
+from bridge.changes import KvChange
 
+PUT = "PUT"
 CONNECT_TIMEOUT = 3.0
 RECONNECT_WAIT = 0.2
 CONNECT_DEADLINE = 2 * CONNECT_TIMEOUT + 1
@@ -74,19 +75,19 @@ async def _bucket(nc: Client, bucket: str) -> KeyValue:
         raise KvUnavailable(f"KV bucket {bucket!r} does not exist") from None
 
 
-async def _lookup(kv: KeyValue, key: str) -> SyncRequest | None:
+async def _lookup(kv: KeyValue, key: str) -> KvChange | None:
     """The key's latest change (a delete is a change too), or None when unknown."""
     try:
         entry = await kv.get(key)
     except KeyNotFoundError as missing:
         # nats-py reports a deleted or purged key as not found but keeps the marker.
         if missing.entry is not None and missing.op:
-            return SyncRequest(key, int(missing.entry.revision), str(missing.op))
+            return KvChange(key, int(missing.entry.revision), str(missing.op))
         return None
-    return SyncRequest(key, int(entry.revision or 0), PUT)
+    return KvChange(key, int(entry.revision or 0), PUT)
 
 
-async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, SyncRequest | None]:
+async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, KvChange | None]:
     nc = await open_nats(url, "v1-sync-helper-requeue")
     try:
         kv = await _bucket(nc, bucket)
@@ -95,7 +96,7 @@ async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, SyncR
         await nc.close()
 
 
-def current_changes(url: str, bucket: str, keys: Iterable[str]) -> dict[str, SyncRequest | None]:
+def current_changes(url: str, bucket: str, keys: Iterable[str]) -> dict[str, KvChange | None]:
     """Each key's current revision and operation; None for a key the bucket never held."""
     return asyncio.run(_lookup_all(url, bucket, list(keys)))
 
@@ -105,14 +106,14 @@ def watch_subject(prefix: str) -> str:
     return f"{prefix}>" if prefix.endswith(".") else ">"
 
 
-async def _list(url: str, bucket: str, prefix: str) -> list[SyncRequest]:
+async def _list(url: str, bucket: str, prefix: str) -> list[KvChange]:
     nc = await open_nats(url, "v1-sync-helper-replay")
     try:
         kv = await _bucket(nc, bucket)
         # Last value per key, headers only (no payloads), deletes skipped: the
         # cheapest way nats-py offers to get every live key with its revision.
         watcher = await kv.watch(watch_subject(prefix), ignore_deletes=True, meta_only=True)
-        found: list[SyncRequest] = []
+        found: list[KvChange] = []
         try:
             while True:
                 try:
@@ -122,7 +123,7 @@ async def _list(url: str, bucket: str, prefix: str) -> list[SyncRequest]:
                 if entry is None:  # the end of the initial values
                     break
                 if entry.key.startswith(prefix):
-                    found.append(SyncRequest(entry.key, int(entry.revision or 0), PUT))
+                    found.append(KvChange(entry.key, int(entry.revision or 0), PUT))
         finally:
             await watcher.stop()
         return found
@@ -130,6 +131,6 @@ async def _list(url: str, bucket: str, prefix: str) -> list[SyncRequest]:
         await nc.close()
 
 
-def list_current(url: str, bucket: str, prefix: str = "") -> list[SyncRequest]:
+def list_current(url: str, bucket: str, prefix: str = "") -> list[KvChange]:
     """Every live key of ``bucket`` starting with ``prefix``, at its current revision."""
     return asyncio.run(_list(url, bucket, prefix))

@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
-from celery import Celery
-from kombu.exceptions import OperationalError
 
-from v1_sync_helper.broker import SYNC_TASK_NAME, broker_transport_options
-from v1_sync_helper.sync_request import SyncRequest
+from bridge.changes import KvChange
+from bridge.loop import LOW_WATER_FRACTION
+from bridge.messages import TaskMessageEncoder, producer_app
+from bridge.publisher import BrokerPublisher, broker_client, database_of
+from v1_sync_helper.broker import broker_transport_options
 
 # kombu's Redis transport keeps one list per priority step: "celery",
 # "celery\x06\x163", … A depth that ignores them undercounts prioritised tasks.
@@ -25,11 +26,7 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEPARATOR = "\x06\x16"
 
 REDIS_TIMEOUT = 5.0
-# Resume once the queue has drained to this fraction of the limit, so a replay
-# does not flap around the limit one batch at a time.
-LOW_WATER_FRACTION = 0.8
 DRAIN_POLL_SECONDS = 1.0
-PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
 
 
 class BrokerUnavailable(RuntimeError):
@@ -56,44 +53,29 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
     return int(sum(pipe.execute()))
 
 
-def producer_app(redis_url: str, queue: str) -> Celery:
-    """A Celery app that only publishes: no task code, sent events on for Flower."""
-    app = Celery("v1-sync-helper-operations", broker=redis_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_default_queue=queue,
-        task_send_sent_event=True,
-        broker_transport_options=broker_transport_options(),
-        broker_connection_timeout=REDIS_TIMEOUT,
-        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
-    )
-    return app
-
-
 class TaskQueue:
-    """Publishes sync tasks to the Celery queue and reports its depth."""
+    """Publishes sync tasks to the Celery queue and reports its depth.
+
+    The messages are the bridge's: ordinary ``sync_kv_entry`` task messages
+    plus their ``task-sent`` events (so Flower shows them as queued), a whole
+    batch in one Redis round trip.
+    """
 
     def __init__(self, redis_url: str, queue: str) -> None:
+        options = broker_transport_options()
         self.queue = queue
         self._redis = redis_client(redis_url)
-        self._app = producer_app(redis_url, queue)
+        self._app = producer_app(redis_url, queue, options)
+        self._publisher = BrokerPublisher(broker_client(redis_url, options))
+        self._encoder = TaskMessageEncoder(self._app, queue, database_of(self._publisher.client))
 
-    def publish(self, requests: Sequence[SyncRequest]) -> None:
-        """Enqueue every request; raise ``BrokerUnavailable`` if the broker refuses."""
-        if not requests:
+    def publish(self, changes: Sequence[KvChange]) -> None:
+        """Enqueue every change; raise ``BrokerUnavailable`` unless all are in Redis."""
+        if not changes:
             return
         try:
-            with self._app.producer_or_acquire() as producer:
-                for request in requests:
-                    self._app.send_task(
-                        SYNC_TASK_NAME,
-                        args=[request.key, request.revision, request.operation],
-                        task_id=request.task_id,
-                        queue=self.queue,
-                        producer=producer,
-                    )
-        except (OperationalError, redis.RedisError, OSError) as error:
+            self._publisher.push(self._encoder.encode(changes))
+        except (redis.RedisError, OSError) as error:
             raise BrokerUnavailable(f"the broker did not accept the tasks: {error}") from None
 
     def depth(self) -> int:
@@ -110,6 +92,7 @@ class TaskQueue:
 
     def close(self) -> None:
         """Release the broker connections."""
+        self._publisher.close()
         self._app.close()
         self._redis.close()
 
@@ -128,7 +111,7 @@ def wait_for_room(
 ) -> None:
     """Return at once while the queue is at or below ``max_depth``; else wait for it to drain.
 
-    Waits until the depth falls to the low-water mark, with no deadline (the
+    Waits until the depth falls to the bridge's low-water mark, with no deadline (the
     operator interrupts with Ctrl-C). ``on_wait(depth)`` is called once per pause.
     """
     depth = queue.depth()

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from bridge.changes import KvChange
     from v1_sync_helper.enqueue import TaskQueue
     from v1_sync_helper.settings import BridgeSettings
-    from v1_sync_helper.sync_request import SyncRequest
 
 CONFIG_ERROR_EXIT_CODE = 2
 UNHEALTHY_EXIT_CODE = 1
@@ -200,14 +200,14 @@ def _requeue_letters(
     store: Any, queue: TaskQueue, letters: Sequence[Any], max_depth: int | None
 ) -> None:
     """Enqueue the letters in batches; remove each batch only once it is in the broker."""
+    from bridge.changes import KvChange
     from v1_sync_helper.enqueue import wait_for_room
-    from v1_sync_helper.sync_request import SyncRequest
 
     for start in range(0, len(letters), ENQUEUE_BATCH):
         batch = letters[start : start + ENQUEUE_BATCH]
         if max_depth is not None:
             wait_for_room(queue, max_depth, on_wait=_say_waiting(max_depth))
-        queue.publish([SyncRequest(x.key, int(x.revision), x.operation) for x in batch])
+        queue.publish([KvChange(x.key, int(x.revision), x.operation) for x in batch])
         for letter in batch:
             store.remove(letter.id)
 
@@ -289,6 +289,7 @@ def requeue_command(keys: tuple[str, ...]) -> None:
     queued as its delete). An unknown key is reported and the command exits
     1, but the other keys are still queued.
     """
+    from v1_sync_helper.broker import task_id_for
     from v1_sync_helper.current_keys import current_changes
     from v1_sync_helper.enqueue import TaskQueue
 
@@ -300,7 +301,7 @@ def requeue_command(keys: tuple[str, ...]) -> None:
             queue.publish(requests)
     for request in requests:
         suffix = "" if request.operation == "PUT" else f" ({request.operation})"
-        click.echo(f"queued {request.task_id}{suffix}")
+        click.echo(f"queued {task_id_for(request.key, request.revision)}{suffix}")
     unknown = [key for key, request in found.items() if request is None]
     for key in unknown:
         click.echo(f"Error: key {key!r} is not in {settings.v1_objects_bucket}", err=True)
@@ -322,9 +323,7 @@ def _say_waiting(max_depth: int) -> Any:
     return on_wait
 
 
-def _enqueue_with_progress(
-    queue: TaskQueue, requests: Sequence[SyncRequest], max_depth: int
-) -> None:
+def _enqueue_with_progress(queue: TaskQueue, requests: Sequence[KvChange], max_depth: int) -> None:
     from v1_sync_helper.enqueue import wait_for_room
 
     with click.progressbar(
