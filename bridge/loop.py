@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FETCH_TIMEOUT = 1.0
+FINISH_FETCH_TIMEOUT = 0.1
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 2.0
 # in_progress() at most this often and at least three times per ack wait.
@@ -229,8 +230,12 @@ class Bridge:
     async def _finish_buffered(self) -> None:
         """Enqueue and ack what the subscription already received before the stop."""
         while self._sub is not None and self._sub.pending_msgs > 0 and not self._past_deadline():
+            # Mostly these are status messages of expired pull requests, which
+            # fetch() discards; a short timeout keeps the stop quick then.
             try:
-                msgs = await self._fetch(self._sub.pending_msgs)
+                msgs = await self._sub.fetch(
+                    max(2, self._sub.pending_msgs), timeout=FINISH_FETCH_TIMEOUT
+                )
             except Exception:
                 return
             await self.handle(msgs)
