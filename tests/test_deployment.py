@@ -35,6 +35,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 from yamllint import linter
 from yamllint.config import YamlLintConfig
@@ -44,6 +45,7 @@ from v1_sync_helper.settings import (
     BridgeSettings,
     FlowerSettings,
     WorkerSettings,
+    load_rsa_private_key,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -519,6 +521,56 @@ def test_compose_app_containers_are_hardened() -> None:
         assert services[name]["read_only"] is True, name
         assert "/tmp" in services[name]["tmpfs"], name
         assert "user" not in services[name], f"{name} must run as the image's user"
+
+
+def test_compose_shell_commands_parse() -> None:
+    services = compose_config()["services"]
+    scripts = [
+        " ".join(services[name]["command"])
+        for name in ("nats-init", "worker")
+        if services[name].get("entrypoint", [""])[0] == "/bin/sh"
+    ]
+    scripts += [
+        check["test"][1]
+        for service in services.values()
+        if (check := service.get("healthcheck")) and check["test"][0] == "CMD-SHELL"
+    ]
+    assert len(scripts) >= 3
+    for script in scripts:
+        result = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script!r}: {result.stderr}"
+
+
+def test_compose_python_healthchecks_compile() -> None:
+    checks = [
+        service["healthcheck"]["test"]
+        for service in compose_config()["services"].values()
+        if "healthcheck" in service and service["healthcheck"]["test"][1] == "python"
+    ]
+    assert len(checks) >= 3
+    for check in checks:
+        assert check[:4] == ["CMD", "python", "-c", check[3]]
+        compile(check[3], "healthcheck", "exec")
+
+
+def test_compose_keygen_writes_private_keys_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keygen = compose_config()["services"]["keygen"]
+    assert keygen["entrypoint"] == ["python", "-c"]
+    script = keygen["command"][0].replace('"/keys"', repr(str(tmp_path)))
+    owners: list[tuple[int, int]] = []
+    # Tests need not run as root: record the chown instead of doing it.
+    monkeypatch.setattr("os.chown", lambda path, uid, gid: owners.append((uid, gid)))
+    exec(compile(script, "keygen", "exec"), {})
+    pems = {name: (tmp_path / f"{name}.pem") for name in ("heimdall", "auth0")}
+    for path in pems.values():
+        assert path.stat().st_mode & 0o777 == 0o400
+        load_rsa_private_key(SecretStr(path.read_text()))
+    assert owners == [(10001, 10001)] * 2
+    before = {name: path.read_bytes() for name, path in pems.items()}
+    exec(compile(script, "keygen", "exec"), {})
+    assert {name: path.read_bytes() for name, path in pems.items()} == before
 
 
 # ------------------------------------------------------------------ .env.example
