@@ -23,9 +23,9 @@ from bridge.loop import LOW_WATER_FRACTION
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from tasks.deadletters import DeadLetterStore
 from v1_sync_helper.cli import main
+from v1_sync_helper.dlq import remove_unchanged, requeue_letters
 from v1_sync_helper.enqueue import TaskQueue, queue_depth, wait_for_room
 from v1_sync_helper.nats_client import SyncNats
-from v1_sync_helper.operations import _requeue_letters
 
 QUEUE = "celery"
 OBJECTS = "v1-objects"
@@ -355,9 +355,24 @@ def test_dlq_letter_stays_when_the_broker_refuses_the_task(letters: DeadLetterSt
     assert letter is not None
 
     with dead_broker, pytest.raises(Exception, match="broker did not accept"):
-        _requeue_letters(letters, dead_broker, [letter], None)
+        requeue_letters(dead_broker, [letter])
 
     assert letters.get(f"{PROJECT}.new@9") == letter
+
+
+def test_dlq_letter_rewritten_by_a_new_failure_is_not_removed(
+    letters: DeadLetterStore, redis_client: redis.Redis
+) -> None:
+    """The re-queued task failed again before the removal: that failure stays."""
+    read = letters.list()
+    add_letter(letters, f"{PROJECT}.new", 9, time.time() + 1, error_kind="conflict")
+
+    removed = remove_unchanged(redis_client, read)
+
+    assert removed == [f"{PROJECT}.old@3"]
+    remaining = letters.get(f"{PROJECT}.new@9")
+    assert remaining is not None
+    assert remaining.error_kind == "conflict"
 
 
 def test_dlq_requeue_with_redis_down_fails_cleanly(buckets: NatsServer) -> None:

@@ -196,22 +196,6 @@ def dlq_show_command(task_id: str, as_json: bool) -> None:
         click.echo(render_one(letter, time.time()))
 
 
-def _requeue_letters(
-    store: Any, queue: TaskQueue, letters: Sequence[Any], max_depth: int | None
-) -> None:
-    """Enqueue the letters in batches; remove each batch only once it is in the broker."""
-    from bridge.changes import KvChange
-    from v1_sync_helper.enqueue import wait_for_room
-
-    for start in range(0, len(letters), ENQUEUE_BATCH):
-        batch = letters[start : start + ENQUEUE_BATCH]
-        if max_depth is not None:
-            wait_for_room(queue, max_depth, on_wait=_say_waiting(max_depth))
-        queue.publish([KvChange(x.key, int(x.revision), x.operation) for x in batch])
-        for letter in batch:
-            store.remove(letter.id)
-
-
 @dlq_group.command("requeue")
 @click.argument("task_ids", nargs=-1, metavar="[KEY@REV]...")
 @click.option("--all", "requeue_all", is_flag=True, help="Re-queue every dead letter.")
@@ -225,18 +209,28 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     """
     if requeue_all == bool(task_ids):
         raise click.UsageError("give one or more KEY@REV ids, or --all (not both)")
+    from tasks.deadletters import DeadLetterStore
+    from v1_sync_helper.dlq import requeue_letters
     from v1_sync_helper.enqueue import TaskQueue
 
     settings = _settings()
     missing: list[str] = []
+    requeued = 0
+
+    def report(batch: Sequence[Any]) -> None:
+        nonlocal requeued
+        requeued += len(batch)
+        for letter in batch:
+            click.echo(f"re-queued {letter.id}")
+
     with (
         _expected_failures(),
         _store_errors(),
         TaskQueue(settings.redis_url, settings.celery_queue) as queue,
     ):
-        store = _open_store(settings)
+        store = DeadLetterStore(queue.redis)
         if requeue_all:
-            letters = list(store.list())
+            letters = store.list()
             max_depth: int | None = settings.bridge_max_queue_depth
         else:
             letters = []
@@ -247,10 +241,8 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
                 else:
                     letters.append(letter)
             max_depth = None
-        _requeue_letters(store, queue, letters, max_depth)
-    for letter in letters:
-        click.echo(f"re-queued {letter.id}")
-    if not letters:
+        requeue_letters(queue, letters, max_depth, _say_waiting(max_depth or 0), report)
+    if requeue_all and not requeued:
         click.echo("No dead letters to re-queue.")
     for task_id in missing:
         click.echo(f"Error: no dead letter {task_id!r}", err=True)
