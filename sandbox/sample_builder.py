@@ -1,0 +1,1021 @@
+"""Writes the sample data set of the local stack: ``python -m sandbox.sample_builder``.
+
+The set lives in ``sandbox/sample_data/`` and is committed; this module is how
+it was made and how to change it (edit the tables below, run the module, commit
+the three files). A test checks that the committed files are exactly what this
+module writes, so the expectations cannot drift from the records.
+
+- ``records.jsonl``: one KV put per line, in load order:
+  ``{"key", "encoding": "json"|"msgpack"|"raw"|"empty", "value"}``.
+- ``users.json``: the V1 users the fake user service knows.
+- ``expected.json``: per key, what the sync must end with: ``synced`` (with the
+  V2 fields, the parent or project by sfid, and the identity of the last
+  write), ``dead_letter`` (with the error kind) or ``skipped`` (with why).
+
+The expected V2 fields follow ``v1-records.md`` and ``v2-contract.md``
+(documented field name first, real column as fallback; slug lower-cased;
+dates to ``YYYY-MM-DD``; URL clean-up; values outside an enum or format dropped;
+committee ``category`` ``Other`` when unknown; ``public`` derived when absent),
+independently of the sync task's own mapping code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.validation import (
+    COMMITTEE_CATEGORIES,
+    COMMITTEE_DESCRIPTION_MAX,
+    COMMITTEE_NAME_MAX,
+    LEGAL_ENTITY_TYPES,
+    PROJECT_STAGES,
+    is_date,
+    is_uri,
+)
+
+SAMPLE_DIR = Path(__file__).parent / "sample_data"
+RECORDS_FILE = "records.jsonl"
+USERS_FILE = "users.json"
+EXPECTED_FILE = "expected.json"
+
+SEED = 20251129
+HEIMDALL_CLIENT_ID = "v1_sync_helper"
+PROJECT_PREFIX = "salesforce-project__c."
+COMMITTEE_PREFIX = "platform-collaboration__c."
+MEMBER_PREFIX = "platform-community__c."
+SALESFORCE_SUFFIX_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+_rng = random.Random(SEED)
+
+
+def salesforce_id(prefix: str, rng: random.Random = _rng) -> str:
+    """An 18-character Salesforce id: ``prefix`` padded to 15, plus its case-checksum suffix."""
+    body = prefix + "".join(rng.choice(ID_ALPHABET) for _ in range(15 - len(prefix)))
+    suffix = ""
+    for chunk in range(3):
+        bits = sum(1 << i for i, ch in enumerate(body[chunk * 5 : chunk * 5 + 5]) if ch.isupper())
+        suffix += SALESFORCE_SUFFIX_ALPHABET[bits]
+    return body + suffix
+
+
+def platform_uuid(rng: random.Random = _rng) -> str:
+    """A random (seeded) UUID, as V1 platform tables use for ids."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+# -- users and who modified what ------------------------------------------------------
+
+USERS: dict[str, dict[str, str]] = {}
+USER_IDS: dict[str, str] = {}
+
+
+def _user(handle: str, username: str, email: str, first: str, last: str) -> None:
+    platform_id = salesforce_id("0032M00002")
+    USER_IDS[handle] = platform_id
+    USERS[platform_id] = {
+        "ID": platform_id,
+        "Username": username,
+        "Email": email,
+        "FirstName": first,
+        "LastName": last,
+    }
+
+
+_user("jsmith", "jsmith", "jsmith@linuxfoundation.org", "Jane", "Smith")
+_user("cgarcia", "cgarcia", "carlos.garcia@example.com", "Carlos", "Garcia")
+_user("mwong", "mwong", "", "Mei", "Wong")  # no e-mail: no email claim
+_user("praman", "Priya Raman", "priya@example.org", "Priya", "Raman")  # unsafe: a space
+_user("nouser", "", "ghost@example.org", "", "")  # empty username
+UNKNOWN_USER_ID = salesforce_id("0031R00002")  # the user service answers 404
+MACHINE_SALESFORCE = "salesforce-integration@clients"
+MACHINE_PCC = "pcc-sync@clients"
+
+# Who last modified a record, by short handle; "" and None are V1's empty values.
+MODIFIERS: dict[str, str | None] = {
+    **{handle: USER_IDS[handle] for handle in USER_IDS},
+    "unknown": UNKNOWN_USER_ID,
+    "sf": MACHINE_SALESFORCE,
+    "pcc": MACHINE_PCC,
+    "empty": "",
+    "null": None,
+}
+
+
+def expected_writer(modified_by: str | None) -> dict[str, Any]:
+    """The identity of the V2 write for a ``lastmodifiedbyid`` (issue 5's principal table)."""
+    if modified_by and modified_by.endswith("@clients"):
+        name = modified_by.removesuffix("@clients")
+        return {
+            "kind": "machine",
+            "principal": modified_by,
+            "sub": name,
+            "email": None,
+            "on_behalf_of": name,
+        }
+    user = USERS.get(modified_by or "")
+    username = (user or {}).get("Username", "")
+    if user and username and " " not in username and "@" not in username:
+        return {
+            "kind": "user",
+            "principal": username,
+            "sub": username,
+            "email": user["Email"] or None,
+            "on_behalf_of": username,
+        }
+    return {
+        "kind": "fallback",
+        "principal": f"{HEIMDALL_CLIENT_ID}@clients",
+        "sub": HEIMDALL_CLIENT_ID,
+        "email": None,
+        "on_behalf_of": None,
+    }
+
+
+# -- the mapping rules, as the reference documents state them ----------------------------
+
+
+def clean_url(value: Any) -> str | None:
+    """Trim; drop empty and ``nil``; add ``https://`` without a scheme; drop invalid."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.lower() in ("", "nil"):
+        return None
+    if not SCHEME.match(text):
+        text = "https://" + text
+    return text if is_uri(text) else None
+
+
+def date_only(value: Any) -> str | None:
+    """The ``YYYY-MM-DD`` of any of V1's date-time shapes, or ``None`` when not a date."""
+    if not isinstance(value, str) or not is_date(value[:10]):
+        return None
+    return value[:10]
+
+
+# -- projects -------------------------------------------------------------------------
+
+
+@dataclass
+class ProjectSpec:
+    """One V1 project of the sample set, before it becomes a record."""
+
+    handle: str
+    name: str
+    slug: str
+    parent: str | None
+    description: str | None
+    stage: str | None
+    entity_type: str | None
+    formation: str | None
+    logo: str | None
+    repository: str | None
+    website: str | None
+    style: str  # "documented", "real" or "both"
+    modified_by: str
+    public: bool | None = None  # documented style only
+    sfid: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _p(
+    handle: str,
+    name: str,
+    slug: str,
+    parent: str | None,
+    description: str | None,
+    stage: str | None,
+    entity_type: str | None,
+    formation: str | None,
+    urls: tuple[str | None, str | None, str | None],
+    style: str,
+    modified_by: str,
+    public: bool | None = None,
+    **extra: Any,
+) -> ProjectSpec:
+    logo, repository, website = urls
+    return ProjectSpec(
+        handle,
+        name,
+        slug,
+        parent,
+        description,
+        stage,
+        entity_type,
+        formation,
+        logo,
+        repository,
+        website,
+        style,
+        modified_by,
+        public,
+        extra=extra,
+    )
+
+
+M = "+00:00"  # Meltano's zone suffix
+PROJECTS: list[ProjectSpec] = [
+    # Foundations: no parent, so they go under ROOT.
+    _p("tlf", "The Linux Foundation", "TLF", None,
+       "A non-profit consortium that supports the growth of open source.",
+       "Active", "Incorporated Entity", "2000-01-01T00:00:00" + M,
+       ("https://www.linuxfoundation.org/hubfs/lf-logo.svg", "github.com/linuxfoundation",
+        " www.linuxfoundation.org"), "real", "sf"),
+    _p("cncf", "Cloud Native Computing Foundation", "cncf", None,
+       "Home of Kubernetes and the cloud native ecosystem.",
+       "Active", "Series LLC", "2015-12-11T00:00:00" + M,
+       ("https://www.cncf.io/wp-content/uploads/2022/07/cncf-color-bg.svg",
+        "https://github.com/cncf", "https://www.cncf.io"), "documented", "jsmith", True),
+    _p("openjs", "OpenJS Foundation", "openjs", None,
+       "Supports the healthy growth of the JavaScript ecosystem.",
+       "Active", "Series LLC", "2019-03-12T00:00:00Z",
+       (None, "github.com/openjs-foundation", "openjsf.org"), "real", "cgarcia"),
+    _p("lfaidata", "LF AI & Data Foundation", "lfaidata", None,
+       "Open source innovation in artificial intelligence and data.",
+       "Active", "Series LLC", "2018-03-26T00:00:00",
+       ("nil", "https://github.com/lfai", "https://lfaidata.foundation"), "documented", "pcc",
+       True),
+    _p("openssf", "Open Source Security Foundation", "openssf", None,
+       "Securing open source software for the greater public good.",
+       "Active", "Series LLC", "2020-08-03T00:00:00" + M,
+       ("", "github.com/ossf", "https://openssf.org/"), "real", "mwong"),
+    _p("lfenergy", "LF Energy Foundation", "lfenergy", None,
+       "Open source for the energy transition.",
+       "Formation - Engaged", "Series LLC", "2018-07-01T00:00:00" + M,
+       (None, None, "www.lfenergy.org"), "real", "empty"),
+    _p("lfdt", "LF Decentralized Trust", "lfdt", None,
+       "Open source ledgers, identity and cryptography.",
+       "Active", "Series LLC", "2024-09-17T00:00:00Z",
+       (None, "https://github.com/lf-decentralized-trust", "https://www.lfdecentralizedtrust.org"),
+       "documented", "praman", True),
+    # Projects.
+    _p("kubernetes", "Kubernetes", "kubernetes", "cncf",
+       "Production-grade container orchestration.",
+       "Active", "Subproject", "2016-03-10T00:00:00" + M,
+       ("https://kubernetes.io/images/favicon.png", "github.com/kubernetes", "kubernetes.io"),
+       "real", "sf"),
+    _p("prometheus", "Prometheus", "prometheus", "cncf",
+       "Monitoring system and time series database.",
+       "Active", "Subproject", "2016-05-09T00:00:00" + M,
+       (None, "https://github.com/prometheus", "https://prometheus.io"), "documented", "cgarcia",
+       True),
+    _p("envoy", "Envoy", "envoy", "cncf", "Cloud-native high-performance edge and service proxy.",
+       "Active", "Subproject", "2017-09-13T00:00:00Z",
+       (None, "github.com/envoyproxy", "www.envoyproxy.io"), "real", "unknown"),
+    _p("containerd", "containerd", "containerd", "cncf",
+       "An industry-standard container runtime.",
+       "Active", "Subproject", "2017-03-29T00:00:00" + M,
+       (None, "https://github.com/containerd", "https://containerd.io"), "real", "null"),
+    _p("helm", "Helm", "helm", "cncf", "The package manager for Kubernetes.",
+       "Graduated", "Subproject", "2018-06-01T00:00:00" + M,  # "Graduated" is no stage
+       (None, "github.com/helm", "helm.sh"), "real", "jsmith"),
+    _p("opentelemetry", "OpenTelemetry", "opentelemetry", "cncf",
+       "High-quality, ubiquitous, and portable telemetry.",
+       "Active", "Subproject", "2019-05-07T00:00:00",
+       (None, "https://github.com/open-telemetry", "https://opentelemetry.io"), "documented",
+       "nouser", False),
+    _p("nodejs", "Node.js", "nodejs", "openjs", "A JavaScript runtime built on V8.",
+       "Active", "Subproject", "2015-06-08T00:00:00" + M,
+       ("https://nodejs.org/static/logos/jsIconGreen.svg", "github.com/nodejs", "nodejs.org"),
+       "real", "cgarcia"),
+    _p("electron", "Electron", "electron", "openjs",
+       "Build cross-platform desktop apps with JavaScript, HTML and CSS.",
+       "Active", "Subproject", "2019-12-11T00:00:00Z",
+       (None, "https://github.com/electron", "https://www.electronjs.org"), "documented", "sf",
+       True),
+    _p("webpack", "webpack", "webpack", "openjs", "A bundler for JavaScript and friends.",
+       "Active", "Subproject", "2012-02-30T00:00:00" + M,  # no such day: dropped
+       (None, "github.com/webpack", "webpack.js.org"), "real", "pcc"),
+    _p("jquery", "jQuery", "jquery", "openjs", "The write less, do more JavaScript library.",
+       "Archived", "LLC", "2006-08-26T00:00:00" + M,  # "LLC" is no legal entity type
+       (None, None, "http://jquery.com"), "real", "mwong"),
+    _p("onnx", "ONNX", "onnx", "lfaidata", "Open Neural Network Exchange.",
+       "Active", "Subproject", "2019-11-14T00:00:00" + M,
+       (None, "https://github.com/onnx", "https://onnx.ai"), "documented", "jsmith", True),
+    _p("horovod", "Horovod", "horovod", "lfaidata", None,  # no description: ""
+       "Archived", "Subproject", "2018-12-13T00:00:00" + M,
+       (None, "github.com/horovod", "horovod.ai"), "real", "empty"),
+    _p("milvus", "Milvus", "milvus", "lfaidata", "A cloud-native vector database.",
+       "Active", "Subproject", "2020-01-21T00:00:00Z",
+       (None, "https://github.com/milvus-io", "https://milvus.io"), "documented", "cgarcia",
+       True),
+    _p("sigstore", "Sigstore", "sigstore", "openssf",
+       "A new standard for signing, verifying and protecting software.",
+       "Active", "Subproject", "2021-03-09T00:00:00" + M,
+       (None, "github.com/sigstore", "www.sigstore.dev"), "real", "sf"),
+    _p("scorecard", "OpenSSF Scorecard", "scorecard", "openssf",
+       "Security health metrics for open source.",
+       "Active", "Subproject", "2020-11-06T00:00:00" + M,
+       (None, "github.com/ossf/scorecard", "securityscorecards.dev (see docs)"),  # invalid
+       "real", "mwong"),
+    _p("slsa", "SLSA", "slsa", "openssf", "Supply-chain Levels for Software Artifacts.",
+       "Formation - Exploratory", "Unofficial Subproject", "2021-06-16T00:00:00",
+       (None, "https://github.com/slsa-framework", "https://slsa.dev"), "documented", "pcc",
+       False),
+    _p("seapath", "SEAPATH", "seapath", "lfenergy",
+       "Software Enabled Automation Platform and Artifacts (THerein).",
+       "Active", "Subproject", "2021-01-27T00:00:00" + M,
+       (None, "github.com/seapath", "lfenergy.org/projects/seapath"), "real", "cgarcia"),
+    _p("openeemeter", "OpenEEmeter", "openeemeter", "lfenergy",
+       "Standard methods for calculating normalized metered energy consumption.",
+       "Prospect", "Subproject", "2019-05-01T00:00:00Z",
+       (None, None, "https://lfenergy.org/projects/openeemeter"), "documented", "jsmith", False),
+    _p("fabric", "Hyperledger Fabric", "hyperledger-fabric", "lfdt",
+       "A permissioned distributed ledger framework.",
+       "Active", "Subproject", "2016-03-01T00:00:00" + M,
+       (None, "github.com/hyperledger/fabric", "www.hyperledger.org/projects/fabric"),
+       "real", "unknown"),
+    _p("besu", "Hyperledger Besu", "hyperledger-besu", "lfdt",
+       "An enterprise-grade Ethereum client.",
+       "Active", "Subproject", "2019-08-29T00:00:00" + M,
+       (None, "https://github.com/hyperledger/besu", "https://besu.hyperledger.org"),
+       "documented", "sf", True),
+    _p("zephyr", "Zephyr Project", "zephyr", "tlf",
+       "A scalable real-time operating system for connected devices.",
+       "Active", "Subproject", "2016-02-17T00:00:00" + M,
+       (None, "github.com/zephyrproject-rtos", "www.zephyrproject.org"), "real", "pcc"),
+    _p("spdx", "SPDX", "spdx", "tlf", "The open standard for software bills of materials.",
+       "Active", "Subproject", "2010-08-01T00:00:00Z",
+       (None, "https://github.com/spdx", "https://spdx.dev"), "both", "jsmith",
+       extra={"project_status__c": "Formation - Engaged", "website__c": "spdx.org"}),
+    # Subprojects.
+    _p("minikube", "minikube", "minikube", "kubernetes", "Local Kubernetes, focused on learning.",
+       "Active", "Unofficial Subproject", "2016-04-18T00:00:00" + M,
+       (None, "github.com/kubernetes/minikube", "minikube.sigs.k8s.io"), "real", "cgarcia"),
+    _p("kustomize", "Kustomize", "kustomize", "kubernetes",
+       "Customization of Kubernetes YAML configurations.",
+       "Active", "Unofficial Subproject", "2018-05-01T00:00:00",
+       (None, "https://github.com/kubernetes-sigs/kustomize", "https://kustomize.io"),
+       "documented", "sf", True),
+    _p("kind", "kind", "kind", "kubernetes", "Kubernetes IN Docker.",
+       "Active", "Unofficial Subproject", "2018-09-19T00:00:00" + M,
+       (None, "github.com/kubernetes-sigs/kind", "kind.sigs.k8s.io"), "real", "empty"),
+    _p("alertmanager", "Alertmanager", "alertmanager", "prometheus",
+       "Handles alerts sent by client applications such as Prometheus.",
+       "Active", "Unofficial Subproject", "2015-06-30T00:00:00Z",
+       (None, "github.com/prometheus/alertmanager", None), "real", "mwong"),
+    _p("cosign", "Cosign", "cosign", "sigstore", "Container signing, verification and storage.",
+       "Active", "Unofficial Subproject", "2021-03-09T00:00:00" + M,
+       (None, "https://github.com/sigstore/cosign", "https://docs.sigstore.dev/cosign"),
+       "documented", "jsmith", True),
+    _p("rekor", "Rekor", "rekor", "sigstore", "A software supply chain transparency log.",
+       "Active", "Unofficial Subproject", "2021-03-09T00:00:00" + M,
+       (None, "github.com/sigstore/rekor", None), "real", "sf"),
+    _p("fulcio", "Fulcio", "fulcio", "sigstore", "A free code signing certificate authority.",
+       "Formation - On Hold", "Unofficial Subproject", "2021-03-09T00:00:00" + M,
+       (None, "github.com/sigstore/fulcio", None), "real", "pcc"),
+    _p("undici", "undici", "undici", "nodejs", "An HTTP/1.1 client, written from scratch.",
+       "Active", "Unofficial Subproject", "2020-05-01T00:00:00",
+       (None, "https://github.com/nodejs/undici", "https://undici.nodejs.org"), "documented",
+       "cgarcia", True),
+    _p("nodegyp", "node-gyp", "node-gyp", "nodejs", "Node.js native addon build tool.",
+       "Active", "Unofficial Subproject", "2012-01-01T00:00:00" + M,
+       (None, "github.com/nodejs/node-gyp", None), "real", "null"),
+    _p("fabricca", "Fabric CA", "fabric-ca", "fabric", "Certificate Authority for Fabric.",
+       "Active", "Unofficial Subproject", "2017-01-01T00:00:00Z",
+       (None, "github.com/hyperledger/fabric-ca", None), "real", "unknown"),
+    _p("onnxmlir", "ONNX-MLIR", "onnx-mlir", "onnx",
+       "Compiles ONNX models with MLIR.",
+       "Formation - Engaged", "Unofficial Subproject", "2019-12-01T00:00:00" + M,
+       (None, "https://github.com/onnx/onnx-mlir", None), "documented", "jsmith", False),
+    _p("mcuboot", "MCUboot", "mcuboot", "zephyr", "Secure boot for 32-bit microcontrollers.",
+       "Active", "Unofficial Subproject", "2017-01-10T00:00:00" + M,
+       (None, "github.com/mcu-tools/mcuboot", "www.trustedfirmware.org/projects/mcuboot"),
+       "real", "praman"),
+]  # fmt: skip
+
+# Children written to KV before their parents (the sync must converge anyway).
+EARLY_PROJECTS = ("minikube", "cosign", "undici", "kubernetes", "fabricca", "sigstore", "mcuboot")
+
+for _spec in PROJECTS:
+    _spec.sfid = salesforce_id("a0941000002")
+PROJECT_BY_HANDLE = {spec.handle: spec for spec in PROJECTS}
+
+DOCUMENTED_FIELDS = {
+    "description": "description__c",
+    "formation": "formation_date__c",
+    "legal_name": "legal_entity_name__c",
+    "entity_type": "legal_entity_type__c",
+    "logo": "logo_url__c",
+    "repository": "repository_url__c",
+    "stage": "stage__c",
+    "website": "website_url__c",
+}
+REAL_FIELDS = {
+    "description": "description__c",
+    "formation": "start_date__c",
+    "legal_name": "project_entity_name__c",
+    "entity_type": "category__c",
+    "logo": "project_logo__c",
+    "repository": "repositoryurl__c",
+    "stage": "project_status__c",
+    "website": "website__c",
+}
+
+
+def _timestamps(index: int) -> dict[str, str]:
+    """Loader metadata in V1's three date-time shapes, varied by record."""
+    day = 1 + index % 27
+    shapes = (
+        f"2025-11-{day:02d}T21:04:05+00:00",
+        f"2025-11-{day:02d}T18:01:25",
+        f"2025-11-{day:02d}T09:30:00Z",
+    )
+    return {
+        "lastmodifieddate": shapes[index % 3],
+        "createddate": f"2019-04-{1 + index % 28:02d}T10:00:00+00:00",
+        "systemmodstamp": shapes[index % 3],
+        "_sdc_extracted_at": f"2025-11-{day:02d}T21:05:00+00:00",
+        "_sdc_received_at": f"2025-11-{day:02d}T21:05:01+00:00",
+    }
+
+
+def project_record(spec: ProjectSpec, index: int) -> dict[str, Any]:
+    """The V1 record of a project, in its naming style."""
+    columns = REAL_FIELDS if spec.style == "real" else DOCUMENTED_FIELDS
+    parent_sfid = PROJECT_BY_HANDLE[spec.parent].sfid if spec.parent else None
+    record: dict[str, Any] = {
+        "sfid": spec.sfid,
+        "name": spec.name,
+        "slug__c": spec.slug,
+        columns["description"]: spec.description,
+        columns["stage"]: spec.stage,
+        columns["entity_type"]: spec.entity_type,
+        columns["legal_name"]: spec.name if spec.entity_type != "Subproject" else None,
+        columns["formation"]: spec.formation,
+        columns["logo"]: spec.logo,
+        columns["repository"]: spec.repository,
+        columns["website"]: spec.website,
+        "parent_project__c": parent_sfid,
+        "isdeleted": False,
+        "lastmodifiedbyid": MODIFIERS[spec.modified_by],
+        **_timestamps(index),
+    }
+    if spec.style == "real":
+        record.update(
+            {"admin_category__c": None, "charterurl__c": "nil", "auto_join_enabled__c": False}
+        )
+    else:
+        record["public__c"] = spec.public
+    record.update(spec.extra)
+    return record
+
+
+def expected_project_fields(
+    spec: ProjectSpec, record: dict[str, Any], public_by_handle: dict[str, bool]
+) -> tuple[dict[str, Any], list[str]]:
+    """The V2 fields the project must end with, and the V2 fields dropped as invalid."""
+
+    def pick(documented: str, real: str) -> Any:
+        value = record.get(documented)
+        return value if value is not None else record.get(real)
+
+    fields: dict[str, Any] = {
+        "name": record["name"],
+        "slug": record["slug__c"].lower(),
+        "description": record.get("description__c") or "",
+    }
+    dropped: list[str] = []
+    legal_name = pick("legal_entity_name__c", "project_entity_name__c")
+    if legal_name is not None:
+        fields["legal_entity_name"] = legal_name
+    checks = {
+        "stage": (pick("stage__c", "project_status__c"), lambda v: v in PROJECT_STAGES),
+        "legal_entity_type": (
+            pick("legal_entity_type__c", "category__c"),
+            lambda v: v in LEGAL_ENTITY_TYPES,
+        ),
+    }
+    for v2_field, (value, valid) in checks.items():
+        if value is None:
+            continue
+        if valid(value):
+            fields[v2_field] = value
+        else:
+            dropped.append(v2_field)
+    formation = pick("formation_date__c", "start_date__c")
+    if formation is not None:
+        if date_only(formation) is not None:
+            fields["formation_date"] = date_only(formation)
+        else:
+            dropped.append("formation_date")
+    for v2_field, (documented, real) in {
+        "logo_url": ("logo_url__c", "project_logo__c"),
+        "repository_url": ("repository_url__c", "repositoryurl__c"),
+        "website_url": ("website_url__c", "website__c"),
+    }.items():
+        raw = pick(documented, real)
+        url = clean_url(raw)
+        if url is not None:
+            fields[v2_field] = url
+        elif isinstance(raw, str) and raw.strip().lower() not in ("", "nil"):
+            dropped.append(v2_field)
+    public = record.get("public__c")
+    if public is None:
+        parent_public = public_by_handle[spec.parent] if spec.parent else True
+        public = fields.get("stage") == "Active" and parent_public
+    fields["public"] = public
+    public_by_handle[spec.handle] = public
+    return fields, dropped
+
+
+# -- committees -------------------------------------------------------------------------
+
+
+@dataclass
+class CommitteeSpec:
+    """One V1 committee of the sample set."""
+
+    project: str
+    name: str
+    v1_type: str
+    description: str | None
+    website: str | None
+    voting: bool
+    public: bool
+    sso: bool
+    public_name: str | None
+    modified_by: str
+    sfid: str = ""
+
+
+FOUNDATION_COMMITTEES = [
+    ("Governing Board", "Board", "lists.{domain}/g/governing-board", True, False, True),
+    (
+        "Technical Oversight Committee",
+        "Technical Oversight Committee/Technical Advisory Committee",
+        "github.com/{slug}/toc",
+        True,
+        True,
+        True,
+    ),
+    ("Marketing Committee", "Marketing Committee/Sub Committee", None, False, True, False),
+    ("Legal Committee", "Legal Committee", "nil", False, False, True),
+    ("Finance Committee", "Finance Committee", None, True, False, False),
+    (
+        "Code of Conduct Committee",
+        "Code of Conduct",
+        "https://{domain}/conduct/",
+        False,
+        True,
+        False,
+    ),
+    ("Technical Advisory Council", "TAC", None, True, True, True),  # not a V2 category: Other
+]
+PROJECT_COMMITTEES = [
+    ("Technical Steering Committee", "Technical Steering Committee", "github.com/{slug}/community"),
+    ("Maintainers", "Maintainers", None),
+    ("Security Response Committee", "Product Security", "https://{domain}/security"),
+    ("Outreach", "Outreach Committee", None),  # not a V2 category: Other
+    ("Committers", "Committers", None),
+]
+FOUNDATION_DOMAINS = {
+    "tlf": "linuxfoundation.org",
+    "cncf": "cncf.io",
+    "openjs": "openjsf.org",
+    "lfaidata": "lfaidata.foundation",
+    "openssf": "openssf.org",
+    "lfenergy": "lfenergy.org",
+    "lfdt": "lfdecentralizedtrust.org",
+}
+# Who last modified committees, in rotation: mostly people and machines, some fallbacks.
+COMMITTEE_MODIFIERS = [
+    "jsmith", "sf", "cgarcia", "pcc", "mwong", "sf", "jsmith", "cgarcia", "pcc",
+    "empty", "sf", "unknown", "mwong", "null", "jsmith", "praman", "cgarcia", "nouser",
+]  # fmt: skip
+LONG_NAME = (
+    "Kubernetes Special Interest Group for Contributor Experience, Documentation, "
+    "Release Engineering and Testing Infrastructure"
+)
+LONG_DESCRIPTION = (
+    "The Technical Oversight Committee of the LF AI & Data Foundation provides technical "
+    "leadership to the foundation's projects: it approves new projects, defines the "
+    "project lifecycle, and coordinates cross-project initiatives. "
+) * 12
+
+
+def _committee_specs() -> list[CommitteeSpec]:
+    specs: list[CommitteeSpec] = []
+    handles = COMMITTEE_MODIFIERS
+    for index, spec in enumerate(PROJECTS):
+        domain = FOUNDATION_DOMAINS.get(spec.handle, spec.slug.lower() + ".io")
+        if spec.parent is None:
+            chosen = FOUNDATION_COMMITTEES[: 4 + index % 4]
+            for offset, (name, v1_type, website, voting, public, sso) in enumerate(chosen):
+                description = f"{name} of {spec.name}."
+                if spec.handle == "lfaidata" and v1_type.startswith("Technical Oversight"):
+                    description = LONG_DESCRIPTION
+                specs.append(
+                    CommitteeSpec(
+                        spec.handle,
+                        name,
+                        v1_type,
+                        description,
+                        website.format(domain=domain, slug=spec.slug.lower()) if website else None,
+                        voting,
+                        public,
+                        sso,
+                        f"{spec.name} {name}" if public else None,
+                        handles[(index + offset) % len(handles)],
+                    )
+                )
+        elif PROJECT_BY_HANDLE[spec.parent].parent is None:
+            chosen_project = PROJECT_COMMITTEES[: 1 + index % 3]
+            if spec.handle in ("kubernetes", "nodejs"):
+                chosen_project = PROJECT_COMMITTEES
+            for offset, (name, v1_type, website) in enumerate(chosen_project):
+                specs.append(
+                    CommitteeSpec(
+                        spec.handle,
+                        name,
+                        v1_type,
+                        f"{name} of {spec.name}." if offset % 4 != 3 else None,
+                        website.format(domain=domain, slug=spec.slug) if website else None,
+                        offset == 0,
+                        offset != 1,
+                        offset == 0,
+                        f"{spec.name} {name}" if offset != 1 else None,
+                        handles[(index * 3 + offset) % len(handles)],
+                    )
+                )
+        elif index % 2 == 0:
+            specs.append(
+                CommitteeSpec(
+                    spec.handle,
+                    "Maintainers",
+                    "Maintainers",
+                    f"Maintainers of {spec.name}.",
+                    None,
+                    False,
+                    True,
+                    False,
+                    f"{spec.name} Maintainers",
+                    handles[index % len(handles)],
+                )
+            )
+    specs.append(
+        CommitteeSpec(
+            "kubernetes",
+            LONG_NAME,
+            "Special Interest Group",
+            "A SIG whose V1 name is longer than V2 allows.",
+            "github.com/kubernetes/community/tree/master/sig-contributor-experience",
+            False,
+            True,
+            False,
+            LONG_NAME,
+            "cgarcia",
+        )
+    )
+    for committee in specs:
+        committee.sfid = platform_uuid()
+    return specs
+
+
+COMMITTEES = _committee_specs()
+
+
+def committee_record(spec: CommitteeSpec, index: int) -> dict[str, Any]:
+    """The V1 record of a committee (one naming style: they coincide)."""
+    timestamps = _timestamps(index)
+    return {
+        "sfid": spec.sfid,
+        "mailing_list__c": spec.name,
+        "project_name__c": PROJECT_BY_HANDLE[spec.project].sfid,
+        "description__c": spec.description,
+        "type__c": spec.v1_type,
+        "committee_website__c": spec.website,
+        "enable_voting__c": spec.voting,
+        "sso_group_enabled": spec.sso,
+        "sso_group_name": f"{spec.project}-{spec.name}".lower().replace(" ", "-")
+        if spec.sso
+        else None,
+        "public_enabled": spec.public,
+        "public_name": spec.public_name,
+        "lastmodifiedbyid": MODIFIERS[spec.modified_by],
+        "lastmodifieddate": timestamps["lastmodifieddate"],
+        "createddate": timestamps["createddate"],
+        "_sdc_extracted_at": timestamps["_sdc_extracted_at"],
+        "_sdc_received_at": timestamps["_sdc_received_at"],
+    }
+
+
+def expected_committee_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The V2 fields the committee must end with."""
+    v1_type = record["type__c"]
+    fields: dict[str, Any] = {
+        "name": record["mailing_list__c"][:COMMITTEE_NAME_MAX],
+        "category": v1_type if v1_type in COMMITTEE_CATEGORIES else "Other",
+        "enable_voting": record["enable_voting__c"],
+        "public": record["public_enabled"],
+        "sso_group_enabled": record["sso_group_enabled"],
+    }
+    if record["description__c"] is not None:
+        fields["description"] = record["description__c"][:COMMITTEE_DESCRIPTION_MAX]
+    if record["public_name"] is not None:
+        fields["display_name"] = record["public_name"][:COMMITTEE_NAME_MAX]
+    website = clean_url(record["committee_website__c"])
+    if website is not None:
+        fields["website"] = website
+    return fields
+
+
+# -- assembling the set -------------------------------------------------------------------
+
+
+@dataclass
+class SampleSet:
+    """Everything the three files hold."""
+
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    expected: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def put(self, key: str, encoding: str, value: Any) -> None:
+        """One KV put, in load order."""
+        self.lines.append({"key": key, "encoding": encoding, "value": value})
+
+
+def _encoding(index: int) -> str:
+    # About a third of the values are msgpack, as in production.
+    return "msgpack" if index % 3 == 1 else "json"
+
+
+def _add_projects(sample: SampleSet) -> list[tuple[str, str, Any]]:
+    public_by_handle: dict[str, bool] = {}
+    puts: list[tuple[str, str, Any]] = []
+    for index, spec in enumerate(PROJECTS):
+        record = project_record(spec, index)
+        fields, dropped = expected_project_fields(spec, record, public_by_handle)
+        key = PROJECT_PREFIX + spec.sfid
+        puts.append((spec.handle, key, record))
+        sample.expected[key] = {
+            "outcome": "synced",
+            "type": "project",
+            "sfid": spec.sfid,
+            "parent_sfid": PROJECT_BY_HANDLE[spec.parent].sfid if spec.parent else None,
+            "fields": fields,
+            "dropped": dropped,
+            "writer": expected_writer(record["lastmodifiedbyid"]),
+            "naming": spec.style,
+        }
+    return puts
+
+
+def _malformed_projects(rng: random.Random) -> list[tuple[str, str, str, Any, str]]:
+    """(what, key, encoding, value, dead-letter kind) of projects that must not sync."""
+    bad_json_sfid = salesforce_id("a0941000002", rng)
+    missing_sfid_key = salesforce_id("a0941000002", rng)
+    orphan_sfid = salesforce_id("a0941000002", rng)
+    unknown_parent = salesforce_id("a0941000002", rng)
+    return [
+        (
+            "bad_json",
+            PROJECT_PREFIX + bad_json_sfid,
+            "raw",
+            '{"sfid": "' + bad_json_sfid + '", "name": "Open Mainframe Project", '
+            '"slug__c": "openmainframe", "description__c": "Mainframe',
+            "undecodable",
+        ),
+        (
+            "missing_sfid",
+            PROJECT_PREFIX + missing_sfid_key,
+            "json",
+            {
+                "name": "LF Networking",
+                "slug__c": "lfn",
+                "description__c": "Open source networking projects.",
+                "project_status__c": "Active",
+                "parent_project__c": None,
+                "isdeleted": False,
+                "lastmodifiedbyid": MACHINE_SALESFORCE,
+                **_timestamps(3),
+            },
+            "invalid_record",
+        ),
+        (
+            "unknown_parent",
+            PROJECT_PREFIX + orphan_sfid,
+            "msgpack",
+            {
+                "sfid": orphan_sfid,
+                "name": "Orphaned Working Group",
+                "slug__c": "orphaned-wg",
+                "description__c": "Its parent was never loaded into V1 objects.",
+                "project_status__c": "Active",
+                "category__c": "Subproject",
+                "parent_project__c": unknown_parent,
+                "isdeleted": False,
+                "lastmodifiedbyid": USER_IDS["jsmith"],
+                **_timestamps(5),
+            },
+            "missing_parent",
+        ),
+    ]
+
+
+def _malformed_committees(rng: random.Random) -> list[tuple[str, str, str, Any, str]]:
+    """(what, key, encoding, value, dead-letter kind) of committees that must not sync."""
+    bad_sfid = platform_uuid(rng)
+    orphan_sfid = platform_uuid(rng)
+    return [
+        (
+            "bad_committee_json",
+            COMMITTEE_PREFIX + bad_sfid,
+            "raw",
+            "{'sfid': '" + bad_sfid + "', 'mailing_list__c': 'Ambassadors'}",  # Python repr
+            "undecodable",
+        ),
+        (
+            "unknown_project",
+            COMMITTEE_PREFIX + orphan_sfid,
+            "json",
+            {
+                "sfid": orphan_sfid,
+                "mailing_list__c": "Steering Committee",
+                "project_name__c": salesforce_id("a0941000002", rng),
+                "description__c": "Belongs to a project V1 objects does not hold.",
+                "type__c": "Technical Steering Committee",
+                "committee_website__c": None,
+                "enable_voting__c": True,
+                "sso_group_enabled": False,
+                "sso_group_name": None,
+                "public_enabled": False,
+                "public_name": None,
+                "lastmodifiedbyid": MACHINE_PCC,
+                **_timestamps(9),
+            },
+            "missing_project",
+        ),
+    ]
+
+
+def _skipped(rng: random.Random) -> list[tuple[str, str, Any, str]]:
+    """(key, encoding, value, reason) of puts the sync skips."""
+    committee = COMMITTEES[0]
+    members = []
+    for role, title in (("Chair", "CTO"), ("None", "Principal Engineer"), ("Secretary", "VP")):
+        sfid = platform_uuid(rng)
+        members.append(
+            (
+                MEMBER_PREFIX + sfid,
+                "json" if role != "None" else "msgpack",
+                {
+                    "sfid": sfid,
+                    "contact_name__c": salesforce_id("0031000001", rng),
+                    "contactemail__c": f"{title.split()[0].lower()}@example.com",
+                    "collaboration_name__c": committee.sfid,
+                    "project_name__c": PROJECT_BY_HANDLE[committee.project].sfid,
+                    "account__c": salesforce_id("0014100000", rng),
+                    "title": title,
+                    "role__c": role,
+                    "start_date__c": "2024-01-01T00:00:00+00:00",
+                    "end_date__c": None,
+                    "appointed_by__c": "Membership Entitlement",
+                    "status__c": "Active",
+                    "voting_status__c": "Voting Rep",
+                    "lastmodifiedbyid": USER_IDS["jsmith"],
+                    "lastmodifieddate": "2025-11-21T09:00:00+00:00",
+                },
+                "committee_member",
+            )
+        )
+    account_id = salesforce_id("0014100000", rng)
+    contact_id = salesforce_id("0031000001", rng)
+    return [
+        *members,
+        (
+            "salesforce-account." + account_id,
+            "json",
+            {"sfid": account_id, "name": "Example Corp", "website": "example.com"},
+            "other_prefix",
+        ),
+        (
+            "salesforce-contact." + contact_id,
+            "msgpack",
+            {"sfid": contact_id, "email": "jane@example.com", "accountid": account_id},
+            "other_prefix",
+        ),
+        (
+            "dynamodb-project-settings." + platform_uuid(rng),
+            "json",
+            {"writers": ["jsmith"], "auditors": []},
+            "other_prefix",
+        ),
+        (PROJECT_PREFIX + salesforce_id("a0941000002", rng), "empty", None, "empty_value"),
+    ]
+
+
+def build() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """The records (load order), the users and the expectations."""
+    sample = SampleSet()
+    project_puts = _add_projects(sample)
+    committee_puts = []
+    for index, spec in enumerate(COMMITTEES):
+        record = committee_record(spec, index)
+        key = COMMITTEE_PREFIX + spec.sfid
+        committee_puts.append((key, record))
+        sample.expected[key] = {
+            "outcome": "synced",
+            "type": "committee",
+            "sfid": spec.sfid,
+            "project_sfid": record["project_name__c"],
+            "fields": expected_committee_fields(record),
+            "dropped": [],
+            "writer": expected_writer(record["lastmodifiedbyid"]),
+        }
+
+    ordered = [p for p in project_puts if p[0] in EARLY_PROJECTS]
+    ordered.sort(key=lambda p: EARLY_PROJECTS.index(p[0]))
+    ordered += [p for p in project_puts if p[0] not in EARLY_PROJECTS]
+    # A few committees arrive before any project; the rest are spread over the load.
+    early_committees, later_committees = committee_puts[:6], committee_puts[6:]
+    counter = 0
+    for key, record in early_committees:
+        sample.put(key, _encoding(counter), record)
+        counter += 1
+    # Ids made here come from their own generator: building twice gives the same set.
+    rng = random.Random(SEED + 1)
+    malformed = _malformed_projects(rng) + _malformed_committees(rng)
+    skipped = _skipped(rng)
+    for position, (_handle, key, record) in enumerate(ordered):
+        sample.put(key, _encoding(counter), record)
+        counter += 1
+        for key2, record2 in later_committees[position * 2 : position * 2 + 2]:
+            sample.put(key2, _encoding(counter), record2)
+            counter += 1
+        if position < len(malformed):
+            _kind, bad_key, encoding, value, reason = malformed[position]
+            sample.put(bad_key, encoding, value)
+            sample.expected[bad_key] = {"outcome": "dead_letter", "reason": reason}
+        if position < len(skipped):
+            skip_key, encoding, value, reason = skipped[position]
+            sample.put(skip_key, encoding, value)
+            sample.expected[skip_key] = {"outcome": "skipped", "reason": reason}
+    for key, record in later_committees[len(ordered) * 2 :]:
+        sample.put(key, _encoding(counter), record)
+        counter += 1
+
+    # A second revision of one project: the latest state must win.
+    kubernetes = PROJECT_BY_HANDLE["kubernetes"]
+    key = PROJECT_PREFIX + kubernetes.sfid
+    latest = dict(next(line["value"] for line in sample.lines if line["key"] == key))
+    latest["description__c"] = "Production-Grade Container Scheduling and Management."
+    latest["lastmodifiedbyid"] = USER_IDS["jsmith"]
+    latest["lastmodifieddate"] = "2025-11-28T08:15:00Z"
+    sample.put(key, "msgpack", latest)
+    sample.expected[key]["fields"]["description"] = latest["description__c"]
+    sample.expected[key]["writer"] = expected_writer(latest["lastmodifiedbyid"])
+    sample.expected[key]["revisions"] = 2
+
+    projects = [k for k, v in sample.expected.items() if v.get("type") == "project"]
+    committees = [k for k, v in sample.expected.items() if v.get("type") == "committee"]
+    outcomes = [v["outcome"] for v in sample.expected.values()]
+    expected = {
+        "about": (
+            "Per KV key of records.jsonl, the outcome of syncing the latest value. "
+            "'writer' assumes HEIMDALL_CLIENT_ID=v1_sync_helper for the fallback identity; "
+            "'parent_sfid' null means the ROOT project; 'dropped' lists V2 fields whose "
+            "V1 value was invalid and must be absent."
+        ),
+        "heimdall_client_id": HEIMDALL_CLIENT_ID,
+        "counts": {
+            "puts": len(sample.lines),
+            "keys": len(sample.expected),
+            "projects": len(projects),
+            "committees": len(committees),
+            "dead_letters": outcomes.count("dead_letter"),
+            "skipped": outcomes.count("skipped"),
+        },
+        "keys": sample.expected,
+    }
+    return sample.lines, dict(USERS), expected
+
+
+def render() -> dict[str, str]:
+    """File name -> exact file content."""
+    lines, users, expected = build()
+    return {
+        RECORDS_FILE: "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines),
+        USERS_FILE: json.dumps(users, indent=2, ensure_ascii=False) + "\n",
+        EXPECTED_FILE: json.dumps(expected, indent=2, ensure_ascii=False) + "\n",
+    }
+
+
+def main() -> None:
+    """Write the three files into ``sandbox/sample_data/``."""
+    SAMPLE_DIR.mkdir(parents=True, exist_ok=True)
+    for name, content in render().items():
+        (SAMPLE_DIR / name).write_text(content, encoding="utf-8")
+        print(f"wrote {SAMPLE_DIR / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""The sample data set is what issue 6 asks for, consistent, and checkable.
+
+Also proves ``sandbox.sample_check.differences``: a sandbox filled with exactly
+the expected objects (through the fake's HTTP API, as the expected writers)
+shows no difference, and each kind of mistake is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import msgpack
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from sandbox import sample_builder
+from sandbox.sample_check import differences
+from sandbox.samples import (
+    SAMPLE_DIR,
+    SampleRecord,
+    dead_letter_reasons,
+    encode,
+    expected_writer,
+    load_expected,
+    load_records,
+    load_users,
+)
+from sandbox.service import Sandbox
+from sandbox.validation import is_uuid, validate_committee, validate_project
+
+PROJECT = "salesforce-project__c."
+COMMITTEE = "platform-collaboration__c."
+SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{18}$")
+KID = "heimdall-test"
+
+
+@pytest.fixture(scope="module")
+def records() -> list[SampleRecord]:
+    return load_records()
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, Any]:
+    return load_expected()
+
+
+def latest(records: list[SampleRecord]) -> dict[str, SampleRecord]:
+    """The last put of each key (what the bucket holds after the load)."""
+    return {record.key: record for record in records}
+
+
+def salesforce_checksum_ok(sfid: str) -> bool:
+    suffix = ""
+    for chunk in range(3):
+        bits = sum(1 << i for i, ch in enumerate(sfid[chunk * 5 : chunk * 5 + 5]) if ch.isupper())
+        suffix += "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"[bits]
+    return sfid[15:] == suffix
+
+
+def test_committed_files_are_what_the_builder_writes() -> None:
+    for name, content in sample_builder.render().items():
+        assert (SAMPLE_DIR / name).read_text(encoding="utf-8") == content, (
+            f"{name} differs: run `python -m sandbox.sample_builder` and commit"
+        )
+
+
+def test_sizes_and_three_level_hierarchy(
+    records: list[SampleRecord], expected: dict[str, Any]
+) -> None:
+    keys = expected["keys"]
+    projects = {v["sfid"]: v for v in keys.values() if v.get("type") == "project"}
+    committees = [v for v in keys.values() if v.get("type") == "committee"]
+    assert len(projects) >= 30
+    assert len(committees) >= 60
+    depth: dict[str, int] = {}
+
+    def level(sfid: str) -> int:
+        parent = projects[sfid]["parent_sfid"]
+        depth[sfid] = 1 if parent is None else 1 + level(parent)
+        return depth[sfid]
+
+    levels = Counter(level(sfid) for sfid in projects)
+    assert set(levels) == {1, 2, 3}
+    assert levels[1] >= 5
+    assert levels[3] >= 5
+    counts = expected["counts"]
+    assert counts["projects"] == len(projects)
+    assert counts["committees"] == len(committees)
+    assert counts["puts"] == len(records)
+    assert counts["keys"] == len(keys) == len(latest(records))
+    assert set(keys) == {r.key for r in records}
+
+
+def test_every_parent_and_project_of_a_synced_object_is_synced(expected: dict[str, Any]) -> None:
+    keys = expected["keys"]
+    synced_projects = {v["sfid"] for v in keys.values() if v.get("type") == "project"}
+    for key, value in keys.items():
+        if value.get("type") == "project" and value["parent_sfid"] is not None:
+            assert value["parent_sfid"] in synced_projects, key
+        if value.get("type") == "committee":
+            assert value["project_sfid"] in synced_projects, key
+
+
+def test_some_children_come_before_their_parents(records: list[SampleRecord]) -> None:
+    first_put: dict[str, int] = {}
+    for index, record in enumerate(records):
+        if record.key.startswith(PROJECT) and isinstance(record.value, dict):
+            first_put.setdefault(str(record.value.get("sfid")), index)
+    early_children = 0
+    for record in records:
+        if record.key.startswith(PROJECT) and isinstance(record.value, dict):
+            parent = record.value.get("parent_project__c")
+            if parent in first_put and first_put[parent] > first_put[record.value["sfid"]]:
+                early_children += 1
+    assert early_children >= 5
+    committee_first = next(i for i, r in enumerate(records) if r.key.startswith(COMMITTEE))
+    project_first = next(i for i, r in enumerate(records) if r.key.startswith(PROJECT))
+    assert committee_first < project_first
+
+
+def test_json_and_msgpack_round_trip_and_both_occur(records: list[SampleRecord]) -> None:
+    encodings = Counter(record.encoding for record in records)
+    assert encodings["json"] >= 30
+    assert encodings["msgpack"] >= 30
+    assert encodings["raw"] >= 1
+    assert encodings["empty"] == 1
+    for record in records:
+        data = encode(record)
+        if record.encoding == "json":
+            assert json.loads(data) == record.value
+        elif record.encoding == "msgpack":
+            assert msgpack.unpackb(data, raw=False) == record.value
+            with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)):
+                json.loads(data)
+        elif record.encoding == "empty":
+            assert data == b""
+
+
+def test_both_field_name_styles_and_every_date_shape(records: list[SampleRecord]) -> None:
+    projects = [r.value for r in records if r.key.startswith(PROJECT) and isinstance(r.value, dict)]
+    documented = [p for p in projects if "stage__c" in p]
+    real = [p for p in projects if "project_status__c" in p]
+    assert len(documented) >= 10
+    assert len(real) >= 10
+    for name in ("formation_date__c", "website_url__c", "logo_url__c", "legal_entity_type__c"):
+        assert any(name in p for p in documented), name
+    for name in (
+        "start_date__c",
+        "website__c",
+        "project_logo__c",
+        "category__c",
+        "repositoryurl__c",
+    ):
+        assert any(name in p for p in real), name
+    dates = [p.get("formation_date__c") or p.get("start_date__c") for p in projects]
+    assert any(str(d).endswith("+00:00") for d in dates)
+    assert any(str(d).endswith("Z") for d in dates)
+    assert any(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", str(d)) for d in dates)
+
+
+def test_ids_have_the_right_shapes(records: list[SampleRecord]) -> None:
+    for record in records:
+        if not isinstance(record.value, dict) or "sfid" not in record.value:
+            continue
+        assert record.record_id == record.value["sfid"], record.key
+        if record.key.startswith(PROJECT):
+            assert SALESFORCE_ID.match(record.record_id), record.key
+            assert salesforce_checksum_ok(record.record_id), record.key
+        elif record.key.startswith(COMMITTEE):
+            assert is_uuid(record.record_id), record.key
+
+
+def test_modifiers_cover_users_machines_and_empty(
+    records: list[SampleRecord], expected: dict[str, Any]
+) -> None:
+    users = load_users()
+    assert len(users) >= 3
+    for platform_id, user in users.items():
+        assert user["ID"] == platform_id
+        assert set(user) == {"ID", "Username", "Email", "FirstName", "LastName"}
+    modifiers = [r.value.get("lastmodifiedbyid") for r in records if isinstance(r.value, dict)]
+    assert any(m in users for m in modifiers)
+    assert any(isinstance(m, str) and m.endswith("@clients") for m in modifiers)
+    assert "" in modifiers
+    assert None in modifiers
+    assert any(isinstance(m, str) and SALESFORCE_ID.match(m) and m not in users for m in modifiers)
+    kinds = Counter(v["writer"]["kind"] for v in expected["keys"].values() if "writer" in v)
+    assert set(kinds) == {"user", "machine", "fallback"}
+
+
+def test_malformed_records_are_really_malformed(
+    records: list[SampleRecord], expected: dict[str, Any]
+) -> None:
+    reasons = dead_letter_reasons(expected)
+    assert sorted(Counter(reasons.values()).elements()) == sorted(
+        ["undecodable", "undecodable", "invalid_record", "missing_parent", "missing_project"]
+    )
+    by_key = latest(records)
+    all_project_sfids = {
+        r.value.get("sfid")
+        for r in records
+        if r.key.startswith(PROJECT) and isinstance(r.value, dict)
+    }
+    for key, reason in reasons.items():
+        record = by_key[key]
+        data = encode(record)
+        if reason == "undecodable":
+            with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)):
+                json.loads(data)
+            with pytest.raises((ValueError, msgpack.ExtraData, msgpack.FormatError)):
+                msgpack.unpackb(data, raw=False)
+        elif reason == "invalid_record":
+            assert "sfid" not in record.value
+        elif reason == "missing_parent":
+            assert record.value["parent_project__c"] not in all_project_sfids
+        elif reason == "missing_project":
+            assert record.value["project_name__c"] not in all_project_sfids
+
+
+def test_invalid_enum_date_and_url_values_are_dropped_not_dead_lettered(
+    expected: dict[str, Any],
+) -> None:
+    dropped = Counter(
+        name
+        for value in expected["keys"].values()
+        if value["outcome"] == "synced"
+        for name in value["dropped"]
+    )
+    assert dropped["stage"] >= 1
+    assert dropped["legal_entity_type"] >= 1
+    assert dropped["formation_date"] >= 1
+    assert dropped["website_url"] >= 1
+    categories = Counter(
+        v["fields"]["category"] for v in expected["keys"].values() if v.get("type") == "committee"
+    )
+    assert categories["Other"] >= 2
+
+
+def test_skipped_keys(records: list[SampleRecord], expected: dict[str, Any]) -> None:
+    skipped = {k: v["reason"] for k, v in expected["keys"].items() if v["outcome"] == "skipped"}
+    assert Counter(skipped.values()) == {"committee_member": 3, "other_prefix": 3, "empty_value": 1}
+    for key, reason in skipped.items():
+        if reason == "other_prefix":
+            assert not key.startswith((PROJECT, COMMITTEE, "platform-community__c."))
+
+
+def test_expected_bodies_pass_the_fake_validation(expected: dict[str, Any]) -> None:
+    root = str(uuid.uuid4())
+    names: Counter[tuple[str, str]] = Counter()
+    for key, value in expected["keys"].items():
+        if value.get("type") == "project":
+            validate_project({**value["fields"], "parent_uid": root})
+        elif value.get("type") == "committee":
+            validate_committee({**value["fields"], "project_uid": root})
+            names[(value["project_sfid"], value["fields"]["name"])] += 1
+        assert "writer" not in value or set(expected_writer(value, "x")) == {
+            "principal",
+            "sub",
+            "email",
+            "on_behalf_of",
+        }, key
+    assert max(names.values()) == 1  # committee names are unique within a project
+    slugs = Counter(
+        v["fields"]["slug"] for v in expected["keys"].values() if v.get("type") == "project"
+    )
+    assert max(slugs.values()) == 1
+
+
+# -- the comparison, against a sandbox filled as the expectations say ------------------------
+
+
+@pytest.fixture(scope="module")
+def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
+    key = load_pem_private_key(rsa_pems["heimdall"].encode(), password=None)
+    assert isinstance(key, RSAPrivateKey)
+    return key
+
+
+def _headers(key: RSAPrivateKey, audience: str, writer: dict[str, Any]) -> dict[str, str]:
+    now = int(time.time())
+    claims = {
+        "iss": "heimdall",
+        "aud": audience,
+        "sub": writer["sub"],
+        "principal": writer["principal"],
+        "iat": now,
+        "nbf": now - 30,
+        "exp": now + 300,
+        "jti": str(uuid.uuid4()),
+    }
+    if writer["email"]:
+        claims["email"] = writer["email"]
+    headers = {
+        "Authorization": "Bearer "
+        + jwt.encode(claims, key, algorithm="PS256", headers={"kid": KID})
+    }
+    if writer["on_behalf_of"]:
+        headers["X-On-Behalf-Of"] = writer["on_behalf_of"]
+    return headers
+
+
+@pytest.fixture(scope="module")
+def filled_sandbox(heimdall_key: RSAPrivateKey, expected: dict[str, Any]) -> Iterator[Sandbox]:
+    """A sandbox holding exactly the expected objects, written over HTTP by their writers."""
+    client_id = "sync-test"
+    with Sandbox(heimdall_keys={KID: heimdall_key.public_key()}, auth0_clients={}) as sb:
+        session = requests.Session()
+        keys = expected["keys"]
+        uid_by_sfid: dict[str, str] = {}
+        pending = [v for v in keys.values() if v.get("type") == "project"]
+        while pending:
+            ready = [
+                v for v in pending if v["parent_sfid"] is None or v["parent_sfid"] in uid_by_sfid
+            ]
+            assert ready, "a parent cycle in the expectations"
+            for value in ready:
+                parent = uid_by_sfid[value["parent_sfid"]] if value["parent_sfid"] else sb.root_uid
+                response = session.post(
+                    sb.url + "/projects?v=1",
+                    json={**value["fields"], "parent_uid": parent},
+                    headers=_headers(
+                        heimdall_key, "lfx-v2-project-service", expected_writer(value, client_id)
+                    ),
+                    timeout=10,
+                )
+                assert response.status_code == 201, response.text
+                uid_by_sfid[value["sfid"]] = response.json()["uid"]
+                pending.remove(value)
+        for value in keys.values():
+            if value.get("type") != "committee":
+                continue
+            response = session.post(
+                sb.url + "/committees?v=1",
+                json={**value["fields"], "project_uid": uid_by_sfid[value["project_sfid"]]},
+                headers=_headers(
+                    heimdall_key, "lfx-v2-committee-service", expected_writer(value, client_id)
+                ),
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+        session.close()
+        yield sb
+
+
+def _state(sb: Sandbox) -> dict[str, Any]:
+    return dict(requests.get(sb.url + "/_sandbox/state", timeout=10).json())
+
+
+def test_a_sandbox_with_exactly_the_expected_objects_shows_no_difference(
+    filled_sandbox: Sandbox, expected: dict[str, Any]
+) -> None:
+    state = _state(filled_sandbox)
+    assert differences(state, expected, heimdall_client_id="sync-test") == []
+    assert state["counts"]["projects"] == expected["counts"]["projects"] + 1  # ROOT
+    assert state["counts"]["committees"] == expected["counts"]["committees"]
+
+
+def test_each_kind_of_mistake_is_reported(
+    filled_sandbox: Sandbox, expected: dict[str, Any]
+) -> None:
+    state = _state(filled_sandbox)
+    # The default client id of the file is not the one the writes used: fallbacks differ.
+    assert any("last write principal" in line for line in differences(state, expected))
+    by_slug = {p["slug"]: p for p in state["projects"].values()}
+    by_slug["kubernetes"]["description"] = "stale"
+    by_slug["helm"]["stage"] = "Incubation"
+    by_slug["minikube"]["parent_uid"] = state["root_uid"]
+    by_slug["kind"]["_last_write"]["on_behalf_of"] = "someone"
+    del state["projects"][by_slug["envoy"]["uid"]]
+    extra = str(uuid.uuid4())
+    state["projects"][extra] = {
+        "uid": extra,
+        "slug": "openmainframe",
+        "parent_uid": state["root_uid"],
+    }
+    committee_uid = next(iter(state["committees"]))
+    state["committees"][committee_uid]["category"] = "Board-ish"
+    lines = differences(state, expected, heimdall_client_id="sync-test")
+
+    def reported(*parts: str) -> bool:
+        return any(all(part in line for part in parts) for line in lines)
+
+    assert reported("project kubernetes", "description is 'stale'")
+    assert reported("project helm", "stage should have been dropped")
+    assert reported("project minikube", "parent_uid is")
+    assert reported("project kind", "on_behalf_of is 'someone'")
+    assert reported("project envoy", "not in the sandbox")
+    assert reported("project openmainframe", "not expected")
+    assert reported("category is 'Board-ish'")
+    # Envoy's committees lost their project.
+    assert reported("of envoy", "its project is not in the sandbox")
