@@ -14,6 +14,7 @@ HTTP plumbing lives in ``sandbox.http_server``. Routes:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -29,6 +30,8 @@ from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.store import V2Store, Writer
 from sandbox.traffic import Fault, RecordedRequest, TrafficLog
 from sandbox.validation import is_uuid
+
+log = logging.getLogger(__name__)
 
 PROJECT_AUDIENCE = "lfx-v2-project-service"
 COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
@@ -161,6 +164,9 @@ class SandboxApp:
                 response = self._dispatch(request, notes)
             except ApiError as error:
                 response = json_response(error.status, error.payload(), error.headers)
+            except Exception:  # a bug in a fake must still answer, and show up in the logs
+                log.exception("sandbox failed to answer", extra={"path": request.path})
+                response = json_response(500, {"code": "500", "message": "sandbox error"})
         if request.path not in VIEW_PATHS:
             self.traffic.record(
                 RecordedRequest(

@@ -109,6 +109,10 @@ class SandboxHttpServer(ThreadingHTTPServer):
         """The bound port (useful when asked for port 0)."""
         return int(self.server_address[1])
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is normal here: log it at debug, not stderr."""
+        log.debug("sandbox connection error", exc_info=True)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve one accepted connection in its own tracked daemon thread."""
         thread = threading.Thread(

@@ -707,3 +707,16 @@ def test_injected_delay_provokes_a_client_timeout(client: Client, sandbox: Sandb
     assert time.monotonic() - started < 1.0
     # The fault is spent: the next call is answered at once.
     assert client.call("GET", f"/projects/{sandbox.root_uid}").status_code == 200
+
+
+def test_a_bug_in_a_fake_answers_500_and_keeps_serving(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(uid: str) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(sandbox._store, "get_project", broken)
+    response = client.call("GET", f"/projects/{sandbox.root_uid}")
+    assert response.status_code == 500
+    assert response.json()["code"] == "500"
+    assert client.call("POST", "/projects", client.project_body()).status_code == 201
