@@ -188,6 +188,26 @@ def test_replay_twice_enqueues_the_same_task_ids(
     assert len(first) == 2
 
 
+def test_replay_enqueues_projects_before_committees(
+    env: dict[str, str], sync_nats: SyncNats, redis_client: redis.Redis
+) -> None:
+    put(sync_nats, "other-table__c.x1")
+    put(sync_nats, f"{COMMITTEE}.c1")
+    put(sync_nats, f"{PROJECT}.p1")
+    put(sync_nats, f"{COMMITTEE}.c2")
+    put(sync_nats, f"{PROJECT}.p2")
+
+    assert run(env, "replay").exit_code == 0
+
+    assert [t.args[0] for t in queued_tasks(redis_client)] == [
+        f"{PROJECT}.p1",
+        f"{PROJECT}.p2",
+        f"{COMMITTEE}.c1",
+        f"{COMMITTEE}.c2",
+        "other-table__c.x1",
+    ]
+
+
 def test_replay_of_an_empty_bucket_enqueues_nothing(
     env: dict[str, str], redis_client: redis.Redis
 ) -> None:

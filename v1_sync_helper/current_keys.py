@@ -18,8 +18,11 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
+from tasks.codec import ObjectType, parse_key
 
 PUT = "PUT"
+# A committee's task needs its project's mapping; members need their committee's.
+SYNC_ORDER = (ObjectType.PROJECT, ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER)
 CONNECT_TIMEOUT = 3.0
 RECONNECT_WAIT = 0.2
 CONNECT_DEADLINE = 2 * CONNECT_TIMEOUT + 1
@@ -132,5 +135,15 @@ async def _list(url: str, bucket: str, prefix: str) -> list[KvChange]:
 
 
 def list_current(url: str, bucket: str, prefix: str = "") -> list[KvChange]:
-    """Every live key of ``bucket`` starting with ``prefix``, at its current revision."""
-    return asyncio.run(_list(url, bucket, prefix))
+    """Every live key of ``bucket`` starting with ``prefix``, at its current revision.
+
+    Projects come first, then committees, then the rest (each in stream order):
+    a committee needs its project's mapping, so this order saves retries.
+    """
+    return sorted(asyncio.run(_list(url, bucket, prefix)), key=dependency_rank)
+
+
+def dependency_rank(change: KvChange) -> int:
+    """The position of the change's object type in ``SYNC_ORDER`` (unknown types last)."""
+    object_type, _ = parse_key(change.key)
+    return SYNC_ORDER.index(object_type) if object_type in SYNC_ORDER else len(SYNC_ORDER)

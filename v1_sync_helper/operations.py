@@ -182,7 +182,10 @@ def dlq_list_command(as_json: bool) -> None:
 @click.argument("task_id", metavar="KEY@REV")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def dlq_show_command(task_id: str, as_json: bool) -> None:
-    """Show every field of one dead letter (id as printed by `dlq list`)."""
+    """Show every field of one dead letter.
+
+    KEY@REV is the task id, the key and revision `dlq list` prints.
+    """
     from v1_sync_helper.deadletter_view import as_dict, render_one
 
     settings = _settings()
