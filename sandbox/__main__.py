@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from sandbox.keys import public_key_from_file
+from sandbox.samples import load_users
 from sandbox.service import DEFAULT_TOKEN_LIFETIME, Sandbox
 from v1_sync_helper.logs import configure_logging
 
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON file: V1 platform id -> {ID, Username, Email, FirstName, LastName}",
     )
     parser.add_argument(
+        "--sample-users",
+        action="store_true",
+        help="know the users of the sample data set (sandbox/sample_data/users.json)",
+    )
+    parser.add_argument(
         "--stale-revision-status",
         type=int,
         choices=(400, 409, 412),
@@ -104,14 +110,15 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
             clients[args.auth0_client_id] = public_key_from_file(args.auth0_key)
         except (OSError, ValueError):
             raise ValueError(f"--auth0-key {args.auth0_key}: not a readable RSA PEM") from None
-    users: dict[str, dict[str, Any]] = {}
+    users: dict[str, dict[str, Any]] = load_users() if args.sample_users else {}
     if args.users is not None:
         try:
-            users = json.loads(Path(args.users).read_text())
+            extra = json.loads(Path(args.users).read_text())
         except (OSError, ValueError):
             raise ValueError(f"--users {args.users}: not a readable JSON file") from None
-        if not isinstance(users, dict):
+        if not isinstance(extra, dict):
             raise ValueError(f"--users {args.users}: must hold a JSON object")
+        users.update(extra)
     return Sandbox(
         heimdall_keys={args.heimdall_key_id: heimdall},
         auth0_clients=clients,

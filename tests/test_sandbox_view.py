@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from sandbox.samples import load_users
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
 
@@ -200,6 +201,40 @@ def _write_keys(tmp_path: Path, rsa_pems: dict[str, str]) -> tuple[Path, Path]:
     return heimdall_file, auth0_file
 
 
+def _check_users(url: str, auth0_key: RSAPrivateKey) -> None:
+    """Both the --users file and the sample users are served, behind an Auth0 token."""
+    now = int(time.time())
+    assertion = jwt.encode(
+        {
+            "iss": "client-1",
+            "sub": "client-1",
+            "aud": url + "/",
+            "iat": now,
+            "exp": now + 120,
+            "jti": str(uuid.uuid4()),
+        },
+        auth0_key,
+        algorithm="RS256",
+    )
+    grant = requests.post(
+        url + "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "client-1",
+            "audience": url + "/",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+        timeout=10,
+    )
+    assert grant.status_code == 200, grant.text
+    headers = {"Authorization": "Bearer " + grant.json()["access_token"]}
+    for platform_id in ("0032M00002XyZabQAB", next(iter(load_users()))):
+        user = requests.get(f"{url}/v1/users/{platform_id}", headers=headers, timeout=10)
+        assert user.status_code == 200
+        assert user.json()["ID"] == platform_id
+
+
 def test_python_m_sandbox_runs_until_sigterm(
     tmp_path: Path, rsa_pems: dict[str, str], heimdall_key: RSAPrivateKey, nats_server: NatsServer
 ) -> None:
@@ -223,6 +258,7 @@ def test_python_m_sandbox_runs_until_sigterm(
             str(auth0_file),
             "--users",
             str(users_file),
+            "--sample-users",
             "--nats-url",
             nats_server.url,
         ],
@@ -245,6 +281,7 @@ def test_python_m_sandbox_runs_until_sigterm(
         )
         assert response.status_code == 200
         assert response.json()["slug"] == "ROOT"
+        _check_users(url, _private(rsa_pems["auth0"]))
         process.send_signal(signal.SIGTERM)
         assert process.wait(PROCESS_TIMEOUT) == 0
         assert json.loads(process.stdout.readline())["event"] == "sandbox_stopped"
