@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
@@ -137,12 +138,20 @@ def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT
     """Read every part of the status and list what is unhealthy."""
     consumer = collect_consumer(settings)
     broker = collect_broker(settings)
-    workers = ping_workers(settings, ping_timeout) if broker.up else []
+    workers: list[str] = []
+    ping_error = None
+    if broker.up:
+        try:
+            workers = ping_workers(settings, ping_timeout)
+        except (OperationalError, redis.RedisError, OSError) as error:
+            ping_error = f"cannot ping the workers: {error}"
     problems = []
     if not consumer.found:
         problems.append(consumer.error or "the JetStream consumer is missing")
     if not broker.up:
         problems.append(broker.error or "the broker is down")
+    elif ping_error:
+        problems.append(ping_error)
     elif not workers:
         problems.append(f"no worker answered a ping within {ping_timeout:g}s")
     return Status(consumer=consumer, broker=broker, workers=workers, problems=problems)
