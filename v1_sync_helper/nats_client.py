@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
@@ -35,13 +34,17 @@ async def connect(url: str, name: str) -> Client:
     async def on_error(error: Exception) -> None:
         log.warning("nats error", extra={"error": str(error)})
 
+    nc = Client()
+
     async def on_disconnect() -> None:
-        log.warning("nats disconnected")
+        # A deliberate close also reports a disconnect: only a lost link is news.
+        if not nc.is_closed:
+            log.warning("nats disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    await nc.connect(
         servers=[u.strip() for u in url.split(",")],
         name=name,
         max_reconnect_attempts=-1,
@@ -51,6 +54,7 @@ async def connect(url: str, name: str) -> Client:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    return nc
 
 
 async def ensure_buckets(js: JetStreamContext, objects: str, mappings: str) -> None:

@@ -1,0 +1,376 @@
+"""What ``v1-sync-helper dev`` does: run the pipeline on the local stack and watch it sync.
+
+Embedded mode (the default): start nats-server and valkey under ``.run/``, the
+sandbox in this process, then the bridge, a worker and Flower as child
+processes; load the sample data; print progress and a summary. External mode
+(``NATS_URL``, ``REDIS_URL`` and ``PROJECT_SERVICE_URL`` all set): start only
+the bridge, a worker and Flower against those services.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+from cryptography.hazmat.primitives import serialization
+
+from sandbox.sample_check import differences
+from sandbox.sample_loader import load_samples
+from sandbox.samples import dead_letter_reasons, load_expected, load_users
+from sandbox.service import Sandbox
+from sandbox.stack import (
+    AUTH0_CLIENT_ID,
+    AUTH0_TENANT,
+    DEV_RETRY_ENV,
+    FLOWER_USER,
+    HEIMDALL_KEY_ID,
+    PREFERRED_PORTS,
+    ChildProcess,
+    EmbeddedServers,
+    create_buckets,
+    load_or_create_key,
+    load_or_create_password,
+    pipeline_processes,
+    port_or_free,
+    write_stack_file,
+)
+from tasks.deadletters import DeadLetterStore
+from tasks.outcomes import recent_outcomes
+
+EXTERNAL_MARKERS = ("NATS_URL", "REDIS_URL", "PROJECT_SERVICE_URL")
+HEIMDALL_CLIENT_ID = "v1_sync_helper"
+POLL_INTERVAL = 0.5
+SUMMARY_OUTCOMES = (
+    "created",
+    "updated",
+    "unchanged",
+    "superseded",
+    "skipped",
+    "retrying",
+    "dead_lettered",
+)
+
+
+def external_mode(environ: dict[str, str] | None = None) -> bool:
+    """True when the environment names real services to run against."""
+    env = os.environ if environ is None else environ
+    return all(env.get(name) for name in EXTERNAL_MARKERS)
+
+
+def _pem_text(key: Any) -> str:
+    return str(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+    )
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Let SIGTERM end the session the way Ctrl-C does."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=False)
+
+
+@dataclass
+class Progress:
+    """What the sandbox and the dead letters hold right now."""
+
+    projects: int
+    committees: int
+    dead_letters: dict[str, str]
+    queue_depth: int
+
+    def line(self, expected: dict[str, int]) -> str:
+        return (
+            f"  projects {self.projects}/{expected['projects']}  "
+            f"committees {self.committees}/{expected['committees']}  "
+            f"dead letters {len(self.dead_letters)}/{expected['dead_letters']}  "
+            f"queue {self.queue_depth}"
+        )
+
+
+@dataclass
+class DevSession:
+    """One run of the embedded local stack."""
+
+    run_dir: Path
+    timeout: float
+    servers: EmbeddedServers = field(init=False)
+    sandbox: Sandbox | None = None
+    children: list[ChildProcess] = field(default_factory=list)
+    redis_client: redis.Redis | None = None
+
+    def __post_init__(self) -> None:
+        self.servers = EmbeddedServers(self.run_dir)
+
+    # -- start and stop --------------------------------------------------------
+
+    def start(self) -> dict[str, str]:
+        """Start every piece; returns the environment the pipeline processes got."""
+        heimdall = load_or_create_key(self.run_dir / "keys" / "heimdall.pem")
+        auth0 = load_or_create_key(self.run_dir / "keys" / "auth0.pem")
+        password = load_or_create_password(self.run_dir / "flower-password")
+        self.servers.start()
+        assert self.servers.nats is not None
+        assert self.servers.valkey is not None
+        create_buckets(self.servers.nats.url)
+        self.sandbox = Sandbox(
+            heimdall_keys={HEIMDALL_KEY_ID: heimdall.public_key()},
+            auth0_clients={AUTH0_CLIENT_ID: auth0.public_key()},
+            users=load_users(),
+            nats_url=self.servers.nats.url,
+            port=port_or_free(PREFERRED_PORTS["sandbox"]),
+        )
+        self.sandbox.start()
+        env = dict(os.environ)
+        env.update(self.sandbox.env())
+        env.update(DEV_RETRY_ENV)
+        env.update(
+            {
+                "NATS_URL": self.servers.nats.url,
+                "REDIS_URL": self.servers.valkey.url,
+                "HEIMDALL_CLIENT_ID": HEIMDALL_CLIENT_ID,
+                "HEIMDALL_KEY_ID": HEIMDALL_KEY_ID,
+                "HEIMDALL_PRIVATE_KEY": _pem_text(heimdall),
+                "AUTH0_TENANT": AUTH0_TENANT,
+                "AUTH0_CLIENT_ID": AUTH0_CLIENT_ID,
+                "AUTH0_PRIVATE_KEY": _pem_text(auth0),
+                "PORT": str(port_or_free(PREFERRED_PORTS["bridge"])),
+                "BIND": "127.0.0.1",
+                "WORKER_METRICS_PORT": str(port_or_free(PREFERRED_PORTS["worker_metrics"])),
+                "FLOWER_PORT": str(port_or_free(PREFERRED_PORTS["flower"])),
+                "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}",
+            }
+        )
+        self.redis_client = redis.Redis.from_url(self.servers.valkey.url, socket_timeout=5)
+        self.children = pipeline_processes(env, self.run_dir / "logs")
+        for child in self.children:
+            child.start()
+        write_stack_file(
+            self.run_dir,
+            {
+                "nats_url": self.servers.nats.url,
+                "redis_url": self.servers.valkey.url,
+                "sandbox_url": self.sandbox.url,
+            },
+        )
+        return env
+
+    def stop(self) -> None:
+        """Stop the pipeline processes, the sandbox and the servers, in that order."""
+        for child in self.children:
+            child.stop()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        if self.redis_client is not None:
+            self.redis_client.close()
+        self.servers.stop()
+
+    # -- watching ----------------------------------------------------------------
+
+    def crashed_child(self) -> ChildProcess | None:
+        """A pipeline process that exited although nobody stopped it."""
+        return next((c for c in self.children if c.exit_code is not None), None)
+
+    def progress(self) -> Progress:
+        assert self.sandbox is not None
+        assert self.redis_client is not None
+        letters = {d.key: d.error_kind for d in DeadLetterStore(self.redis_client).list()}
+        return Progress(
+            projects=len(self.sandbox.projects) - 1,  # ROOT is seeded, not synced
+            committees=len(self.sandbox.committees),
+            dead_letters=letters,
+            queue_depth=int(self.redis_client.llen("celery")),
+        )
+
+    def problems(self) -> list[str]:
+        """Everything that still differs from the expected end state."""
+        assert self.sandbox is not None
+        state = {
+            "root_uid": self.sandbox.root_uid,
+            "projects": self.sandbox.projects,
+            "committees": self.sandbox.committees,
+        }
+        found = differences(state, heimdall_client_id=HEIMDALL_CLIENT_ID)
+        letters = self.progress().dead_letters
+        wanted = dead_letter_reasons()
+        for key in sorted(set(wanted) - set(letters)):
+            found.append(f"{key}: expected in the dead letters ({wanted[key]})")
+        for key in sorted(set(letters) - set(wanted)):
+            found.append(f"{key}: dead-lettered unexpectedly ({letters[key]})")
+        return found
+
+    def wait_until_synced(self, expected_counts: dict[str, int]) -> list[str]:
+        """Print progress until the expected end state or the timeout; returns what differs."""
+        deadline = time.monotonic() + self.timeout
+        last_line = ""
+        problems: list[str] = ["not checked yet"]
+        while time.monotonic() < deadline:
+            crashed = self.crashed_child()
+            if crashed is not None:
+                return [
+                    f"{crashed.name} exited with code {crashed.exit_code}; see {crashed.log_path}"
+                ]
+            line = self.progress().line(expected_counts)
+            if line != last_line:
+                _say(line)
+                last_line = line
+            problems = self.problems()
+            if not problems:
+                return []
+            time.sleep(POLL_INTERVAL)
+        return problems
+
+    def summary(self, started: float) -> str:
+        """Outcome counts, dead letters with reasons, and the time taken."""
+        assert self.redis_client is not None
+        outcomes = recent_outcomes(self.redis_client)
+        lines = ["", "Summary", f"  time taken     {time.monotonic() - started:.1f} s"]
+        for name in SUMMARY_OUTCOMES:
+            lines.append(f"  {name:<14} {outcomes.get(name, 0)}")
+        letters = DeadLetterStore(self.redis_client).list()
+        if letters:
+            lines.append("  dead letters:")
+            for letter in sorted(letters, key=lambda d: d.key):
+                lines.append(
+                    f"    {letter.key}  [{letter.error_kind}] {letter.error_message[:100]}"
+                )
+        return "\n".join(lines)
+
+
+def _banner(session: DevSession, env: dict[str, str]) -> str:
+    assert session.sandbox is not None
+    user, password = env["FLOWER_BASIC_AUTH"].split(":", 1)
+    return "\n".join(
+        [
+            "Local stack is up:",
+            f"  sandbox view   {session.sandbox.url}/",
+            f"  sandbox JSON   {session.sandbox.url}/_sandbox/state",
+            f"  Flower         http://127.0.0.1:{env['FLOWER_PORT']}/",
+            f"                 user {user}  password {password}",
+            f"  bridge health  http://127.0.0.1:{env['PORT']}/readyz   metrics /metrics",
+            f"  worker metrics http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics",
+            f"  NATS {env['NATS_URL']}   Redis {env['REDIS_URL']}",
+            f"  logs           {session.run_dir / 'logs'}/",
+        ]
+    )
+
+
+def run_embedded(run_dir: Path, timeout: float, exit_when_synced: bool) -> int:
+    """The default ``make run``: returns the exit code."""
+    session = DevSession(run_dir=run_dir, timeout=timeout)
+    started = time.monotonic()
+    with _stop_on_sigterm():
+        try:
+            env = session.start()
+            _say(_banner(session, env))
+            count = load_samples(env["NATS_URL"])
+            expected = load_expected()["counts"]
+            _say(f"Loaded {count} sample records into v1-objects; syncing:")
+            problems = session.wait_until_synced(expected)
+            _say(session.summary(started))
+            if problems:
+                _say(f"\nNot synced as expected ({len(problems)} differences):")
+                for problem in problems[:30]:
+                    _say(f"  - {problem}")
+                if exit_when_synced:
+                    return 1
+            else:
+                _say(
+                    "\nEvery sample object reached the sandbox; exactly the malformed ones "
+                    "are in the dead letters."
+                )
+            if exit_when_synced:
+                return 0
+            _say(
+                "\nStill running. Change a record with `v1-sync-helper dev put KEY FILE` "
+                "and watch the sandbox view; Ctrl-C stops everything."
+            )
+            watch_forever(session)
+        except KeyboardInterrupt:
+            _say("\nStopping…")
+        finally:
+            session.stop()
+    return 0
+
+
+def watch_forever(session: DevSession) -> None:
+    """After the summary: report each new outcome count until interrupted."""
+    assert session.redis_client is not None
+    seen = recent_outcomes(session.redis_client)
+    while True:
+        crashed = session.crashed_child()
+        if crashed is not None:
+            _say(f"{crashed.name} exited with code {crashed.exit_code}; see {crashed.log_path}")
+            return
+        now = recent_outcomes(session.redis_client)
+        changes = {k: v - seen.get(k, 0) for k, v in now.items() if v != seen.get(k, 0)}
+        if changes:
+            _say("  " + "  ".join(f"{k} +{v}" for k, v in sorted(changes.items())))
+            seen = now
+        time.sleep(POLL_INTERVAL)
+
+
+def run_external(run_dir: Path) -> int:
+    """Only the pipeline, against the services the environment names."""
+    children = pipeline_processes(
+        dict(os.environ), run_dir / "logs", flower_auth=bool(os.environ.get("FLOWER_BASIC_AUTH"))
+    )
+    _say(
+        "Running the bridge, a worker and Flower against "
+        f"NATS {os.environ['NATS_URL']} and the configured services; logs in {run_dir / 'logs'}/"
+    )
+    with _stop_on_sigterm():
+        try:
+            for child in children:
+                child.start()
+            while True:
+                crashed = next((c for c in children if c.exit_code is not None), None)
+                if crashed is not None:
+                    _say(
+                        f"{crashed.name} exited with code {crashed.exit_code}; "
+                        f"see {crashed.log_path}"
+                    )
+                    return 1
+                time.sleep(POLL_INTERVAL)
+        except KeyboardInterrupt:
+            _say("\nStopping…")
+        finally:
+            for child in children:
+                child.stop()
+    return 0
+
+
+def run(run_dir: Path, timeout: float, exit_when_synced: bool) -> int:
+    """Pick the mode from the environment and run it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if external_mode():
+        return run_external(run_dir)
+    return run_embedded(run_dir, timeout, exit_when_synced)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run(Path(".run"), 300, False))
