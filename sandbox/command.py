@@ -33,8 +33,20 @@ DEFAULT_SYNC_TIMEOUT = 300.0
     show_default=True,
     help="Where keys, server data and logs live.",
 )
+@click.option(
+    "--dump-state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="After the summary, write the sandbox's objects and the dead letters to this JSON file.",
+)
 @click.pass_context
-def dev_command(ctx: click.Context, exit_when_synced: bool, timeout: float, run_dir: Path) -> None:
+def dev_command(
+    ctx: click.Context,
+    exit_when_synced: bool,
+    timeout: float,
+    run_dir: Path,
+    dump_state: Path | None,
+) -> None:
     """Start nats-server, valkey, the sandbox, a bridge, a worker and Flower.
 
     Loads the sample V1 data and shows it syncing. With NATS_URL, REDIS_URL
@@ -45,7 +57,7 @@ def dev_command(ctx: click.Context, exit_when_synced: bool, timeout: float, run_
         return
     from sandbox.dev_session import run
 
-    sys.exit(run(run_dir, timeout, exit_when_synced))
+    sys.exit(run(run_dir, timeout, exit_when_synced, dump_state))
 
 
 @dev_command.command("put")

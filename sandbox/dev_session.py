@@ -9,6 +9,7 @@ the bridge, a worker and Flower against those services.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -244,6 +245,17 @@ class DevSession:
             time.sleep(POLL_INTERVAL)
         return problems
 
+    def dump_state(self, path: Path) -> None:
+        """Write what the sandbox and the dead letters hold, as JSON (for tests and CI)."""
+        assert self.sandbox is not None
+        document = {
+            "root_uid": self.sandbox.root_uid,
+            "projects": self.sandbox.projects,
+            "committees": self.sandbox.committees,
+            "dead_letters": self.progress().dead_letters,
+        }
+        path.write_text(json.dumps(document, indent=1, sort_keys=True, default=str))
+
     def summary(self, started: float) -> str:
         """Outcome counts, dead letters with reasons, and the time taken."""
         assert self.redis_client is not None
@@ -279,7 +291,9 @@ def _banner(session: DevSession, env: dict[str, str]) -> str:
     )
 
 
-def run_embedded(run_dir: Path, timeout: float, exit_when_synced: bool) -> int:
+def run_embedded(
+    run_dir: Path, timeout: float, exit_when_synced: bool, dump_state: Path | None = None
+) -> int:
     """The default ``make run``: returns the exit code."""
     session = DevSession(run_dir=run_dir, timeout=timeout)
     started = time.monotonic()
@@ -292,6 +306,8 @@ def run_embedded(run_dir: Path, timeout: float, exit_when_synced: bool) -> int:
             _say(f"Loaded {count} sample records into v1-objects; syncing:")
             problems = session.wait_until_synced(expected)
             _say(session.summary(started))
+            if dump_state is not None:
+                session.dump_state(dump_state)
             if problems:
                 _say(f"\nNot synced as expected ({len(problems)} differences):")
                 for problem in problems[:30]:
@@ -364,12 +380,14 @@ def run_external(run_dir: Path) -> int:
     return 0
 
 
-def run(run_dir: Path, timeout: float, exit_when_synced: bool) -> int:
+def run(
+    run_dir: Path, timeout: float, exit_when_synced: bool, dump_state: Path | None = None
+) -> int:
     """Pick the mode from the environment and run it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if external_mode():
         return run_external(run_dir)
-    return run_embedded(run_dir, timeout, exit_when_synced)
+    return run_embedded(run_dir, timeout, exit_when_synced, dump_state)
 
 
 if __name__ == "__main__":  # pragma: no cover

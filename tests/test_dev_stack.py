@@ -1,0 +1,173 @@
+"""``v1-sync-helper dev --exit-when-synced``: the whole pipeline on the local stack.
+
+Runs the real command (nats-server, valkey, sandbox, bridge, worker, Flower)
+and checks what reached the sandbox object by object against the sample data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sandbox.dev_session import external_mode
+from sandbox.samples import expected_writer, load_expected
+from v1_sync_helper.cli import main
+
+HEIMDALL_CLIENT_ID = "v1_sync_helper"
+DEV_TIMEOUT = 180
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "REDIS_"))}
+    for name in ("PROJECT_SERVICE_URL", "COMMITTEE_SERVICE_URL", "FLOWER_BASIC_AUTH"):
+        env.pop(name, None)
+    return env
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def dev_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    run_dir = tmp_path_factory.mktemp("dev")
+    state_file = run_dir / "state.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "v1_sync_helper",
+            "dev",
+            "--exit-when-synced",
+            "--timeout",
+            "150",
+            "--run-dir",
+            str(run_dir),
+            "--dump-state",
+            str(state_file),
+        ],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEV_TIMEOUT,
+    )
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    stack = json.loads((run_dir / "stack.json").read_text())
+    return {"result": result, "state": state, "stack": stack, "run_dir": run_dir}
+
+
+def _expected() -> dict[str, dict[str, Any]]:
+    keys: dict[str, dict[str, Any]] = load_expected()["keys"]
+    return keys
+
+
+def test_dev_exits_0_after_the_summary(dev_run: dict[str, Any]) -> None:
+    result = dev_run["result"]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Summary" in result.stdout
+    assert "dead_lettered  5" in result.stdout
+
+
+def test_every_sample_project_has_its_fields_parent_and_writer(dev_run: dict[str, Any]) -> None:
+    state = dev_run["state"]
+    by_slug = {p["slug"]: (uid, p) for uid, p in state["projects"].items()}
+    expected = _expected()
+    slug_of = {
+        v["sfid"]: v["fields"]["slug"] for v in expected.values() if v.get("type") == "project"
+    }
+    projects = [
+        v for v in expected.values() if v.get("type") == "project" and v["outcome"] == "synced"
+    ]
+    assert len(projects) >= 30
+    for want in projects:
+        slug = want["fields"]["slug"]
+        assert slug in by_slug, f"project {slug} missing"
+        _, got = by_slug[slug]
+        for name, value in want["fields"].items():
+            assert got.get(name) == value, f"{slug}.{name}: {got.get(name)!r} != {value!r}"
+        for name in want["dropped"]:
+            assert name not in got, f"{slug}.{name} should have been dropped"
+        parent = want["parent_sfid"]
+        parent_uid = state["root_uid"] if parent is None else by_slug[slug_of[parent]][0]
+        assert got["parent_uid"] == parent_uid, f"{slug}: wrong parent"
+        writer = expected_writer(want, HEIMDALL_CLIENT_ID)
+        last = got["_last_write"]
+        assert {k: last.get(k) for k in writer} == writer, f"{slug}: wrong principal"
+    assert len(state["projects"]) == len(projects) + 1  # plus ROOT
+
+
+def test_every_sample_committee_is_under_its_project(dev_run: dict[str, Any]) -> None:
+    state = dev_run["state"]
+    expected = _expected()
+    uid_of_sfid = {}
+    for v in expected.values():
+        if v.get("type") == "project" and v["outcome"] == "synced":
+            uid_of_sfid[v["sfid"]] = next(
+                uid for uid, p in state["projects"].items() if p["slug"] == v["fields"]["slug"]
+            )
+    committees = [
+        v for v in expected.values() if v.get("type") == "committee" and v["outcome"] == "synced"
+    ]
+    assert len(committees) >= 60
+    stored = {(c["project_uid"], c["name"]): c for c in state["committees"].values()}
+    for want in committees:
+        place = (uid_of_sfid[want["project_sfid"]], want["fields"]["name"])
+        assert place in stored, f"committee {place} missing"
+        got = stored[place]
+        for name, value in want["fields"].items():
+            assert got.get(name) == value, f"{place}.{name}: {got.get(name)!r} != {value!r}"
+        writer = expected_writer(want, HEIMDALL_CLIENT_ID)
+        assert {k: got["_last_write"].get(k) for k in writer} == writer
+    assert len(state["committees"]) == len(committees)
+
+
+def test_exactly_the_malformed_records_are_dead_lettered(dev_run: dict[str, Any]) -> None:
+    wanted = {k: v["reason"] for k, v in _expected().items() if v["outcome"] == "dead_letter"}
+    assert dev_run["state"]["dead_letters"] == wanted
+
+
+def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:
+    stack = dev_run["stack"]
+    assert not _port_open(stack["nats_url"])
+    assert not _port_open(stack["redis_url"])
+    assert not _port_open(stack["sandbox_url"])
+
+
+def test_keys_are_generated_once_and_private(dev_run: dict[str, Any]) -> None:
+    keys = Path(dev_run["run_dir"]) / "keys"
+    for name in ("heimdall.pem", "auth0.pem"):
+        assert (keys / name).stat().st_mode & 0o077 == 0
+
+
+def test_external_mode_needs_all_three_urls() -> None:
+    urls = {
+        "NATS_URL": "nats://n:4222",
+        "REDIS_URL": "redis://r:6379/0",
+        "PROJECT_SERVICE_URL": "https://projects",
+    }
+    assert external_mode(urls)
+    for name in urls:
+        assert not external_mode({k: v for k, v in urls.items() if k != name})
+
+
+def test_dev_put_without_a_running_stack_says_so(tmp_path: Path) -> None:
+    record = tmp_path / "record.json"
+    record.write_text("{}")
+    result = CliRunner().invoke(
+        main, ["dev", "put", "salesforce-project__c.x", str(record), "--run-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "make run" in result.output
