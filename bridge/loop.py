@@ -59,7 +59,11 @@ DRAIN_POLL_INTERVAL = 0.25
 LOW_WATER_FRACTION = 0.75
 FETCH_ERRORS_BEFORE_RESUBSCRIBE = 3
 IDLE_FETCHES_BEFORE_RESUBSCRIBE = 60
-STOP_GRACE = 20.0
+# On stop, how long to keep retrying the batch in hand. With a broker
+# timeout (5 s) on top, a fetch in flight (1 s) and the NATS drain (3 s),
+# the process still exits within the 25 s Kubernetes gives it.
+STOP_GRACE = 14.0
+FINISH_ROUNDS = 5
 
 BROKER_FAILURES: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
@@ -102,14 +106,16 @@ class Bridge:
         self.tuning = tuning
         self.prefix = subject_prefix(spec.bucket)
         self.in_progress_interval = min(IN_PROGRESS_INTERVAL_MAX, spec.ack_wait / 3)
-        self.broker_up = False
+        # None until the first contact: the first failure is logged either way.
+        self.broker_up: bool | None = None
         self.subscribed = False
         self._sub: JetStreamContext.PullSubscription | None = None
         self._reconnects_seen = 0
         self._last_broker_contact = 0.0
         self._queue_depth = 0
-        self._stop: asyncio.Event | None = None
         self._stop_deadline: float | None = None
+        self._fetch_errors = 0
+        self._idle_fetches = 0
         self._redis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-redis")
 
     # -- state -------------------------------------------------------------
@@ -123,11 +129,11 @@ class Bridge:
         return {
             "nats": bool(self.nc.is_connected),
             "subscription": self.subscribed,
-            "broker": self.broker_up,
+            "broker": bool(self.broker_up),
         }
 
     def _broker_ok(self, depth: int) -> None:
-        if not self.broker_up:
+        if self.broker_up is not True:
             log.info("broker reachable", extra={"queue_depth": depth})
         self.broker_up = True
         self.metrics.broker_down.set(0)
@@ -136,8 +142,7 @@ class Bridge:
         self.metrics.queue_depth.set(depth)
 
     def _broker_failed(self, error: Exception) -> None:
-        self.metrics.enqueue_failures.inc()
-        if self.broker_up or self._last_broker_contact == 0.0:
+        if self.broker_up is not False:
             log.warning("broker unreachable", extra={"error": repr(error)})
         self.broker_up = False
         self.metrics.broker_down.set(1)
@@ -171,54 +176,70 @@ class Bridge:
     # -- the loop ----------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch, enqueue and ack until ``stop`` is set; then finish what is in hand."""
-        self._stop = stop
-        await self._subscribe()
-        await self._check_broker()
-        log.info(
-            "bridge running",
-            extra={"consumer": self.spec.name, "batch_size": self.tuning.batch_size},
-        )
-        fetch_errors = 0
-        idle_fetches = 0
+        """Fetch, enqueue and ack until ``stop`` is set; then finish what is in hand.
+
+        Start-up failures (no stream, a consumer the server will not update)
+        raise; after that the loop rides out NATS and broker trouble.
+        """
+        stop_watch = asyncio.create_task(self._note_stop(stop))
         try:
+            await self._subscribe()
+            await self._check_broker()
+            log.info(
+                "bridge running",
+                extra={"consumer": self.spec.name, "batch_size": self.tuning.batch_size},
+            )
             while not stop.is_set():
-                if not self.broker_up:
-                    # Nothing is fetched while the broker is known to be down.
-                    await _wait(stop, BROKER_DOWN_CHECK_INTERVAL)
-                    await self._check_broker()
-                    continue
-                if self._queue_depth > self.tuning.max_queue_depth:
-                    await self._wait_for_drain(stop)
-                    continue
-                if self.nc.stats["reconnects"] != self._reconnects_seen:
-                    await self._resubscribe("nats reconnected")
-                try:
-                    msgs = await self._fetch(self.tuning.batch_size)
-                except TimeoutError:
-                    idle_fetches += 1
-                    if idle_fetches >= IDLE_FETCHES_BEFORE_RESUBSCRIBE:
-                        idle_fetches = 0
-                        await self._resubscribe("idle")
-                    await self._check_broker_when_idle()
-                    continue
-                except Exception as error:
-                    fetch_errors += 1
-                    log.warning("fetch failed", extra={"error": repr(error)})
-                    if fetch_errors >= FETCH_ERRORS_BEFORE_RESUBSCRIBE:
-                        fetch_errors = 0
-                        await self._try_resubscribe("repeated fetch errors")
-                    await _wait(stop, self.tuning.backoff_max)
-                    continue
-                fetch_errors = idle_fetches = 0
-                await self.handle(msgs)
+                await self._step(stop)
             await self._finish_buffered()
         finally:
+            stop_watch.cancel()
             await self._unsubscribe()
             self._redis_thread.shutdown(wait=False)
 
+    async def _step(self, stop: asyncio.Event) -> None:
+        """One turn: wait for the broker or for the queue to drain, or handle one batch."""
+        if not self.broker_up:
+            # Nothing is fetched while the broker is known to be down.
+            await _wait(stop, BROKER_DOWN_CHECK_INTERVAL)
+            await self._check_broker()
+            return
+        if self._queue_depth > self.tuning.max_queue_depth:
+            await self._wait_for_drain(stop)
+            return
+        if self.nc.stats["reconnects"] != self._reconnects_seen:
+            await self._try_resubscribe("nats reconnected")
+        try:
+            msgs = await self._fetch(self.tuning.batch_size)
+        except TimeoutError:
+            await self._on_idle()
+            return
+        except Exception as error:
+            await self._on_fetch_error(error, stop)
+            return
+        self._fetch_errors = self._idle_fetches = 0
+        await self.handle(msgs)
+
+    async def _on_idle(self) -> None:
+        """Nothing to fetch: look at the broker now and then, renew a long-idle subscription."""
+        self._idle_fetches += 1
+        if self._idle_fetches >= IDLE_FETCHES_BEFORE_RESUBSCRIBE:
+            self._idle_fetches = 0
+            await self._try_resubscribe("idle")
+        await self._check_broker_when_idle()
+
+    async def _on_fetch_error(self, error: Exception, stop: asyncio.Event) -> None:
+        """A fetch failed (NATS away, consumer gone): back off, resubscribe after a few."""
+        self._fetch_errors += 1
+        log.warning("fetch failed", extra={"error": repr(error)})
+        if self._fetch_errors >= FETCH_ERRORS_BEFORE_RESUBSCRIBE:
+            self._fetch_errors = 0
+            await self._try_resubscribe("repeated fetch errors")
+        await _wait(stop, self.tuning.backoff_max)
+
     async def _fetch(self, batch: int) -> list[Msg]:
-        assert self._sub is not None
+        if self._sub is None:
+            raise RuntimeError("no pull subscription")
         return await self._sub.fetch(batch, timeout=self.tuning.fetch_timeout)
 
     async def _try_resubscribe(self, reason: str) -> None:
@@ -229,7 +250,9 @@ class Bridge:
 
     async def _finish_buffered(self) -> None:
         """Enqueue and ack what the subscription already received before the stop."""
-        while self._sub is not None and self._sub.pending_msgs > 0 and not self._past_deadline():
+        for _ in range(FINISH_ROUNDS):
+            if self._sub is None or self._sub.pending_msgs == 0 or self._past_deadline():
+                return
             # Mostly these are status messages of expired pull requests, which
             # fetch() discards; a short timeout keeps the stop quick then.
             try:
@@ -240,13 +263,15 @@ class Bridge:
                 return
             await self.handle(msgs)
 
+    async def _note_stop(self, stop: asyncio.Event) -> None:
+        """Start the stop's grace period the moment it is asked for."""
+        await stop.wait()
+        self._stop_deadline = time.monotonic() + self.tuning.stop_grace
+        log.info("stopping: finishing the messages in hand")
+
     def _past_deadline(self) -> bool:
         """True once a stop was asked for and its grace period is over."""
-        if self._stop is None or not self._stop.is_set():
-            return False
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.tuning.stop_grace
-        return time.monotonic() > self._stop_deadline
+        return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
     # -- one batch ---------------------------------------------------------
 
@@ -262,8 +287,7 @@ class Bridge:
                 log.warning(
                     "message skipped", extra={"subject": msg.subject, "reason": result.reason}
                 )
-                await msg.ack()
-                self.metrics.acked.inc()
+                await self._ack([msg])
                 continue
             changes.append(result)
             held.append(msg)
@@ -274,9 +298,18 @@ class Bridge:
             log.warning("stopping with messages not enqueued", extra={"count": len(held)})
             return
         self.metrics.enqueued.inc(len(changes))
-        for msg in held:
-            await msg.ack()
-        self.metrics.acked.inc(len(held))
+        await self._ack(held)
+        log.debug("batch enqueued", extra={"count": len(changes), "queue_depth": self._queue_depth})
+
+    async def _ack(self, msgs: Sequence[Msg]) -> None:
+        """Ack without waiting for the server; a lost ack only means a redelivery."""
+        try:
+            for msg in msgs:
+                await msg.ack()
+        except Exception as error:  # NATS closed under us: JetStream will redeliver
+            log.warning("ack failed", extra={"error": repr(error), "count": len(msgs)})
+            return
+        self.metrics.acked.inc(len(msgs))
 
     async def _enqueue(self, batch: EncodedBatch, held: Sequence[Msg]) -> bool:
         """Push until the broker accepts the batch; False only when a stop ran out of time."""
@@ -287,6 +320,7 @@ class Bridge:
             try:
                 depth = await self._on_redis_thread(self.publisher.push, batch)
             except BROKER_FAILURES as error:
+                self.metrics.enqueue_failures.inc()
                 self._broker_failed(error)
             else:
                 self.metrics.enqueue_seconds.observe(time.perf_counter() - started)
@@ -302,8 +336,12 @@ class Bridge:
 
     async def _keep_alive(self, held: Sequence[Msg]) -> None:
         """Reset the ack wait of every held message (no delivery is spent)."""
-        for msg in held:
-            await msg.in_progress()
+        try:
+            for msg in held:
+                await msg.in_progress()
+        except Exception as error:  # NATS down too: the next round tries again
+            log.warning("in_progress failed", extra={"error": repr(error)})
+            return
         self.metrics.in_progress.inc(len(held))
         log.info("holding messages while the broker is down", extra={"count": len(held)})
 

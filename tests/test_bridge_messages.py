@@ -214,3 +214,29 @@ def test_a_celery_event_receiver_sees_task_sent(
     assert {e["name"] for e in seen} == {SYNC_TASK_NAME}
     assert {e["queue"] for e in seen} == {QUEUE}
     assert seen[0]["args"] == repr((changes[0].key, changes[0].revision, "PUT"))
+
+
+def test_events_still_flow_when_the_broker_refuses_scripts(
+    redis_server: ValkeyServer, redis_client: redis.Redis
+) -> None:
+    # A managed Redis may forbid EVAL: the tasks land and events go one by one.
+    redis_client.execute_command("ACL", "SETUSER", "noscript", "on", ">pw", "~*", "&*", "+@all")
+    redis_client.execute_command("ACL", "SETUSER", "noscript", "-eval", "-evalsha")
+    url = f"redis://noscript:pw@127.0.0.1:{redis_server.port}/0"
+    client = broker_client(url, broker_transport_options())
+    publisher = BrokerPublisher(client)
+    encoder = TaskMessageEncoder(producer_app(url, QUEUE), QUEUE, 0)
+    pubsub = redis_client.pubsub()
+    pubsub.psubscribe("*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    try:
+        for start in (1, 4):
+            changes = [KvChange(f"k.{i}", i, "PUT") for i in range(start, start + 3)]
+            assert publisher.push(encoder.encode(changes)) == start + 2
+        assert not publisher.scripted_events
+        events = [pubsub.get_message(timeout=5) for _ in range(6)]
+        uuids = [decode_envelope(e["data"])["body"]["uuid"] for e in events if e]
+        assert uuids == [f"k.{i}@{i}" for i in range(1, 7)]
+    finally:
+        pubsub.close()
+        client.close()
