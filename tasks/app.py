@@ -66,6 +66,8 @@ def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
     from v1_sync_helper.logs import configure_logging
 
     configure_logging(APP_SETTINGS.debug)
+    # Python warnings (e.g. Celery's "running as root") become JSON log lines too.
+    logging.captureWarnings(True)
     if loglevel:
         level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
         if isinstance(level, int):

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import click
 
 DEFAULT_POOL = "threads"
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 32
 POOLS = ("threads", "prefork", "solo")
 NODE_NAME = "v1-sync-helper@%h"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_DIR_PREFIX = "v1sync-metrics-"
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +76,29 @@ def worker_command(concurrency: int, pool: str, loglevel: str) -> None:
 
     settings = load_settings(WorkerSettings)
     configure_logging(settings.debug or loglevel.upper() == "DEBUG")
-
-    # Multi-process metrics must be switched on before prometheus_client is imported.
-    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        log.warning("prometheus_client was imported early: metrics cover this process only")
-    from tasks.metrics import prepare_multiprocess_dir, remove_multiprocess_dir, serve_metrics
+    logging.captureWarnings(True)
 
     metrics_dir = prepare_multiprocess_dir()
     from tasks.app import app
+    from tasks.metrics import serve_metrics
 
     server, _ = serve_metrics(settings.worker_metrics_port, settings.bind_host, metrics_dir)
     try:
         app.worker_main(worker_argv(pool, concurrency, loglevel.upper(), settings.celery_queue))
     finally:
         server.shutdown()
-        remove_multiprocess_dir(metrics_dir)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def prepare_multiprocess_dir() -> str:
+    """A fresh directory for the pool processes' metric samples, set in the environment.
+
+    ``prometheus_client`` picks single- or multi-process mode when it is
+    imported, and prefork children inherit the parent's modules: this must run
+    before anything imports it.
+    """
+    if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
+        log.warning("prometheus_client was imported early: metrics cover one process only")
+    path = tempfile.mkdtemp(prefix=MULTIPROC_DIR_PREFIX)
+    os.environ[MULTIPROC_ENV] = path
+    return path

@@ -13,6 +13,8 @@ costs well under a millisecond.
 
 from __future__ import annotations
 
+import asyncio
+
 from v1_sync_helper.nats_client import SyncNats
 
 PROJECT_SFID = "project.sfid."
@@ -49,6 +51,17 @@ class MappingStore:
         """Write one mapping (last write wins)."""
         self._nats.kv_put(self.bucket, key, value.encode("utf-8"))
 
+    def put_many(self, values: dict[str, str]) -> None:
+        """Write several mappings in one round trip (concurrently, so in no set order)."""
+        kv = self._nats.kv(self.bucket)
+
+        async def put_all() -> None:
+            await asyncio.gather(
+                *(kv.put(key, value.encode("utf-8")) for key, value in values.items())
+            )
+
+        self._nats.run(put_all())
+
     def project_uid(self, sfid: str) -> str | None:
         """The V2 uid of the project with V1 ``sfid``."""
         return self.get(PROJECT_SFID + sfid)
@@ -62,11 +75,11 @@ class MappingStore:
         return self.get(PROJECT_SLUG + slug)
 
     def record_project(self, sfid: str, slug: str | None, uid: str) -> None:
-        """Write the three project mappings (uid first: the sfid one means "done")."""
-        self.put(PROJECT_UID + uid, sfid)
+        """Write the three project mappings in one round trip."""
+        values = {PROJECT_UID + uid: sfid, PROJECT_SFID + sfid: uid}
         if slug:
-            self.put(PROJECT_SLUG + slug, uid)
-        self.put(PROJECT_SFID + sfid, uid)
+            values[PROJECT_SLUG + slug] = uid
+        self.put_many(values)
 
     def committee_uid(self, sfid: str) -> str | None:
         """The V2 uid of the committee with V1 ``sfid``."""
@@ -77,6 +90,5 @@ class MappingStore:
         return self.get(COMMITTEE_UID + uid)
 
     def record_committee(self, sfid: str, uid: str) -> None:
-        """Write both committee mappings."""
-        self.put(COMMITTEE_UID + uid, sfid)
-        self.put(COMMITTEE_SFID + sfid, uid)
+        """Write both committee mappings in one round trip."""
+        self.put_many({COMMITTEE_UID + uid: sfid, COMMITTEE_SFID + sfid: uid})

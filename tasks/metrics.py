@@ -1,7 +1,8 @@
 """Prometheus metrics of the workers, correct with several worker processes.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (the worker command sets it to a fresh
-directory before anything imports ``prometheus_client``), every process writes
+directory before anything imports this module or ``prometheus_client``: the
+mode is chosen at import), every process writes
 its samples to files there and the main process serves their sum on
 ``WORKER_METRICS_PORT`` through a ``MultiProcessCollector``. Without it, the
 default registry of this one process is served.
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from wsgiref.simple_server import WSGIServer
 
@@ -24,7 +23,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, multiprocess
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-MULTIPROC_DIR_PREFIX = "v1sync-metrics-"
 
 TASK_OUTCOMES = Counter(
     "v1sync_task_outcomes",
@@ -50,21 +48,6 @@ KEY_LOCK_WAITS = Counter(
 def multiprocess_dir() -> str | None:
     """The directory of the multi-process samples, when that mode is on."""
     return os.environ.get(MULTIPROC_ENV) or None
-
-
-def prepare_multiprocess_dir() -> str:
-    """Create a fresh samples directory and switch this process (and its children) to it.
-
-    Call before ``prometheus_client`` is imported: it picks the mode at import.
-    """
-    path = tempfile.mkdtemp(prefix=MULTIPROC_DIR_PREFIX)
-    os.environ[MULTIPROC_ENV] = path
-    return path
-
-
-def remove_multiprocess_dir(path: str) -> None:
-    """Delete a samples directory made by ``prepare_multiprocess_dir``."""
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def scrape_registry(path: str | None = None) -> CollectorRegistry:
