@@ -19,7 +19,9 @@ from typing import Any
 import nats.errors
 import redis
 from celery import signals
+from celery._state import get_current_app
 
+from tasks.app import app
 from tasks.deadletters import DeadLetterStore
 from tasks.errors import TransientError
 from tasks.identity import Identity
@@ -182,16 +184,28 @@ def close_runtime() -> None:
         runtime.close()
 
 
+# Celery signals are process-wide: every handler first checks that the worker
+# is ours, so other apps in the same process (tests) are left alone.
+
+
+def _ours(worker: Any = None) -> bool:
+    """Whether the signalling worker (or, without one, this process's current app) is ours."""
+    owner = getattr(worker, "app", None) if worker is not None else get_current_app()
+    return owner is app
+
+
 @signals.worker_init.connect
-def _check_settings(**_: Any) -> None:
+def _check_settings(sender: Any = None, **_: Any) -> None:
     """Stop a worker with bad configuration before it takes any task (exit code 2)."""
-    if not has_runtime():
+    if _ours(sender) and not has_runtime():
         load_settings(WorkerSettings)
 
 
 @signals.worker_process_init.connect
 def _open_in_child(**_: Any) -> None:
     """A prefork child opens its own connections before its first task."""
+    if not _ours():
+        return
     try:
         get_runtime()
     except Exception:
@@ -201,10 +215,12 @@ def _open_in_child(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _close_in_child(pid: int | None = None, **_: Any) -> None:
-    close_runtime()
-    mark_process_dead(pid or os.getpid())
+    if _ours():
+        close_runtime()
+        mark_process_dead(pid or os.getpid())
 
 
 @signals.worker_shutdown.connect
-def _close_in_main(**_: Any) -> None:
-    close_runtime()
+def _close_in_main(sender: Any = None, **_: Any) -> None:
+    if _ours(sender):
+        close_runtime()

@@ -76,7 +76,8 @@ class Finished(Exception):
         self.reason = reason
 
 
-@app.task(name=SYNC_TASK_NAME, bind=True, max_retries=None, ignore_result=True)
+# shared=False: a shared task would join every Celery app of the process.
+@app.task(name=SYNC_TASK_NAME, bind=True, max_retries=None, ignore_result=True, shared=False)
 def sync_kv_entry(
     self: Task,
     key: str,
