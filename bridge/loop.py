@@ -78,6 +78,7 @@ class LoopTuning:
     backoff_initial: float = BACKOFF_INITIAL
     backoff_max: float = BACKOFF_MAX
     stop_grace: float = STOP_GRACE
+    idle_broker_check: float = IDLE_BROKER_CHECK_INTERVAL
 
     @property
     def low_water(self) -> int:
@@ -143,7 +144,7 @@ class Bridge:
 
     def _broker_failed(self, error: Exception) -> None:
         if self.broker_up is not False:
-            log.warning("broker unreachable", extra={"error": repr(error)})
+            log.warning("broker unreachable", extra={"failure": repr(error)})
         self.broker_up = False
         self.metrics.broker_down.set(1)
 
@@ -170,7 +171,7 @@ class Bridge:
             try:
                 await self._sub.unsubscribe()
             except Exception as error:  # the subscription may be gone already
-                log.debug("unsubscribe failed", extra={"error": repr(error)})
+                log.debug("unsubscribe failed", extra={"failure": repr(error)})
             self._sub = None
 
     # -- the loop ----------------------------------------------------------
@@ -231,7 +232,7 @@ class Bridge:
     async def _on_fetch_error(self, error: Exception, stop: asyncio.Event) -> None:
         """A fetch failed (NATS away, consumer gone): back off, resubscribe after a few."""
         self._fetch_errors += 1
-        log.warning("fetch failed", extra={"error": repr(error)})
+        log.warning("fetch failed", extra={"failure": repr(error)})
         if self._fetch_errors >= FETCH_ERRORS_BEFORE_RESUBSCRIBE:
             self._fetch_errors = 0
             await self._try_resubscribe("repeated fetch errors")
@@ -246,7 +247,7 @@ class Bridge:
         try:
             await self._resubscribe(reason)
         except Exception as error:
-            log.warning("resubscribe failed", extra={"error": repr(error)})
+            log.warning("resubscribe failed", extra={"failure": repr(error)})
 
     async def _finish_buffered(self) -> None:
         """Enqueue and ack what the subscription already received before the stop."""
@@ -307,7 +308,7 @@ class Bridge:
             for msg in msgs:
                 await msg.ack()
         except Exception as error:  # NATS closed under us: JetStream will redeliver
-            log.warning("ack failed", extra={"error": repr(error), "count": len(msgs)})
+            log.warning("ack failed", extra={"failure": repr(error), "count": len(msgs)})
             return
         self.metrics.acked.inc(len(msgs))
 
@@ -340,7 +341,7 @@ class Bridge:
             for msg in held:
                 await msg.in_progress()
         except Exception as error:  # NATS down too: the next round tries again
-            log.warning("in_progress failed", extra={"error": repr(error)})
+            log.warning("in_progress failed", extra={"failure": repr(error)})
             return
         self.metrics.in_progress.inc(len(held))
         log.info("holding messages while the broker is down", extra={"count": len(held)})
@@ -357,7 +358,7 @@ class Bridge:
         return True
 
     async def _check_broker_when_idle(self) -> None:
-        if time.monotonic() - self._last_broker_contact >= IDLE_BROKER_CHECK_INTERVAL:
+        if time.monotonic() - self._last_broker_contact >= self.tuning.idle_broker_check:
             await self._check_broker()
 
     async def _wait_for_drain(self, stop: asyncio.Event) -> None:

@@ -101,11 +101,11 @@ class BrokerPublisher:
     def _events_failed(self, error: Exception, batch: EncodedBatch) -> None:
         """Switch to plain PUBLISH when scripts are refused, and resend this batch's events."""
         if not self.scripted_events:
-            log.warning("task-sent events not published", extra={"error": repr(error)})
+            log.warning("task-sent events not published", extra={"failure": repr(error)})
             return
         log.warning(
             "the broker refused the event script: publishing events one by one",
-            extra={"error": repr(error)},
+            extra={"failure": repr(error)},
         )
         self.scripted_events = False
         pipe = self.client.pipeline(transaction=False)
@@ -114,7 +114,7 @@ class BrokerPublisher:
             pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError) as resend_error:
             # The tasks are in Redis: a lost event must not make the caller push again.
-            log.warning("task-sent events not published", extra={"error": repr(resend_error)})
+            log.warning("task-sent events not published", extra={"failure": repr(resend_error)})
 
     def depth(self, queue: str) -> int:
         """The number of task messages waiting in ``queue``."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 
@@ -20,6 +22,8 @@ from v1_sync_helper.nats_client import connect
 from v1_sync_helper.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 NATS_CLIENT_NAME = "v1-sync-bridge"
 NATS_DRAIN_TIMEOUT = 3.0
@@ -64,7 +68,10 @@ class BridgeService:
         publisher = BrokerPublisher(client)
         nc: Client | None = None
         try:
-            nc = await connect(self.settings.nats_url, NATS_CLIENT_NAME)
+            # nats-py retries the first connection forever: a stop must cut that short.
+            nc = await _unless_stopped(connect(self.settings.nats_url, NATS_CLIENT_NAME), stop)
+            if nc is None:
+                return
             app = producer_app(
                 self.settings.redis_url, self.settings.celery_queue, self.transport_options
             )
@@ -80,12 +87,27 @@ class BridgeService:
             log.info("bridge stopped")
 
 
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """The result of ``work``, or None when ``stop`` is set first (``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("stopped before connecting to NATS")
+    return None
+
+
 async def _drain(nc: Client) -> None:
     """Flush pending acks and close; never wait long on a sick connection."""
     try:
         await asyncio.wait_for(nc.drain(), NATS_DRAIN_TIMEOUT)
     except Exception as error:
-        log.warning("nats drain did not finish", extra={"error": repr(error)})
+        log.warning("nats drain did not finish", extra={"failure": repr(error)})
         if not nc.is_closed:
             await nc.close()
 

@@ -146,3 +146,29 @@ def test_the_bridge_carries_on_after_a_nats_restart(
         assert bridge.metrics.resubscribes._value.get() >= 1
     finally:
         bridge.stop()
+
+
+def test_sigterm_before_nats_is_reachable_exits_cleanly() -> None:
+    # nats-py retries a first connection forever; the stop must still win.
+    port = free_port()
+    env = child_env(
+        NATS_URL=f"nats://127.0.0.1:{free_port()}",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        PORT=str(port),
+        BIND="127.0.0.1",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "v1_sync_helper", "bridge"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _status(port, "/livez") == 200, "the bridge to listen")
+        assert _status(port, "/readyz") == 503
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(GRACEFUL_STOP_LIMIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
