@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -183,6 +183,7 @@ def test_a_redis_outage_loses_nothing_and_spends_no_delivery(
         info = consumer_info(sync_nats)
         assert info.ack_floor is not None
         assert info.ack_floor.stream_seq == first[-1]
+        assert info.num_ack_pending is not None
         assert 0 < info.num_ack_pending <= 40, "fetching must stop while the broker is down"
         assert info.num_redelivered == 0
         assert _readyz(bridge.http_port) == 503
@@ -253,7 +254,7 @@ def test_a_deep_queue_pauses_fetching_until_it_drains(
 
     def drain() -> bool:
         while (raw := redis_client.rpop(QUEUE)) is not None:
-            taken.append(decode_envelope(raw)["headers"]["id"])
+            taken.append(decode_envelope(cast(bytes, raw))["headers"]["id"])
         return len(taken) == len(keys)
 
     wait_until(drain, "every task after draining")

@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -94,7 +94,7 @@ def test_task_messages_are_byte_identical_to_send_task(
             args=(change.key, change.revision, change.operation),
             task_id=task_id_for(change.key, change.revision),
         )
-        theirs = redis_client.lrange(QUEUE, 0, -1)[0].decode()
+        theirs = cast(bytes, redis_client.lrange(QUEUE, 0, -1)[0]).decode()
         assert _without_tag(ours) == _without_tag(theirs)
         message = decode_envelope(ours)
         assert message["headers"]["task"] == SYNC_TASK_NAME
@@ -164,7 +164,9 @@ def test_pushed_batch_lands_in_order_and_reports_depth(
     assert publisher.push(encoder.encode(changes)) == 50
     assert publisher.depth(QUEUE) == 50
     # Workers pop from the right: the first change must come out first.
-    popped = [decode_envelope(redis_client.rpop(QUEUE))["headers"]["id"] for _ in changes]
+    popped = [
+        decode_envelope(cast(bytes, redis_client.rpop(QUEUE)))["headers"]["id"] for _ in changes
+    ]
     assert popped == [task_id_for(c.key, c.revision) for c in changes]
 
 
