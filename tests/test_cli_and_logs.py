@@ -46,3 +46,17 @@ def test_debug_enables_debug_level() -> None:
     logging.getLogger("test.logs").debug("visible")
     assert json.loads(stream.getvalue())["level"] == "debug"
     configure_logging(debug=False)
+
+
+def test_an_error_extra_is_kept_and_tracebacks_go_under_exception() -> None:
+    stream = io.StringIO()
+    configure_logging(debug=False, stream=stream)
+    log = logging.getLogger("test.logs")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed", extra={"error": "v2_timeout"})
+    entry = json.loads(stream.getvalue())
+    assert entry["error"] == "v2_timeout"
+    assert "ValueError: boom" in entry["exception"]
+    configure_logging(debug=False)

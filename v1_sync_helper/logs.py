@@ -18,7 +18,7 @@ STANDARD_FIELDS = ("key", "operation", "sfid", "slug", "project_uid", "committee
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-_SKIP = frozenset(STANDARD_FIELDS) | {"time", "level", "logger", "msg", "error"}
+_SKIP = frozenset(STANDARD_FIELDS) | {"time", "level", "logger", "msg", "exception"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             if name not in _RECORD_ATTRS and name not in _SKIP and not name.startswith("_"):
                 entry[name] = value
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
