@@ -14,7 +14,7 @@
   dev extra, entrypoint ``v1-sync-helper``).
 
 Building the image, ``docker compose up`` and installing the chart need a
-Docker engine and a cluster: docs/deployment.md says what remains to check.
+Docker engine and a cluster: README.md (Deployment) says what remains to check.
 """
 
 from __future__ import annotations
