@@ -178,7 +178,7 @@ def test_a_real_worker_runs_the_pushed_tasks(
     received: list[tuple[str, str, int, str]] = []
     lock = threading.Lock()
 
-    @worker_app.task(name=SYNC_TASK_NAME, bind=True)
+    @worker_app.task(name=SYNC_TASK_NAME, bind=True, shared=False)
     def sync_kv_entry(self: Any, key: str, revision: int, operation: str) -> None:
         with lock:
             received.append((self.request.id, key, revision, operation))
