@@ -132,12 +132,18 @@ def fanout_prefix(transport_options: Mapping[str, Any], db: int) -> str:
 class TaskMessageEncoder:
     """Turns KV changes into the Redis payloads ``send_task`` would have written."""
 
-    def __init__(self, app: Celery, queue: str, db: int) -> None:
+    def __init__(
+        self, app: Celery, queue: str, db: int, task_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        """``task_kwargs`` go into every message (the bridge sends none; manual
+        re-queues send ``force=True``)."""
         self.queue = queue
         amqp = app.amqp
         self._argsrepr_maxsize = amqp.argsrepr_maxsize
         self._repr_maxlevels = app.conf.task_repr_maxlevels
-        self._task_template, self._body_template, sent_event = self._task_templates(app, queue)
+        self._task_template, self._body_template, sent_event = self._task_templates(
+            app, queue, dict(task_kwargs or {})
+        )
         self._event_body_template, self._event_template = self._event_templates(app, sent_event)
         self._clock = app.clock
         options = app.conf.broker_transport_options or {}
@@ -147,14 +153,16 @@ class TaskMessageEncoder:
         self.event_topic = topic
 
     @staticmethod
-    def _task_templates(app: Celery, queue: str) -> tuple[_Template, _Template, dict[str, Any]]:
+    def _task_templates(
+        app: Celery, queue: str, task_kwargs: dict[str, Any]
+    ) -> tuple[_Template, _Template, dict[str, Any]]:
         """Run Celery's own message construction once, on placeholder values."""
         amqp = app.amqp
         headers, properties, body, sent_event = amqp.as_task_v2(
             _slot("id"),
             SYNC_TASK_NAME,
             args=(_slot("key"), _slot("revision"), _slot("operation")),
-            kwargs={},
+            kwargs=task_kwargs,
             reply_to=app.thread_oid,
             create_sent_event=True,
             argsrepr=_slot("argsrepr"),

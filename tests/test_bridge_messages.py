@@ -242,3 +242,22 @@ def test_events_still_flow_when_the_broker_refuses_scripts(
     finally:
         pubsub.close()
         client.close()
+
+
+def test_task_kwargs_are_byte_identical_to_send_task(
+    redis_server: ValkeyServer, redis_client: redis.Redis
+) -> None:
+    app = producer_app(redis_server.url, QUEUE)
+    encoder = TaskMessageEncoder(app, QUEUE, database_of(redis_client), {"force": True})
+    change = AWKWARD_CHANGES[0]
+    ours = encoder.encode([change]).tasks[0]
+    redis_client.delete(QUEUE)
+    app.send_task(
+        SYNC_TASK_NAME,
+        args=(change.key, change.revision, change.operation),
+        kwargs={"force": True},
+        task_id=task_id_for(change.key, change.revision),
+    )
+    theirs = cast(bytes, redis_client.lrange(QUEUE, 0, -1)[0]).decode()
+    assert _without_tag(ours) == _without_tag(theirs)
+    assert decode_envelope(ours)["body"][1] == {"force": True}

@@ -401,6 +401,25 @@ def test_same_key_and_revision_twice_gives_one_post(st: Stack) -> None:
     assert st.redis.get(SYNCED_PREFIX + key) == str(revision).encode()
 
 
+def test_a_forced_resync_of_a_synced_revision_restores_v1_values(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    assert uid is not None
+    identity = st.runtime.identity_for(MACHINE_USER)
+    current = st.runtime.projects.get(uid, identity)
+    body = {k: v for k, v in current.record.items() if k not in {"uid", "created_at", "updated_at"}}
+    st.runtime.projects.update(uid, {**body, "name": "Edited in V2"}, current.etag, identity)
+
+    st.publish(key, revision)
+    assert st.wait_final(key, revision, count=2) == "unchanged"  # the marker short-cuts it
+    assert st.sandbox.projects[uid]["name"] == "Edited in V2"
+    st.publish(key, revision, force=True)
+    assert st.wait_final(key, revision, count=3) == "updated"
+    assert st.sandbox.projects[uid]["name"] == project["name"]
+
+
 def test_two_tasks_of_one_key_never_overlap(st: Stack) -> None:
     key, project = new_project()
     revision = st.put(key, project)

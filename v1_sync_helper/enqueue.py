@@ -26,6 +26,7 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEPARATOR = "\x06\x16"
 
 REDIS_TIMEOUT = 5.0
+MANUAL_TASK_KWARGS = {"force": True}
 DRAIN_POLL_SECONDS = 1.0
 
 
@@ -67,7 +68,11 @@ class TaskQueue:
         self._redis = redis_client(redis_url)
         self._app = producer_app(redis_url, queue, options)
         self._publisher = BrokerPublisher(broker_client(redis_url, options))
-        self._encoder = TaskMessageEncoder(self._app, queue, database_of(self._publisher.client))
+        # A sync asked for by hand must run even when that revision was synced
+        # already (after a mapping fix, or a change made directly in V2).
+        self._encoder = TaskMessageEncoder(
+            self._app, queue, database_of(self._publisher.client), task_kwargs=MANUAL_TASK_KWARGS
+        )
 
     def publish(self, changes: Sequence[KvChange]) -> None:
         """Enqueue every change; raise ``BrokerUnavailable`` unless all are in Redis."""
