@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -42,14 +43,20 @@ class QueuedTask:
     args: list[object]
 
 
-def queued_tasks(client: redis.Redis, queue: str = QUEUE) -> list[QueuedTask]:
-    """Every task message waiting in ``queue``, oldest first."""
+def queued_tasks(
+    client: redis.Redis, queue: str = QUEUE, kwargs: dict[str, Any] | None = None
+) -> list[QueuedTask]:
+    """Every task message waiting in ``queue``, oldest first.
+
+    Checks each message's keyword arguments: a sync asked for by hand carries
+    ``force=True`` so that it runs even when that revision was synced already.
+    """
+    expected_kwargs = {"force": True} if kwargs is None else kwargs
     tasks = []
     for raw in reversed(client.lrange(queue, 0, -1)):  # kombu LPUSHes, workers BRPOP
         envelope = json.loads(raw)
-        args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        # A sync asked for by hand ignores the "already synced" marker.
-        assert kwargs == {"force": True}
+        args, message_kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        assert message_kwargs == expected_kwargs
         headers = envelope["headers"]
         tasks.append(QueuedTask(headers["task"], headers["id"], args))
     return tasks

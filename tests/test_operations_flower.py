@@ -105,7 +105,7 @@ def test_requeue_through_flower_api_puts_the_task_in_the_broker(
     response = requests.post(
         f"{flower.url}/api/task/async-apply/sync_kv_entry",
         auth=(USER, PASSWORD),
-        json={"args": [KEY, 42, "PUT"], "task_id": f"{KEY}@42"},
+        json={"args": [KEY, 42, "PUT"], "kwargs": {"force": True}, "task_id": f"{KEY}@42"},
         timeout=10,
     )
 

@@ -170,12 +170,16 @@ def test_missing_or_malformed_token_is_401(
     assert sandbox.requests[-1].claims is None
 
 
+TIME_CLAIMS = frozenset({"exp", "nbf", "iat"})
+
+
 @pytest.mark.parametrize(
     ("case", "overrides"),
     [
-        ("expired beyond the skew", {"exp": int(time.time()) - 10}),
-        ("not yet valid beyond the skew", {"nbf": int(time.time()) + 30}),
-        ("issued in the future", {"iat": int(time.time()) + 30}),
+        # Offsets from the time the test runs (collection happens much earlier).
+        ("expired beyond the skew", {"exp": -10}),
+        ("not yet valid beyond the skew", {"nbf": 30}),
+        ("issued in the future", {"iat": 30}),
         ("wrong issuer", {"iss": "someone-else"}),
         ("wrong audience", {"aud": COMMITTEES_AUD}),
         ("empty principal", {"principal": ""}),
@@ -194,7 +198,9 @@ def test_bad_claims_are_401(
     case: str,
     overrides: dict[str, Any],
 ) -> None:
-    bad = token(heimdall_key, claims(PROJECTS_AUD, **overrides))
+    now = int(time.time())
+    timed = {k: now + v for k, v in overrides.items() if k in TIME_CLAIMS and v is not None}
+    bad = token(heimdall_key, claims(PROJECTS_AUD, **{**overrides, **timed}))
     response = client.call("GET", f"/projects/{sandbox.root_uid}", auth="Bearer " + bad)
     assert response.status_code == 401, case
     assert "www-authenticate" in response.headers
