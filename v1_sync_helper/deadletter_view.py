@@ -5,26 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
+
+from tasks.deadletters import DeadLetter
 
 MESSAGE_EXCERPT_CHARS = 60
 KEY_COLUMN_CHARS = 48
-
-
-class DeadLetterLike(Protocol):
-    """The fields of ``tasks.deadletters.DeadLetter`` this view reads."""
-
-    id: str
-    key: str
-    revision: int
-    operation: str
-    error_kind: str
-    error_message: str
-    status: int | None
-    body_excerpt: str | None
-    attempts: int
-    first_failure: float
-    last_failure: float
 
 
 def age(seconds: float) -> str:
@@ -47,14 +33,12 @@ def _timestamp(seconds: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def as_dict(letter: Any) -> dict[str, Any]:
+def as_dict(letter: DeadLetter) -> dict[str, Any]:
     """The JSON form of one dead letter (all its fields)."""
-    if dataclasses.is_dataclass(letter) and not isinstance(letter, type):
-        return dataclasses.asdict(letter)
-    return dict(vars(letter))
+    return dataclasses.asdict(letter)
 
 
-def render_table(letters: Sequence[DeadLetterLike], now: float) -> str:
+def render_table(letters: Sequence[DeadLetter], now: float) -> str:
     """One line per dead letter: key, revision, kind, attempts, age, message excerpt."""
     if not letters:
         return "No dead letters."
@@ -81,7 +65,7 @@ def render_table(letters: Sequence[DeadLetterLike], now: float) -> str:
     return "\n".join(lines)
 
 
-def render_one(letter: DeadLetterLike, now: float) -> str:
+def render_one(letter: DeadLetter, now: float) -> str:
     """Every field of one dead letter, labelled, for ``dlq show``."""
     fields = [
         ("id", letter.id),
