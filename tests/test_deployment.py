@@ -939,12 +939,13 @@ def test_rendered_environment_satisfies_the_settings(
 
 
 def test_worker_arguments_are_ones_the_cli_accepts(default_objects: list[dict[str, Any]]) -> None:
+    from tasks.command import DEFAULT_CONCURRENCY
     from v1_sync_helper.cli import main
 
     args = container(deployment(default_objects, "worker"))["args"]
     assert args[0] == "worker"
     context = main.commands["worker"].make_context("worker", list(args[1:]))
-    assert context.params["concurrency"] == 16
+    assert context.params["concurrency"] == DEFAULT_CONCURRENCY  # the measured default
     assert context.params["pool"] == "threads"
     for component in ("bridge", "flower"):
         deploy = deployment(rendered_objects(ALL_FEATURES_VALUES), component)
