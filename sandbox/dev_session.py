@@ -328,6 +328,10 @@ def run_embedded(
             watch_forever(session)
         except KeyboardInterrupt:
             _say("\nStopping…")
+        except (RuntimeError, OSError) as error:
+            # A server that would not start, a port taken, a missing binary.
+            click.echo(f"Error: the local stack could not start: {error}", err=True)
+            return 1
         finally:
             session.stop()
     return 0

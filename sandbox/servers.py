@@ -71,7 +71,8 @@ class ManagedServer:
     def __init__(
         self, data_dir: Path, port: int | None = None, log_file: Path | None = None
     ) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: the process runs with its data directory as working directory.
+        self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.log_file = log_file or self.data_dir / f"{self.name}.log"

@@ -43,26 +43,18 @@ def _port_open(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def dev_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    run_dir = tmp_path_factory.mktemp("dev")
-    state_file = run_dir / "state.json"
+    workdir = tmp_path_factory.mktemp("dev")
+    run_dir = workdir / ".run"  # the default, relative to the working directory, as `make run`
+    state_file = workdir / "state.json"
+    command = [sys.executable, "-m", "v1_sync_helper", "dev", "--exit-when-synced"]
+    command += ["--timeout", "150", "--dump-state", str(state_file)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "v1_sync_helper",
-            "dev",
-            "--exit-when-synced",
-            "--timeout",
-            "150",
-            "--run-dir",
-            str(run_dir),
-            "--dump-state",
-            str(state_file),
-        ],
+        command,
         env=_clean_env(),
         capture_output=True,
         text=True,
         timeout=DEV_TIMEOUT,
+        cwd=workdir,
     )
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     stack = json.loads((run_dir / "stack.json").read_text())
