@@ -17,8 +17,8 @@ from nats.js.api import ConsumerInfo
 from bridge.consumer import ConsumerSpec
 from bridge.loop import LoopTuning
 from bridge.messages import decode_envelope
-from bridge.testing import BackgroundBridge
 from sandbox.servers import NatsServer, ValkeyServer
+from tests.bridge_harness import BackgroundBridge
 from v1_sync_helper.broker import SYNC_TASK_NAME
 from v1_sync_helper.nats_client import SyncNats
 from v1_sync_helper.settings import BridgeSettings

@@ -16,8 +16,8 @@ from nats.js.errors import NotFoundError
 
 from bridge.loop import LoopTuning
 from bridge.messages import decode_envelope
-from bridge.testing import BackgroundBridge
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
+from tests.bridge_harness import BackgroundBridge
 from tests.test_bridge_loop import (
     QUEUE,
     consumer_info,
