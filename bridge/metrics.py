@@ -20,53 +20,55 @@ class BridgeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.fetched = Counter(
-            "bridge_messages_fetched",
+            "v1sync_bridge_messages_fetched",
             "KV stream messages fetched from the JetStream consumer.",
             registry=registry,
         )
         self.enqueued = Counter(
-            "bridge_tasks_enqueued", "Celery tasks written to the broker.", registry=registry
+            "v1sync_bridge_tasks_enqueued", "Celery tasks written to the broker.", registry=registry
         )
         self.acked = Counter(
-            "bridge_messages_acked", "KV stream messages acknowledged.", registry=registry
+            "v1sync_bridge_messages_acked", "KV stream messages acknowledged.", registry=registry
         )
         self.skipped = Counter(
-            "bridge_messages_skipped",
+            "v1sync_bridge_messages_skipped",
             "KV stream messages acknowledged without a task, by reason.",
             ["reason"],
             registry=registry,
         )
         self.enqueue_seconds = Histogram(
-            "bridge_enqueue_seconds",
+            "v1sync_bridge_enqueue_seconds",
             "Time to write one batch of tasks to the broker (one pipelined round trip).",
             buckets=ENQUEUE_BUCKETS,
             registry=registry,
         )
         self.enqueue_failures = Counter(
-            "bridge_enqueue_failures",
+            "v1sync_bridge_enqueue_failures",
             "Failed attempts to write a batch to the broker (each is retried).",
             registry=registry,
         )
         self.broker_down = Gauge(
-            "bridge_broker_down", "1 while the broker does not answer, else 0.", registry=registry
+            "v1sync_bridge_broker_down",
+            "1 while the broker does not answer, else 0.",
+            registry=registry,
         )
         self.backpressure_pauses = Counter(
-            "bridge_backpressure_pauses",
+            "v1sync_bridge_backpressure_pauses",
             "Times fetching paused because the Celery queue was too deep.",
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "bridge_queue_depth",
+            "v1sync_bridge_queue_depth",
             "Length of the Celery queue at the last look.",
             registry=registry,
         )
         self.in_progress = Counter(
-            "bridge_in_progress_sent",
+            "v1sync_bridge_in_progress_sent",
             "in_progress() signals sent for held messages while the broker was down.",
             registry=registry,
         )
         self.resubscribes = Counter(
-            "bridge_resubscribes",
+            "v1sync_bridge_resubscribes",
             "Times the pull subscription was recreated (NATS reconnect or repeated errors).",
             registry=registry,
         )

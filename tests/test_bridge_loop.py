@@ -203,9 +203,9 @@ def test_a_redis_outage_loses_nothing_and_spends_no_delivery(
     assert bridge.metrics.broker_down._value.get() == 0
     with urllib.request.urlopen(f"http://127.0.0.1:{bridge.http_port}/metrics") as reply:
         text = reply.read().decode()
-    assert "bridge_broker_down 0.0" in text
-    assert "bridge_tasks_enqueued_total 200.0" in text
-    assert "bridge_enqueue_seconds_bucket" in text
+    assert "v1sync_bridge_broker_down 0.0" in text
+    assert "v1sync_bridge_tasks_enqueued_total 200.0" in text
+    assert "v1sync_bridge_enqueue_seconds_bucket" in text
     with urllib.request.urlopen(f"http://127.0.0.1:{bridge.http_port}/livez") as reply:
         assert reply.status == 200
     with urllib.request.urlopen(f"http://127.0.0.1:{bridge.http_port}/readyz") as reply:
