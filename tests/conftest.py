@@ -9,39 +9,41 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sandbox.servers import NatsServer, ValkeyServer
+from sandbox.servers import ManagedServer, NatsServer, ValkeyServer
 from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
 
 OBJECTS_BUCKET = "v1-objects"
 MAPPINGS_BUCKET = "v1-mappings"
 
+ServerT = TypeVar("ServerT", bound=ManagedServer)
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A real ``nats-server -js`` on a free port."""
-    server = NatsServer(tmp_path / "nats")
+
+def _running(server: ServerT) -> Iterator[ServerT]:
+    """Start ``server`` and stop it at teardown, whatever the test did."""
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real ``nats-server -js`` on a free port."""
+    yield from _running(NatsServer(tmp_path / "nats"))
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
     """A real ``valkey-server`` on a free port."""
-    server = ValkeyServer(tmp_path / "valkey")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(ValkeyServer(tmp_path / "valkey"))
 
 
 @pytest.fixture
