@@ -81,6 +81,24 @@ def _pem(key: rsa.RSAPrivateKey, fmt: serialization.PrivateFormat) -> str:
 
 
 @pytest.fixture(scope="session")
+def heimdall_key(rsa_pems: dict[str, str]) -> rsa.RSAPrivateKey:
+    """The Heimdall test key, parsed."""
+    return _parsed(rsa_pems["heimdall"])
+
+
+@pytest.fixture(scope="session")
+def auth0_key(rsa_pems: dict[str, str]) -> rsa.RSAPrivateKey:
+    """The Auth0 client test key, parsed."""
+    return _parsed(rsa_pems["auth0"])
+
+
+def _parsed(pem: str) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+@pytest.fixture(scope="session")
 def rsa_pems() -> dict[str, str]:
     """Throw-away RSA keys: ``heimdall`` (PKCS#8) and ``auth0`` (PKCS#1)."""
     heimdall = rsa.generate_private_key(public_exponent=65537, key_size=2048)

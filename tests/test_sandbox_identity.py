@@ -13,7 +13,6 @@ import nats
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
@@ -28,22 +27,6 @@ USER = {
     "FirstName": "Jane",
     "LastName": "Doe",
 }
-
-
-def _private(pem: str) -> RSAPrivateKey:
-    key = load_pem_private_key(pem.encode(), password=None)
-    assert isinstance(key, RSAPrivateKey)
-    return key
-
-
-@pytest.fixture(scope="module")
-def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    return _private(rsa_pems["heimdall"])
-
-
-@pytest.fixture(scope="module")
-def auth0_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    return _private(rsa_pems["auth0"])
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import msgpack
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sandbox import sample_builder
 from sandbox.sample_check import differences
@@ -276,13 +275,6 @@ def test_expected_bodies_pass_the_fake_validation(expected: dict[str, Any]) -> N
 
 
 # -- the comparison, against a sandbox filled as the expectations say ------------------------
-
-
-@pytest.fixture(scope="module")
-def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    key = load_pem_private_key(rsa_pems["heimdall"].encode(), password=None)
-    assert isinstance(key, RSAPrivateKey)
-    return key
 
 
 def _headers(key: RSAPrivateKey, audience: str, writer: dict[str, Any]) -> dict[str, str]:

@@ -16,29 +16,12 @@ import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sandbox.service import Sandbox
 
 KID = "heimdall-test"
 PROJECTS_AUD = "lfx-v2-project-service"
 COMMITTEES_AUD = "lfx-v2-committee-service"
-
-
-def _private(pem: str) -> RSAPrivateKey:
-    key = load_pem_private_key(pem.encode(), password=None)
-    assert isinstance(key, RSAPrivateKey)
-    return key
-
-
-@pytest.fixture(scope="module")
-def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    return _private(rsa_pems["heimdall"])
-
-
-@pytest.fixture(scope="module")
-def auth0_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    return _private(rsa_pems["auth0"])
 
 
 def make_sandbox(heimdall_key: RSAPrivateKey, auth0_key: RSAPrivateKey, **kwargs: Any) -> Sandbox:

@@ -36,11 +36,6 @@ def _private(pem: str) -> RSAPrivateKey:
     return key
 
 
-@pytest.fixture(scope="module")
-def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    return _private(rsa_pems["heimdall"])
-
-
 @pytest.fixture
 def sandbox(heimdall_key: RSAPrivateKey) -> Iterator[Sandbox]:
     with Sandbox(heimdall_keys={KID: heimdall_key.public_key()}, auth0_clients={}) as sb:

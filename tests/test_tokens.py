@@ -16,7 +16,6 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 
@@ -99,13 +98,6 @@ class JwksServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    key = load_pem_private_key(rsa_pems["heimdall"].encode(), password=None)
-    assert isinstance(key, RSAPrivateKey)
-    return key
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from prometheus_client import REGISTRY
 
 from sandbox.servers import free_port
@@ -41,13 +40,6 @@ JWKS_PATH = "/.well-known/jwks"
 TIMEOUT = 2.0
 USER = Identity(principal="jdoe", sub="jdoe", email="jdoe@example.org", on_behalf_of="jdoe")
 MACHINE = fallback_identity("v1_sync_helper")
-
-
-@pytest.fixture(scope="module")
-def heimdall_key(rsa_pems: dict[str, str]) -> RSAPrivateKey:
-    key = load_pem_private_key(rsa_pems["heimdall"].encode(), password=None)
-    assert isinstance(key, RSAPrivateKey)
-    return key
 
 
 @pytest.fixture
