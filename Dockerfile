@@ -20,6 +20,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY sync_core ./sync_core
+COPY operations ./operations
 COPY v1_sync_helper ./v1_sync_helper
 COPY bridge ./bridge
 COPY tasks ./tasks

@@ -34,7 +34,7 @@ format: $(STAMP)
 
 test-coverage: $(STAMP)
 	$(BIN)/coverage run -m pytest
-	$(BIN)/coverage report --include='v1_sync_helper/*,bridge/*,tasks/*,sandbox/*'
+	$(BIN)/coverage report --include='sync_core/*,bridge/*,tasks/*,operations/*,v1_sync_helper/*,sandbox/*'
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bridge_throughput

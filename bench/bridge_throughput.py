@@ -36,8 +36,8 @@ from nats.js.errors import NotFoundError
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from bridge.messages import producer_app
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
-from v1_sync_helper.broker import SYNC_TASK_NAME, task_id_for
-from v1_sync_helper.nats_client import connect, ensure_buckets
+from sync_core.broker import SYNC_TASK_NAME, task_id_for
+from sync_core.nats_client import connect, ensure_buckets
 
 UPDATES = 20_000
 BUCKET = "v1-objects"

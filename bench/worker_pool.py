@@ -42,9 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from sandbox.service import Sandbox
+from sync_core.broker import SYNC_TASK_NAME, task_id_for
+from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from tasks.outcomes import OUTCOME_KEY_PREFIX, recent_outcomes
-from v1_sync_helper.broker import SYNC_TASK_NAME, task_id_for
-from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
 
 DEFAULT_CONFIGS = (
     "solo:1,threads:4,threads:8,threads:16,threads:32,threads:64,prefork:2,prefork:4,prefork:8"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from v1_sync_helper.broker import OPERATIONS
+from sync_core.broker import OPERATIONS
 
 KV_OPERATION_HEADER = "KV-Operation"
 MARKER_REASON_HEADER = "Nats-Marker-Reason"

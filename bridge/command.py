@@ -11,8 +11,8 @@ def bridge_command() -> None:
     import asyncio
 
     from bridge.service import serve
-    from v1_sync_helper.logs import configure_logging
-    from v1_sync_helper.settings import BridgeSettings, load_settings
+    from sync_core.logs import configure_logging
+    from sync_core.settings import BridgeSettings, load_settings
 
     settings = load_settings(BridgeSettings)
     configure_logging(settings.debug)

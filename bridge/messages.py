@@ -35,7 +35,7 @@ from kombu.serialization import dumps as kombu_dumps
 from kombu.utils.json import dumps as json_dumps
 
 from bridge.changes import KvChange
-from v1_sync_helper.broker import SYNC_TASK_NAME, broker_transport_options, task_id_for
+from sync_core.broker import SYNC_TASK_NAME, broker_transport_options, task_id_for
 
 TASK_SENT_EVENT = "task-sent"
 TASK_SENT_ROUTING_KEY = "task.sent"

@@ -17,9 +17,9 @@ from bridge.loop import Bridge, LoopTuning
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher, broker_client, database_of
-from v1_sync_helper.broker import broker_transport_options
-from v1_sync_helper.nats_client import connect
-from v1_sync_helper.settings import BridgeSettings
+from sync_core.broker import broker_transport_options
+from sync_core.nats_client import connect
+from sync_core.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 

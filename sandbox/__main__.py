@@ -25,7 +25,7 @@ from typing import Any
 from sandbox.keys import public_key_from_file
 from sandbox.samples import load_users
 from sandbox.service import DEFAULT_TOKEN_LIFETIME, Sandbox
-from v1_sync_helper.logs import configure_logging
+from sync_core.logs import configure_logging
 
 USAGE_EXIT_CODE = 2
 START_FAILURE_EXIT_CODE = 1

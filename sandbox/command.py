@@ -74,7 +74,7 @@ def put_command(key: str, file: BinaryIO, run_dir: Path) -> None:
     import asyncio
 
     from sandbox.stack import read_stack_file
-    from v1_sync_helper.nats_client import connect
+    from sync_core.nats_client import connect
 
     try:
         nats_url = read_stack_file(run_dir)["nats_url"]

@@ -12,7 +12,7 @@ import os
 import sys
 
 from sandbox.samples import SampleRecord, encode, load_records
-from v1_sync_helper.nats_client import connect
+from sync_core.nats_client import connect
 
 
 async def put_records(nats_url: str, bucket: str, records: list[SampleRecord]) -> int:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.servers import NatsServer, ValkeyServer, free_port
-from v1_sync_helper.nats_client import connect, ensure_buckets
+from sync_core.nats_client import connect, ensure_buckets
 
 log = logging.getLogger(__name__)
 

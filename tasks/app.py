@@ -17,12 +17,12 @@ from typing import Any
 
 from celery import Celery, signals
 
-from v1_sync_helper.broker import (
+from sync_core.broker import (
     TASK_HARD_TIME_LIMIT,
     TASK_SOFT_TIME_LIMIT,
     broker_transport_options,
 )
-from v1_sync_helper.settings import CommonSettings, RetrySettings, load_settings
+from sync_core.settings import CommonSettings, RetrySettings, load_settings
 
 APP_NAME = "v1-sync-helper"
 TASK_MODULES = ["tasks.sync"]
@@ -63,7 +63,7 @@ app.conf.update(
 @signals.setup_logging.connect
 def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
     """Worker logs, Celery's own included, as one JSON object a line."""
-    from v1_sync_helper.logs import configure_logging
+    from sync_core.logs import configure_logging
 
     configure_logging(APP_SETTINGS.debug)
     # Python warnings (e.g. Celery's "running as root") become JSON log lines too.

@@ -22,7 +22,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 if TYPE_CHECKING:
-    from v1_sync_helper.settings import WorkerSettings
+    from sync_core.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

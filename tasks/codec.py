@@ -1,13 +1,12 @@
-"""The KV codec: what the keys and values of the ``v1-objects`` bucket mean.
+"""The KV value codec: what the values of the ``v1-objects`` bucket mean.
 
-Keys are ``<schema>-<table>.<id>``; values are JSON or msgpack maps (both occur in
-production). Nothing here does I/O: the task reads the entry and hands us its key
-and bytes.
+Values are JSON or msgpack maps (both occur in production); the keys are read by
+``sync_core.keys``. Nothing here does I/O: the task reads the entry and hands us
+its bytes.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -16,40 +15,11 @@ import msgpack
 
 from tasks.errors import InvalidRecord
 
-KEY_SEPARATOR = "."
 UNDECODABLE_KIND = "undecodable"
 # msgpack timestamp extension (type -1) decoded as an aware UTC ``datetime``.
 MSGPACK_TIMESTAMP_AS_DATETIME = 3
 # Enough of a reason to act on, short enough for a log line or a dead letter.
 REASON_CHARS = 200
-
-
-class ObjectType(enum.StrEnum):
-    """The V1 object types this service syncs (or will sync)."""
-
-    PROJECT = "project"
-    COMMITTEE = "committee"
-    COMMITTEE_MEMBER = "committee_member"
-
-
-KEY_PREFIXES: Mapping[str, ObjectType] = {
-    "salesforce-project__c": ObjectType.PROJECT,
-    "platform-collaboration__c": ObjectType.COMMITTEE,
-    "platform-community__c": ObjectType.COMMITTEE_MEMBER,
-}
-
-
-def parse_key(key: str) -> tuple[ObjectType | None, str]:
-    """Split a ``v1-objects`` key into its object type and record id.
-
-    Everything after the first ``.`` is the id (ids may contain dots). A prefix we
-    do not sync, a key without a ``.``, or a key with an empty id gives
-    ``(None, id)``: the caller skips it quietly.
-    """
-    prefix, separator, record_id = key.partition(KEY_SEPARATOR)
-    if not separator or not record_id:
-        return None, record_id
-    return KEY_PREFIXES.get(prefix), record_id
 
 
 def is_empty(data: bytes) -> bool:

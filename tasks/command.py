@@ -88,8 +88,8 @@ def worker_argv(pool: str, concurrency: int, loglevel: str, queue: str) -> list[
 )
 def worker_command(concurrency: int, pool: str, loglevel: str) -> None:
     """Run a Celery worker for the sync tasks (needs the full worker configuration)."""
-    from v1_sync_helper.logs import configure_logging
-    from v1_sync_helper.settings import WorkerSettings, load_settings
+    from sync_core.logs import configure_logging
+    from sync_core.settings import WorkerSettings, load_settings
 
     settings = load_settings(WorkerSettings)
     configure_logging(settings.debug or loglevel.upper() == "DEBUG")

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis
 
+from sync_core.broker import task_id_for
 from tasks.errors import BODY_EXCERPT_CHARS
-from v1_sync_helper.broker import task_id_for
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from types import TracebackType
 
 import redis
 
-from v1_sync_helper.broker import TASK_HARD_TIME_LIMIT
+from sync_core.broker import TASK_HARD_TIME_LIMIT
 
 log = logging.getLogger(__name__)
 

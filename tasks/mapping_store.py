@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from v1_sync_helper.nats_client import SyncNats
+from sync_core.nats_client import SyncNats
 
 PROJECT_SFID = "project.sfid."
 PROJECT_SLUG = "project.slug."

@@ -21,6 +21,8 @@ import redis
 from celery import signals
 from celery._state import get_current_app
 
+from sync_core.nats_client import SyncNats
+from sync_core.settings import WorkerSettings, load_settings
 from tasks.app import app
 from tasks.deadletters import DeadLetterStore
 from tasks.errors import TransientError
@@ -30,8 +32,6 @@ from tasks.metrics import mark_process_dead
 from tasks.tokens import TokenMinter, minter_from_settings
 from tasks.users import UserDirectory, user_directory_from_settings
 from tasks.v2client import V2Service, committee_service, project_service
-from v1_sync_helper.nats_client import SyncNats
-from v1_sync_helper.settings import WorkerSettings, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,11 @@ import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from sync_core.broker import OPERATIONS, SYNC_TASK_NAME
+from sync_core.keys import ObjectType, parse_key
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
-from tasks.codec import ObjectType, decode_value, is_empty, is_soft_delete, parse_key
+from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.committees import sync_committee
 from tasks.errors import PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
@@ -41,7 +43,6 @@ from tasks.outcomes import Outcome, count_outcome
 from tasks.projects import sync_project
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
-from v1_sync_helper.broker import OPERATIONS, SYNC_TASK_NAME
 
 log = logging.getLogger(__name__)
 

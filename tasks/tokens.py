@@ -27,7 +27,7 @@ from tasks.errors import TransientError
 from tasks.identity import Identity
 
 if TYPE_CHECKING:
-    from v1_sync_helper.settings import WorkerSettings
+    from sync_core.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

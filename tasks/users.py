@@ -30,8 +30,8 @@ from tasks.auth0 import Auth0Error, Auth0TokenSource, token_source_from_settings
 from tasks.identity import MACHINE_SUFFIX, Identity, fallback_identity, machine_identity
 
 if TYPE_CHECKING:
-    from v1_sync_helper.nats_client import SyncNats
-    from v1_sync_helper.settings import WorkerSettings
+    from sync_core.nats_client import SyncNats
+    from sync_core.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

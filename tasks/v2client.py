@@ -43,7 +43,7 @@ from tasks.identity import Identity
 from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
 
 if TYPE_CHECKING:
-    from v1_sync_helper.settings import WorkerSettings
+    from sync_core.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from bridge.consumer import ConsumerSpec
 from bridge.loop import LoopTuning
 from bridge.metrics import BridgeMetrics
 from bridge.service import BridgeService
-from v1_sync_helper.settings import BridgeSettings
+from sync_core.settings import BridgeSettings
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 30.0

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.servers import ManagedServer, NatsServer, ValkeyServer
-from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
+from sync_core.nats_client import SyncNats, connect, ensure_buckets
 
 OBJECTS_BUCKET = "v1-objects"
 MAPPINGS_BUCKET = "v1-mappings"

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import SecretStr
 
 from sandbox.service import Sandbox
+from sync_core.settings import WorkerSettings
 from tasks.auth0 import (
     ASSERTION_LIFETIME_SECONDS,
     CLIENT_ASSERTION_TYPE,
@@ -26,7 +27,6 @@ from tasks.auth0 import (
     token_source_from_settings,
 )
 from tasks.users import UserLookupError, V1UserFetcher
-from v1_sync_helper.settings import WorkerSettings
 
 AUTH0_CLIENT_ID = "sync-helper-test-client"
 USER_ID = "0032M00002XyZabQAB"

@@ -6,7 +6,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bridge.consumer import ConsumerConfigError, ConsumerSpec, ensure_consumer
-from v1_sync_helper.nats_client import SyncNats
+from sync_core.nats_client import SyncNats
 
 NAME = "v1-sync-helper-kv-consumer"
 STREAM = "KV_v1-objects"

@@ -18,10 +18,10 @@ from bridge.consumer import ConsumerSpec
 from bridge.loop import LoopTuning
 from bridge.messages import decode_envelope
 from sandbox.servers import NatsServer, ValkeyServer
+from sync_core.broker import SYNC_TASK_NAME
+from sync_core.nats_client import SyncNats
+from sync_core.settings import BridgeSettings
 from tests.bridge_harness import BackgroundBridge
-from v1_sync_helper.broker import SYNC_TASK_NAME
-from v1_sync_helper.nats_client import SyncNats
-from v1_sync_helper.settings import BridgeSettings
 
 BUCKET = "v1-objects"
 STREAM = f"KV_{BUCKET}"

@@ -29,7 +29,7 @@ from bridge.changes import (
 from bridge.messages import TaskMessageEncoder, decode_envelope, producer_app
 from bridge.publisher import BrokerPublisher, broker_client, database_of
 from sandbox.servers import ValkeyServer
-from v1_sync_helper.broker import SYNC_TASK_NAME, broker_transport_options, task_id_for
+from sync_core.broker import SYNC_TASK_NAME, broker_transport_options, task_id_for
 
 PREFIX = "$KV.v1-objects."
 QUEUE = "celery"

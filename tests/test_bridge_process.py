@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 from bridge.loop import LoopTuning
 from bridge.messages import decode_envelope
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
+from sync_core.nats_client import SyncNats
 from tests.bridge_harness import BackgroundBridge
 from tests.test_bridge_loop import (
     QUEUE,
@@ -25,7 +26,6 @@ from tests.test_bridge_loop import (
     settings_for,
     wait_until,
 )
-from v1_sync_helper.nats_client import SyncNats
 
 GRACEFUL_STOP_LIMIT = 25.0
 BATCH = 200

@@ -8,8 +8,8 @@ import logging
 
 from click.testing import CliRunner
 
+from sync_core.logs import configure_logging
 from v1_sync_helper.cli import main
-from v1_sync_helper.logs import configure_logging
 
 COMMANDS = ("bridge", "worker", "flower", "dev", "requeue", "dlq", "replay", "status")
 

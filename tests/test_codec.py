@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.codec import ObjectType, decode_value, is_empty, is_soft_delete, parse_key
+from sync_core.keys import ObjectType, parse_key
+from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.errors import InvalidRecord, PermanentError
 from tests.v1_examples import (
     COMMITTEE_JSON,

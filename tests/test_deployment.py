@@ -40,13 +40,13 @@ from pydantic_settings import BaseSettings
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from tasks.command import NODE_NAME
-from v1_sync_helper.settings import (
+from sync_core.settings import (
     BridgeSettings,
     FlowerSettings,
     WorkerSettings,
     load_rsa_private_key,
 )
+from tasks.command import NODE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = ROOT / "charts" / "lfx-v1-sync-helper"

@@ -31,12 +31,12 @@ from pydantic import SecretStr
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sandbox.traffic import RecordedRequest
+from sync_core.broker import SYNC_TASK_NAME, task_id_for
+from sync_core.nats_client import SyncNats, connect, ensure_buckets
+from sync_core.settings import WorkerSettings
 from tasks.app import app
 from tasks.runtime import Runtime, set_runtime
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
-from v1_sync_helper.broker import SYNC_TASK_NAME, task_id_for
-from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
-from v1_sync_helper.settings import WorkerSettings
 
 KID = "impersonation-kid"
 AUTH0_CLIENT_ID = "impersonation-test-client"

@@ -7,8 +7,8 @@ import time
 
 import redis
 
+from sync_core.broker import TASK_HARD_TIME_LIMIT
 from tasks.keylock import DEFAULT_TTL_MS, LOCK_PREFIX, KeyLock
-from v1_sync_helper.broker import TASK_HARD_TIME_LIMIT
 
 KEY = "salesforce-project__c.a0941000002wBz9AAE"
 

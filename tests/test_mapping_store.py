@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sync_core.nats_client import SyncNats
 from tasks.mapping_store import MappingStore
-from v1_sync_helper.nats_client import SyncNats
 
 BUCKET = "v1-mappings"
 SFID = "a0941000002wBz9AAE"

@@ -21,12 +21,12 @@ import redis
 from click.testing import CliRunner, Result
 
 from bridge.loop import LOW_WATER_FRACTION
+from operations.dlq import remove_unchanged, requeue_letters
+from operations.enqueue import TaskQueue, queue_depth, wait_for_room
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
+from sync_core.nats_client import SyncNats
 from tasks.deadletters import DeadLetterStore
 from v1_sync_helper.cli import main
-from v1_sync_helper.dlq import remove_unchanged, requeue_letters
-from v1_sync_helper.enqueue import TaskQueue, queue_depth, wait_for_room
-from v1_sync_helper.nats_client import SyncNats
 
 QUEUE = "celery"
 OBJECTS = "v1-objects"

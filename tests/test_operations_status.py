@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer, free_port
+from sync_core.nats_client import SyncNats, connect
 from tasks.deadletters import DeadLetterStore
 from tasks.outcomes import count_outcome
 from v1_sync_helper.cli import main
-from v1_sync_helper.nats_client import SyncNats, connect
 
 CONSUMER = "v1-sync-helper-kv-consumer"
 # The test worker listens on its own queue so it never takes the tasks the

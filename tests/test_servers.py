@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 
 from sandbox.servers import NatsServer, ValkeyServer
-from v1_sync_helper.nats_client import SyncNats
+from sync_core.nats_client import SyncNats
 
 
 def _process_name(pid: int) -> str:

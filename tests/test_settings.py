@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from v1_sync_helper.settings import (
+from sync_core.settings import (
     BridgeSettings,
     WorkerSettings,
     describe_validation_error,

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sandbox.servers import NatsServer, ValkeyServer, free_port
 from sandbox.service import Sandbox
-from v1_sync_helper.broker import SYNC_TASK_NAME, task_id_for
-from v1_sync_helper.nats_client import SyncNats
+from sync_core.broker import SYNC_TASK_NAME, task_id_for
+from sync_core.nats_client import SyncNats
 
 KID = "command-kid"
 AUTH0_CLIENT = "command-client"

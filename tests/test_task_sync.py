@@ -30,14 +30,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
+from sync_core.broker import SYNC_TASK_NAME, task_id_for
+from sync_core.nats_client import SyncNats, connect, ensure_buckets
+from sync_core.settings import WorkerSettings
 from tasks.app import app
 from tasks.deadletters import DeadLetterStore
 from tasks.runtime import Runtime, set_runtime
 from tasks.sync import SYNCED_PREFIX
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
-from v1_sync_helper.broker import SYNC_TASK_NAME, task_id_for
-from v1_sync_helper.nats_client import SyncNats, connect, ensure_buckets
-from v1_sync_helper.settings import WorkerSettings
 
 KID = "test-kid"
 AUTH0_CLIENT = "v1-sync-helper-test"

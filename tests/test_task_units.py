@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from sync_core.broker import TASK_HARD_TIME_LIMIT, visibility_timeout
 from tasks.backoff import backoff_cap, lock_wait_countdown, retry_countdown
 from tasks.metrics import serve_metrics
 from tasks.outcomes import OUTCOME_KEY_PREFIX, OUTCOME_TTL_SECONDS, count_outcome, recent_outcomes
-from v1_sync_helper.broker import TASK_HARD_TIME_LIMIT, visibility_timeout
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 
 from sandbox.servers import free_port
+from sync_core.settings import WorkerSettings
 from tasks.errors import TransientError
 from tasks.identity import Identity, fallback_identity
 from tasks.tokens import (
@@ -29,7 +30,6 @@ from tasks.tokens import (
     TokenMinter,
     minter_from_settings,
 )
-from v1_sync_helper.settings import WorkerSettings
 
 START = 1_900_000_000.0
 USER = Identity(principal="jdoe", sub="jdoe", email="jdoe@example.org", on_behalf_of="jdoe")

@@ -22,6 +22,8 @@ from pydantic import SecretStr
 
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
+from sync_core.nats_client import SyncNats
+from sync_core.settings import WorkerSettings
 from tasks.identity import Identity
 from tasks.users import (
     CachedUser,
@@ -31,8 +33,6 @@ from tasks.users import (
     user_identity,
 )
 from tests.conftest import MAPPINGS_BUCKET
-from v1_sync_helper.nats_client import SyncNats
-from v1_sync_helper.settings import WorkerSettings
 
 CLIENT_ID = "v1_sync_helper"
 FALLBACK = Identity(principal=f"{CLIENT_ID}@clients", sub=CLIENT_ID)

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from sandbox.servers import free_port
 from sandbox.service import Sandbox
+from sync_core.settings import WorkerSettings
 from tasks.errors import PermanentError, SlugConflict, StaleRevision, TransientError
 from tasks.identity import Identity, fallback_identity, machine_identity
 from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
@@ -33,7 +34,6 @@ from tasks.v2client import (
     parse_retry_after,
     project_service,
 )
-from v1_sync_helper.settings import WorkerSettings
 
 KID = "sandbox-kid"
 JWKS_PATH = "/.well-known/jwks"

@@ -1,6 +1,7 @@
 """The ``v1-sync-helper`` command: one entry point for every process.
 
-Each subcommand lives beside the code it runs and imports its heavy modules
+The top of the layout: each subcommand lives beside the code it runs (``bridge``,
+``tasks``, ``operations``, ``sandbox`` for ``dev``) and imports its heavy modules
 only when invoked, so ``--help`` stays fast.
 """
 
@@ -9,16 +10,16 @@ from __future__ import annotations
 import click
 
 from bridge.command import bridge_command
-from sandbox.command import dev_command
-from tasks.command import worker_command
-from v1_sync_helper import __version__
-from v1_sync_helper.operations import (
+from operations.commands import (
     dlq_group,
     flower_command,
     replay_command,
     requeue_command,
     status_command,
 )
+from sandbox.command import dev_command
+from tasks.command import worker_command
+from v1_sync_helper import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,8 +20,8 @@ import click
 
 if TYPE_CHECKING:
     from bridge.changes import KvChange
-    from v1_sync_helper.enqueue import TaskQueue
-    from v1_sync_helper.settings import BridgeSettings
+    from operations.enqueue import TaskQueue
+    from sync_core.settings import BridgeSettings
 
 CONFIG_ERROR_EXIT_CODE = 2
 UNHEALTHY_EXIT_CODE = 1
@@ -30,7 +30,7 @@ ENQUEUE_BATCH = 500
 
 
 def _settings() -> BridgeSettings:
-    from v1_sync_helper.settings import BridgeSettings, load_settings
+    from sync_core.settings import BridgeSettings, load_settings
 
     return load_settings(BridgeSettings)
 
@@ -38,8 +38,8 @@ def _settings() -> BridgeSettings:
 @contextmanager
 def _expected_failures() -> Iterator[None]:
     """Turn an unreachable broker or NATS into one clear line and exit 1."""
-    from v1_sync_helper.current_keys import KvUnavailable
-    from v1_sync_helper.enqueue import BrokerUnavailable
+    from operations.current_keys import KvUnavailable
+    from operations.enqueue import BrokerUnavailable
 
     try:
         yield
@@ -95,15 +95,15 @@ def flower_command(
     (several pairs separated by commas). /metrics and /healthcheck answer
     without authentication.
     """
-    from v1_sync_helper.flower import (
+    from operations.flower import (
         CredentialsError,
         FlowerOptions,
         check_app_importable,
         check_basic_auth,
         run_flower,
     )
-    from v1_sync_helper.logs import configure_logging
-    from v1_sync_helper.settings import FlowerSettings, load_settings
+    from sync_core.logs import configure_logging
+    from sync_core.settings import FlowerSettings, load_settings
 
     settings = load_settings(FlowerSettings)
     basic_auth: str | None = None
@@ -143,8 +143,8 @@ def dlq_group() -> None:
 
 
 def _open_store(settings: BridgeSettings) -> Any:
+    from operations.enqueue import redis_client
     from tasks.deadletters import DeadLetterStore
-    from v1_sync_helper.enqueue import redis_client
 
     return DeadLetterStore(redis_client(settings.redis_url))
 
@@ -167,7 +167,7 @@ def dlq_list_command(as_json: bool) -> None:
     Columns: key, revision, error kind, attempts, age of the last failure and
     the start of the error message.
     """
-    from v1_sync_helper.deadletter_view import as_dict, render_table
+    from operations.deadletter_view import as_dict, render_table
 
     settings = _settings()
     with _store_errors():
@@ -186,7 +186,7 @@ def dlq_show_command(task_id: str, as_json: bool) -> None:
 
     KEY@REV is the task id, the key and revision `dlq list` prints.
     """
-    from v1_sync_helper.deadletter_view import as_dict, render_one
+    from operations.deadletter_view import as_dict, render_one
 
     settings = _settings()
     with _store_errors():
@@ -212,9 +212,9 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     """
     if requeue_all == bool(task_ids):
         raise click.UsageError("give one or more KEY@REV ids, or --all (not both)")
+    from operations.dlq import requeue_letters
+    from operations.enqueue import TaskQueue
     from tasks.deadletters import DeadLetterStore
-    from v1_sync_helper.dlq import requeue_letters
-    from v1_sync_helper.enqueue import TaskQueue
 
     settings = _settings()
     missing: list[str] = []
@@ -284,9 +284,9 @@ def requeue_command(keys: tuple[str, ...]) -> None:
     queued as its delete). An unknown key is reported and the command exits
     1, but the other keys are still queued.
     """
-    from v1_sync_helper.broker import task_id_for
-    from v1_sync_helper.current_keys import current_changes
-    from v1_sync_helper.enqueue import TaskQueue
+    from operations.current_keys import current_changes
+    from operations.enqueue import TaskQueue
+    from sync_core.broker import task_id_for
 
     settings = _settings()
     with _expected_failures():
@@ -319,7 +319,7 @@ def _say_waiting(max_depth: int) -> Any:
 
 
 def _enqueue_with_progress(queue: TaskQueue, requests: Sequence[KvChange], max_depth: int) -> None:
-    from v1_sync_helper.enqueue import wait_for_room
+    from operations.enqueue import wait_for_room
 
     with click.progressbar(
         length=len(requests), label="enqueueing", file=sys.stderr, show_pos=True
@@ -345,8 +345,8 @@ def replay_command(prefix: str) -> None:
     more than BRIDGE_MAX_QUEUE_DEPTH tasks the replay pauses until the workers
     drain it. Safe to run twice: a task that finds nothing changed does nothing.
     """
-    from v1_sync_helper.current_keys import list_current
-    from v1_sync_helper.enqueue import TaskQueue
+    from operations.current_keys import list_current
+    from operations.enqueue import TaskQueue
 
     settings = _settings()
     with _expected_failures():
@@ -378,7 +378,7 @@ def status_command(as_json: bool, ping_timeout: float) -> None:
     dead-letter count and the task outcomes of the last hour. Unhealthy: the
     broker is down, NATS or the consumer is missing, or no worker answers.
     """
-    from v1_sync_helper.status import collect, render
+    from operations.status import collect, render
 
     settings = _settings()
     status = collect(settings, ping_timeout)

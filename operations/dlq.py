@@ -16,8 +16,8 @@ from typing import cast
 import redis
 
 from bridge.changes import KvChange
+from operations.enqueue import TaskQueue, wait_for_room
 from tasks.deadletters import DEAD_LETTERS_KEY, DeadLetter
-from v1_sync_helper.enqueue import TaskQueue, wait_for_room
 
 # Tasks per broker round trip.
 REQUEUE_BATCH = 500

@@ -18,7 +18,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
-from tasks.codec import ObjectType, parse_key
+from sync_core.keys import ObjectType, parse_key
 
 PUT = "PUT"
 # A committee's task needs its project's mapping; members need their committee's.

@@ -17,11 +17,11 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from bridge.messages import producer_app
+from operations.current_keys import KvUnavailable, open_nats
+from operations.enqueue import queue_depth, redis_client
+from sync_core.settings import CommonSettings
 from tasks.deadletters import DeadLetterStore
 from tasks.outcomes import recent_outcomes
-from v1_sync_helper.current_keys import KvUnavailable, open_nats
-from v1_sync_helper.enqueue import queue_depth, redis_client
-from v1_sync_helper.settings import CommonSettings
 
 OUTCOME_WINDOW_MINUTES = 60
 DEFAULT_PING_TIMEOUT = 1.0

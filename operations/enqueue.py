@@ -18,7 +18,7 @@ from bridge.changes import KvChange
 from bridge.loop import LOW_WATER_FRACTION
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.publisher import BrokerPublisher, broker_client, database_of
-from v1_sync_helper.broker import broker_transport_options
+from sync_core.broker import broker_transport_options
 
 # kombu's Redis transport keeps one list per priority step: "celery",
 # "celery\x06\x163", … A depth that ignores them undercounts prioritised tasks.

@@ -1,0 +1,157 @@
+"""The import direction of the packages, read from the source (ast, nothing runs).
+
+Imports point one way: the shared core at the bottom, the bridge and the tasks on
+it (never on each other), the operator commands above both, the one CLI on top.
+``sandbox/`` is dev-only: it may use everything but the CLI, and no production
+module imports it except the CLI's registration of ``dev``.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Production packages by layer: a module may import its own package and the
+# packages of lower layers only.
+LAYERS = {"sync_core": 0, "bridge": 1, "tasks": 1, "operations": 2, "v1_sync_helper": 3}
+SANDBOX = "sandbox"
+# The one production import of the sandbox: the CLI registers `dev`.
+SANDBOX_ENTRY = ("v1_sync_helper.cli", "sandbox.command")
+PROJECT_PACKAGES = {*LAYERS, SANDBOX}
+
+
+def module_name(path: Path) -> str:
+    """The dotted module name of a file below the repository root."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(source: str, module: str, is_package: bool) -> Iterator[tuple[int, str]]:
+    """Every module an import statement of ``source`` names, with its line.
+
+    Imports inside functions and ``TYPE_CHECKING`` blocks count too: they are
+    dependencies all the same. Relative imports are resolved against ``module``.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield node.lineno, base
+            # `from pkg import module` names a module too.
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}"
+
+
+def violation(importer: str, imported: str) -> str | None:
+    """Why ``importer`` may not import ``imported``, or None when it may."""
+    source_top = importer.split(".")[0]
+    target_top = imported.split(".")[0]
+    if target_top not in PROJECT_PACKAGES or target_top == source_top:
+        return None
+    if target_top == SANDBOX:
+        entry_importer, entry_module = SANDBOX_ENTRY
+        if importer == entry_importer and (
+            imported == entry_module or imported.startswith(f"{entry_module}.")
+        ):
+            return None
+        return "production code must not import the dev-only sandbox"
+    if source_top == SANDBOX:
+        if LAYERS[target_top] == max(LAYERS.values()):
+            return "the sandbox must not import the CLI"
+        return None
+    if LAYERS[target_top] >= LAYERS[source_top]:
+        return (
+            f"{source_top} (layer {LAYERS[source_top]}) may only import lower layers, "
+            f"not {target_top} (layer {LAYERS[target_top]})"
+        )
+    return None
+
+
+def violations(paths: list[Path]) -> list[str]:
+    """Every import of ``paths`` that points against the allowed direction."""
+    found = []
+    for path in paths:
+        module = module_name(path)
+        is_package = path.name == "__init__.py"
+        for line, imported in imported_modules(path.read_text(), module, is_package):
+            reason = violation(module, imported)
+            if reason:
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {imported}: {reason}")
+    return sorted(set(found))
+
+
+def project_modules() -> list[Path]:
+    """Every Python file of the project's packages (tests and benchmarks excluded)."""
+    paths = []
+    for package in sorted(PROJECT_PACKAGES):
+        paths.extend(sorted((ROOT / package).rglob("*.py")))
+    return paths
+
+
+def test_every_package_of_the_layout_exists() -> None:
+    for package in PROJECT_PACKAGES:
+        assert (ROOT / package / "__init__.py").is_file(), f"{package}/ is missing"
+
+
+def test_imports_point_down_the_layers() -> None:
+    assert violations(project_modules()) == []
+
+
+def test_the_shared_core_imports_nothing_else_of_the_project() -> None:
+    core = [path for path in project_modules() if module_name(path).startswith("sync_core")]
+    assert core
+    for path in core:
+        module = module_name(path)
+        for _line, imported in imported_modules(
+            path.read_text(), module, path.name == "__init__.py"
+        ):
+            top = imported.split(".")[0]
+            assert top not in PROJECT_PACKAGES - {"sync_core"}, f"{module} imports {imported}"
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "allowed"),
+    [
+        ("bridge.loop", "sync_core.settings", True),
+        ("bridge.loop", "tasks.codec", False),
+        ("tasks.sync", "bridge.changes", False),
+        ("sync_core.settings", "tasks.app", False),
+        ("sync_core.settings", "operations.status", False),
+        ("operations.status", "bridge.messages", True),
+        ("operations.status", "v1_sync_helper.cli", False),
+        ("tasks.sync", "sandbox.store", False),
+        ("v1_sync_helper.cli", "sandbox.command", True),
+        ("v1_sync_helper.cli", "sandbox.store", False),
+        ("sandbox.stack", "operations.enqueue", True),
+        ("sandbox.stack", "v1_sync_helper.cli", False),
+        ("tasks.sync", "celery", True),
+    ],
+)
+def test_the_rule_allows_and_refuses(importer: str, imported: str, allowed: bool) -> None:
+    assert (violation(importer, imported) is None) is allowed
+
+
+def test_relative_and_nested_imports_are_seen() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from ..tasks import app\n"
+        "def f():\n"
+        "    import operations.status\n"
+    )
+    names = {name for _line, name in imported_modules(source, "bridge.loop", False)}
+    assert {"tasks", "tasks.app", "operations.status"} <= names
