@@ -85,6 +85,8 @@ def test_each_shape_deletes_a_project_and_tombstones_its_mappings(st: Stack, sha
     st.sandbox.reset_requests()
     assert delete_as(st, key, shape, project) == "deleted"
     assert uid not in st.sandbox.projects
+    # The cost of a delete: one GET for the ETag, one DELETE; nothing else reaches V2.
+    assert [(r.method, r.status) for r in st.sandbox.requests] == [("GET", 200), ("DELETE", 204)]
     (delete,) = st.v2_requests("DELETE", f"/projects/{uid}")
     assert delete.status == 204
     assert delete.headers["If-Match"]
