@@ -267,7 +267,7 @@ class DevSession:
         outcomes = recent_outcomes(self.redis_client)
         lines = ["", "Summary", f"  time taken     {time.monotonic() - started:.1f} s"]
         for name in SUMMARY_OUTCOMES:
-            lines.append(f"  {name:<24} {outcomes.get(name, 0)}")
+            lines.append(f"  {name:<14} {outcomes.get(name, 0)}")
         letters = DeadLetterStore(self.redis_client).list()
         if letters:
             lines.append("  dead letters:")
