@@ -118,7 +118,10 @@ class SyncState:
         pending = self.pending
         if pending is not None and pending.revision <= revision:
             pending = None
-        if revision < self.revision:
+        if revision < self.revision or (
+            revision == self.revision and outcome == Terminal.UNCHANGED and self.synced(revision)
+        ):
+            # Older news, or a duplicate of what is recorded: keep the first outcome.
             return replace(self, pending=pending)
         return replace(
             self,
@@ -258,3 +261,37 @@ async def modify(
             continue
         return updated
     raise ConcurrentUpdate(f"sync state of {key!r} changed under {attempts} writes in a row")
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What the reconciler's last sweep found (stored under ``reconciler.sweep``)."""
+
+    at: float
+    duration: float
+    keys: int
+    behind: int
+    reenqueued: int
+    deferred: int
+    holder: str
+
+    def to_bytes(self) -> bytes:
+        """The stored form."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SweepSummary:
+        """Parse the stored form; ``ValueError`` when it is not one."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                at=float(data["at"]),
+                duration=float(data["duration"]),
+                keys=int(data["keys"]),
+                behind=int(data["behind"]),
+                reenqueued=int(data["reenqueued"]),
+                deferred=int(data.get("deferred", 0)),
+                holder=str(data["holder"]),
+            )
+        except (TypeError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a sweep summary: {error}") from None

@@ -13,12 +13,13 @@ operations commands list, show, re-queue and purge them.
 
 from __future__ import annotations
 
+import builtins
 import json
-import re
 import logging
+import re
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import nats.errors
@@ -79,6 +80,10 @@ class DeadLetter:
             )
         except (TypeError, KeyError, AttributeError) as error:
             raise ValueError(f"not a dead letter: {type(error).__name__}: {error}") from None
+
+
+# (``list`` is also a method name of the store: the alias keeps annotations unambiguous.)
+StoredLetters = list[tuple[DeadLetter, int]]
 
 
 class DeadLetterStore:
@@ -166,12 +171,12 @@ class DeadLetterStore:
             return False
         return bool(self.remove_unchanged([letter]))
 
-    def remove_unchanged(self, letters: Sequence[DeadLetter]) -> list[str]:
+    def remove_unchanged(self, letters: Sequence[DeadLetter]) -> builtins.list[str]:
         """Delete the letters still stored as read; return the ids deleted.
 
         A letter rewritten since (the re-queued task failed again) stays.
         """
-        removed = []
+        removed: builtins.list[str] = []
         for letter in letters:
             current, kv_revision = self._read(letter.key)
             if current is None or current != letter:
@@ -230,12 +235,13 @@ class DeadLetterStore:
             return False
         return True
 
-    def _entries(self) -> list[tuple[DeadLetter, int]]:
-        return self._nats.run(self._list(), timeout=LIST_TIMEOUT)
+    def _entries(self) -> StoredLetters:
+        # The bucket handle first: looking it up inside the coroutine would block its own loop.
+        return self._nats.run(self._list(self._kv), timeout=LIST_TIMEOUT)
 
-    async def _list(self) -> list[tuple[DeadLetter, int]]:
-        watcher = await self._kv.watch(f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True)
-        found: list[tuple[DeadLetter, int]] = []
+    async def _list(self, kv: KeyValue) -> StoredLetters:
+        watcher = await kv.watch(f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True)
+        found: StoredLetters = []
         try:
             while True:
                 try:
@@ -245,7 +251,9 @@ class DeadLetterStore:
                 if entry is None:
                     break
                 try:
-                    found.append((DeadLetter.from_json(bytes(entry.value or b"")), entry.revision))
+                    found.append(
+                        (DeadLetter.from_json(bytes(entry.value or b"")), int(entry.revision or 0))
+                    )
                 except ValueError:
                     log.warning("skipping a malformed dead letter", extra={"id": entry.key})
         finally:

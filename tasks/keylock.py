@@ -87,6 +87,8 @@ class KeyLock:
         self.key = key
         self.ttl = ttl
         self.renew_every = renew_every
+        # Short test leases get a proportionate margin.
+        self.margin = min(LEASE_SAFETY_MARGIN_SECONDS, ttl / 4)
         self._clock = clock
         self.token = secrets.token_hex(12)
         self.held = False
@@ -107,8 +109,10 @@ class KeyLock:
 
         def take(state: SyncState) -> SyncState | None:
             nonlocal refused
-            refused = state.lease_live(self._clock()) and state.lease is not None and (
-                state.lease.token != self.token
+            refused = (
+                state.lease_live(self._clock())
+                and state.lease is not None
+                and (state.lease.token != self.token)
             )
             if refused:
                 return None
@@ -144,11 +148,7 @@ class KeyLock:
 
     def valid(self) -> bool:
         """Whether the lease is known to be ours for at least the safety margin."""
-        return (
-            self.held
-            and not self.lost
-            and self._clock() + LEASE_SAFETY_MARGIN_SECONDS < self._valid_until
-        )
+        return self.held and not self.lost and self._clock() + self.margin < self._valid_until
 
     def check(self) -> None:
         """Raise ``LeaseLost`` unless ``valid()``."""

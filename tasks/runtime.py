@@ -2,10 +2,11 @@
 
 One ``Runtime`` per worker process: the settings, one NATS connection (which
 reconnects on its own), one Redis client, the token minter, the V2 clients, the
-user directory, the mapping store, the sync state and the dead-letter stores (both in JetStream). A prefork child
-opens its own at ``worker_process_init`` (a NATS loop thread does not survive
-``fork``); the threads and solo pools, and tests, create it on first use.
-Tests build one for their servers and install it with ``set_runtime``.
+user directory, the mapping store, and the sync state and dead-letter stores
+(both in JetStream). A prefork child opens its own at
+``worker_process_init`` (a NATS loop thread does not survive ``fork``); the
+threads and solo pools, and tests, create it on first use. Tests build one
+for their servers and install it with ``set_runtime``.
 """
 
 from __future__ import annotations

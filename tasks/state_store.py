@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import nats.errors
+from nats.js.kv import KeyValue
 
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import (
@@ -92,10 +93,11 @@ class StateStore:
 
     def parked_children(self, parent_key: str) -> list[ParkedChild]:
         """Every child waiting for ``parent_key`` (one filtered watch, values included)."""
-        return self._nats.run(self._list_parked(parent_key), timeout=LIST_IDLE_TIMEOUT * 3)
-
-    async def _list_parked(self, parent_key: str) -> list[ParkedChild]:
+        # The bucket handle first: looking it up inside the coroutine would block its own loop.
         kv = self._nats.kv(self.bucket)
+        return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_IDLE_TIMEOUT * 3)
+
+    async def _list_parked(self, kv: KeyValue, parent_key: str) -> list[ParkedChild]:
         watcher = await kv.watch(parked_filter(parent_key), ignore_deletes=True)
         children: list[ParkedChild] = []
         try:
@@ -123,4 +125,3 @@ def parked_pending(revision: int, parent_key: str, since: float) -> PendingRun:
 def retry_pending(revision: int, since: float, due: float) -> PendingRun:
     """The pending run of a retry due at ``due``."""
     return PendingRun(RunState.RETRY, revision, since, due=due)
-
