@@ -210,7 +210,10 @@ async def last_per_subject(
     )
     try:
         info = await sub.consumer_info()
-        if info.num_pending == 0 and sub.delivered == 0:
+        # Nothing matched at all (the server delivered nothing and has nothing
+        # pending); otherwise the last message delivered says num_pending 0.
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        if info.num_pending == 0 and not delivered:
             return
         await asyncio.wait_for(done, LIST_IDLE_TIMEOUT)
     finally:
@@ -427,8 +430,8 @@ class Reconciler:
         start = len(kv_subject(self.state_bucket, ""))
 
         def note(msg: Msg) -> None:
-            if operation_of(msg.headers) is not None:
-                return  # a deleted state entry
+            if operation_of(msg.headers) != PUT:
+                return  # a deleted or purged state entry
             key = msg.subject[start:]
             found[key] = decode_state(msg.data, key)
 

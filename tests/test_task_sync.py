@@ -22,23 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import nats.errors
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
-from sync_core.settings import WorkerSettings
+from sync_core.settings import BridgeSettings, WorkerSettings
 from sync_core.sync_state import SyncState
 from tasks.app import app
 from tasks.deadletters import DeadLetterStore
 from tasks.runtime import Runtime, set_runtime
 from tasks.state_store import StateStore
 from tasks.sync import SYNCED_PREFIX
+from tests.bridge_harness import BackgroundBridge
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
 KID = "test-kid"
@@ -108,10 +111,12 @@ class Stack:
             task_id=task_id_for(key, revision),
         )
 
-    def sync(self, key: str, revision: int, operation: str = "PUT", **kwargs: Any) -> str:
-        """Publish and wait for the final outcome of that one task."""
+    def sync(
+        self, key: str, revision: int, operation: str = "PUT", count: int = 1, **kwargs: Any
+    ) -> str:
+        """Publish and wait for the final outcome of that task (the ``count``-th of it)."""
         self.publish(key, revision, operation, **kwargs)
-        return self.wait_final(key, revision)
+        return self.wait_final(key, revision, count)
 
     def wait_for(
         self, key: str, predicate: Callable[[list[logging.LogRecord]], bool], what: str
@@ -653,3 +658,68 @@ def test_committees_are_skipped_without_a_committee_service(st: Stack) -> None:
         assert st.outcomes.of(key)[-1].__dict__["reason"] == "no_committee_service"
     finally:
         st.runtime.committees = service
+
+
+# --- durable state and the reconciler ------------------------------------------------
+
+
+def test_the_sync_state_survives_an_empty_redis(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    state = st.state(key)
+    assert (state.revision, state.outcome, state.lease) == (revision, "created", None)
+    assert state.uid == st.mapping(f"project.sfid.{project['sfid']}")
+    st.redis.flushall()  # the broker, its synced cache and everything else: gone
+    st.sandbox.reset_requests()
+    assert st.sync(key, revision, count=2) == "unchanged"
+    assert st.sandbox.requests == []
+
+
+async def _ack_everything(url: str) -> None:
+    """What a bridge does with the changes: enqueue (here: nothing) and ack."""
+    nc = await connect(url, "test-ack-all")
+    try:
+        js = nc.jetstream()
+        spec = ConsumerSpec("v1-sync-helper-kv-consumer", OBJECTS)
+        await ensure_consumer(js, spec)
+        sub = await js.pull_subscribe_bind(spec.name, stream=spec.stream)
+        while True:
+            try:
+                msgs = await sub.fetch(500, timeout=0.5)
+            except nats.errors.TimeoutError:
+                break
+            for msg in msgs:
+                await msg.ack_sync()
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+
+
+def test_changes_lost_with_an_empty_broker_reach_v2_through_the_reconciler(st: Stack) -> None:
+    """Acked by a bridge, lost with Redis: V2 gets them with no operator action."""
+    interval, grace = 0.5, 1.0
+    changes = [new_project() for _ in range(5)]
+    revisions = {key: st.put(key, project) for key, project in changes}
+    asyncio.run(_ack_everything(st.runtime.settings.nats_url))
+    st.redis.flushall()
+    settings = BridgeSettings(
+        nats_url=st.runtime.settings.nats_url,
+        redis_url=st.runtime.settings.redis_url,
+        port=0,
+        bind="127.0.0.1",
+        reconcile_interval=interval,
+        reconcile_grace=grace,
+    )
+    started = time.monotonic()
+    bridge = BackgroundBridge(settings).start()
+    try:
+        for key, revision in revisions.items():
+            assert st.wait_final(key, revision) == "created"
+        took = time.monotonic() - started
+    finally:
+        bridge.stop()
+    for _, project in changes:
+        assert st.sandbox.project_by_slug(project["slug__c"].lower()) is not None
+    # Within one interval plus the grace, and the time the runs themselves take.
+    assert took < interval + grace + 5.0
