@@ -184,7 +184,7 @@ async def last_per_subject(
     js: JetStreamContext,
     stream: str,
     subject: str,
-    on_message: Callable[[Msg], None],
+    on_message: Callable[[Msg, Msg.Metadata], None],
     headers_only: bool,
 ) -> None:
     """Deliver the last message of every subject matching ``subject`` to ``on_message``.
@@ -195,8 +195,10 @@ async def last_per_subject(
     done = asyncio.get_running_loop().create_future()
 
     async def deliver(msg: Msg) -> None:
-        on_message(msg)
-        if msg.metadata.num_pending == 0 and not done.done():
+        # The metadata is parsed from the reply subject on each access: once is enough.
+        meta = msg.metadata
+        on_message(msg, meta)
+        if meta.num_pending == 0 and not done.done():
             done.set_result(None)
 
     sub = await js.subscribe(
@@ -415,10 +417,10 @@ class Reconciler:
         found: dict[str, Latest] = {}
         start = len(kv_subject(self.objects_bucket, ""))
 
-        def note(msg: Msg) -> None:
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
             operation = operation_of(msg.headers) or PUT
             found[msg.subject[start:]] = Latest(
-                msg.metadata.sequence.stream, operation, msg.metadata.timestamp.timestamp()
+                meta.sequence.stream, operation, meta.timestamp.timestamp()
             )
 
         await self._each_prefix(self.objects_bucket, note, headers_only=True)
@@ -429,7 +431,7 @@ class Reconciler:
         found: dict[str, SyncState] = {}
         start = len(kv_subject(self.state_bucket, ""))
 
-        def note(msg: Msg) -> None:
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
             if operation_of(msg.headers) != PUT:
                 return  # a deleted or purged state entry
             key = msg.subject[start:]
@@ -439,7 +441,7 @@ class Reconciler:
         return found
 
     async def _each_prefix(
-        self, bucket: str, note: Callable[[Msg], None], *, headers_only: bool
+        self, bucket: str, note: Callable[[Msg, Msg.Metadata], None], *, headers_only: bool
     ) -> None:
         await asyncio.gather(
             *(
