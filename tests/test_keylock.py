@@ -89,3 +89,53 @@ def test_a_run_that_lost_its_lease_does_not_write(store: StateStore, sync_nats: 
     assert mappings.get("project.sfid.before") == "uid-1"
     assert mappings.get("project.sfid.after") is None
     check_write_allowed()  # outside a run: nothing to check
+
+
+HOLDER = """
+import sys, time
+from sync_core.nats_client import SyncNats
+from tasks.keylock import KeyLock
+from tasks.state_store import StateStore
+lease = KeyLock(StateStore(SyncNats(sys.argv[1], "holder"), "v1-sync-state"), sys.argv[2])
+assert lease.acquire()
+with lease:
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_sigkilled_worker_blocks_its_key_for_seconds_only(
+    store: StateStore, sync_nats: SyncNats, nats_server: object
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from sandbox.servers import NatsServer, child_env
+
+    assert isinstance(nats_server, NatsServer)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, nats_server.url, KEY],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(LEASE_TTL_SECONDS)  # alive and renewing: the key stays taken
+        assert not KeyLock(store, KEY).acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+        killed = time.monotonic()
+        deadline = killed + LEASE_TTL_SECONDS + 5
+        while not KeyLock(store, KEY).acquire():
+            assert time.monotonic() < deadline, "the key stayed blocked after the kill"
+            time.sleep(0.1)
+        assert time.monotonic() - killed <= LEASE_TTL_SECONDS + 1
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(5)
+        if holder.stdout is not None:
+            holder.stdout.close()
