@@ -28,6 +28,8 @@ class Outcome(enum.StrEnum):
     SUPERSEDED = "superseded"
     SKIPPED = "skipped"
     RETRYING = "retrying"
+    # Waiting durably for a parent's mapping; the parent's run enqueues it again.
+    PARKED = "parked"
     DEAD_LETTERED = "dead_lettered"
     # The V2 object is gone (deleted now, or found already gone: ``reason`` says which).
     DELETED = "deleted"

@@ -40,6 +40,7 @@ from tasks.errors import (
     TransientError,
 )
 from tasks.identity import Identity
+from tasks.keylock import check_write_allowed
 from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
 
 if TYPE_CHECKING:
@@ -195,7 +196,12 @@ class V2Service:
         json_body: dict[str, Any] | None = None,
         if_match: str | None = None,
     ) -> requests.Response:
-        """Send once; on a 401 refresh the token and send once more; raise on failure."""
+        """Send once; on a 401 refresh the token and send once more; raise on failure.
+
+        A write is sent only while the run's key lease is known to be held.
+        """
+        if method != "GET":
+            check_write_allowed()
         response = self._send(method, path, identity, json_body, if_match)
         if response.status_code == 401:
             self.minter.invalidate()

@@ -16,7 +16,6 @@ from operations.dlq import requeue_letters
 from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
 from operations.undelete import clear_tombstones
 from sync_core.broker import task_id_for
-from tasks.deadletters import DeadLetterStore
 from tasks.deletes import BUDGET_KEY, deleting_user
 from tests import test_task_sync
 from tests.test_task_sync import (
@@ -153,7 +152,7 @@ def test_a_refused_delete_is_a_dead_letter_and_keeps_the_mappings(st: Stack) -> 
     revision = st.delete(key)
     assert st.sync(key, revision, "DEL") == "delete_refused"
     assert [r.outcome for r in st.outcomes.of(key)][-1:] == ["delete_refused"]
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.runtime.dead_letters.get(task_id_for(key, revision))
     assert letter is not None
     assert (letter.error_kind, letter.status, letter.attempts) == ("delete_refused", 400, 1)
     assert "only projects whose funding model is Crowdfunding" in letter.error_message
@@ -271,7 +270,7 @@ def test_the_budget_holds_a_burst_back_and_dlq_requeue_releases_it(st: Stack) ->
     results = [st.wait_final(key, revision) for key, revision in revisions]
     assert sorted(results) == ["dead_lettered"] * 2 + ["deleted"] * 3
     assert st.sandbox.count("DELETE", "/projects/") == 3
-    store = DeadLetterStore(st.redis)
+    store = st.runtime.dead_letters
     held = [
         letter
         for letter in (store.get(task_id_for(k, r)) for k, r in revisions)
@@ -280,7 +279,7 @@ def test_the_budget_holds_a_burst_back_and_dlq_requeue_releases_it(st: Stack) ->
     assert [letter.error_kind for letter in held] == ["delete_budget_exceeded"] * 2
 
     with TaskQueue(st.runtime.settings.redis_url, "celery", DEAD_LETTER_TASK_KWARGS) as queue:
-        requeue_letters(queue, held)
+        requeue_letters(queue, st.runtime.dead_letters, held)
     for letter in held:
         assert st.wait_final(letter.key, letter.revision, count=2) == "deleted"
     assert st.sandbox.count("DELETE", "/projects/") == 5
