@@ -2,8 +2,8 @@
 
 One run, in order:
 
-1. Keys of object types we do not sync are skipped (committee members too,
-   for now; committees when there is no committee service).
+1. Keys of object types we do not sync are skipped (committees and committee
+   members when there is no committee service).
 2. Idempotency: a revision at or below the last one synced for the key ends
    as ``unchanged``; latest state wins: a newer revision in ``v1-objects``
    ends as ``superseded`` (it has its own task). Both are checked before and
@@ -41,6 +41,7 @@ from tasks.committees import COMMITTEES
 from tasks.deletes import sync_delete
 from tasks.errors import PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
+from tasks.members import MEMBERS
 from tasks.metrics import (
     DEAD_LETTERS,
     KEY_LOCK_WAITS,
@@ -66,7 +67,10 @@ INTERNAL_ERROR_MESSAGE_CHARS = 300
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
     ObjectType.COMMITTEE: COMMITTEES,
+    ObjectType.COMMITTEE_MEMBER: MEMBERS,
 }
+# The object types that live in the committee service.
+COMMITTEE_SERVICE_TYPES = frozenset({ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER})
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -235,9 +239,7 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
     if object_type is None:
         skip(report, "unknown_prefix", logging.DEBUG)
     report.object_type = object_type.value
-    if object_type is ObjectType.COMMITTEE_MEMBER:
-        skip(report, "members_not_synced_yet", logging.DEBUG)
-    if object_type is ObjectType.COMMITTEE and runtime.committees is None:
+    if object_type in COMMITTEE_SERVICE_TYPES and runtime.committees is None:
         skip(report, "no_committee_service", logging.WARNING)
     return object_type
 
