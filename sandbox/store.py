@@ -24,6 +24,8 @@ ROOT_SLUG = "ROOT"
 ROOT_NAME = "ROOT"
 REVISION_FIELD = "_revision"
 LAST_WRITE_FIELD = "_last_write"
+# Whether the member's create asked V2 not to send the welcome e-mail (X-Skip-Notification).
+SKIP_NOTIFICATION_FIELD = "_skip_notification"
 STALE_REVISION_STATUSES = (400, 409, 412)
 REVISION_MISMATCH_MESSAGE = "revision mismatch"
 CROWDFUNDING = ["Crowdfunding"]
@@ -373,16 +375,33 @@ class V2Store:
         return view
 
     def _check_member_email(self, committee_uid: str, email: str, uid: str | None) -> None:
+        """The committee service's uniqueness: committee uid + lower(trim(email))."""
+        wanted = email.strip().lower()
         for other_uid, other in self.members.items():
             if (
                 other_uid != uid
                 and other["committee_uid"] == committee_uid
-                and other["email"].lower() == email.lower()
+                and other["email"].strip().lower() == wanted
             ):
                 raise ApiError(409, f"member {email!r} already exists in this committee")
 
-    def create_member(self, committee_uid: str, body: object, writer: Writer) -> Record:
-        """``POST /committees/{uid}/members``: 201 with the new member."""
+    def members_of(self, committee_uid: str) -> list[Record]:
+        """The members of one committee as the API shows them (``list_members``)."""
+        with self._lock:
+            return [
+                self._member_view(record)
+                for record in self.members.values()
+                if record["committee_uid"] == committee_uid
+            ]
+
+    def create_member(
+        self, committee_uid: str, body: object, writer: Writer, *, skip_notification: bool = False
+    ) -> Record:
+        """``POST /committees/{uid}/members``: 201 with the new member; 404 unknown committee.
+
+        ``skip_notification`` (the ``X-Skip-Notification: true`` header) is kept
+        with the member as ``_skip_notification``.
+        """
         clean = validate_member(body)
         with self._lock:
             self._get(self.committees, committee_uid, "committee")
@@ -395,6 +414,7 @@ class V2Store:
                 **clean,
                 "created_at": stamp,
                 "updated_at": stamp,
+                SKIP_NOTIFICATION_FIELD: skip_notification,
             }
             self._stamp(record, writer)
             self.members[uid] = record
@@ -428,6 +448,7 @@ class V2Store:
                 **clean,
                 "created_at": record["created_at"],
                 "updated_at": now_rfc3339(),
+                SKIP_NOTIFICATION_FIELD: record.get(SKIP_NOTIFICATION_FIELD, False),
             }
             self._stamp(replaced, writer)
             self.members[uid] = replaced

@@ -92,13 +92,13 @@ COMMITTEE_CATEGORIES = (
 )
 MEMBER_ROLES = (
     "Chair",
-    "Counsel",
     "Developer Seat",
     "TAC/TOC Representative",
     "Director",
     "Lead",
     "None",
     "Secretary",
+    "Technical Lead",
     "Treasurer",
     "Vice Chair",
     "LF Staff",

@@ -4,7 +4,10 @@ Keys and values are plain UTF-8 text:
 
 - ``project.sfid.{sfid}`` -> project uid, ``project.slug.{slug}`` -> project uid,
   ``project.uid.{uid}`` -> sfid;
-- ``committee.sfid.{sfid}`` -> committee uid, ``committee.uid.{uid}`` -> sfid.
+- ``committee.sfid.{sfid}`` -> committee uid, ``committee.uid.{uid}`` -> sfid;
+- ``committee_member.sfid.{sfid}`` -> ``{committee_uid}:{member_uid}`` (a member
+  lives under its committee, so both are needed to address it),
+  ``committee_member.uid.{member_uid}`` -> sfid.
 
 After a delete V2 accepted, the forward and reverse mappings hold the
 tombstone ``!del``: "deleted on purpose", which is not the same as absent
@@ -30,6 +33,9 @@ PROJECT_SLUG = "project.slug."
 PROJECT_UID = "project.uid."
 COMMITTEE_SFID = "committee.sfid."
 COMMITTEE_UID = "committee.uid."
+MEMBER_SFID = "committee_member.sfid."
+MEMBER_UID = "committee_member.uid."
+MEMBER_PLACE_SEPARATOR = ":"
 TOMBSTONE = "!del"
 
 
@@ -133,3 +139,29 @@ class MappingStore:
     def record_committee(self, sfid: str, uid: str) -> None:
         """Write both committee mappings in one round trip."""
         self.put_many({COMMITTEE_UID + uid: sfid, COMMITTEE_SFID + sfid: uid})
+
+    def member_place(self, sfid: str) -> tuple[str, str] | None:
+        """``(committee_uid, member_uid)`` of the member with V1 ``sfid``, or None.
+
+        A value that is not ``{committee_uid}:{member_uid}`` reads as no mapping.
+        """
+        value = self.get(MEMBER_SFID + sfid)
+        if value is None:
+            return None
+        committee_uid, separator, member_uid = value.partition(MEMBER_PLACE_SEPARATOR)
+        if not separator or not committee_uid or not member_uid:
+            return None
+        return committee_uid, member_uid
+
+    def member_sfid(self, member_uid: str) -> str | None:
+        """The V1 sfid of the V2 committee member ``member_uid``."""
+        return self.get(MEMBER_UID + member_uid)
+
+    def record_member(self, sfid: str, committee_uid: str, member_uid: str) -> None:
+        """Write both member mappings in one round trip."""
+        self.put_many(
+            {
+                MEMBER_UID + member_uid: sfid,
+                MEMBER_SFID + sfid: f"{committee_uid}{MEMBER_PLACE_SEPARATOR}{member_uid}",
+            }
+        )

@@ -85,6 +85,24 @@ class ObjectKind:
         """The V2 collection that holds the object ``uid`` (for its delete)."""
         raise NotImplementedError
 
+    def locate(self, runtime: Runtime, sfid: str) -> tuple[str, V2Service] | None:
+        """The V2 uid mapped to ``sfid`` and the collection holding it; None when unmapped.
+
+        The forward mapping holds the uid itself; a kind whose mapping holds
+        more (a member's ``{committee_uid}:{member_uid}``) overrides this.
+        """
+        uid = runtime.mappings.get(self.sfid_prefix + sfid)
+        return None if uid is None else (uid, self.delete_service(runtime, uid))
+
+    def relocate(
+        self, runtime: Runtime, desired: Desired, identity: Identity, report: RunReport
+    ) -> None:
+        """Before the upsert: move the object if its parent changed (default: nothing).
+
+        Members move between committees by delete and create; a kind whose
+        objects cannot change parent does nothing.
+        """
+
     def tombstone_keys(self, sfid: str, uid: str) -> list[str]:
         """The mapping keys that become ``!del`` once the object is deleted."""
         return [self.sfid_prefix + sfid, self.uid_prefix + uid]
@@ -142,6 +160,7 @@ def upsert(
     runtime: Runtime, kind: ObjectKind, desired: Desired, identity: Identity, report: RunReport
 ) -> Outcome:
     """Create the object when it has no mapping, else update it (see the module doc)."""
+    kind.relocate(runtime, desired, identity, report)
     service = kind.service(runtime, desired)
     uid = kind.mapped_uid(runtime, desired)
     if uid is None:
@@ -207,11 +226,11 @@ def delete_object(
     refuses, ``StaleRevision`` after ``STALE_REVISION_ATTEMPTS`` stale ETags, and
     the usual ``SyncError`` for the rest.
     """
-    uid = runtime.mappings.get(kind.sfid_prefix + sfid)
-    if uid is None:
+    located = kind.locate(runtime, sfid)
+    if located is None:
         raise PermanentError(f"{kind.name} {sfid} has no V2 uid to delete", kind="not_in_v2")
+    uid, service = located
     kind.note_uid(report, uid)
-    service = kind.delete_service(runtime, uid)
     if _delete_with_etag(service, uid, identity, report):
         report.reason = ALREADY_GONE_REASON
         log.info("V2 object was already gone", extra=report.context())

@@ -2,8 +2,8 @@
 
 One run, in order:
 
-1. Keys of object types we do not sync are skipped (committee members too,
-   for now; committees when there is no committee service).
+1. Keys of object types we do not sync are skipped (committees and committee
+   members when there is no committee service).
 2. Idempotency: a revision at or below the last one synced for the key ends
    as ``unchanged`` (the Redis cache before the lease, the durable sync state
    in ``v1-sync-state`` after it, so an empty Redis changes nothing); latest
@@ -52,7 +52,7 @@ from tasks.committees import COMMITTEES
 from tasks.deletes import sync_delete
 from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
-from tasks.mapping_store import COMMITTEE_SFID, PROJECT_SFID
+from tasks.members import MEMBERS
 from tasks.metrics import (
     DEAD_LETTERS,
     KEY_LOCK_WAITS,
@@ -81,16 +81,14 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
-# The mapping a key's run writes for itself, which children wait for (by key type).
-OWN_MAPPING_PREFIXES: dict[ObjectType, str] = {
-    ObjectType.PROJECT: PROJECT_SFID,
-    ObjectType.COMMITTEE: COMMITTEE_SFID,
-}
 # The object types the task syncs, each through the shared path of tasks.objects.
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
     ObjectType.COMMITTEE: COMMITTEES,
+    ObjectType.COMMITTEE_MEMBER: MEMBERS,
 }
+# The object types that live in the committee service.
+COMMITTEE_SERVICE_TYPES = frozenset({ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER})
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -333,10 +331,10 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, token: str | N
 def release_children(runtime: Runtime, report: RunReport) -> None:
     """Enqueue every child parked on this key's mapping (it exists now)."""
     object_type, _ = parse_key(report.key)
-    prefix = OWN_MAPPING_PREFIXES.get(object_type) if object_type is not None else None
-    if prefix is None or report.sfid is None:
+    if object_type is None or report.sfid is None:
         return
-    parent_key = prefix + report.sfid
+    # Children wait for the mapping the run writes for itself (``project.sfid.…``).
+    parent_key = KINDS[object_type].sfid_prefix + report.sfid
     for child in runtime.state.parked_children(parent_key):
         app.send_task(
             SYNC_TASK_NAME,
@@ -401,9 +399,7 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
         log.debug("skipping", extra=report.context() | {"reason": "unknown_prefix"})
         raise Finished(Outcome.SKIPPED, "unknown_prefix", settled_already=True)
     report.object_type = object_type.value
-    if object_type is ObjectType.COMMITTEE_MEMBER:
-        skip(report, "members_not_synced_yet", logging.DEBUG)
-    if object_type is ObjectType.COMMITTEE and runtime.committees is None:
+    if object_type in COMMITTEE_SERVICE_TYPES and runtime.committees is None:
         skip(report, "no_committee_service", logging.WARNING)
     return object_type
 

@@ -641,6 +641,46 @@ def test_member_rules(client: Client) -> None:
     assert client.call("GET", f"{path}/{member['uid']}").status_code == 404
 
 
+def test_member_email_uniqueness_is_per_committee_on_trimmed_lower_case(client: Client) -> None:
+    project = client.create_project()
+    first = client.create_committee(project["uid"])
+    second = client.create_committee(project["uid"], name="Board", category="Board")
+    path = f"/committees/{first['uid']}/members"
+    assert client.call("POST", path, {"email": "Jane@Example.org"}).status_code == 201
+    assert client.call("POST", path, {"email": "jane@example.ORG"}).status_code == 409
+    other = f"/committees/{second['uid']}/members"
+    assert client.call("POST", other, {"email": "jane@example.org"}).status_code == 201
+    assert client.call("POST", path, {"email": "x@example.org"}, version=None).status_code == 400
+    unknown = "/committees/00000000-0000-4000-8000-000000000000/members"
+    assert client.call("POST", unknown, {"email": "x@example.org"}).status_code == 404
+    long_name = {"email": "y@example.org", "first_name": "J" * 101}
+    assert client.call("POST", path, long_name).status_code == 400
+    bad_date = {"email": "y@example.org", "voting": {"start_date": "2024-02-30"}}
+    assert client.call("POST", path, bad_date).status_code == 400
+    assert (
+        client.call(
+            "POST", path, {"email": "y@example.org", "role": {"name": "Technical Lead"}}
+        ).status_code
+        == 201
+    )
+
+
+def test_skip_notification_header_is_recorded_with_the_member(
+    client: Client, sandbox: Sandbox
+) -> None:
+    project = client.create_project()
+    committee = client.create_committee(project["uid"])
+    path = f"/committees/{committee['uid']}/members"
+    quiet = client.call(
+        "POST", path, {"email": "q@example.org"}, headers={"X-Skip-Notification": "true"}
+    )
+    loud = client.call("POST", path, {"email": "l@example.org"})
+    members = sandbox.members
+    assert members[quiet.json()["uid"]]["_skip_notification"] is True
+    assert members[loud.json()["uid"]]["_skip_notification"] is False
+    assert "_skip_notification" not in quiet.json()
+
+
 # -- seeding, recording, faults -----------------------------------------------------
 
 

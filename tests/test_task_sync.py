@@ -571,7 +571,6 @@ def test_undecodable_value_is_dead_lettered(st: Stack) -> None:
     [
         ("salesforce-account.0014100000Te2ovAAB", "unknown_prefix"),
         ("platform-user.abc", "unknown_prefix"),
-        ("platform-community__c." + str(uuid.uuid4()), "members_not_synced_yet"),
     ],
 )
 def test_keys_we_do_not_sync_are_skipped(st: Stack, key: str, reason: str) -> None:
