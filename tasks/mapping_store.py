@@ -9,13 +9,21 @@ Keys and values are plain UTF-8 text:
 Nothing is cached in the process: another worker may write a mapping at any
 moment (a parent created after its child's first attempt), and a KV read
 costs well under a millisecond.
+
+Every key is checked before it is used (``sync_core.nats_client.check_kv_key``):
+ids are validated at the edge (``tasks.record_ids``), so a key that still fails
+(a V2 uid outside the KV alphabet, say) is a ``PermanentError``
+``invalid_mapping_key``, never a write that would make the server drop the
+connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
-from sync_core.nats_client import SyncNats
+from sync_core.nats_client import InvalidKVKey, SyncNats, check_kv_key
+from tasks.errors import PermanentError
 
 PROJECT_SFID = "project.sfid."
 PROJECT_SLUG = "project.slug."
@@ -41,6 +49,7 @@ class MappingStore:
 
     def get(self, key: str) -> str | None:
         """The mapping's value, or None when absent, deleted or empty."""
+        _check_keys([key])
         entry = self._nats.kv_get(self.bucket, key)
         if entry is None or not entry.value:
             return None
@@ -49,10 +58,15 @@ class MappingStore:
 
     def put(self, key: str, value: str) -> None:
         """Write one mapping (last write wins)."""
+        _check_keys([key])
         self._nats.kv_put(self.bucket, key, value.encode("utf-8"))
 
     def put_many(self, values: dict[str, str]) -> None:
-        """Write several mappings in one round trip (concurrently, so in no set order)."""
+        """Write several mappings in one round trip (concurrently, so in no set order).
+
+        Nothing is written when one of the keys is invalid.
+        """
+        _check_keys(values)
         kv = self._nats.kv(self.bucket)
 
         async def put_all() -> None:
@@ -92,3 +106,12 @@ class MappingStore:
     def record_committee(self, sfid: str, uid: str) -> None:
         """Write both committee mappings in one round trip."""
         self.put_many({COMMITTEE_UID + uid: sfid, COMMITTEE_SFID + sfid: uid})
+
+
+def _check_keys(keys: Iterable[str]) -> None:
+    """``PermanentError(invalid_mapping_key)`` when one of ``keys`` is not a KV key."""
+    for key in keys:
+        try:
+            check_kv_key(key)
+        except InvalidKVKey as error:
+            raise PermanentError(f"mapping {error}", kind="invalid_mapping_key") from None
