@@ -41,6 +41,7 @@ from tasks.keylock import KeyLock
 from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
 from tasks.outcomes import Outcome, count_outcome
 from tasks.projects import sync_project
+from tasks.record_ids import check_key_id, checked_record
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
 
@@ -164,6 +165,8 @@ def run_sync(
 def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
     object_type = check_object_type(runtime, report)
+    # Before the key is used at all: ids are validated at the edge (invalid_record).
+    key_id = check_key_id(report.key)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
     check_fresh(runtime, report, force)
@@ -181,7 +184,7 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
         value = bytes(entry.value or b"")
         if is_empty(value):
             skip(report, "empty_value", logging.INFO)
-        record = decode_value(value)
+        record = checked_record(object_type, key_id, decode_value(value))
         if is_soft_delete(record):
             return not_implemented_delete(runtime, report)
         identity = runtime.identity_for(record.get("lastmodifiedbyid"))
