@@ -219,3 +219,39 @@ def test_a_key_outside_the_kv_alphabet_is_dead_lettered(hs: Stack, key: str) -> 
     assert "key" in letter.error_message
     assert len(letter.error_message) < 400
     assert_still_syncs(hs)
+
+
+# --- 3. a parent cycle reaches V2 ------------------------------------------------------
+
+
+def _synced(st: Stack, parent: str | None = None) -> tuple[str, dict[str, Any], str]:  # noqa: F811
+    key, project = new_project(parent=parent)
+    assert st.sync(key, st.put(key, project)) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    assert uid is not None
+    return key, project, uid
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_reparenting_under_a_descendant_is_a_parent_cycle(hs: Stack, depth: int) -> None:
+    key, top, top_uid = _synced(hs)
+    _, child, _ = _synced(hs, parent=top["sfid"])
+    _, grandchild, _ = _synced(hs, parent=child["sfid"])
+    below = child if depth == 1 else grandchild
+    hs.sandbox.reset_requests()
+    revision = hs.put(key, {**top, "parent_project__c": below["sfid"]})
+    assert hs.sync(key, revision) == "dead_lettered"
+    letter = letter_of(hs, key, revision)
+    assert letter.error_kind == "parent_cycle"
+    assert "descendant" in letter.error_message
+    assert hs.v2_requests("PUT", f"/projects/{top_uid}") == []
+    assert hs.sandbox.projects[top_uid]["parent_uid"] == hs.sandbox.root_uid
+
+
+def test_reparenting_into_another_branch_is_fine(hs: Stack) -> None:
+    _, top, _ = _synced(hs)
+    key, child, child_uid = _synced(hs, parent=top["sfid"])
+    _, other, other_uid = _synced(hs)
+    revision = hs.put(key, {**child, "parent_project__c": other["sfid"]})
+    assert hs.sync(key, revision) == "updated"
+    assert hs.sandbox.projects[child_uid]["parent_uid"] == other_uid
