@@ -3,12 +3,21 @@
 Workers and the operations commands are synchronous code; ``SyncNats`` runs one
 NATS connection on an event loop in a daemon thread and lets blocking code
 call into it. One instance per process is enough: nats-py multiplexes.
+
+Two guards keep one bad record from breaking the connection for every later
+task. Keys are checked against the KV key alphabet and ``KV_KEY_MAX_CHARS``
+before they leave the process (``InvalidKVKey``): a subject over the server's
+control-line limit (4 KiB) makes nats-server answer ``-ERR`` and drop the
+connection, and nats-py then closes the client for good, whatever
+``max_reconnect_attempts`` says. And should the server close the connection
+anyway, the next call opens a new one (logged once per replacement).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
@@ -28,6 +37,39 @@ OBJECTS_BUCKET_HISTORY = 20
 DEFAULT_TIMEOUT = 10.0
 
 T = TypeVar("T")
+
+# The key alphabet of NATS KV (nats.go's and nats-py's check), with the subject
+# rules a key must also meet: no empty token, so no leading, trailing or double dot.
+KV_KEY_PATTERN = re.compile(r"[-/_=.a-zA-Z0-9]+")
+# Far below nats-server's 4096-byte control line, which also carries the
+# ``$KV.{bucket}.`` prefix, a reply inbox and the sizes.
+KV_KEY_MAX_CHARS = 1024
+KEY_PREVIEW_CHARS = 60
+
+
+class InvalidKVKey(ValueError):
+    """A key NATS KV would refuse (or that would make the server drop the connection)."""
+
+
+def is_valid_kv_key(key: object) -> bool:
+    """Whether ``key`` is a KV key the server accepts."""
+    return (
+        isinstance(key, str)
+        and 0 < len(key) <= KV_KEY_MAX_CHARS
+        and KV_KEY_PATTERN.fullmatch(key) is not None
+        and not key.startswith(".")
+        and not key.endswith(".")
+        and ".." not in key
+    )
+
+
+def check_kv_key(key: str) -> str:
+    """``key`` itself, or ``InvalidKVKey`` naming (the start of) it."""
+    if not is_valid_kv_key(key):
+        preview = key[:KEY_PREVIEW_CHARS] if isinstance(key, str) else type(key).__name__
+        length = len(key) if isinstance(key, str) else 0
+        raise InvalidKVKey(f"not a valid KV key ({length} characters): {preview!r}")
+    return key
 
 
 async def connect(url: str, name: str) -> Client:
@@ -93,12 +135,38 @@ class SyncNats:
         )
         self._thread.start()
         self._kv: dict[str, KeyValue] = {}
+        self._replace_lock = threading.Lock()
+        self._closing = False
+        self._connector = connector
         try:
             self.nc: Client = self.run(connector(url, name))
         except BaseException:
             self._stop_loop()
             raise
         self.js: JetStreamContext = self.nc.jetstream()
+
+    def live(self) -> Client:
+        """The connection, replaced first when the server closed it for good.
+
+        nats-py reconnects after a lost link by itself, but a protocol error
+        (``-ERR``) closes the client permanently; without a new one every later
+        call of the process would fail with ``ConnectionClosedError``.
+        """
+        nc = self.nc
+        if not nc.is_closed or self._closing:
+            return nc
+        with self._replace_lock:
+            if self.nc is nc:  # no other thread replaced it meanwhile
+                error = nc.last_error
+                log.warning(
+                    "nats connection replaced",
+                    extra={"error": str(error) if error else "closed", "client": self._name},
+                )
+                fresh = self.run(self._connector(self._url, self._name))
+                self.js = fresh.jetstream()
+                self._kv = {}
+                self.nc = fresh
+            return self.nc
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = DEFAULT_TIMEOUT) -> T:
         """Run ``coro`` on the connection's loop and wait for its result."""
@@ -120,31 +188,39 @@ class SyncNats:
         return self.run(invoke(), timeout)
 
     def kv(self, bucket: str) -> KeyValue:
-        """The bucket handle, looked up once."""
-        if bucket not in self._kv:
-            self._kv[bucket] = self.run(self.js.key_value(bucket))
-        return self._kv[bucket]
+        """The bucket handle of the live connection, looked up once per connection."""
+        self.live()
+        handles = self._kv
+        if bucket not in handles:
+            handles[bucket] = self.run(self.js.key_value(bucket))
+        return handles[bucket]
 
     def kv_get(self, bucket: str, key: str) -> Any | None:
-        """The current entry of ``key``, or None when absent or deleted."""
+        """The current entry of ``key``, or None when absent or deleted.
+
+        ``InvalidKVKey`` for a key the server would refuse.
+        """
+        check_kv_key(key)
         try:
             return self.run(self.kv(bucket).get(key))
         except KeyNotFoundError:
             return None
 
     def kv_put(self, bucket: str, key: str, value: bytes) -> int:
-        """Write ``value`` and return the new revision."""
+        """Write ``value`` and return the new revision (``InvalidKVKey`` for a bad key)."""
+        check_kv_key(key)
         return self.run(self.kv(bucket).put(key, value))
 
     def request(self, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
         """A request-reply round trip; returns the reply's data."""
-        reply = self.run(self.nc.request(subject, payload, timeout=timeout), timeout + 1)
+        reply = self.run(self.live().request(subject, payload, timeout=timeout), timeout + 1)
         return bytes(reply.data)
 
     def close(self) -> None:
         """Drain the connection and stop the loop thread."""
         if self._loop.is_closed():
             return
+        self._closing = True
         try:
             self.run(self.nc.drain(), timeout=5)
         except Exception:

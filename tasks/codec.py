@@ -7,8 +7,10 @@ its bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import msgpack
@@ -16,8 +18,10 @@ import msgpack
 from tasks.errors import InvalidRecord
 
 UNDECODABLE_KIND = "undecodable"
-# msgpack timestamp extension (type -1) decoded as an aware UTC ``datetime``.
-MSGPACK_TIMESTAMP_AS_DATETIME = 3
+# msgpack timestamps (extension type -1) are unpacked as ``msgpack.Timestamp``:
+# unpacking them straight into ``datetime`` raises OverflowError outside years
+# 1-9999, even in a column we never read. ``_with_datetimes`` converts them.
+MSGPACK_TIMESTAMP_AS_OBJECT = 0
 # Enough of a reason to act on, short enough for a log line or a dead letter.
 REASON_CHARS = 200
 
@@ -44,7 +48,7 @@ def decode_value(data: bytes) -> dict[str, Any]:
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors; deep nesting
         # blows the JSON parser's recursion limit instead.
         try:
-            decoded = msgpack.unpackb(data, raw=False, timestamp=MSGPACK_TIMESTAMP_AS_DATETIME)
+            decoded = msgpack.unpackb(data, raw=False, timestamp=MSGPACK_TIMESTAMP_AS_OBJECT)
             encoding = "msgpack"
         except (ValueError, TypeError, msgpack.UnpackException) as msgpack_error:
             # ValueError covers ExtraData, FormatError, StackError, bad UTF-8 and
@@ -53,17 +57,38 @@ def decode_value(data: bytes) -> dict[str, Any]:
                 f"neither JSON ({_reason(json_error)}) nor msgpack ({_reason(msgpack_error)})",
                 kind=UNDECODABLE_KIND,
             ) from None
-    return _require_str_map(decoded, encoding)
+    return _with_datetimes(_require_str_map(decoded, encoding))
 
 
 def is_soft_delete(record: Mapping[str, Any]) -> bool:
     """True when the loader marked the record deleted.
 
-    ``_sdc_deleted_at`` holds a timestamp (anything but null or an empty string),
-    or ``isdeleted`` is the boolean ``true`` (V1 booleans are real booleans).
+    Exactly two markers count: ``_sdc_deleted_at`` holding a timestamp, that is a
+    string that is not blank (the loader writes ISO date-times; it is not parsed)
+    or a ``datetime`` (a msgpack timestamp); or ``isdeleted`` being the boolean
+    ``true`` (V1 booleans are real booleans). Anything else (null, ``""``, ``0``,
+    ``false``, ``[]``, ``{}``, numbers, a msgpack timestamp outside years
+    1-9999, the string ``"true"`` in ``isdeleted``) is not a delete.
     """
     deleted_at = record.get("_sdc_deleted_at")
-    return (deleted_at is not None and deleted_at != "") or record.get("isdeleted") is True
+    marked = isinstance(deleted_at, datetime) or (
+        isinstance(deleted_at, str) and bool(deleted_at.strip())
+    )
+    return marked or record.get("isdeleted") is True
+
+
+def _with_datetimes(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with each top-level msgpack timestamp as an aware UTC ``datetime``.
+
+    One outside the ``datetime`` range stays a ``msgpack.Timestamp``: the mapping
+    drops it with a warning like any other value of the wrong type. Nested values
+    are left alone; no column we map holds a container.
+    """
+    for column, value in record.items():
+        if isinstance(value, msgpack.Timestamp):
+            with contextlib.suppress(OverflowError, ValueError, OSError):
+                record[column] = value.to_datetime()
+    return record
 
 
 def _require_str_map(decoded: Any, encoding: str) -> dict[str, Any]:

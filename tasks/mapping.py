@@ -32,13 +32,15 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tasks.errors import InvalidRecord
+from tasks.record_ids import ID_SHAPES, is_v1_id
+from tasks.value_repr import short_repr, type_name
 
 # --- The V2 write contract -------------------------------------------------------
 
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9_\-]*[a-z0-9]")
-# An sfid becomes part of a NATS KV key (``project.sfid.{sfid}``): Salesforce ids are
-# alphanumeric, platform ids are UUIDs. Anything else is not a V1 id.
-SFID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+# A slug becomes a NATS KV key (``project.slug.{slug}``) and a NATS request payload;
+# V1 slugs are short names. A longer one is an invalid record, never a huge key.
+SLUG_MAX_CHARS = 255
 
 PROJECT_STAGES: frozenset[str] = frozenset(
     {
@@ -125,8 +127,6 @@ DATE_SHAPE = re.compile(
     re.ASCII,
 )
 MAX_HOUR, MAX_MINUTE, MAX_SECOND = 23, 59, 59
-
-WARNING_VALUE_CHARS = 80
 
 
 # --- Results -----------------------------------------------------------------------
@@ -352,6 +352,10 @@ def _project_slug(record: Mapping[str, Any], sfid: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidRecord(f"project {sfid}: slug__c missing or not a string ({_show(value)})")
     slug = value.strip().lower()
+    if len(slug) > SLUG_MAX_CHARS:
+        raise InvalidRecord(
+            f"project {sfid}: slug__c is {len(slug)} characters, more than {SLUG_MAX_CHARS}"
+        )
     if not SLUG_PATTERN.fullmatch(slug):
         raise InvalidRecord(
             f"project {sfid}: slug__c {_show(value)} does not match {SLUG_PATTERN.pattern}"
@@ -375,8 +379,9 @@ def _parent_sfid(record: Mapping[str, Any], sfid: str) -> str | None:
     value = record.get(PROJECT_PARENT.documented)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if not isinstance(value, str) or not SFID_PATTERN.fullmatch(value):
-        raise InvalidRecord(f"project {sfid}: parent_project__c {_show(value)} is not an sfid")
+    if not isinstance(value, str) or not is_v1_id(value.strip()):
+        raise InvalidRecord(f"project {sfid}: parent_project__c {_show(value)} is not {ID_SHAPES}")
+    value = value.strip()
     if value == sfid:
         raise InvalidRecord(f"project {sfid}: parent_project__c is the project itself")
     return value
@@ -665,7 +670,7 @@ def _optional_id(builder: BodyBuilder, v2_field: str, source: FieldSource) -> st
     column, value = builder.pick(source)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if not isinstance(value, str) or not SFID_PATTERN.fullmatch(value.strip()):
+    if not isinstance(value, str) or not is_v1_id(value.strip()):
         builder.warn(v2_field, column, f"{_show(value)} is not an id; dropped")
         return None
     return value.strip()
@@ -843,9 +848,9 @@ def _valid_host(host: str | None) -> bool:
 def _required_id(record: Mapping[str, Any], column: str, owner: str) -> str:
     """An id column every record needs; InvalidRecord when missing or not an id."""
     value = record.get(column)
-    if not isinstance(value, str) or not SFID_PATTERN.fullmatch(value):
-        raise InvalidRecord(f"{owner}: {column} missing or not an id ({_show(value)})")
-    return value
+    if not isinstance(value, str) or not is_v1_id(value.strip()):
+        raise InvalidRecord(f"{owner}: {column} missing or not {ID_SHAPES} ({_show(value)})")
+    return value.strip()
 
 
 def _required_name(
@@ -862,13 +867,10 @@ def _required_name(
 
 
 def _show(value: Any) -> str:
-    """A short repr of a V1 value for a warning or an error message."""
-    text = repr(value)
-    if len(text) > WARNING_VALUE_CHARS:
-        return text[: WARNING_VALUE_CHARS - 3] + "..."
-    return text
+    """A short repr of a V1 value for a warning or an error message (bounded, never raises)."""
+    return short_repr(value)
 
 
 def _type_name(value: Any) -> str:
-    """The JSON-ish name of a value's type, for messages."""
-    return type(value).__name__
+    """The name of a value's type, for messages."""
+    return type_name(value)

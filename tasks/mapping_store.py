@@ -17,15 +17,23 @@ mapping (nothing may point at a deleted object); ``read`` shows it.
 Nothing is cached in the process: another worker may write a mapping at any
 moment (a parent created after its child's first attempt), and a KV read
 costs well under a millisecond.
+
+Every key is checked before it is used (``sync_core.nats_client.check_kv_key``):
+ids are validated at the edge (``tasks.record_ids``), so a key that still fails
+(a V2 uid outside the KV alphabet, say) is a ``PermanentError``
+``invalid_mapping_key``, never a write that would make the server drop the
+connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from nats.js.errors import APIError
 
-from sync_core.nats_client import SyncNats
+from sync_core.nats_client import InvalidKVKey, SyncNats, check_kv_key
+from tasks.errors import PermanentError
 from tasks.keylock import check_write_allowed
 
 PROJECT_SFID = "project.sfid."
@@ -56,6 +64,7 @@ class MappingStore:
 
     def read(self, key: str) -> str | None:
         """The mapping's raw value (the tombstone included), or None when absent or empty."""
+        _check_keys([key])
         entry = self._nats.kv_get(self.bucket, key)
         if entry is None or not entry.value:
             return None
@@ -77,6 +86,7 @@ class MappingStore:
 
     def clear_tombstone(self, key: str) -> bool:
         """Remove ``key`` when it holds the tombstone (and only then); True when removed."""
+        _check_keys([key])
         kv = self._nats.kv(self.bucket)
         entry = self._nats.kv_get(self.bucket, key)
         if entry is None or bytes(entry.value or b"").decode("utf-8").strip() != TOMBSTONE:
@@ -94,11 +104,16 @@ class MappingStore:
 
     def put(self, key: str, value: str) -> None:
         """Write one mapping (last write wins), only while the run's lease holds."""
+        _check_keys([key])
         check_write_allowed()
         self._nats.kv_put(self.bucket, key, value.encode("utf-8"))
 
     def put_many(self, values: dict[str, str]) -> None:
-        """Write several mappings in one round trip (concurrently, so in no set order)."""
+        """Write several mappings in one round trip (concurrently, so in no set order).
+
+        Nothing is written when one of the keys is invalid, or without the run's lease.
+        """
+        _check_keys(values)
         check_write_allowed()
         kv = self._nats.kv(self.bucket)
 
@@ -165,3 +180,12 @@ class MappingStore:
                 MEMBER_SFID + sfid: f"{committee_uid}{MEMBER_PLACE_SEPARATOR}{member_uid}",
             }
         )
+
+
+def _check_keys(keys: Iterable[str]) -> None:
+    """``PermanentError(invalid_mapping_key)`` when one of ``keys`` is not a KV key."""
+    for key in keys:
+        try:
+            check_kv_key(key)
+        except InvalidKVKey as error:
+            raise PermanentError(f"mapping {error}", kind="invalid_mapping_key") from None

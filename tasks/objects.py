@@ -144,6 +144,19 @@ class ObjectKind:
         """Put ``uid`` into the run's log fields (``project_uid``, ``committee_uid``…)."""
         raise NotImplementedError
 
+    def check_update(
+        self,
+        runtime: Runtime,
+        uid: str,
+        current: dict[str, Any],
+        merged: dict[str, Any],
+        identity: Identity,
+    ) -> None:
+        """Raise a ``SyncError`` when ``merged`` must not replace ``current`` (a parent cycle).
+
+        Called before every PUT; the default accepts everything.
+        """
+
 
 def sync_record(
     runtime: Runtime,
@@ -196,6 +209,7 @@ def update_existing(
         merged = merge_over(current.record, desired.body, kind.read_only)
         if not needs_update(current.record, merged, kind.read_only):
             return Outcome.UNCHANGED
+        kind.check_update(runtime, uid, current.record, merged, identity)
         try:
             service.update(uid, merged, current.etag, identity)
         except StaleRevision as error:

@@ -3,7 +3,9 @@
 Parent first: ``parent_project__c`` through the mapping ``project.sfid.{parent}``
 (missing means the parent is probably still queued: ``MissingMapping``), no
 parent means ROOT. A 409 on create (the slug exists) adopts the project that
-``slug_to_uid`` names, unless it belongs to another V1 project.
+``slug_to_uid`` names, unless it belongs to another V1 project. An update that
+moves a project under itself or one of its descendants in V2 is refused
+(``parent_cycle``, see ``tasks.parent_cycles``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tasks.identity import Identity
 from tasks.mapping import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.mapping_store import PROJECT_SFID, PROJECT_UID
 from tasks.objects import Desired, ObjectKind, log_mapping_warnings
+from tasks.parent_cycles import find_parent_problem
 from tasks.report import RunReport
 from tasks.runtime import Runtime
 from tasks.v2client import V2Service
@@ -86,6 +89,30 @@ class ProjectKind(ObjectKind):
 
     def note_uid(self, report: RunReport, uid: str) -> None:
         report.project_uid = uid
+
+    def check_update(
+        self,
+        runtime: Runtime,
+        uid: str,
+        current: dict[str, Any],
+        merged: dict[str, Any],
+        identity: Identity,
+    ) -> None:
+        """A new parent must not be the project itself or below it in V2 (``parent_cycle``).
+
+        Walks only when the parent changes: an unchanged parent sends nothing new.
+        """
+        parent_uid = merged.get("parent_uid")
+        if not isinstance(parent_uid, str) or parent_uid == current.get("parent_uid"):
+            return
+
+        def parent_of(ancestor: str) -> str | None:
+            value = runtime.projects.get(ancestor, identity).record.get("parent_uid")
+            return value if isinstance(value, str) and value else None
+
+        problem = find_parent_problem(uid, parent_uid, parent_of, runtime.root_uid())
+        if problem is not None:
+            raise PermanentError(problem.message, kind=problem.kind)
 
 
 PROJECTS = ProjectKind()

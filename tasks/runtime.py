@@ -93,7 +93,7 @@ class Runtime:
             nats_client.close()
             raise
 
-    def identity_for(self, last_modified_by: str | None) -> Identity:
+    def identity_for(self, last_modified_by: object) -> Identity:
         """The identity V2 calls for a record modified by ``last_modified_by`` are made as."""
         return self.users.identity_for(last_modified_by)
 

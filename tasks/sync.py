@@ -63,6 +63,7 @@ from tasks.metrics import (
 from tasks.objects import ObjectKind, sync_record
 from tasks.outcomes import Outcome, count_outcome, dead_letter_outcome, outcome_label
 from tasks.projects import PROJECTS
+from tasks.record_ids import check_key_id, checked_record
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
 from tasks.state_store import parked_pending, retry_pending
@@ -356,6 +357,8 @@ def sync_entry(
 ) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
     object_type = check_object_type(runtime, report)
+    # Before the key is used at all: ids are validated at the edge (invalid_record).
+    key_id = check_key_id(report.key)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
     check_fresh(runtime, report, force)
@@ -374,7 +377,7 @@ def sync_entry(
         value = bytes(entry.value or b"")
         if is_empty(value):
             skip(report, "empty_value", logging.INFO)
-        record = decode_value(value)
+        record = checked_record(object_type, key_id, decode_value(value))
         if is_soft_delete(record):
             return run_delete(runtime, report, kind, sfid, record, release_delete_budget)
         if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):

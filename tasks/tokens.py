@@ -23,8 +23,8 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from tasks.errors import TransientError
-from tasks.identity import Identity
+from tasks.errors import PermanentError, TransientError
+from tasks.identity import Identity, is_safe_identity
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings
@@ -109,8 +109,16 @@ class TokenMinter:
 
         Returns the cached token while it has more than ``REUSE_MARGIN_SECONDS``
         left, else signs a new one. Raises ``TransientError`` when the kid must
-        come from the JWKS and the JWKS cannot be fetched.
+        come from the JWKS and the JWKS cannot be fetched, and
+        ``PermanentError(unsafe_identity)`` for an identity whose ``principal``,
+        ``sub`` or ``X-On-Behalf-Of`` fails ``tasks.identity.is_safe_identity``
+        (the user directory never hands one out: this is the last guard before
+        a header a server would refuse).
         """
+        if not is_safe_identity(identity):
+            raise PermanentError(
+                "the identity cannot be carried by the token and headers", kind="unsafe_identity"
+            )
         cache_key = (audience, identity)
         now = self._clock()
         with self._cache_lock:

@@ -31,8 +31,16 @@ from tasks.cached_directory import (
     DirectorySpec,
     LookupFailure,
 )
-from tasks.identity import MACHINE_SUFFIX, Identity, fallback_identity, machine_identity
+from tasks.identity import (
+    MACHINE_SUFFIX,
+    Identity,
+    fallback_identity,
+    is_safe_header_name,
+    machine_identity,
+    safe_email,
+)
 from tasks.v1api import V1ApiFetcher
+from tasks.value_repr import short_repr, short_text, type_name
 
 if TYPE_CHECKING:
     from sync_core.nats_client import SyncNats
@@ -46,6 +54,9 @@ USERS_PATH = "v1/users/"
 # Platform ids are Salesforce-style ids or UUIDs; anything else cannot be a KV
 # key token safely and is not looked up.
 PLATFORM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# A user service answer's text fields are kept up to this length (a longer
+# username is unusable anyway); the cache entry stays far below NATS's max payload.
+USER_FIELD_MAX_CHARS = 1024
 
 
 class UserLookupError(LookupFailure):
@@ -148,25 +159,27 @@ class CachedUser:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    """A text field of an answer or cache entry: "" unless a string of sane length."""
+    return value if isinstance(value, str) and len(value) <= USER_FIELD_MAX_CHARS else ""
 
 
 def is_safe_username(username: str) -> bool:
     """A username fit for ``principal``/``sub`` and the ``X-On-Behalf-Of`` header.
 
-    Not empty, no ``@`` (it would read as an email or a machine client), no
-    space or other whitespace or control character (header injection).
+    See ``tasks.identity.is_safe_header_name``: visible ASCII without ``@``,
+    bounded in length.
     """
-    return bool(username) and all(
-        ch != "@" and ch.isprintable() and not ch.isspace() for ch in username
-    )
+    return is_safe_header_name(username)
 
 
 def user_identity(user: CachedUser) -> Identity | None:
-    """The impersonated identity of a looked-up user; None when it cannot be used."""
+    """The impersonated identity of a looked-up user; None when it cannot be used.
+
+    An e-mail that ``safe_email`` refuses is left out of the token.
+    """
     if user.error or not is_safe_username(user.username):
         return None
-    email = user.email.strip() or None
+    email = safe_email(user.email)
     return Identity(
         principal=user.username, sub=user.username, email=email, on_behalf_of=user.username
     )
@@ -229,20 +242,35 @@ class UserDirectory:
     def __repr__(self) -> str:
         return f"UserDirectory(bucket={self._cache.bucket!r}, fresh_for={self._cache.fresh_for})"
 
-    def identity_for(self, last_modified_by: str | None) -> Identity:
+    def identity_for(self, last_modified_by: object) -> Identity:
         """The identity for a record last modified by ``last_modified_by``.
 
         Machine clients are used as they are and never looked up; platform ids
-        are looked up; everything else, and every failure, gets the fallback
-        identity with a WARNING naming ``platform_id``. Never raises.
+        are looked up; everything else (a value that is not a string: number,
+        list, map, msgpack bytes…; a string that is not an id), and every
+        failure, gets the fallback identity with a WARNING naming ``platform_id``
+        (bounded). Null and blank are the fallback without a warning. Never raises.
         """
-        value = (last_modified_by or "").strip()
+        if last_modified_by is None:
+            return self._fallback
+        if not isinstance(last_modified_by, str):
+            log.warning(
+                "lastmodifiedbyid is not a string",
+                extra={
+                    "platform_id": short_repr(last_modified_by),
+                    "type": type_name(last_modified_by),
+                },
+            )
+            return self._fallback
+        value = last_modified_by.strip()
         if not value:
             return self._fallback
         if value.endswith(MACHINE_SUFFIX):
             return self._machine(value)
         if not PLATFORM_ID_PATTERN.fullmatch(value):
-            log.warning("lastmodifiedbyid is not a platform id", extra={"platform_id": value})
+            log.warning(
+                "lastmodifiedbyid is not a platform id", extra={"platform_id": short_text(value)}
+            )
             return self._fallback
         user = self._safe_lookup(value)
         if user is None:
@@ -252,7 +280,11 @@ class UserDirectory:
             reason = user.error or "unusable username"
             log.warning(
                 "V1 user cannot be impersonated",
-                extra={"platform_id": value, "username": user.username, "reason": reason},
+                extra={
+                    "platform_id": value,
+                    "username": short_text(user.username),
+                    "reason": reason,
+                },
             )
             return self._fallback
         return identity
@@ -298,7 +330,7 @@ class UserDirectory:
     def _machine(self, value: str) -> Identity:
         name = value.removesuffix(MACHINE_SUFFIX)
         if not is_safe_username(name):
-            log.warning("unusable machine client id", extra={"platform_id": value})
+            log.warning("unusable machine client id", extra={"platform_id": short_text(value)})
             return self._fallback
         return machine_identity(value)
 

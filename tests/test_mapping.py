@@ -30,6 +30,7 @@ from tasks.mapping import (
     needs_update,
     to_date,
 )
+from tasks.record_ids import is_v1_id
 from tests.v1_examples import committee, project
 
 # --- The V2 contract, restated -------------------------------------------------------
@@ -281,8 +282,11 @@ def test_an_empty_documented_url_still_wins_and_means_no_url() -> None:
         ({"slug__c": "tlf\nx"}, "does not match"),
         ({"slug__c": "zürich"}, "does not match"),
         ({"slug__c": "İstanbul"}, "does not match"),  # lower() gives a dotted i + combining dot
-        ({"parent_project__c": 42}, "parent_project__c 42 is not an sfid"),
-        ({"parent_project__c": "not an id"}, "is not an sfid"),
+        (
+            {"parent_project__c": 42},
+            "parent_project__c 42 is not an 18-character Salesforce id or a UUID",
+        ),
+        ({"parent_project__c": "not an id"}, "is not an 18-character"),
         ({"parent_project__c": "a0941000002wBz9AAE"}, "is the project itself"),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else None,
@@ -792,7 +796,7 @@ def test_a_committee_body_never_carries_v2_owned_fields(extra: dict[str, Any]) -
         ({"mailing_list__c": 5}, "mailing_list__c missing or blank"),
         ({"project_name__c": None}, "project_name__c missing"),
         ({"project_name__c": ""}, "project_name__c missing"),
-        ({"project_name__c": "The Linux Foundation"}, "project_name__c missing or not an id"),
+        ({"project_name__c": "The Linux Foundation"}, "project_name__c missing or not an 18"),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else None,
 )
@@ -1128,12 +1132,12 @@ def test_map_project_returns_a_contract_body_or_raises_invalid_record(
 def test_a_project_with_its_required_fields_always_maps(
     required: dict[str, Any], rest: dict[str, Any]
 ) -> None:
-    # Only the parent can still make it invalid: it must be an sfid or nothing.
+    # Only the parent can still make it invalid: it must be a V1 id or nothing.
     parent = rest.get("parent_project__c")
     assume(
         parent is None
         or (isinstance(parent, str) and not parent.strip())
-        or (isinstance(parent, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", parent))
+        or (isinstance(parent, str) and is_v1_id(parent.strip()))
     )
     assume(parent != required["sfid"])
     fields = map_project({**rest, **required})

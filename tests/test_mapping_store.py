@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sync_core.nats_client import SyncNats
+from tasks.errors import PermanentError
 from tasks.mapping_store import MappingStore
 
 BUCKET = "v1-mappings"
@@ -53,3 +56,17 @@ def test_last_write_wins(sync_nats: SyncNats) -> None:
     store.put("project.slug.tlf", "old")
     store.put("project.slug.tlf", UID)
     assert store.project_uid_by_slug("tlf") == UID
+
+
+def test_a_mapping_key_the_kv_would_refuse_is_a_permanent_error(sync_nats: SyncNats) -> None:
+    store = MappingStore(sync_nats, BUCKET)
+    for uid in ("x" * 5000, "uid with spaces", "ü"):
+        with pytest.raises(PermanentError) as caught:
+            store.record_project(SFID, "tlf", uid)
+        assert caught.value.kind == "invalid_mapping_key"
+        assert len(caught.value.message) < 200
+    assert store.project_uid(SFID) is None  # nothing of the failed writes landed
+    with pytest.raises(PermanentError):
+        store.project_sfid("x" * 5000)
+    store.record_project(SFID, "tlf", UID)  # the connection is still fine
+    assert store.project_uid(SFID) == UID
