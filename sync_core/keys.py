@@ -1,12 +1,14 @@
 """The V1 key codec: which object type a ``v1-objects`` key names, and its record id.
 
 Keys are ``<schema>-<table>.<id>``. Both the bridge and the operator commands need
-this, so it sits in the shared core; it does no I/O.
+this, so it sits in the shared core; it does no I/O. It also holds the rules of
+a key NATS KV accepts (``is_valid_kv_key``), which every KV write checks.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 
 KEY_SEPARATOR = "."
@@ -38,3 +40,37 @@ def parse_key(key: str) -> tuple[ObjectType | None, str]:
     if not separator or not record_id:
         return None, record_id
     return KEY_PREFIXES.get(prefix), record_id
+
+
+# The key alphabet of NATS KV (nats.go's and nats-py's check), with the subject
+# rules a key must also meet: no empty token, so no leading, trailing or double dot.
+KV_KEY_PATTERN = re.compile(r"[-/_=.a-zA-Z0-9]+")
+# Far below nats-server's 4096-byte control line, which also carries the
+# ``$KV.{bucket}.`` prefix, a reply inbox and the sizes.
+KV_KEY_MAX_CHARS = 1024
+KEY_PREVIEW_CHARS = 60
+
+
+class InvalidKVKey(ValueError):
+    """A key NATS KV would refuse (or that would make the server drop the connection)."""
+
+
+def is_valid_kv_key(key: object) -> bool:
+    """Whether ``key`` is a KV key the server accepts."""
+    return (
+        isinstance(key, str)
+        and 0 < len(key) <= KV_KEY_MAX_CHARS
+        and KV_KEY_PATTERN.fullmatch(key) is not None
+        and not key.startswith(".")
+        and not key.endswith(".")
+        and ".." not in key
+    )
+
+
+def check_kv_key(key: str) -> str:
+    """``key`` itself, or ``InvalidKVKey`` naming (the start of) it."""
+    if not is_valid_kv_key(key):
+        preview = key[:KEY_PREVIEW_CHARS] if isinstance(key, str) else type(key).__name__
+        length = len(key) if isinstance(key, str) else 0
+        raise InvalidKVKey(f"not a valid KV key ({length} characters): {preview!r}")
+    return key

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
@@ -29,6 +28,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from sync_core.keys import check_kv_key
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 
 log = logging.getLogger(__name__)
@@ -37,39 +37,6 @@ OBJECTS_BUCKET_HISTORY = 20
 DEFAULT_TIMEOUT = 10.0
 
 T = TypeVar("T")
-
-# The key alphabet of NATS KV (nats.go's and nats-py's check), with the subject
-# rules a key must also meet: no empty token, so no leading, trailing or double dot.
-KV_KEY_PATTERN = re.compile(r"[-/_=.a-zA-Z0-9]+")
-# Far below nats-server's 4096-byte control line, which also carries the
-# ``$KV.{bucket}.`` prefix, a reply inbox and the sizes.
-KV_KEY_MAX_CHARS = 1024
-KEY_PREVIEW_CHARS = 60
-
-
-class InvalidKVKey(ValueError):
-    """A key NATS KV would refuse (or that would make the server drop the connection)."""
-
-
-def is_valid_kv_key(key: object) -> bool:
-    """Whether ``key`` is a KV key the server accepts."""
-    return (
-        isinstance(key, str)
-        and 0 < len(key) <= KV_KEY_MAX_CHARS
-        and KV_KEY_PATTERN.fullmatch(key) is not None
-        and not key.startswith(".")
-        and not key.endswith(".")
-        and ".." not in key
-    )
-
-
-def check_kv_key(key: str) -> str:
-    """``key`` itself, or ``InvalidKVKey`` naming (the start of) it."""
-    if not is_valid_kv_key(key):
-        preview = key[:KEY_PREVIEW_CHARS] if isinstance(key, str) else type(key).__name__
-        length = len(key) if isinstance(key, str) else 0
-        raise InvalidKVKey(f"not a valid KV key ({length} characters): {preview!r}")
-    return key
 
 
 async def connect(url: str, name: str) -> Client:

@@ -24,6 +24,7 @@ each other's update.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -32,9 +33,13 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from sync_core.keys import is_valid_kv_key
+
 DEFAULT_STATE_BUCKET = "v1-sync-state"
 
 DEAD_LETTER_PREFIX = "deadletter."
+# Under ``deadletter.``: letters of keys KV cannot hold, stored by digest.
+UNSTORABLE_KEY_TOKEN = "unstorable"  # noqa: S105 (a key token, not a secret)
 PARKED_PREFIX = "parked."
 RECONCILER_LEASE_KEY = "reconciler.lease"
 RECONCILER_SWEEP_KEY = "reconciler.sweep"
@@ -207,8 +212,16 @@ def parked_filter(parent_key: str) -> str:
 
 
 def dead_letter_key(key: str) -> str:
-    """Where the dead letter of V1 key ``key`` is stored."""
-    return DEAD_LETTER_PREFIX + key
+    """Where the dead letter of V1 key ``key`` is stored.
+
+    A key KV cannot hold (one published raw to the stream, outside the key
+    alphabet or too long) is stored under a digest of it; the letter itself
+    keeps the key.
+    """
+    stored = DEAD_LETTER_PREFIX + key
+    if is_valid_kv_key(stored):
+        return stored
+    return f"{DEAD_LETTER_PREFIX}{UNSTORABLE_KEY_TOKEN}.{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def decode_state(raw: bytes | None, key: str) -> SyncState:

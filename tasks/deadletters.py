@@ -16,7 +16,6 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 LIST_IDLE_TIMEOUT = 10.0
 LIST_TIMEOUT = 120.0
 ERROR_MESSAGE_CHARS = 1000
-VALID_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ class DeadLetterStore:
     def get(self, task_id: str) -> DeadLetter | None:
         """The dead letter with id ``task_id`` (``key@revision``), or None."""
         key, _, revision = task_id.rpartition("@")
-        if not key or not revision.isdigit() or not _valid_key(key):
+        if not key or not revision.isdigit():
             return None
         letter, _ = self._read(key)
         return letter if letter is not None and letter.id == task_id else None
@@ -259,8 +257,3 @@ class DeadLetterStore:
         finally:
             await watcher.stop()
         return found
-
-
-def _valid_key(key: str) -> bool:
-    """Whether ``key`` can be a KV key (a typo in a task id must not raise)."""
-    return bool(VALID_KEY.match(key)) and not key.startswith(".") and not key.endswith(".")

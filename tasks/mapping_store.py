@@ -18,7 +18,7 @@ Nothing is cached in the process: another worker may write a mapping at any
 moment (a parent created after its child's first attempt), and a KV read
 costs well under a millisecond.
 
-Every key is checked before it is used (``sync_core.nats_client.check_kv_key``):
+Every key is checked before it is used (``sync_core.keys.check_kv_key``):
 ids are validated at the edge (``tasks.record_ids``), so a key that still fails
 (a V2 uid outside the KV alphabet, say) is a ``PermanentError``
 ``invalid_mapping_key``, never a write that would make the server drop the
@@ -32,7 +32,8 @@ from collections.abc import Iterable
 
 from nats.js.errors import APIError
 
-from sync_core.nats_client import InvalidKVKey, SyncNats, check_kv_key
+from sync_core.keys import InvalidKVKey, check_kv_key
+from sync_core.nats_client import SyncNats
 from tasks.errors import PermanentError
 from tasks.keylock import check_write_allowed
 

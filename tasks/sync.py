@@ -43,7 +43,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
-from sync_core.keys import ObjectType, parse_key
+from sync_core.keys import ObjectType, is_valid_kv_key, parse_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
@@ -292,8 +292,11 @@ def remember(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLo
     letter and parked index entry, and release the children parked on the
     key's own mapping. A retry stores its due time, a parked run its parent.
     Failures here are logged: the reconciler re-drives a key whose state was
-    not written.
+    not written. A key KV cannot hold has no state (the reconciler could never
+    see it in ``v1-objects`` either); its dead letter is all there is.
     """
+    if not is_valid_kv_key(report.key):
+        return
     token = lease.token if lease.held else None
     try:
         if outcome is Outcome.PARKED and report.pending is not None:

@@ -182,11 +182,18 @@ def worker_stack() -> Iterator[None]:
 # --- the identity half ----------------------------------------------------------------
 
 
+class NoUserService:
+    """A user fetcher that must not be called: ``ScriptedDirectory`` answers itself."""
+
+    def fetch(self, platform_id: str) -> dict[str, Any]:
+        raise AssertionError(f"the user service was called for {platform_id}")
+
+
 class ScriptedDirectory(UserDirectory):
     """The real rules, with the V1 user service answer given by the test."""
 
     def __init__(self, username: Any, email: Any) -> None:
-        super().__init__(None, "v1-mappings", None, client_id=CLIENT_ID)  # type: ignore[arg-type]
+        super().__init__(None, "v1-mappings", NoUserService(), client_id=CLIENT_ID)  # type: ignore[arg-type]
         self.user = CachedUser(
             "0032M00002XyZabQAB",
             username if isinstance(username, str) else "",
@@ -385,7 +392,7 @@ def test_any_key_is_checked_before_it_is_used(key_id: str) -> None:
         assert_defined(error, {"invalid_record"})
         return
     assert checked == key_id
-    from sync_core.nats_client import is_valid_kv_key
+    from sync_core.keys import is_valid_kv_key
 
     assert is_valid_kv_key(key)
     assert is_valid_kv_key(f"project.sfid.{checked}")

@@ -13,13 +13,8 @@ import time
 
 import pytest
 
-from sync_core.nats_client import (
-    KV_KEY_MAX_CHARS,
-    InvalidKVKey,
-    SyncNats,
-    check_kv_key,
-    is_valid_kv_key,
-)
+from sync_core.keys import KV_KEY_MAX_CHARS, InvalidKVKey, check_kv_key, is_valid_kv_key
+from sync_core.nats_client import SyncNats
 from tests.conftest import MAPPINGS_BUCKET
 
 WAIT_SECONDS = 10.0

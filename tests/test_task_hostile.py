@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from sync_core.broker import task_id_for
-from tasks.deadletters import DeadLetter, DeadLetterStore
+from tasks.deadletters import DeadLetter
 from tests.test_task_sync import (  # noqa: F401 - fixtures
     MACHINE_USER,
     Stack,
@@ -59,7 +59,7 @@ def hs(st: Stack) -> Iterator[Stack]:  # noqa: F811 - the fixture of test_task_s
 
 
 def letter_of(st: Stack, key: str, revision: int) -> DeadLetter:  # noqa: F811
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.runtime.dead_letters.get(task_id_for(key, revision))
     assert letter is not None, f"no dead letter for {key}@{revision}"
     return letter
 

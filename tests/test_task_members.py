@@ -135,11 +135,11 @@ def test_notifications_are_sent_when_enabled(st: Stack) -> None:
 def test_failed_user_and_organization_lookups_still_sync(st: Stack) -> None:
     committee_sfid, _ = synced_committee(st)
     key, member = new_member(
-        committee_sfid, contact_name__c="0031000001NoSuchAAB", account__c="0014100000NoSuchAAB"
+        committee_sfid, contact_name__c="003100000NoSuchAAB", account__c="001410000NoSuchAAB"
     )
     assert st.sync(key, st.put(key, member)) == "created"
     stored = st.sandbox.members[member_place(st, member["sfid"])[1]]
-    assert stored["organization"] == {"id": "0014100000NoSuchAAB"}
+    assert stored["organization"] == {"id": "001410000NoSuchAAB"}
     assert not {"username", "first_name", "last_name"} & stored.keys()
 
 
