@@ -15,7 +15,8 @@ One run, in order:
    committee.
 5. Transient errors retry with exponential backoff and full jitter up to
    ``SYNC_RETRY_MAX``; permanent errors, and transient ones once the budget is
-   spent, become dead letters.
+   spent, become dead letters; such a run ends as a Celery FAILURE
+   (``DeadLettered``, declared in ``throws``: one INFO line, no traceback).
 
 Every run ends in one INFO line with its ``outcome``, one count in
 ``v1sync_task_outcomes_total`` and one in the per-minute Redis counters.
@@ -36,7 +37,7 @@ from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
 from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.committees import COMMITTEES
-from tasks.errors import PermanentError, SyncError, TransientError
+from tasks.errors import DeadLettered, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
 from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
 from tasks.objects import ObjectKind, sync_record
@@ -84,7 +85,15 @@ class Finished(Exception):
 
 
 # shared=False: a shared task would join every Celery app of the process.
-@app.task(name=SYNC_TASK_NAME, bind=True, max_retries=None, ignore_result=True, shared=False)
+# throws: a dead letter ends the run as FAILURE, logged as one INFO line (no traceback).
+@app.task(
+    name=SYNC_TASK_NAME,
+    bind=True,
+    max_retries=None,
+    ignore_result=True,
+    shared=False,
+    throws=(DeadLettered,),
+)
 def sync_kv_entry(
     self: Task,
     key: str,
@@ -95,6 +104,8 @@ def sync_kv_entry(
     force: bool = False,
 ) -> str:
     """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
+
+    A dead-lettered run raises ``DeadLettered`` instead (FAILURE in Flower).
 
     ``attempt`` counts the error retries so far, ``lock_waits`` the returns
     after finding the key locked; ``force`` (re-syncs by hand) ignores the
@@ -119,6 +130,9 @@ def sync_kv_entry(
             max_retries=None,
             kwargs={**_retry_kwargs(self), **retry_kwargs},
         )
+    if outcome is Outcome.DEAD_LETTERED:
+        # The dead letter is stored: FAILURE in Flower, with its kind and message.
+        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
     return outcome.value
 
 
