@@ -33,6 +33,8 @@ class RunReport:
     error_message: str | None = None
     status: int | None = None
     countdown: float | None = None
+    # What the mapping dropped or changed (logged one line each, not in ``fields()``).
+    warnings: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)
 
     def context(self) -> dict[str, Any]:

@@ -35,8 +35,8 @@ from sync_core.broker import OPERATIONS, SYNC_TASK_NAME
 from sync_core.keys import ObjectType, parse_key
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
-from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.committees import COMMITTEES
+from tasks.decisions import read_value, should_retry, skip_for_key
 from tasks.errors import DeadLettered, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
 from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
@@ -168,7 +168,7 @@ def run_sync(
         failure = TransientError(message, kind="unexpected_error")
     report.error_kind, report.error_message = failure.kind, failure.message
     report.status = failure.status
-    if failure.transient and report.attempt < settings.sync_retry_max:
+    if should_retry(failure, report.attempt, settings.sync_retry_max):
         report.countdown = _countdown(runtime, report.attempt, failure.retry_after)
         return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
     try:
@@ -198,12 +198,12 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
             raise Finished(Outcome.SKIPPED, "revision_not_in_bucket")
-        value = bytes(entry.value or b"")
-        if is_empty(value):
-            skip(report, "empty_value", logging.INFO)
-        record = decode_value(value)
-        if is_soft_delete(record):
+        reading = read_value(bytes(entry.value or b""))
+        if reading.skip is not None:
+            skip(report, reading.skip.reason, reading.skip.log_level)
+        if reading.soft_delete:
             return not_implemented_delete(runtime, report)
+        record = reading.record or {}
         identity = runtime.identity_for(record.get("lastmodifiedbyid"))
         report.username = identity.username
         outcome = sync_record(runtime, KINDS[object_type], record, identity, report)
@@ -214,13 +214,12 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
 def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
     """The key's object type, or ``Finished(skipped)`` for what we do not sync."""
     object_type, _ = parse_key(report.key)
-    if object_type is None:
-        skip(report, "unknown_prefix", logging.DEBUG)
-    report.object_type = object_type.value
-    if object_type is ObjectType.COMMITTEE_MEMBER:
-        skip(report, "members_not_synced_yet", logging.DEBUG)
-    if object_type is ObjectType.COMMITTEE and runtime.committees is None:
-        skip(report, "no_committee_service", logging.WARNING)
+    if object_type is not None:
+        report.object_type = object_type.value
+    reason = skip_for_key(object_type, runtime.committees is not None)
+    if reason is not None:
+        skip(report, reason.reason, reason.log_level)
+    assert object_type is not None  # skip_for_key skips unknown prefixes
     return object_type
 
 

@@ -255,6 +255,9 @@ class UserDirectory:
         lock_stale_after: seconds after which another worker's lock is taken over.
         lock_wait: seconds a caller waits for another worker's lookup.
         clock: the time source (Unix seconds) for cache ages and lock times.
+        cache_writes: False for a dry run (``explain``): the cache is read, never
+            written, no lock is taken and nothing is refreshed; a user not in
+            the cache is fetched from the user service and not cached.
 
     Thread-safe; one per worker process. ``close()`` stops the refresh threads.
     """
@@ -270,7 +273,9 @@ class UserDirectory:
         lock_stale_after: float = DEFAULT_LOCK_STALE_AFTER_SECONDS,
         lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS,
         clock: Callable[[], float] = time.time,
+        cache_writes: bool = True,
     ) -> None:
+        self.cache_writes = cache_writes
         self._nats = nats
         self._bucket = mappings_bucket
         self._fetcher = fetcher
@@ -328,11 +333,18 @@ class UserDirectory:
         A stale entry is returned at once and refreshed in the background.
         """
         cached = self._read(platform_id)
+        if not self.cache_writes:
+            return cached if cached is not None else self._fetch(platform_id, previous=None)
         if cached is not None:
             if not self._is_fresh(cached):
                 self._refresh_in_background(platform_id)
             return cached
         return self._fetch_under_lock(platform_id, wait=True)
+
+    def cached(self, platform_id: str) -> tuple[CachedUser | None, bool]:
+        """The cache entry of ``platform_id`` (None when absent) and whether it is fresh."""
+        user = self._read(platform_id)
+        return user, user is not None and self._is_fresh(user)
 
     def close(self) -> None:
         """Stop the background refreshes (a running one finishes first)."""
@@ -494,11 +506,14 @@ def _lock_time(raw: bytes | None) -> float | None:
         return None
 
 
-def user_directory_from_settings(settings: WorkerSettings, nats: SyncNats) -> UserDirectory:
+def user_directory_from_settings(
+    settings: WorkerSettings, nats: SyncNats, *, cache_writes: bool = True
+) -> UserDirectory:
     """The worker's directory: V1 user service via Auth0, cache in ``v1-mappings``."""
     return UserDirectory(
         nats,
         settings.v1_mappings_bucket,
         V1UserFetcher(settings),
         client_id=settings.heimdall_client_id,
+        cache_writes=cache_writes,
     )

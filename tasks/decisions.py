@@ -1,0 +1,58 @@
+"""The pure decisions of a sync run, shared by the task and ``explain``.
+
+Which keys are skipped, what a KV value asks for, and whether an error is
+retried or dead-lettered: the task (``tasks.sync``) acts on these answers,
+and ``v1-sync-helper explain`` reports them without acting, so the two can
+never disagree. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sync_core.keys import ObjectType
+from tasks.codec import decode_value, is_empty, is_soft_delete
+from tasks.errors import SyncError
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The run ends as ``skipped`` for ``reason``, logged at ``log_level``."""
+
+    reason: str
+    log_level: int
+
+
+def skip_for_key(object_type: ObjectType | None, committees_enabled: bool) -> Skip | None:
+    """Why a key of ``object_type`` is not synced, or None when it is."""
+    if object_type is None:
+        return Skip("unknown_prefix", logging.DEBUG)
+    if object_type is ObjectType.COMMITTEE_MEMBER:
+        return Skip("members_not_synced_yet", logging.DEBUG)
+    if object_type is ObjectType.COMMITTEE and not committees_enabled:
+        return Skip("no_committee_service", logging.WARNING)
+    return None
+
+
+@dataclass(frozen=True)
+class ValueReading:
+    """What a PUT's value asks for: a record to sync, a soft delete, or a skip."""
+
+    record: dict[str, Any] | None = None
+    soft_delete: bool = False
+    skip: Skip | None = None
+
+
+def read_value(value: bytes) -> ValueReading:
+    """Read a ``v1-objects`` value; raises ``InvalidRecord`` when it cannot be decoded."""
+    if is_empty(value):
+        return ValueReading(skip=Skip("empty_value", logging.INFO))
+    record = decode_value(value)
+    return ValueReading(record=record, soft_delete=is_soft_delete(record))
+
+
+def should_retry(error: SyncError, attempt: int, retry_max: int) -> bool:
+    """Whether ``error`` on try ``attempt`` (0 first) is retried rather than dead-lettered."""
+    return error.transient and attempt < retry_max
