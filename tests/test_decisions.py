@@ -1,0 +1,68 @@
+"""The pure decisions shared by the task and ``explain``, and the dead-letter failure."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from sync_core.keys import ObjectType
+from tasks.decisions import read_value, should_retry, skip_for_key
+from tasks.errors import DeadLettered, InvalidRecord, PermanentError, TransientError
+from tasks.mapping import FieldChange, field_changes, needs_update
+
+
+@pytest.mark.parametrize(
+    ("object_type", "committees", "reason"),
+    [
+        (None, True, "unknown_prefix"),
+        (ObjectType.COMMITTEE_MEMBER, True, "members_not_synced_yet"),
+        (ObjectType.COMMITTEE, False, "no_committee_service"),
+        (ObjectType.COMMITTEE, True, None),
+        (ObjectType.PROJECT, False, None),
+    ],
+)
+def test_skip_for_key(object_type: ObjectType | None, committees: bool, reason: str | None) -> None:
+    skip = skip_for_key(object_type, committees)
+    assert (skip.reason if skip else None) == reason
+
+
+def test_read_value_skips_empty_values_and_spots_soft_deletes() -> None:
+    empty = read_value(b"  \n")
+    assert empty.skip is not None
+    assert (empty.skip.reason, empty.skip.log_level) == ("empty_value", logging.INFO)
+    assert read_value(b'{"sfid": "a", "isdeleted": true}').soft_delete
+    live = read_value(b'{"sfid": "a"}')
+    assert (live.record, live.soft_delete, live.skip) == ({"sfid": "a"}, False, None)
+    with pytest.raises(InvalidRecord):
+        read_value(b"\xff not a record")
+
+
+def test_should_retry_only_transient_errors_within_the_budget() -> None:
+    transient = TransientError("later", kind="timeout")
+    assert should_retry(transient, 0, 3)
+    assert not should_retry(transient, 3, 3)
+    assert not should_retry(PermanentError("never", kind="v2_validation"), 0, 3)
+
+
+def test_field_changes_name_each_difference_and_agree_with_needs_update() -> None:
+    read_only = frozenset({"uid"})
+    current = {"uid": "u1", "name": "Old", "public": True, "stage": "Active", "gone": None}
+    desired = {"uid": "u2", "name": "New", "public": 1, "stage": "Active", "extra": "x"}
+    assert field_changes(current, desired, read_only) == (
+        FieldChange("extra", None, "x"),
+        FieldChange("name", "Old", "New"),
+        FieldChange("public", True, 1),
+    )
+    assert needs_update(current, desired, read_only)
+    assert field_changes(current, dict(current, uid="other"), read_only) == ()
+    assert not needs_update(current, dict(current, uid="other"), read_only)
+
+
+def test_dead_lettered_is_one_line_and_survives_pickling() -> None:
+    error = DeadLettered("v2_validation", "400 Bad Request:\n  slug must\tmatch")
+    assert str(error) == "v2_validation: 400 Bad Request: slug must match"
+    assert repr(error) == "DeadLettered('v2_validation', '400 Bad Request: slug must match')"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.kind, copy.message) == (error.kind, error.message)
