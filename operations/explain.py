@@ -25,13 +25,13 @@ from sync_core.keys import parse_key
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
 from tasks.deadletters import DeadLetterStore
-from tasks.decisions import read_value, should_retry, skip_for_key
-from tasks.errors import SyncError
+from tasks.decisions import delete_skip, read_value, should_retry, skip_for_key
+from tasks.deletes import DeleteBudget, delete_identity, deleting_user
+from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, SyncError
 from tasks.identity import MACHINE_SUFFIX, Identity
 from tasks.mapping import field_changes
 from tasks.mapping_store import MappingStore
-from tasks.objects import ObjectKind, planned_update
-from tasks.outcomes import Outcome
+from tasks.objects import ALREADY_GONE_REASON, Desired, ObjectKind, planned_update
 from tasks.report import OTHER_OBJECT_TYPE, RunReport
 from tasks.runtime import Runtime, redis_client_for
 from tasks.sync import DELETE_OPERATIONS, KINDS, synced_revision
@@ -43,6 +43,7 @@ NATS_CLIENT_NAME = "v1-sync-helper-explain"
 # What a create's mappings point at before V2 has answered with the uid.
 NEW_UID = "<uid from the create answer>"
 REDACTED = "<redacted>"
+HTTP_NOT_FOUND = 404
 # V1 tables hold no credentials; should a column ever look like one, it is not shown.
 SECRET_COLUMN = re.compile(r"password|secret|token|api_?key|private_?key", re.IGNORECASE)
 
@@ -96,10 +97,16 @@ class DryRunMappings(MappingStore):
         self.reads: dict[str, str | None] = {}
         self.writes: dict[str, str] = {}
 
-    def get(self, key: str) -> str | None:
-        value = super().get(key)
+    def read(self, key: str) -> str | None:
+        value = super().read(key)
         self.reads[key] = value
         return value
+
+    def clear_tombstone(self, key: str) -> bool:
+        cleared = self.is_tombstoned(key)
+        if cleared:
+            self.writes[key] = "(tombstone removed)"
+        return cleared
 
     def put(self, key: str, value: str) -> None:
         self.writes[key] = value
@@ -180,7 +187,7 @@ def _explain_change(
 ) -> None:
     """The task's steps after the freshness checks, reading only (raises ``SyncError``)."""
     if report.operation in DELETE_OPERATIONS:
-        _ends(found, Verdict.DELETE, Outcome.DELETE_NOT_IMPLEMENTED.value)
+        _explain_delete(runtime, found, report, kind, None)
         return
     entry = runtime.nats.kv_get(runtime.settings.v1_objects_bucket, report.key)
     reading = read_value(bytes(entry.value or b"") if entry is not None else b"")
@@ -190,7 +197,12 @@ def _explain_change(
     record = reading.record or {}
     found.record = redact(record)
     if reading.soft_delete:
-        _ends(found, Verdict.DELETE, f"soft delete: {Outcome.DELETE_NOT_IMPLEMENTED.value}")
+        _explain_delete(runtime, found, report, kind, record)
+        return
+    _, sfid = parse_key(report.key)
+    if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
+        _ends(found, Verdict.SKIP, "tombstoned")
+        found.notes.append("deleted in V2 on purpose: `requeue --undelete` re-creates it")
         return
     last_modified_by = record.get("lastmodifiedbyid")
     identity = runtime.identity_for(last_modified_by)
@@ -218,6 +230,44 @@ def _explain_change(
     found.changes = [asdict(c) for c in field_changes(current.record, write, kind.read_only)]
     kind.record_mappings(runtime, desired, uid)
     _ends(found, Verdict.UPDATE, f"{len(found.changes)} field(s) differ")
+
+
+def _explain_delete(
+    runtime: Runtime,
+    found: Explanation,
+    report: RunReport,
+    kind: ObjectKind,
+    record: dict[str, Any] | None,
+) -> None:
+    """A hard (``record`` None) or soft delete: the decisions of ``tasks.deletes``."""
+    _, sfid = parse_key(report.key)
+    forward = kind.sfid_prefix + sfid
+    tombstoned = runtime.mappings.is_tombstoned(forward)
+    uid = None if tombstoned else runtime.mappings.get(forward)
+    skip = delete_skip(tombstoned, uid is not None, runtime.settings.sync_deletes)
+    if skip is not None:
+        _ends(found, Verdict.SKIP, skip.reason)
+        return
+    assert uid is not None
+    found.v2_uid = uid
+    identity = delete_identity(runtime, record)
+    found.identity = describe_identity(runtime, identity, deleting_user(record))
+    budget = DeleteBudget(runtime.redis, runtime.settings.sync_delete_budget)
+    if budget.used() >= budget.budget:
+        _ends(found, Verdict.DEAD_LETTER, DELETE_BUDGET_EXCEEDED_KIND)
+        found.notes.append("the hour's delete budget looks spent; `dlq requeue` releases it")
+        return
+    service = kind.service(runtime, Desired(sfid=sfid, body={}))
+    try:
+        found.v2_current = service.get(uid, identity).record
+    except SyncError as error:
+        if error.status != HTTP_NOT_FOUND:
+            raise
+        _ends(found, Verdict.DELETE, ALREADY_GONE_REASON)  # the task tombstones it all the same
+        runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
+        return
+    runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
+    _ends(found, Verdict.DELETE, "soft_delete" if record is not None else report.operation)
 
 
 def describe_identity(

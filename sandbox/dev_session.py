@@ -58,6 +58,11 @@ SUMMARY_OUTCOMES = (
     "skipped",
     "retrying",
     "dead_lettered",
+    "deleted",
+    "delete_refused",
+    "skipped:tombstoned",
+    "skipped:not_in_v2",
+    "skipped:deletes_disabled",
 )
 
 

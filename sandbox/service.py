@@ -45,6 +45,9 @@ class Sandbox:
         stale_revision_status: the answer to a stale project ``If-Match``: 400
             (body ``revision mismatch``), 409 or 412.
         token_lifetime: ``expires_in`` of Auth0 access tokens, in seconds.
+        crowdfunding_slugs: projects created with these slugs get
+            ``funding_model: ["Crowdfunding"]`` (V1 does not send it), the only
+            projects the project service lets a client delete.
     """
 
     def __init__(
@@ -57,10 +60,11 @@ class Sandbox:
         port: int = 0,
         stale_revision_status: int = 409,
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+        crowdfunding_slugs: frozenset[str] = frozenset(),
     ) -> None:
         self.host = host
         self.nats_url = nats_url
-        self._store = V2Store(stale_revision_status)
+        self._store = V2Store(stale_revision_status, crowdfunding_slugs)
         self._traffic = TrafficLog()
         self._stopping = threading.Event()
         self._verifier = HeimdallVerifier(heimdall_keys)
@@ -196,6 +200,10 @@ class Sandbox:
             **fields,
         }
         return str(self._store.create_project(body, SEED_WRITER)["uid"])
+
+    def add_crowdfunding_slug(self, slug: str) -> None:
+        """Projects created with ``slug`` from now on are crowdfunded (deletable)."""
+        self._store.add_crowdfunding_slug(slug)
 
     def add_committee(
         self, project_uid: str, name: str, category: str = "Other", **fields: Any

@@ -26,6 +26,9 @@ REVISION_FIELD = "_revision"
 LAST_WRITE_FIELD = "_last_write"
 STALE_REVISION_STATUSES = (400, 409, 412)
 REVISION_MISMATCH_MESSAGE = "revision mismatch"
+CROWDFUNDING = ["Crowdfunding"]
+# Stale ETags on a committee DELETE: the committee service answers 409 or 412, never 400.
+COMMITTEE_DELETE_STALE_STATUSES = (409, 412)
 SEED_PRINCIPAL = "sandbox@clients"
 _SSO_UNSAFE = re.compile(r"[^a-z0-9]+")
 
@@ -104,10 +107,16 @@ def sso_group_name(project_slug: str, committee_name: str) -> str:
 class V2Store:
     """Projects, committees and members with the services' rules; thread-safe."""
 
-    def __init__(self, stale_revision_status: int = 409) -> None:
+    def __init__(
+        self, stale_revision_status: int = 409, crowdfunding_slugs: frozenset[str] = frozenset()
+    ) -> None:
+        """``crowdfunding_slugs``: projects created with these slugs are crowdfunded."""
         if stale_revision_status not in STALE_REVISION_STATUSES:
             raise ValueError(f"stale_revision_status must be one of {STALE_REVISION_STATUSES}")
         self.stale_revision_status = stale_revision_status
+        # V1 does not send funding_model: projects created with these slugs get
+        # ["Crowdfunding"], the only ones the project service lets us delete.
+        self.crowdfunding_slugs = set(crowdfunding_slugs)
         self._lock = threading.RLock()
         self._revision = 0
         self.projects: dict[str, Record] = {}
@@ -167,6 +176,11 @@ class V2Store:
 
     # -- lookups -------------------------------------------------------------
 
+    def add_crowdfunding_slug(self, slug: str) -> None:
+        """Projects created with ``slug`` from now on get ``funding_model: ["Crowdfunding"]``."""
+        with self._lock:
+            self.crowdfunding_slugs.add(slug)
+
     def revision_of(self, table: str, uid: str) -> int:
         """The current revision of a stored object (``table``: projects, committees, members)."""
         with self._lock:
@@ -217,6 +231,8 @@ class V2Store:
             self._check_project_links(clean, None)
             uid = str(uuid.uuid4())
             stamp = now_rfc3339()
+            if clean["slug"] in self.crowdfunding_slugs and "funding_model" not in clean:
+                clean["funding_model"] = list(CROWDFUNDING)
             record = {"uid": uid, **clean, "created_at": stamp, "updated_at": stamp}
             self._stamp(record, writer)
             self.projects[uid] = record
@@ -248,10 +264,23 @@ class V2Store:
             return public_view(replaced)
 
     def delete_project(self, uid: str, if_match: str | None) -> None:
-        """``DELETE /projects/{uid}``: needs a current ``If-Match``."""
+        """``DELETE /projects/{uid}``: a current ``If-Match`` (stale: 400 ``revision mismatch``).
+
+        Refused (400) unless the project's ``funding_model`` is exactly ``["Crowdfunding"]``.
+        """
         with self._lock:
             record = self._get(self.projects, uid, "project")
-            self._check_revision(record, if_match)
+            revision = parse_if_match(if_match)
+            if revision is None:
+                raise ApiError(400, "If-Match header is required")
+            if revision != record[REVISION_FIELD]:
+                raise ApiError(400, REVISION_MISMATCH_MESSAGE)
+            if record.get("funding_model") != CROWDFUNDING:
+                raise ApiError(
+                    400,
+                    "only projects whose funding model is Crowdfunding can be deleted; "
+                    f"project {record['slug']} has {record.get('funding_model') or []}",
+                )
             del self.projects[uid]
 
     # -- committees ----------------------------------------------------------
@@ -319,10 +348,17 @@ class V2Store:
             return self._committee_view(replaced)
 
     def delete_committee(self, uid: str, if_match: str | None) -> None:
-        """``DELETE /committees/{uid}``: removes its members too."""
+        """``DELETE /committees/{uid}``: removes its members too; stale is 409 or 412."""
         with self._lock:
             record = self._get(self.committees, uid, "committee")
-            self._check_revision(record, if_match)
+            revision = parse_if_match(if_match)
+            if revision is None:
+                raise ApiError(400, "If-Match header is required")
+            if revision != record[REVISION_FIELD]:
+                status = self.stale_revision_status
+                if status not in COMMITTEE_DELETE_STALE_STATUSES:
+                    status = COMMITTEE_DELETE_STALE_STATUSES[0]
+                raise ApiError(status, REVISION_MISMATCH_MESSAGE)
             del self.committees[uid]
             for member_uid in [m for m, v in self.members.items() if v["committee_uid"] == uid]:
                 del self.members[member_uid]

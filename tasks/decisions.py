@@ -16,6 +16,8 @@ from sync_core.keys import ObjectType
 from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.errors import SyncError
 
+DELETES_DISABLED_REASON = "deletes_disabled"
+
 
 @dataclass(frozen=True)
 class Skip:
@@ -51,6 +53,20 @@ def read_value(value: bytes) -> ValueReading:
         return ValueReading(skip=Skip("empty_value", logging.INFO))
     record = decode_value(value)
     return ValueReading(record=record, soft_delete=is_soft_delete(record))
+
+
+def delete_skip(tombstoned: bool, mapped: bool, deletes_enabled: bool) -> Skip | None:
+    """Why a delete calls no V2 (``tasks.deletes``), or None when it goes ahead.
+
+    ``tombstoned``: the forward mapping holds the tombstone; ``mapped``: it holds a uid.
+    """
+    if tombstoned:
+        return Skip("already_deleted", logging.INFO)
+    if not mapped:
+        return Skip("not_in_v2", logging.INFO)
+    if not deletes_enabled:
+        return Skip(DELETES_DISABLED_REASON, logging.WARNING)
+    return None
 
 
 def should_retry(error: SyncError, attempt: int, retry_max: int) -> bool:

@@ -6,6 +6,11 @@ Keys and values are plain UTF-8 text:
   ``project.uid.{uid}`` -> sfid;
 - ``committee.sfid.{sfid}`` -> committee uid, ``committee.uid.{uid}`` -> sfid.
 
+After a delete V2 accepted, the forward and reverse mappings hold the
+tombstone ``!del``: "deleted on purpose", which is not the same as absent
+("never synced"). ``get`` and the typed lookups read a tombstone as no
+mapping (nothing may point at a deleted object); ``read`` shows it.
+
 Nothing is cached in the process: another worker may write a mapping at any
 moment (a parent created after its child's first attempt), and a KV read
 costs well under a millisecond.
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.js.errors import APIError
+
 from sync_core.nats_client import SyncNats
 
 PROJECT_SFID = "project.sfid."
@@ -22,6 +29,7 @@ PROJECT_SLUG = "project.slug."
 PROJECT_UID = "project.uid."
 COMMITTEE_SFID = "committee.sfid."
 COMMITTEE_UID = "committee.uid."
+TOMBSTONE = "!del"
 
 
 class MappingStore:
@@ -39,13 +47,43 @@ class MappingStore:
     def __repr__(self) -> str:
         return f"MappingStore(bucket={self.bucket!r})"
 
-    def get(self, key: str) -> str | None:
-        """The mapping's value, or None when absent, deleted or empty."""
+    def read(self, key: str) -> str | None:
+        """The mapping's raw value (the tombstone included), or None when absent or empty."""
         entry = self._nats.kv_get(self.bucket, key)
         if entry is None or not entry.value:
             return None
         text = bytes(entry.value).decode("utf-8").strip()
         return text or None
+
+    def get(self, key: str) -> str | None:
+        """The mapping's value, or None when absent, deleted, empty or tombstoned."""
+        value = self.read(key)
+        return None if value == TOMBSTONE else value
+
+    def is_tombstoned(self, key: str) -> bool:
+        """Whether ``key`` holds the tombstone (the object was deleted on purpose)."""
+        return self.read(key) == TOMBSTONE
+
+    def tombstone(self, keys: list[str]) -> None:
+        """Write the tombstone into every one of ``keys`` (one round trip)."""
+        self.put_many(dict.fromkeys(keys, TOMBSTONE))
+
+    def clear_tombstone(self, key: str) -> bool:
+        """Remove ``key`` when it holds the tombstone (and only then); True when removed."""
+        kv = self._nats.kv(self.bucket)
+        entry = self._nats.kv_get(self.bucket, key)
+        if entry is None or bytes(entry.value or b"").decode("utf-8").strip() != TOMBSTONE:
+            return False
+
+        async def delete_if_unchanged() -> None:
+            # ``last``: a mapping rewritten meanwhile (a re-create) is left alone.
+            await kv.delete(key, last=entry.revision)
+
+        try:
+            self._nats.run(delete_if_unchanged())
+        except APIError:  # KeyWrongLastSequenceError: rewritten since we read it
+            return False
+        return True
 
     def put(self, key: str, value: str) -> None:
         """Write one mapping (last write wins)."""

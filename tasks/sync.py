@@ -10,9 +10,11 @@ One run, in order:
    again after taking the per-key lock.
 3. Per-key lock; a locked key comes back in about a second without spending
    the error budget.
-4. Decode (JSON or msgpack), skip empty values, hand deletes to the
-   not-yet-implemented delete path, resolve the user, sync the project or
-   committee.
+4. Decode (JSON or msgpack), skip empty values; deletes (KV ``DEL``/``PURGE``
+   and soft-deleted records) go to the delete path (``tasks.deletes``); an
+   upsert of a record whose V2 object was deleted on purpose (tombstoned
+   mapping) is ``skipped`` (``tombstoned``); otherwise resolve the user and
+   sync the project or committee.
 5. Transient errors retry with exponential backoff and full jitter up to
    ``SYNC_RETRY_MAX``; permanent errors, and transient ones once the budget is
    spent, become dead letters; such a run ends as a Celery FAILURE
@@ -31,17 +33,30 @@ import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from sync_core.broker import OPERATIONS, SYNC_TASK_NAME
+from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
 from sync_core.keys import ObjectType, parse_key
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
 from tasks.committees import COMMITTEES
 from tasks.decisions import read_value, should_retry, skip_for_key
+from tasks.deletes import sync_delete
 from tasks.errors import DeadLettered, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
-from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
+from tasks.metrics import (
+    DEAD_LETTERS,
+    KEY_LOCK_WAITS,
+    TASK_OUTCOMES,
+    TOMBSTONED_UPSERTS,
+    record_skip,
+)
 from tasks.objects import ObjectKind, sync_record
-from tasks.outcomes import Outcome, count_outcome
+from tasks.outcomes import (
+    Outcome,
+    count_outcome,
+    dead_letter_outcome,
+    ends_in_dead_letter,
+    outcome_label,
+)
 from tasks.projects import PROJECTS
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
@@ -102,6 +117,7 @@ def sync_kv_entry(
     attempt: int = 0,
     lock_waits: int = 0,
     force: bool = False,
+    release_delete_budget: bool = False,
 ) -> str:
     """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
 
@@ -109,7 +125,9 @@ def sync_kv_entry(
 
     ``attempt`` counts the error retries so far, ``lock_waits`` the returns
     after finding the key locked; ``force`` (re-syncs by hand) ignores the
-    "already synced" marker, but still makes no PUT when nothing changed.
+    "already synced" marker, but still makes no PUT when nothing changed;
+    ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
+    delete past ``SYNC_DELETE_BUDGET``.
     """
     report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
     try:
@@ -122,7 +140,13 @@ def sync_kv_entry(
         _emit(None, report, Outcome.RETRYING)
         raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
 
-    outcome, retry_kwargs = run_sync(runtime, report, force=force, lock_waits=lock_waits)
+    outcome, retry_kwargs = run_sync(
+        runtime,
+        report,
+        force=force,
+        lock_waits=lock_waits,
+        release_delete_budget=release_delete_budget,
+    )
     _emit(runtime, report, outcome)
     if retry_kwargs is not None:
         raise self.retry(
@@ -130,14 +154,19 @@ def sync_kv_entry(
             max_retries=None,
             kwargs={**_retry_kwargs(self), **retry_kwargs},
         )
-    if outcome is Outcome.DEAD_LETTERED:
+    if ends_in_dead_letter(outcome):
         # The dead letter is stored: FAILURE in Flower, with its kind and message.
         raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
     return outcome.value
 
 
 def run_sync(
-    runtime: Runtime, report: RunReport, *, force: bool = False, lock_waits: int = 0
+    runtime: Runtime,
+    report: RunReport,
+    *,
+    force: bool = False,
+    lock_waits: int = 0,
+    release_delete_budget: bool = False,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """One run: the outcome, and the kwargs to retry with when it is ``retrying``.
 
@@ -145,7 +174,7 @@ def run_sync(
     """
     settings = runtime.settings
     try:
-        return sync_entry(runtime, report, force), None
+        return sync_entry(runtime, report, force, release_delete_budget), None
     except Finished as finished:
         report.reason = finished.reason
         return finished.outcome, None
@@ -178,10 +207,12 @@ def run_sync(
         log.exception("could not write the dead letter", extra=report.context())
         report.countdown = runtime.settings.sync_retry_backoff_max
         return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": 0}
-    return Outcome.DEAD_LETTERED, None
+    return dead_letter_outcome(failure.kind), None
 
 
-def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
+def sync_entry(
+    runtime: Runtime, report: RunReport, force: bool, release_delete_budget: bool = False
+) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
     object_type = check_object_type(runtime, report)
     if report.operation not in OPERATIONS:
@@ -192,8 +223,10 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
         raise KeyLocked()
     with lock:
         entry = check_fresh(runtime, report, force)
+        kind = KINDS[object_type]
+        _, sfid = parse_key(report.key)
         if report.operation in DELETE_OPERATIONS:
-            return not_implemented_delete(runtime, report)
+            return run_delete(runtime, report, kind, sfid, None, release_delete_budget)
         assert entry is not None  # check_fresh ends a PUT whose key is gone
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
@@ -201,12 +234,17 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
         reading = read_value(bytes(entry.value or b""))
         if reading.skip is not None:
             skip(report, reading.skip.reason, reading.skip.log_level)
-        if reading.soft_delete:
-            return not_implemented_delete(runtime, report)
         record = reading.record or {}
+        if reading.soft_delete:
+            return run_delete(runtime, report, kind, sfid, record, release_delete_budget)
+        if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
+            # Deleted on purpose: a loader re-emitting old rows must not re-create it.
+            TOMBSTONED_UPSERTS.labels(object_type=kind.name).inc()
+            report.sfid = sfid
+            skip(report, "tombstoned", logging.WARNING)
         identity = runtime.identity_for(record.get("lastmodifiedbyid"))
         report.username = identity.username
-        outcome = sync_record(runtime, KINDS[object_type], record, identity, report)
+        outcome = sync_record(runtime, kind, record, identity, report)
         mark_synced(runtime, report)
         return outcome
 
@@ -247,11 +285,26 @@ def skip(report: RunReport, reason: str, level: int) -> NoReturn:
     raise Finished(Outcome.SKIPPED, reason)
 
 
-def not_implemented_delete(runtime: Runtime, report: RunReport) -> Outcome:
-    """Deletes are for a later issue: say so and end successfully."""
-    log.info("delete handling not implemented", extra=report.context())
+def run_delete(
+    runtime: Runtime,
+    report: RunReport,
+    kind: ObjectKind,
+    sfid: str,
+    record: dict[str, Any] | None,
+    release_budget: bool,
+) -> Outcome:
+    """A hard (``record`` None) or soft delete through ``tasks.deletes``; marks it synced."""
+    outcome = sync_delete(
+        runtime,
+        kind,
+        sfid,
+        record,
+        report,
+        task_id_for(report.key, report.revision),
+        release_budget=release_budget,
+    )
     mark_synced(runtime, report)
-    return Outcome.DELETE_NOT_IMPLEMENTED
+    return outcome
 
 
 def synced_revision(runtime: Runtime, key: str) -> int:
@@ -315,6 +368,6 @@ def _emit(runtime: Runtime | None, report: RunReport, outcome: Outcome) -> None:
     if runtime is None:
         return
     try:
-        count_outcome(runtime.redis, outcome.value)
+        count_outcome(runtime.redis, outcome_label(outcome, report.reason))
     except redis.RedisError:
         log.warning("could not count the outcome in Redis", extra=report.context())

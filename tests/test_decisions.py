@@ -66,3 +66,26 @@ def test_dead_lettered_is_one_line_and_survives_pickling() -> None:
     assert repr(error) == "DeadLettered('v2_validation', '400 Bad Request: slug must match')"
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.kind, copy.message) == (error.kind, error.message)
+
+
+def test_every_dead_lettering_outcome_ends_as_a_failure() -> None:
+    from tasks.outcomes import Outcome, ends_in_dead_letter
+
+    failing = {o for o in Outcome if ends_in_dead_letter(o)}
+    assert failing == {Outcome.DEAD_LETTERED, Outcome.DELETE_REFUSED}
+
+
+@pytest.mark.parametrize(
+    ("tombstoned", "mapped", "enabled", "reason"),
+    [
+        (True, False, True, "already_deleted"),
+        (False, False, True, "not_in_v2"),
+        (False, True, False, "deletes_disabled"),
+        (False, True, True, None),
+    ],
+)
+def test_delete_skip(tombstoned: bool, mapped: bool, enabled: bool, reason: str | None) -> None:
+    from tasks.decisions import delete_skip
+
+    skip = delete_skip(tombstoned, mapped, enabled)
+    assert (skip.reason if skip else None) == reason

@@ -245,12 +245,26 @@ def test_an_unknown_prefix_is_skipped(st: Stack) -> None:
     assert (found.outcome, found.reason, found.object_type) == ("skip", "unknown_prefix", "other")
 
 
-def test_a_deleted_key_would_be_a_delete(st: Stack) -> None:
+def test_a_deleted_key_would_be_a_delete_of_its_v2_object(st: Stack) -> None:
+    key, project = new_project()
+    assert st.sync(key, st.put(key, project)) == "created"
+    uid = st.nats.kv_get(MAPPINGS, f"project.sfid.{project['sfid']}").value.decode()
+    st.nats.run(st.nats.kv(OBJECTS).delete(key))
+    found = st.explain(key)
+    assert (found.outcome, found.operation, found.v2_uid) == ("delete", "DEL", uid)
+    assert found.mappings_written == {
+        f"project.sfid.{project['sfid']}": "!del",
+        f"project.uid.{uid}": "!del",
+    }
+    assert uid in st.sandbox.projects
+
+
+def test_a_deleted_key_never_synced_is_skipped(st: Stack) -> None:
     key, project = new_project()
     st.put(key, project)
     st.nats.run(st.nats.kv(OBJECTS).delete(key))
     found = st.explain(key)
-    assert (found.outcome, found.operation) == ("delete", "DEL")
+    assert (found.outcome, found.reason, found.operation) == ("skip", "not_in_v2", "DEL")
 
 
 def test_an_impersonated_user_is_looked_up_without_caching(st: Stack) -> None:
@@ -286,12 +300,16 @@ def test_explain_writes_nothing_anywhere(st: Stack) -> None:
     st.put(orphan_key, orphan)
     broken_key = f"salesforce-project__c.a09{uuid.uuid4().hex[:15]}"
     st.put(broken_key, b"\xff\x00 not a record")
+    gone_key, gone = new_project()
+    assert st.sync(gone_key, st.put(gone_key, gone)) == "created"
+    st.nats.run(st.nats.kv(OBJECTS).delete(gone_key))
     before = snapshot(st)
     st.sandbox.reset_requests()
 
-    outcomes = [st.explain(k).outcome for k in (synced_key, new_key, orphan_key, broken_key)]
+    keys = (synced_key, new_key, orphan_key, broken_key, gone_key)
+    outcomes = [st.explain(k).outcome for k in keys]
 
-    assert outcomes == ["update", "create", "retry", "dead_letter"]
+    assert outcomes == ["update", "create", "retry", "dead_letter", "delete"]
     assert snapshot(st) == before
     methods = {r.method for r in st.sandbox.requests if r.path.startswith(("/projects", "/comm"))}
     assert methods == {"GET"}
