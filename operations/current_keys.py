@@ -78,7 +78,7 @@ async def _bucket(nc: Client, bucket: str) -> KeyValue:
         raise KvUnavailable(f"KV bucket {bucket!r} does not exist") from None
 
 
-async def _lookup(kv: KeyValue, key: str) -> KvChange | None:
+async def lookup_change(kv: KeyValue, key: str) -> KvChange | None:
     """The key's latest change (a delete is a change too), or None when unknown."""
     try:
         entry = await kv.get(key)
@@ -94,7 +94,7 @@ async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, KvCha
     nc = await open_nats(url, "v1-sync-helper-requeue")
     try:
         kv = await _bucket(nc, bucket)
-        return {key: await _lookup(kv, key) for key in keys}
+        return {key: await lookup_change(kv, key) for key in keys}
     finally:
         await nc.close()
 

@@ -47,6 +47,8 @@ app.conf.update(
     # A killed worker's task runs again; a slot holds one message at a time.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    # A failed run (a dead letter: ``DeadLettered``) is acked, never redelivered.
+    task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
     task_soft_time_limit=TASK_SOFT_TIME_LIMIT,
     task_time_limit=TASK_HARD_TIME_LIMIT,
@@ -60,6 +62,25 @@ app.conf.update(
 )
 
 
+CELERY_TRACE_LOGGER = "celery.app.trace"
+
+
+class _NoTracebackInData(logging.Filter):
+    """Drop the traceback Celery's trace logger puts into its ``data`` extra.
+
+    Celery passes the whole failure context as ``extra={"data": ...}``, the
+    formatted traceback included, even for an expected error (``throws``) that
+    it logs without one; our JSON lines emit every extra. A traceback belongs
+    in a line only when the record carries ``exc_info`` (unexpected errors).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = record.__dict__.get("data")
+        if isinstance(data, dict) and "traceback" in data and not record.exc_info:
+            record.data = {name: value for name, value in data.items() if name != "traceback"}
+        return True
+
+
 @signals.setup_logging.connect
 def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
     """Worker logs, Celery's own included, as one JSON object a line."""
@@ -68,6 +89,9 @@ def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure_logging(APP_SETTINGS.debug)
     # Python warnings (e.g. Celery's "running as root") become JSON log lines too.
     logging.captureWarnings(True)
+    trace_log = logging.getLogger(CELERY_TRACE_LOGGER)
+    if not any(isinstance(f, _NoTracebackInData) for f in trace_log.filters):
+        trace_log.addFilter(_NoTracebackInData())
     if loglevel:
         level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
         if isinstance(level, int):

@@ -112,6 +112,9 @@ class CachedDirectory(Generic[E]):
         lock_stale_after: seconds after which another worker's lock is taken over.
         lock_wait: seconds a caller waits for another worker's lookup.
         clock: the time source (Unix seconds) for entry ages and lock times.
+        cache_writes: False for a dry run (``explain``): the cache is read, never
+            written, no lock is taken and nothing is refreshed; an id not in the
+            cache is fetched and not cached.
 
     Thread-safe; one per worker process and spec. ``close()`` stops the refreshes.
     """
@@ -127,7 +130,9 @@ class CachedDirectory(Generic[E]):
         lock_stale_after: float = DEFAULT_LOCK_STALE_AFTER_SECONDS,
         lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS,
         clock: Callable[[], float] = time.time,
+        cache_writes: bool = True,
     ) -> None:
+        self.cache_writes = cache_writes
         self._nats = nats
         self.bucket = bucket
         self.spec = spec
@@ -154,11 +159,18 @@ class CachedDirectory(Generic[E]):
         A stale entry is returned at once and refreshed in the background.
         """
         cached = self._read(entry_id)
+        if not self.cache_writes:
+            return cached if cached is not None else self._fetch(entry_id, previous=None)
         if cached is not None:
             if not self._is_fresh(cached):
                 self._refresh_in_background(entry_id)
             return cached
         return self._fetch_under_lock(entry_id, wait=True)
+
+    def cached(self, entry_id: str) -> tuple[E | None, bool]:
+        """The cache entry of ``entry_id`` (None when absent) and whether it is fresh."""
+        entry = self._read(entry_id)
+        return entry, entry is not None and self._is_fresh(entry)
 
     def close(self) -> None:
         """Stop the background refreshes (a running one finishes first)."""

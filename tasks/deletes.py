@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from tasks.decisions import DELETES_DISABLED_REASON, delete_skip
 from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, DeleteRefused, PermanentError
 from tasks.identity import Identity, fallback_identity
 from tasks.metrics import DELETES, record_skip
@@ -159,13 +160,13 @@ def sync_delete(
     """
     report.sfid = sfid
     forward = kind.sfid_prefix + sfid
-    if runtime.mappings.is_tombstoned(forward):
-        return _skipped(report, "already_deleted", logging.INFO)
-    if runtime.mappings.get(forward) is None:
-        return _skipped(report, "not_in_v2", logging.INFO)
-    if not runtime.settings.sync_deletes:
-        DELETES.labels(object_type=kind.name, result="disabled").inc()
-        return _skipped(report, "deletes_disabled", logging.WARNING)
+    tombstoned = runtime.mappings.is_tombstoned(forward)
+    mapped = not tombstoned and runtime.mappings.get(forward) is not None
+    skip = delete_skip(tombstoned, mapped, runtime.settings.sync_deletes)
+    if skip is not None:
+        if skip.reason == DELETES_DISABLED_REASON:
+            DELETES.labels(object_type=kind.name, result="disabled").inc()
+        return _skipped(report, skip.reason, skip.log_level)
     budget = DeleteBudget(runtime.redis, runtime.settings.sync_delete_budget)
     if not budget.take(task_id, released=release_budget):
         DELETES.labels(object_type=kind.name, result="budget_exceeded").inc()

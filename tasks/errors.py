@@ -77,6 +77,30 @@ class InvalidRecord(PermanentError):
         super().__init__(message, kind=kind)
 
 
+# The longest dead-letter message a task failure shows (Flower's exception column).
+DEAD_LETTERED_MESSAGE_CHARS = 300
+
+
+class DeadLettered(Exception):
+    """How a run that wrote a dead letter ends: as a Celery FAILURE.
+
+    Raised by the task after the dead letter is stored, so that Flower's
+    Failed tab lists exactly the changes that need a person. The task declares
+    it in ``throws``: Celery logs it as one INFO line, without a traceback, and
+    acks the message like any other finished run. ``str()`` is
+    ``kind: message`` on one line.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        one_line = " ".join(message.split())[:DEAD_LETTERED_MESSAGE_CHARS]
+        super().__init__(kind, one_line)
+        self.kind = kind
+        self.message = one_line
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
 DELETE_REFUSED_KIND = "delete_refused"
 DELETE_BUDGET_EXCEEDED_KIND = "delete_budget_exceeded"
 

@@ -710,7 +710,28 @@ def needs_update(
 
     Read-only fields and null values are ignored; ``True`` and ``1`` differ.
     """
-    return not _same(_writable(current, read_only), _writable(desired, read_only))
+    return bool(field_changes(current, desired, read_only))
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One V2 field a write changes: ``before`` / ``after`` None when absent."""
+
+    field: str
+    before: Any
+    after: Any
+
+
+def field_changes(
+    current: Mapping[str, Any], desired: Mapping[str, Any], read_only: frozenset[str]
+) -> tuple[FieldChange, ...]:
+    """The writable fields whose value differs between ``current`` and ``desired``, by name."""
+    before, after = _writable(current, read_only), _writable(desired, read_only)
+    return tuple(
+        FieldChange(name, before.get(name), after.get(name))
+        for name in sorted(before.keys() | after.keys())
+        if not (name in before and name in after and _same(before[name], after[name]))
+    )
 
 
 def _writable(record: Mapping[str, Any], read_only: frozenset[str]) -> dict[str, Any]:

@@ -206,8 +206,8 @@ def update_existing(
     stale: StaleRevision | None = None
     for _ in range(STALE_REVISION_ATTEMPTS):
         current = service.get(uid, identity)
-        merged = merge_over(current.record, desired.body, kind.read_only)
-        if not needs_update(current.record, merged, kind.read_only):
+        merged = planned_update(current.record, desired.body, kind.read_only)
+        if merged is None:
             return Outcome.UNCHANGED
         kind.check_update(runtime, uid, current.record, merged, identity)
         try:
@@ -220,6 +220,14 @@ def update_existing(
         return Outcome.UPDATED
     assert stale is not None
     raise stale
+
+
+def planned_update(
+    current: dict[str, Any], body: dict[str, Any], read_only: frozenset[str]
+) -> dict[str, Any] | None:
+    """The PUT body that lays ``body`` over the ``current`` V2 record, or None when unchanged."""
+    merged = merge_over(current, body, read_only)
+    return merged if needs_update(current, merged, read_only) else None
 
 
 def delete_object(
@@ -302,6 +310,7 @@ def created_uid(created: dict[str, Any], what: str) -> str:
 
 
 def log_mapping_warnings(warnings: tuple[str, ...], report: RunReport) -> None:
-    """One WARNING per value the mapping dropped or changed."""
+    """One WARNING per value the mapping dropped or changed (kept on the report too)."""
+    report.warnings = warnings
     for warning in warnings:
         log.warning("V1 value dropped or changed", extra=report.context() | {"detail": warning})

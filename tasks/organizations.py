@@ -139,12 +139,26 @@ class OrganizationDirectory:
 
 
 def organization_directory_from_settings(
-    settings: WorkerSettings, nats: SyncNats, token_source: Auth0TokenSource | None = None
+    settings: WorkerSettings,
+    nats: SyncNats,
+    token_source: Auth0TokenSource | None = None,
+    *,
+    cache_writes: bool = True,
 ) -> OrganizationDirectory:
-    """The worker's organization directory; pass the user service's ``token_source``."""
+    """The worker's organization directory; pass the user service's ``token_source``.
+
+    ``cache_writes=False``: a dry run (``explain``) reads the cache only.
+    """
     fetcher = V1ApiFetcher(
         settings, ORGS_PATH, "V1 organization service", token_source=token_source
     )
     return OrganizationDirectory(
-        CachedDirectory(nats, settings.v1_mappings_bucket, ORG_CACHE, fetcher.fetch), fetcher
+        CachedDirectory(
+            nats,
+            settings.v1_mappings_bucket,
+            ORG_CACHE,
+            fetcher.fetch,
+            cache_writes=cache_writes,
+        ),
+        fetcher,
     )

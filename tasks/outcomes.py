@@ -56,6 +56,11 @@ def dead_letter_outcome(error_kind: str) -> Outcome:
     return DEAD_LETTER_OUTCOMES.get(error_kind, Outcome.DEAD_LETTERED)
 
 
+def ends_in_dead_letter(outcome: Outcome) -> bool:
+    """Whether a run with ``outcome`` wrote a dead letter (it ends as a Celery FAILURE)."""
+    return outcome is Outcome.DEAD_LETTERED or outcome in DEAD_LETTER_OUTCOMES.values()
+
+
 def minute_key(now: float) -> str:
     """The Redis hash of the minute ``now`` falls in."""
     return f"{OUTCOME_KEY_PREFIX}{int(now // SECONDS_PER_MINUTE)}"

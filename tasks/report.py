@@ -40,6 +40,8 @@ class RunReport:
     pending: PendingRun | None = None
     # The durable state needs no write for this run's outcome.
     settled_already: bool = False
+    # What the mapping dropped or changed (logged one line each, not in ``fields()``).
+    warnings: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)
 
     def uid(self) -> str | None:

@@ -27,6 +27,9 @@ One run, in order:
 6. The outcome goes into the durable sync state: terminal outcomes with
    their revision and V2 uid, a retry with its due time, a parked run with
    its parent. The bridge's reconciler reads it to re-drive what got lost.
+7. A dead-lettered run ends as a Celery FAILURE (``DeadLettered``, declared
+   in ``throws``: one INFO line, no traceback), so Flower's Failed tab lists
+   exactly the changes that need a person.
 
 Every run ends in one INFO line with its ``outcome``, one count in
 ``v1sync_task_outcomes_total`` and one in the per-minute Redis counters.
@@ -47,10 +50,10 @@ from sync_core.keys import ObjectType, is_valid_kv_key, parse_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
-from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.committees import COMMITTEES
+from tasks.decisions import read_value, should_retry, skip_for_key
 from tasks.deletes import sync_delete
-from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
+from tasks.errors import DeadLettered, MissingMapping, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
 from tasks.members import MEMBERS
 from tasks.metrics import (
@@ -61,9 +64,15 @@ from tasks.metrics import (
     record_skip,
 )
 from tasks.objects import ObjectKind, sync_record
-from tasks.outcomes import Outcome, count_outcome, dead_letter_outcome, outcome_label
+from tasks.outcomes import (
+    Outcome,
+    count_outcome,
+    dead_letter_outcome,
+    ends_in_dead_letter,
+    outcome_label,
+)
 from tasks.projects import PROJECTS
-from tasks.record_ids import check_key_id, checked_record
+from tasks.record_ids import check_key_id
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
 from tasks.state_store import parked_pending, retry_pending
@@ -88,8 +97,6 @@ KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.COMMITTEE: COMMITTEES,
     ObjectType.COMMITTEE_MEMBER: MEMBERS,
 }
-# The object types that live in the committee service.
-COMMITTEE_SERVICE_TYPES = frozenset({ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER})
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -123,7 +130,15 @@ class Finished(Exception):
 
 
 # shared=False: a shared task would join every Celery app of the process.
-@app.task(name=SYNC_TASK_NAME, bind=True, max_retries=None, ignore_result=True, shared=False)
+# throws: a dead letter ends the run as FAILURE, logged as one INFO line (no traceback).
+@app.task(
+    name=SYNC_TASK_NAME,
+    bind=True,
+    max_retries=None,
+    ignore_result=True,
+    shared=False,
+    throws=(DeadLettered,),
+)
 def sync_kv_entry(
     self: Task,
     key: str,
@@ -135,6 +150,8 @@ def sync_kv_entry(
     release_delete_budget: bool = False,
 ) -> str:
     """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
+
+    A dead-lettered run raises ``DeadLettered`` instead (FAILURE in Flower).
 
     ``attempt`` counts the error retries so far, ``lock_waits`` the returns
     after finding the key locked; ``force`` (re-syncs by hand) ignores the
@@ -167,6 +184,9 @@ def sync_kv_entry(
             max_retries=None,
             kwargs={**_retry_kwargs(self), **retry_kwargs},
         )
+    if ends_in_dead_letter(outcome):
+        # The dead letter is stored: FAILURE in Flower, with its kind and message.
+        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
     return outcome.value
 
 
@@ -238,7 +258,7 @@ def attempt_run(
         parked = park(runtime, report, failure, lease)
         if parked is not None:
             return parked
-    elif failure.transient and report.attempt < settings.sync_retry_max:
+    elif should_retry(failure, report.attempt, settings.sync_retry_max):
         report.countdown = _countdown(runtime, report.attempt, failure.retry_after)
         return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
     try:
@@ -377,11 +397,11 @@ def sync_entry(
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
             raise Finished(Outcome.SKIPPED, "revision_not_in_bucket", settled_already=True)
-        value = bytes(entry.value or b"")
-        if is_empty(value):
-            skip(report, "empty_value", logging.INFO)
-        record = checked_record(object_type, key_id, decode_value(value))
-        if is_soft_delete(record):
+        reading = read_value(bytes(entry.value or b""), object_type, key_id)
+        if reading.skip is not None:
+            skip(report, reading.skip.reason, reading.skip.log_level)
+        record = reading.record or {}
+        if reading.soft_delete:
             return run_delete(runtime, report, kind, sfid, record, release_delete_budget)
         if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
             # Deleted on purpose: a loader re-emitting old rows must not re-create it.
@@ -399,14 +419,16 @@ def sync_entry(
 def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
     """The key's object type, or ``Finished(skipped)`` for what we do not sync."""
     object_type, _ = parse_key(report.key)
+    reason = skip_for_key(object_type, runtime.committees is not None)
     if object_type is None:
         # Not one of ours: no sync state either (the reconciler never looks at it).
-        record_skip(report.object_type, "unknown_prefix")
-        log.debug("skipping", extra=report.context() | {"reason": "unknown_prefix"})
-        raise Finished(Outcome.SKIPPED, "unknown_prefix", settled_already=True)
+        assert reason is not None
+        record_skip(report.object_type, reason.reason)
+        log.debug("skipping", extra=report.context() | {"reason": reason.reason})
+        raise Finished(Outcome.SKIPPED, reason.reason, settled_already=True)
     report.object_type = object_type.value
-    if object_type in COMMITTEE_SERVICE_TYPES and runtime.committees is None:
-        skip(report, "no_committee_service", logging.WARNING)
+    if reason is not None:
+        skip(report, reason.reason, reason.log_level)
     return object_type
 
 

@@ -210,6 +210,9 @@ class UserDirectory:
         lock_stale_after: seconds after which another worker's lock is taken over.
         lock_wait: seconds a caller waits for another worker's lookup.
         clock: the time source (Unix seconds) for cache ages and lock times.
+        cache_writes: False for a dry run (``explain``): the cache is read, never
+            written, no lock is taken and nothing is refreshed; a user not in
+            the cache is fetched from the user service and not cached.
 
     Thread-safe; one per worker process. ``close()`` stops the refresh threads.
     The caching is ``tasks.cached_directory``'s.
@@ -226,6 +229,7 @@ class UserDirectory:
         lock_stale_after: float = DEFAULT_LOCK_STALE_AFTER_SECONDS,
         lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS,
         clock: Callable[[], float] = time.time,
+        cache_writes: bool = True,
     ) -> None:
         self._fallback = fallback_identity(client_id)
         self._cache = CachedDirectory(
@@ -237,6 +241,7 @@ class UserDirectory:
             lock_stale_after=lock_stale_after,
             lock_wait=lock_wait,
             clock=clock,
+            cache_writes=cache_writes,
         )
 
     def __repr__(self) -> str:
@@ -310,6 +315,10 @@ class UserDirectory:
         """
         return self._cache.lookup(platform_id)
 
+    def cached(self, platform_id: str) -> tuple[CachedUser | None, bool]:
+        """The cache entry of ``platform_id`` (None when absent) and whether it is fresh."""
+        return self._cache.cached(platform_id)
+
     def close(self) -> None:
         """Stop the background refreshes (a running one finishes first)."""
         self._cache.close()
@@ -336,7 +345,11 @@ class UserDirectory:
 
 
 def user_directory_from_settings(
-    settings: WorkerSettings, nats: SyncNats, token_source: Auth0TokenSource | None = None
+    settings: WorkerSettings,
+    nats: SyncNats,
+    token_source: Auth0TokenSource | None = None,
+    *,
+    cache_writes: bool = True,
 ) -> UserDirectory:
     """The worker's directory: V1 user service via Auth0, cache in ``v1-mappings``."""
     return UserDirectory(
@@ -344,4 +357,5 @@ def user_directory_from_settings(
         settings.v1_mappings_bucket,
         V1UserFetcher(settings, token_source=token_source),
         client_id=settings.heimdall_client_id,
+        cache_writes=cache_writes,
     )

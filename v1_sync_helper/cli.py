@@ -17,6 +17,7 @@ from operations.commands import (
     requeue_command,
     status_command,
 )
+from operations.explain_command import explain_command
 from sandbox.command import dev_command
 from tasks.command import worker_command
 from v1_sync_helper import __version__
@@ -37,5 +38,6 @@ for command in (
     dlq_group,
     replay_command,
     status_command,
+    explain_command,
 ):
     main.add_command(command)

@@ -1,0 +1,149 @@
+"""``v1-sync-helper explain KEY``: the command and its text rendering.
+
+The work is in ``operations.explain``; this module loads the worker's
+settings, opens a dry-run runtime, and prints the ``Explanation`` for people
+or, with ``--json``, as one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from operations.explain import Explanation
+
+INDENT = "  "
+# Longest rendering of one value in the text output (the JSON output is complete).
+VALUE_CHARS = 120
+
+
+@click.command("explain")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
+def explain_command(key: str, as_json: bool) -> None:
+    """Show what syncing KEY would do, without writing anything.
+
+    A dry run of the sync task for the key's current revision in v1-objects:
+    the decoded V1 record, the V2 body after mapping (and every V1 value the
+    mapping dropped or changed), the identity the V2 calls would be made as,
+    the mappings read and written, the current V2 object and the field-by-field
+    difference, and the outcome: create, update, unchanged, delete, retry,
+    dead_letter (with the reason) or skip.
+
+    Nothing is written: no KV put, no Redis write, no V2 write (V2 gets only
+    GETs, with a minted token). KEY may also be a task id KEY@REVISION, as
+    Flower and the dead letters show it. Needs the worker's environment
+    (PROJECT_SERVICE_URL, HEIMDALL_PRIVATE_KEY, AUTH0_*); run it in a worker pod.
+    Exits 0 after explaining, 1 when the key is unknown or a service cannot be
+    reached.
+    """
+    from operations.explain import UnknownKey, explain_key, open_dry_runtime
+    from sync_core.logs import configure_logging
+    from sync_core.settings import WorkerSettings, load_settings
+
+    settings = load_settings(WorkerSettings)
+    configure_logging(settings.debug)
+    if not settings.debug:
+        # The output says everything the task would log (mapping warnings included).
+        logging.getLogger().setLevel(logging.ERROR)
+    key, _, asked_revision = key.partition("@")
+    try:
+        runtime = open_dry_runtime(settings)
+    except Exception as error:
+        raise click.ClickException(f"cannot open the worker's connections: {error}") from None
+    try:
+        found = explain_key(runtime, key)
+    except UnknownKey as error:
+        raise click.ClickException(str(error)) from None
+    except Exception as error:
+        raise click.ClickException(f"{type(error).__name__}: {error}") from None
+    finally:
+        runtime.close()
+    if asked_revision.isdigit() and int(asked_revision) != found.revision:
+        found.notes.insert(
+            0,
+            f"the task {key}@{asked_revision} ends as superseded: this is the current "
+            f"revision {found.revision}",
+        )
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(render(found))
+
+
+def render(found: Explanation) -> str:
+    """The explanation as text, sections in the order an operator reads them."""
+    head = f"{found.key}  ({found.object_type}"
+    if found.revision is not None:
+        head += f", revision {found.revision}, {found.operation}"
+    lines = [head + ")"]
+    outcome = f"Outcome: {found.outcome}"
+    if found.reason:
+        outcome += f" ({found.reason})"
+    if found.message:
+        outcome += f": {found.message}"
+    lines.append(outcome)
+    lines += [f"{INDENT}note: {note}" for note in found.notes]
+    if found.dead_letter:
+        letter = found.dead_letter
+        lines.append(
+            f"{INDENT}in the dead letters: [{letter['error_kind']}] {letter['error_message']}"
+        )
+    if found.record is not None:
+        lines += _section("V1 record", _pairs(found.record))
+    if found.warnings:
+        lines += _section("Mapping warnings (dropped or changed)", found.warnings)
+    if found.identity:
+        identity = found.identity
+        lines += _section(
+            "Identity",
+            [
+                f"principal {identity['principal']}  sub {identity['sub']}  "
+                f"email {identity['email'] or '-'}  on-behalf-of {identity['on_behalf_of'] or '-'}",
+                str(identity["source"]),
+            ],
+        )
+    if found.mappings_read:
+        lines += _section(
+            "Mappings read",
+            [f"{k} = {v if v is not None else '(absent)'}" for k, v in found.mappings_read.items()],
+        )
+    if found.mappings_written:
+        lines += _section(
+            "Mappings it would write", [f"{k} = {v}" for k, v in found.mappings_written.items()]
+        )
+    if found.v2_uid:
+        lines += _section(f"Current V2 object {found.v2_uid}", _pairs(found.v2_current or {}))
+    if found.changes:
+        lines += _section(
+            "Changes (V2 now -> after the write)",
+            [f"{c['field']}: {_show(c['before'])} -> {_show(c['after'])}" for c in found.changes],
+        )
+    if found.outcome == "create" and found.body is not None:
+        lines += _section("V2 body (POST)", _json_lines(found.body))
+    elif found.write is not None:
+        lines += _section("V2 body (PUT with If-Match)", _json_lines(found.write))
+    elif found.body is not None:
+        lines += _section("V2 body (from V1)", _json_lines(found.body))
+    return "\n".join(lines)
+
+
+def _section(title: str, rows: list[str]) -> list[str]:
+    return ["", title, *(INDENT + row for row in rows)]
+
+
+def _pairs(values: dict[str, Any]) -> list[str]:
+    return [f"{name}: {_show(value)}" for name, value in values.items()]
+
+
+def _json_lines(body: dict[str, Any]) -> list[str]:
+    return json.dumps(body, indent=2, sort_keys=True, default=str).splitlines()
+
+
+def _show(value: Any) -> str:
+    text = "(absent)" if value is None else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"

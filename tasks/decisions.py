@@ -1,0 +1,82 @@
+"""The pure decisions of a sync run, shared by the task and ``explain``.
+
+Which keys are skipped, what a KV value asks for, and whether an error is
+retried or dead-lettered: the task (``tasks.sync``) acts on these answers,
+and ``v1-sync-helper explain`` reports them without acting, so the two can
+never disagree. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sync_core.keys import ObjectType
+from tasks.codec import decode_value, is_empty, is_soft_delete
+from tasks.errors import SyncError
+from tasks.record_ids import checked_record
+
+DELETES_DISABLED_REASON = "deletes_disabled"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The run ends as ``skipped`` for ``reason``, logged at ``log_level``."""
+
+    reason: str
+    log_level: int
+
+
+# The object types that live in the committee service.
+COMMITTEE_SERVICE_TYPES = frozenset({ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER})
+
+
+def skip_for_key(object_type: ObjectType | None, committees_enabled: bool) -> Skip | None:
+    """Why a key of ``object_type`` is not synced, or None when it is."""
+    if object_type is None:
+        return Skip("unknown_prefix", logging.DEBUG)
+    if object_type in COMMITTEE_SERVICE_TYPES and not committees_enabled:
+        return Skip("no_committee_service", logging.WARNING)
+    return None
+
+
+@dataclass(frozen=True)
+class ValueReading:
+    """What a PUT's value asks for: a record to sync, a soft delete, or a skip."""
+
+    record: dict[str, Any] | None = None
+    soft_delete: bool = False
+    skip: Skip | None = None
+
+
+def read_value(value: bytes, object_type: ObjectType, key_id: str) -> ValueReading:
+    """Read the value of a key with id ``key_id``.
+
+    Raises ``InvalidRecord`` when it cannot be decoded, or when its ids do not
+    fit (``tasks.record_ids.checked_record``: checked before anything acts on
+    the record, a soft delete included).
+    """
+    if is_empty(value):
+        return ValueReading(skip=Skip("empty_value", logging.INFO))
+    record = checked_record(object_type, key_id, decode_value(value))
+    return ValueReading(record=record, soft_delete=is_soft_delete(record))
+
+
+def delete_skip(tombstoned: bool, mapped: bool, deletes_enabled: bool) -> Skip | None:
+    """Why a delete calls no V2 (``tasks.deletes``), or None when it goes ahead.
+
+    ``tombstoned``: the forward mapping holds the tombstone; ``mapped``: it holds a uid.
+    """
+    if tombstoned:
+        return Skip("already_deleted", logging.INFO)
+    if not mapped:
+        return Skip("not_in_v2", logging.INFO)
+    if not deletes_enabled:
+        return Skip(DELETES_DISABLED_REASON, logging.WARNING)
+    return None
+
+
+def should_retry(error: SyncError, attempt: int, retry_max: int) -> bool:
+    """Whether ``error`` on try ``attempt`` (0 first) is retried rather than dead-lettered."""
+    return error.transient and attempt < retry_max
