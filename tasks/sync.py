@@ -438,13 +438,18 @@ def check_fresh(
     """The key's current KV entry, unless the run is a duplicate or superseded.
 
     Raises ``Finished(unchanged)`` when this revision was synced already (the
-    Redis cache, or the durable ``state`` once the lease is held) and
+    Redis cache, or the durable ``state`` once the lease is held),
+    ``Finished(skipped)`` when the durable state has it dead-lettered, and
     ``Finished(superseded)`` when the bucket holds a newer revision, or when a
     PUT's key has been deleted since (the delete has its own task).
     """
     if not force:
         if state is not None and state.synced(report.revision):
             raise Finished(Outcome.UNCHANGED, "already_synced", settled_already=True)
+        if state is not None and state.settled(report.revision):
+            # A duplicate of a dead-lettered revision (a redelivery, a parked child
+            # released twice): the letter stands; only a re-queue (force) runs it again.
+            raise Finished(Outcome.SKIPPED, "already_dead_lettered", settled_already=True)
         if state is None and synced_revision(runtime, report.key) >= report.revision:
             # Only the cache says so: the durable state is written to match.
             raise Finished(Outcome.UNCHANGED, "already_synced")

@@ -566,6 +566,19 @@ def test_undecodable_value_is_dead_lettered(st: Stack) -> None:
     assert letter.error_kind == "undecodable"
 
 
+def test_a_duplicate_of_a_dead_lettered_revision_leaves_the_letter_alone(st: Stack) -> None:
+    key, _ = new_project()
+    revision = st.put(key, b"\xc1 not json nor msgpack")
+    assert st.sync(key, revision) == "dead_lettered"
+    letter = st.dead_letters().get(task_id_for(key, revision))
+    # A redelivery (or a second release) of the same task: no second dead letter.
+    assert st.sync(key, revision, count=2) == "skipped"
+    assert st.outcomes.of(key)[-1].__dict__["reason"] == "already_dead_lettered"
+    assert st.dead_letters().get(task_id_for(key, revision)) == letter
+    # An operator's re-queue (force) runs it again.
+    assert st.sync(key, revision, count=3, force=True) == "dead_lettered"
+
+
 @pytest.mark.parametrize(
     ("key", "reason"),
     [
