@@ -123,6 +123,25 @@ class ManagedServer:
             self._log.close()
             self._log = None
 
+    def kill(self) -> None:
+        """SIGKILL the process (no shutdown work at all, as a crash) and release its log."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def restart(self, hard: bool = False) -> None:
+        """Stop (SIGTERM, or SIGKILL when ``hard``) and start again on the same port."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
     def __enter__(self) -> ManagedServer:
         self.start()
         return self
@@ -160,9 +179,17 @@ class ValkeyServer(ManagedServer):
 
     name = "valkey-server"
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(data_dir, port)
         self.appendonly = appendonly
+        # More server options (``--replicaof``, ``--user``, ``--appendfsync``…).
+        self.extra_args = tuple(extra_args)
 
     def command(self) -> list[str]:
         return [
@@ -183,6 +210,7 @@ class ValkeyServer(ManagedServer):
             "no",
             "--daemonize",
             "no",
+            *self.extra_args,
         ]
 
     @property

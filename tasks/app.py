@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from sync_core import kombu_redis_fix
 from sync_core.broker import (
     TASK_HARD_TIME_LIMIT,
     TASK_SOFT_TIME_LIMIT,
@@ -34,10 +35,17 @@ class AppSettings(CommonSettings, RetrySettings):
 
 APP_SETTINGS = load_settings(AppSettings)
 
+# Without it a Redis restart under held tasks ends the worker (see the module).
+kombu_redis_fix.apply()
+
 app = Celery(APP_NAME, include=TASK_MODULES)
 app.conf.update(
     broker_url=APP_SETTINGS.redis_url,
+    # A broker restart or failover is waited out, however long it takes: the
+    # worker reconnects (backoff up to 30 s) instead of exiting after 100 tries.
+    broker_connection_retry=True,
     broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
     broker_transport_options=broker_transport_options(APP_SETTINGS.sync_retry_backoff_max),
     task_default_queue=APP_SETTINGS.celery_queue,
     task_serializer="json",
