@@ -59,7 +59,15 @@ class SlugConflict(PermanentError):
 
 
 class MissingMapping(TransientError):
-    """A parent project or committee project has no V2 UID yet (probably still queued)."""
+    """A parent (a project's parent, a committee's project…) has no V2 uid yet.
+
+    ``parent_key`` is the ``v1-mappings`` key whose absence stopped the run
+    (e.g. ``project.sfid.{sfid}``): the run waits for it to be written.
+    """
+
+    def __init__(self, message: str, *, kind: str, parent_key: str) -> None:
+        super().__init__(message, kind=kind)
+        self.parent_key = parent_key
 
 
 class InvalidRecord(PermanentError):

@@ -35,12 +35,13 @@ from sync_core.keys import ObjectType, parse_key
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
 from tasks.codec import decode_value, is_empty, is_soft_delete
-from tasks.committees import sync_committee
+from tasks.committees import COMMITTEES
 from tasks.errors import PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
 from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
+from tasks.objects import ObjectKind, sync_record
 from tasks.outcomes import Outcome, count_outcome
-from tasks.projects import sync_project
+from tasks.projects import PROJECTS
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
 
@@ -52,6 +53,11 @@ SYNCED_PREFIX = "v1sync:synced:"
 SYNCED_TTL_SECONDS = 30 * 24 * 3600
 DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 INTERNAL_ERROR_MESSAGE_CHARS = 300
+# The object types the task syncs, each through the shared path of tasks.objects.
+KINDS: dict[ObjectType, ObjectKind] = {
+    ObjectType.PROJECT: PROJECTS,
+    ObjectType.COMMITTEE: COMMITTEES,
+}
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -186,11 +192,7 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
             return not_implemented_delete(runtime, report)
         identity = runtime.identity_for(record.get("lastmodifiedbyid"))
         report.username = identity.username
-        if object_type is ObjectType.PROJECT:
-            outcome = sync_project(runtime, record, identity, report)
-        else:
-            assert runtime.committees is not None  # check_object_type skipped it otherwise
-            outcome = sync_committee(runtime, runtime.committees, record, identity, report)
+        outcome = sync_record(runtime, KINDS[object_type], record, identity, report)
         mark_synced(runtime, report)
         return outcome
 

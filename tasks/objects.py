@@ -1,0 +1,180 @@
+"""The one create/update path every V2 object type goes through.
+
+A type plugs in as an ``ObjectKind``: how to map its V1 record to the full V2
+body (``desired``), which V2 collection holds it, how its mappings are read
+and written, and how a 409 on create is resolved. ``upsert`` then does the
+same thing for all of them, the Kubernetes-controller way (observe, compare,
+act):
+
+- no mapping: ``POST``; a 409 means the object exists (usually a create whose
+  answer was lost): the kind finds and adopts it, then it is updated like any
+  other;
+- a mapping: ``GET`` with its ETag, lay the V1 values over the V2 record (V2-only
+  fields kept), ``PUT`` with ``If-Match`` only when something changed; a stale
+  ETag refetches, up to ``STALE_REVISION_ATTEMPTS`` times in one run.
+
+The mappings are written after the V2 write that needs them, so a run killed
+in between leaves V2 ahead of the mappings, never the reverse: the next run's
+409 (or its GET) repairs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.errors import SlugConflict, StaleRevision, TransientError
+from tasks.identity import Identity
+from tasks.mapping import merge_over, needs_update
+from tasks.outcomes import Outcome
+from tasks.report import RunReport
+from tasks.runtime import Runtime
+from tasks.v2client import V2Service
+
+log = logging.getLogger(__name__)
+
+# PUTs tried within one run when the ETag went stale in between; then the task retries.
+STALE_REVISION_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What one V1 record wants in V2.
+
+    Parameters:
+        sfid: the V1 record id.
+        body: the complete V2 write body (parent uids resolved).
+        parent_uid: the V2 uid of the object's parent where the collection lives
+            under it (committee members), else None.
+        slug: the project slug, for mappings and logs.
+    """
+
+    sfid: str
+    body: dict[str, Any]
+    parent_uid: str | None = None
+    slug: str | None = None
+
+
+class ObjectKind:
+    """One V2 object type: its mapping, collection and mappings (subclass per type).
+
+    ``name`` is the ``object_type`` of logs and metrics; ``read_only`` the V2
+    fields a write body never carries (kept from the current record).
+    """
+
+    name: str = ""
+    read_only: frozenset[str] = frozenset()
+
+    def desired(
+        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+    ) -> Desired:
+        """Map ``record`` to its V2 body; raises ``InvalidRecord`` or ``MissingMapping``."""
+        raise NotImplementedError
+
+    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+        """The V2 collection that holds the object."""
+        raise NotImplementedError
+
+    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+        """The V2 uid the mappings hold for the record, or None when never synced."""
+        raise NotImplementedError
+
+    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+        """Write the forward and reverse mappings of ``uid``."""
+        raise NotImplementedError
+
+    def adopt_existing(
+        self,
+        runtime: Runtime,
+        desired: Desired,
+        identity: Identity,
+        report: RunReport,
+        conflict: SlugConflict,
+    ) -> str:
+        """After a 409 (``conflict``) on create: the uid of the V2 object already there.
+
+        Raises a ``SyncError`` when it cannot be found (transient while an index
+        catches up, permanent when it belongs to another V1 record).
+        """
+        raise NotImplementedError
+
+    def note_uid(self, report: RunReport, uid: str) -> None:
+        """Put ``uid`` into the run's log fields (``project_uid``, ``committee_uid``…)."""
+        raise NotImplementedError
+
+
+def sync_record(
+    runtime: Runtime,
+    kind: ObjectKind,
+    record: dict[str, Any],
+    identity: Identity,
+    report: RunReport,
+) -> Outcome:
+    """Map ``record`` and bring its V2 object in line: ``created``, ``updated`` or ``unchanged``."""
+    return upsert(runtime, kind, kind.desired(runtime, record, identity, report), identity, report)
+
+
+def upsert(
+    runtime: Runtime, kind: ObjectKind, desired: Desired, identity: Identity, report: RunReport
+) -> Outcome:
+    """Create the object when it has no mapping, else update it (see the module doc)."""
+    service = kind.service(runtime, desired)
+    uid = kind.mapped_uid(runtime, desired)
+    if uid is None:
+        try:
+            created = service.create(desired.body, identity)
+        except SlugConflict as conflict:
+            uid = kind.adopt_existing(runtime, desired, identity, report, conflict)
+            kind.note_uid(report, uid)
+            log.info("adopting the existing V2 object", extra=report.context())
+            kind.record_mappings(runtime, desired, uid)
+        else:
+            uid = created_uid(created, kind.name)
+            kind.note_uid(report, uid)
+            kind.record_mappings(runtime, desired, uid)
+            return Outcome.CREATED
+    kind.note_uid(report, uid)
+    return update_existing(runtime, kind, service, uid, desired, identity, report)
+
+
+def update_existing(
+    runtime: Runtime,
+    kind: ObjectKind,
+    service: V2Service,
+    uid: str,
+    desired: Desired,
+    identity: Identity,
+    report: RunReport,
+) -> Outcome:
+    """GET, merge, and PUT with ``If-Match`` when something changed; refetch on a stale ETag."""
+    stale: StaleRevision | None = None
+    for _ in range(STALE_REVISION_ATTEMPTS):
+        current = service.get(uid, identity)
+        merged = merge_over(current.record, desired.body, kind.read_only)
+        if not needs_update(current.record, merged, kind.read_only):
+            return Outcome.UNCHANGED
+        try:
+            service.update(uid, merged, current.etag, identity)
+        except StaleRevision as error:
+            stale = error
+            log.info("stale ETag, refetching", extra=report.context())
+            continue
+        kind.record_mappings(runtime, desired, uid)
+        return Outcome.UPDATED
+    assert stale is not None
+    raise stale
+
+
+def created_uid(created: dict[str, Any], what: str) -> str:
+    """The ``uid`` of a V2 create answer; a missing one is a bad answer (transient)."""
+    uid = created.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise TransientError(f"V2 created the {what} but sent no uid", kind="v2_bad_response")
+    return uid
+
+
+def log_mapping_warnings(warnings: tuple[str, ...], report: RunReport) -> None:
+    """One WARNING per value the mapping dropped or changed."""
+    for warning in warnings:
+        log.warning("V1 value dropped or changed", extra=report.context() | {"detail": warning})
