@@ -146,7 +146,7 @@ def _open_store(settings: BridgeSettings) -> Any:
     from operations.enqueue import redis_client
     from tasks.deadletters import DeadLetterStore
 
-    return DeadLetterStore(redis_client(settings.redis_url))
+    return DeadLetterStore(redis_client(settings.redis_target))
 
 
 @contextmanager
@@ -229,7 +229,7 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     with (
         _expected_failures(),
         _store_errors(),
-        TaskQueue(settings.redis_url, settings.celery_queue) as queue,
+        TaskQueue(settings.redis_target, settings.celery_queue) as queue,
     ):
         store = DeadLetterStore(queue.redis)
         if requeue_all:
@@ -292,7 +292,7 @@ def requeue_command(keys: tuple[str, ...]) -> None:
     with _expected_failures():
         found = current_changes(settings.nats_url, settings.v1_objects_bucket, keys)
         requests = [request for request in found.values() if request is not None]
-        with TaskQueue(settings.redis_url, settings.celery_queue) as queue:
+        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
             queue.publish(requests)
     for request in requests:
         suffix = "" if request.operation == "PUT" else f" ({request.operation})"
@@ -352,7 +352,7 @@ def replay_command(prefix: str) -> None:
     with _expected_failures():
         click.echo(f"listing keys of {settings.v1_objects_bucket}…", err=True)
         requests = list_current(settings.nats_url, settings.v1_objects_bucket, prefix)
-        with TaskQueue(settings.redis_url, settings.celery_queue) as queue:
+        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
             _enqueue_with_progress(queue, requests, settings.bridge_max_queue_depth)
     where = f" with prefix {prefix!r}" if prefix else ""
     click.echo(f"queued {len(requests)} key(s){where}")

@@ -108,7 +108,7 @@ def collect_consumer(settings: CommonSettings) -> ConsumerStatus:
 def collect_broker(settings: CommonSettings) -> BrokerStatus:
     """Queue depth, dead-letter count and recent outcomes from Redis."""
     status = BrokerStatus(queue=settings.celery_queue)
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis_target)
     try:
         client.ping()
         status.up = True
@@ -126,7 +126,7 @@ def collect_broker(settings: CommonSettings) -> BrokerStatus:
 
 def ping_workers(settings: CommonSettings, timeout: float) -> list[str]:
     """The names of the workers that answer a broadcast ping within ``timeout`` seconds."""
-    app = producer_app(settings.redis_url, settings.celery_queue)
+    app = producer_app(settings.redis_target, settings.celery_queue)
     try:
         replies = app.control.ping(timeout=timeout) or []
     finally:

@@ -218,6 +218,61 @@ class ValkeyServer(ManagedServer):
         return f"redis://127.0.0.1:{self.port}/0"
 
 
+class SentinelServer(ManagedServer):
+    """``valkey-server sentinel.conf --sentinel`` watching one master, with short timeouts.
+
+    Sentinel rewrites its configuration file as it learns the replicas and
+    after a failover, so the file lives in ``data_dir``. ``down_after_ms`` and
+    ``failover_timeout_ms`` are small so tests see a promotion in seconds.
+    """
+
+    name = "valkey-sentinel"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        master_port: int,
+        master_name: str = "mymaster",
+        quorum: int = 1,
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 2000,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(data_dir, port)
+        self.master_port = master_port
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.config_file = self.data_dir / "sentinel.conf"
+
+    def _config(self) -> str:
+        name = self.master_name
+        return "\n".join(
+            [
+                f"port {self.port}",
+                "bind 127.0.0.1",
+                "protected-mode no",
+                "daemonize no",
+                f"dir {self.data_dir}",
+                f"sentinel monitor {name} 127.0.0.1 {self.master_port} {self.quorum}",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {name} 1",
+                "",
+            ]
+        )
+
+    def command(self) -> list[str]:
+        if not self.config_file.exists():
+            self.config_file.write_text(self._config())
+        return [valkey_server_binary(), str(self.config_file), "--sentinel"]
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}"
+
+
 def child_env(**overrides: str) -> dict[str, str]:
     """The current environment plus ``overrides``, for starting our own processes."""
     env = dict(os.environ)

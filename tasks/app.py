@@ -23,6 +23,7 @@ from sync_core.broker import (
     TASK_SOFT_TIME_LIMIT,
     broker_transport_options,
 )
+from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
 
 APP_NAME = "v1-sync-helper"
@@ -40,13 +41,15 @@ kombu_redis_fix.apply()
 
 app = Celery(APP_NAME, include=TASK_MODULES)
 app.conf.update(
-    broker_url=APP_SETTINGS.redis_url,
+    # Plain, TLS or Sentinel (master name, sentinels' password) from the settings.
+    **celery_broker_config(
+        APP_SETTINGS.redis_target, broker_transport_options(APP_SETTINGS.sync_retry_backoff_max)
+    ),
     # A broker restart or failover is waited out, however long it takes: the
     # worker reconnects (backoff up to 30 s) instead of exiting after 100 tries.
     broker_connection_retry=True,
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
-    broker_transport_options=broker_transport_options(APP_SETTINGS.sync_retry_backoff_max),
     task_default_queue=APP_SETTINGS.celery_queue,
     task_serializer="json",
     accept_content=["json"],

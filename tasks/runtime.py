@@ -22,6 +22,8 @@ from celery import signals
 from celery._state import get_current_app
 
 from sync_core.nats_client import SyncNats
+from sync_core.redis_connection import RedisTarget
+from sync_core.redis_connection import redis_client as connect_redis
 from sync_core.settings import WorkerSettings, load_settings
 from tasks.app import app
 from tasks.deadletters import DeadLetterStore
@@ -64,7 +66,7 @@ class Runtime:
         """Open every connection for ``settings`` (NATS first: it fails fastest)."""
         nats_client = SyncNats(settings.nats_url, f"{NATS_CLIENT_NAME}-{os.getpid()}")
         try:
-            redis_client = redis_client_for(settings.redis_url)
+            redis_client = redis_client_for(settings.redis_target)
             minter = minter_from_settings(settings)
             return cls(
                 settings=settings,
@@ -129,10 +131,10 @@ class Runtime:
                 log.warning("closing a worker resource failed", exc_info=True)
 
 
-def redis_client_for(url: str) -> redis.Redis:
-    """A Redis client that never blocks forever on a half-open socket."""
-    return redis.Redis.from_url(
-        url,
+def redis_client_for(target: RedisTarget | str) -> redis.Redis:
+    """A Redis client that never blocks on a half-open socket and follows a Sentinel failover."""
+    return connect_redis(
+        target,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         socket_keepalive=True,
