@@ -145,6 +145,7 @@ class WorkerSettings(CommonSettings, RetrySettings):
 
     project_service_url: str
     committee_service_url: str | None = None
+    query_service_url: str | None = None
     heimdall_client_id: str = "v1_sync_helper"
     heimdall_private_key: SecretStr
     heimdall_key_id: str | None = None
@@ -162,7 +163,7 @@ class WorkerSettings(CommonSettings, RetrySettings):
     def _http_url(cls, value: str) -> str:
         return _check_url(value, HTTP_SCHEMES)
 
-    @field_validator("committee_service_url", "auth0_base_url")
+    @field_validator("committee_service_url", "query_service_url", "auth0_base_url")
     @classmethod
     def _optional_http_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

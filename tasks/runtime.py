@@ -31,6 +31,7 @@ from tasks.errors import TransientError
 from tasks.identity import Identity
 from tasks.mapping_store import MappingStore
 from tasks.metrics import mark_process_dead
+from tasks.query_service import query_service
 from tasks.tokens import TokenMinter, minter_from_settings
 from tasks.users import UserDirectory, user_directory_from_settings
 from tasks.v2client import V2Service, committee_service, project_service
@@ -55,6 +56,7 @@ class Runtime:
     minter: TokenMinter
     projects: V2Service
     committees: V2Service | None
+    query: V2Service | None
     users: UserDirectory
     mappings: MappingStore
     dead_letters: DeadLetterStore
@@ -75,6 +77,7 @@ class Runtime:
                 minter=minter,
                 projects=project_service(settings, minter),
                 committees=committee_service(settings, minter),
+                query=query_service(settings, minter),
                 users=user_directory_from_settings(settings, nats_client),
                 mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
                 dead_letters=DeadLetterStore(redis_client),
@@ -123,6 +126,8 @@ class Runtime:
         closers: list[Any] = [self.users.close, self.projects.close, self.redis.close]
         if self.committees is not None:
             closers.append(self.committees.close)
+        if self.query is not None:
+            closers.append(self.query.close)
         closers.append(self.nats.close)
         for close in closers:
             try:

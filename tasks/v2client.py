@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 from prometheus_client import Histogram
@@ -157,6 +157,12 @@ class V2Service:
             return {}
         return self._json(response, "PUT", path)
 
+    def search(self, params: dict[str, str], identity: Identity) -> dict[str, Any]:
+        """``GET /{collection}?v=1&…params``: the JSON answer of a listing or search."""
+        path = f"/{self.collection}"
+        response = self._call("GET", path, identity, params=params)
+        return self._json(response, "GET", path)
+
     def delete(self, uid: str, etag: str, identity: Identity) -> None:
         """``DELETE /{collection}/{uid}?v=1`` with ``If-Match`` (204)."""
         self._call("DELETE", self._item_path(uid), identity, if_match=etag)
@@ -194,12 +200,13 @@ class V2Service:
         *,
         json_body: dict[str, Any] | None = None,
         if_match: str | None = None,
+        params: dict[str, str] | None = None,
     ) -> requests.Response:
         """Send once; on a 401 refresh the token and send once more; raise on failure."""
-        response = self._send(method, path, identity, json_body, if_match)
+        response = self._send(method, path, identity, json_body, if_match, params)
         if response.status_code == 401:
             self.minter.invalidate()
-            response = self._send(method, path, identity, json_body, if_match)
+            response = self._send(method, path, identity, json_body, if_match, params)
         if response.status_code >= 300:
             raise self._classify(method, path, response)
         return response
@@ -211,6 +218,7 @@ class V2Service:
         identity: Identity,
         json_body: dict[str, Any] | None,
         if_match: str | None,
+        params: dict[str, str] | None = None,
     ) -> requests.Response:
         token = self.minter.token(self.audience, identity)
         headers = {"Accept": "application/json"}
@@ -219,6 +227,8 @@ class V2Service:
         if if_match is not None:
             headers["If-Match"] = if_match
         url = f"{self.base_url}{path}?{API_VERSION_QUERY}"
+        if params:
+            url += "&" + urlencode(params)
         started = time.perf_counter()
         try:
             response = self._session().request(
