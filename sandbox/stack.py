@@ -131,6 +131,13 @@ class ChildProcess:
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
+    def kill(self) -> None:
+        """SIGKILL the process and its children, as a crash would (chaos tests)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(CHILD_STOP_TIMEOUT)
+        self._close_log()
+
     def restart(self) -> None:
         """Start the process again after it exited (its log file is appended to)."""
         self._close_log()
