@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 IMAGE  ?= lfx-v1-sync-helper:dev
 
-.PHONY: run test check lint format test-coverage bench chaos build docker-build docker-run clean
+.PHONY: run test check lint format test-coverage bench bench-reconcile chaos build docker-build docker-run clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
@@ -38,6 +38,9 @@ test-coverage: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bridge_throughput
+
+bench-reconcile: $(STAMP)
+	$(BIN)/python -m bench.reconcile_sweep
 
 # The long, seeded chaos proof (tests/chaos_harness.py): one figure line.
 # make chaos SEED=3 KEYS=300 DURATION=90

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 # Batch enqueue latency, from a few hundred microseconds (a healthy pipelined
 # round trip) up to the broker socket timeout.
+# A sweep over a few keys takes milliseconds; over 100,000, seconds.
+SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ENQUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -70,6 +72,23 @@ class BridgeMetrics:
         self.resubscribes = Counter(
             "v1sync_bridge_resubscribes",
             "Times the pull subscription was recreated (NATS reconnect or repeated errors).",
+            registry=registry,
+        )
+
+        self.reconcile_keys_behind = Gauge(
+            "v1sync_reconcile_keys_behind",
+            "Keys whose latest v1-objects revision had no terminal outcome at the last sweep.",
+            registry=registry,
+        )
+        self.reconcile_reenqueued = Counter(
+            "v1sync_reconcile_reenqueued",
+            "Tasks the reconciler enqueued for keys behind longer than the grace period.",
+            registry=registry,
+        )
+        self.reconcile_sweep_seconds = Histogram(
+            "v1sync_reconcile_sweep_seconds",
+            "Duration of one reconcile sweep (reading NATS, deciding, enqueuing).",
+            buckets=SWEEP_BUCKETS,
             registry=registry,
         )
 

@@ -1,4 +1,4 @@
-"""One bridge process: connections, the loop, the health endpoint, clean shutdown."""
+"""One bridge process: connections, the loop, the reconciler, health, clean shutdown."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from bridge.loop import Bridge, LoopTuning
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher, broker_client, database_of
+from bridge.reconciler import Reconciler, ReconcileTuning
 from sync_core.broker import broker_transport_options
-from sync_core.nats_client import connect
+from sync_core.nats_client import connect, ensure_bucket
 from sync_core.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ class BridgeService:
             batch_size=settings.bridge_batch_size,
             max_queue_depth=settings.bridge_max_queue_depth,
         )
+        self.reconcile_tuning = ReconcileTuning(
+            interval=settings.reconcile_interval,
+            grace=settings.reconcile_grace,
+            parent_wait=settings.sync_parent_wait,
+            max_queue_depth=settings.bridge_max_queue_depth,
+        )
+        self.reconciler: Reconciler | None = None
         self.metrics = BridgeMetrics()
         self.transport_options: dict[str, Any] = broker_transport_options()
         self.bridge: Bridge | None = None
@@ -77,7 +85,24 @@ class BridgeService:
             )
             encoder = TaskMessageEncoder(app, self.settings.celery_queue, database_of(client))
             self.bridge = Bridge(nc, self.spec, encoder, publisher, self.metrics, self.tuning)
-            await self.bridge.run(stop)
+            await ensure_bucket(nc.jetstream(), self.settings.sync_state_bucket)
+            self.reconciler = Reconciler(
+                nc,
+                objects_bucket=self.settings.v1_objects_bucket,
+                mappings_bucket=self.settings.v1_mappings_bucket,
+                state_bucket=self.settings.sync_state_bucket,
+                consumer=self.spec.name,
+                encoder=encoder,
+                publisher=publisher,
+                metrics=self.metrics,
+                tuning=self.reconcile_tuning,
+            )
+            reconciling = asyncio.create_task(self.reconciler.run(stop))
+            try:
+                await self.bridge.run(stop)
+            finally:
+                stop.set()
+                await reconciling
         finally:
             if nc is not None:
                 await _drain(nc)

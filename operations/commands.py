@@ -142,19 +142,35 @@ def dlq_group() -> None:
     """
 
 
-def _open_store(settings: BridgeSettings) -> Any:
-    from operations.enqueue import redis_client
+@contextmanager
+def _open_store(settings: BridgeSettings) -> Iterator[Any]:
+    """The dead letters (in JetStream), on a fail-fast NATS connection closed afterwards."""
+    from operations.current_keys import open_nats
+    from sync_core.nats_client import SyncNats
     from tasks.deadletters import DeadLetterStore
 
-    return DeadLetterStore(redis_client(settings.redis_target))
+    nats = SyncNats(settings.nats_url, "v1-sync-helper-dlq", connector=open_nats)
+    try:
+        yield DeadLetterStore(nats, settings.sync_state_bucket)
+    finally:
+        nats.close()
 
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
+    import nats.errors
     import redis
+
+    from operations.current_keys import KvUnavailable
 
     try:
         yield
+    except KvUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    except (nats.errors.Error, TimeoutError) as error:
+        raise click.ClickException(
+            f"cannot read the dead letters from NATS: {error or type(error).__name__}"
+        ) from None
     except (redis.RedisError, OSError) as error:
         raise click.ClickException(f"cannot reach the broker (Redis): {error}") from None
 
@@ -170,8 +186,8 @@ def dlq_list_command(as_json: bool) -> None:
     from operations.deadletter_view import as_dict, render_table
 
     settings = _settings()
-    with _store_errors():
-        letters = _open_store(settings).list()
+    with _store_errors(), _open_store(settings) as store:
+        letters = store.list()
     if as_json:
         _echo_json([as_dict(letter) for letter in letters])
     else:
@@ -189,8 +205,8 @@ def dlq_show_command(task_id: str, as_json: bool) -> None:
     from operations.deadletter_view import as_dict, render_one
 
     settings = _settings()
-    with _store_errors():
-        letter = _open_store(settings).get(task_id)
+    with _store_errors(), _open_store(settings) as store:
+        letter = store.get(task_id)
     if letter is None:
         raise click.ClickException(f"no dead letter {task_id!r} (see `v1-sync-helper dlq list`)")
     if as_json:
@@ -214,7 +230,6 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
         raise click.UsageError("give one or more KEY@REV ids, or --all (not both)")
     from operations.dlq import requeue_letters
     from operations.enqueue import TaskQueue
-    from tasks.deadletters import DeadLetterStore
 
     settings = _settings()
     missing: list[str] = []
@@ -230,8 +245,8 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
         _expected_failures(),
         _store_errors(),
         TaskQueue(settings.redis_target, settings.celery_queue) as queue,
+        _open_store(settings) as store,
     ):
-        store = DeadLetterStore(queue.redis)
         if requeue_all:
             letters = store.list()
             max_depth: int | None = settings.bridge_max_queue_depth
@@ -244,7 +259,7 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
                 else:
                     letters.append(letter)
             max_depth = None
-        requeue_letters(queue, letters, max_depth, _say_waiting(max_depth or 0), report)
+        requeue_letters(queue, store, letters, max_depth, _say_waiting(max_depth or 0), report)
     if requeue_all and not requeued:
         click.echo("No dead letters to re-queue.")
     for task_id in missing:
@@ -258,8 +273,7 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
 def dlq_purge_command(yes: bool) -> None:
     """Delete every dead letter for good (asks first unless --yes)."""
     settings = _settings()
-    with _store_errors():
-        store = _open_store(settings)
+    with _store_errors(), _open_store(settings) as store:
         count = store.count()
         if count == 0:
             click.echo("No dead letters.")

@@ -2,24 +2,29 @@
 
 Each part is collected on its own, so one dead dependency is reported next to
 everything else that could still be read. The pipeline is unhealthy when the
-broker is down, NATS or the durable consumer is missing, or no worker answers.
+broker is down, NATS, the durable consumer or the sync state bucket is
+missing, or no worker answers. The dead letters and the reconciler's last
+sweep (keys behind, when, how long) come from the sync state in JetStream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError
 from nats.errors import Error as NatsError
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from bridge.messages import producer_app
 from operations.current_keys import KvUnavailable, open_nats
 from operations.enqueue import queue_depth, redis_client
+from sync_core.nats_client import SyncNats
 from sync_core.settings import CommonSettings
+from sync_core.sync_state import RECONCILER_SWEEP_KEY, SweepSummary
 from tasks.deadletters import DeadLetterStore
 from tasks.outcomes import recent_outcomes
 
@@ -42,13 +47,22 @@ class ConsumerStatus:
 
 
 @dataclass
+class SyncStateStatus:
+    """JetStream's durable sync state: the dead letters and the reconciler's last sweep."""
+
+    found: bool = False
+    dead_letters: int | None = None
+    last_sweep: SweepSummary | None = None
+    error: str | None = None
+
+
+@dataclass
 class BrokerStatus:
-    """Redis: the Celery queue, the dead letters and the outcome counters."""
+    """Redis: the Celery queue and the outcome counters."""
 
     up: bool = False
     queue: str = "celery"
     queue_depth: int | None = None
-    dead_letters: int | None = None
     outcomes_last_hour: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
@@ -59,6 +73,7 @@ class Status:
 
     consumer: ConsumerStatus
     broker: BrokerStatus
+    sync_state: SyncStateStatus
     workers: list[str]
     problems: list[str]
 
@@ -113,7 +128,6 @@ def collect_broker(settings: CommonSettings) -> BrokerStatus:
         client.ping()
         status.up = True
         status.queue_depth = queue_depth(client, settings.celery_queue)
-        status.dead_letters = DeadLetterStore(client).count()
         status.outcomes_last_hour = dict(
             sorted(recent_outcomes(client, OUTCOME_WINDOW_MINUTES).items())
         )
@@ -121,6 +135,29 @@ def collect_broker(settings: CommonSettings) -> BrokerStatus:
         status.error = f"cannot reach the broker: {error}"
     finally:
         client.close()
+    return status
+
+
+def collect_sync_state(settings: CommonSettings) -> SyncStateStatus:
+    """The dead-letter count and the reconciler's last sweep, from the state bucket."""
+    status = SyncStateStatus()
+    try:
+        nats = SyncNats(settings.nats_url, "v1-sync-helper-status", connector=open_nats)
+    except (KvUnavailable, NatsError, OSError, TimeoutError) as error:
+        status.error = str(error) or type(error).__name__
+        return status
+    try:
+        status.dead_letters = DeadLetterStore(nats, settings.sync_state_bucket).count()
+        entry = nats.kv_get(settings.sync_state_bucket, RECONCILER_SWEEP_KEY)
+        status.found = True
+        if entry is not None:
+            status.last_sweep = SweepSummary.from_bytes(bytes(entry.value or b""))
+    except BucketNotFoundError:
+        status.error = f"KV bucket {settings.sync_state_bucket!r} does not exist (no bridge ran)"
+    except (NatsError, OSError, TimeoutError, ValueError) as error:
+        status.error = f"cannot read the sync state: {error or type(error).__name__}"
+    finally:
+        nats.close()
     return status
 
 
@@ -138,6 +175,7 @@ def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT
     """Read every part of the status and list what is unhealthy."""
     consumer = collect_consumer(settings)
     broker = collect_broker(settings)
+    sync_state = collect_sync_state(settings)
     workers: list[str] = []
     ping_error = None
     if broker.up:
@@ -154,7 +192,15 @@ def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT
         problems.append(ping_error)
     elif not workers:
         problems.append(f"no worker answered a ping within {ping_timeout:g}s")
-    return Status(consumer=consumer, broker=broker, workers=workers, problems=problems)
+    if not sync_state.found:
+        problems.append(sync_state.error or "the sync state bucket cannot be read")
+    return Status(
+        consumer=consumer,
+        broker=broker,
+        sync_state=sync_state,
+        workers=workers,
+        problems=problems,
+    )
 
 
 def _count(value: int | None) -> str:
@@ -178,11 +224,11 @@ def render(status: Status) -> str:
         outcomes = ", ".join(f"{k} {v}" for k, v in broker.outcomes_last_hour.items()) or "none"
         lines += [
             f"  queue {broker.queue:<11} {_count(broker.queue_depth)} waiting",
-            f"  dead letters      {_count(broker.dead_letters)}",
             f"  last hour         {outcomes}",
         ]
     else:
         lines.append(f"  unavailable: {broker.error}")
+    lines += _render_sync_state(status.sync_state)
     names = ", ".join(status.workers)
     lines.append(f"Workers online     {len(status.workers)}" + (f" ({names})" if names else ""))
     if status.healthy:
@@ -191,3 +237,20 @@ def render(status: Status) -> str:
         lines.append("UNHEALTHY")
         lines += [f"  - {problem}" for problem in status.problems]
     return "\n".join(lines)
+
+
+def _render_sync_state(state: SyncStateStatus) -> list[str]:
+    lines = ["Sync state (JetStream)"]
+    if not state.found:
+        return [*lines, f"  unavailable: {state.error}"]
+    lines.append(f"  dead letters      {_count(state.dead_letters)}")
+    sweep = state.last_sweep
+    if sweep is None:
+        return [*lines, "  last sweep        none yet"]
+    ago = max(0, int(time.time() - sweep.at))
+    lines += [
+        f"  keys behind       {sweep.behind} of {sweep.keys}",
+        f"  last sweep        {ago}s ago, {sweep.duration:.2f}s, re-enqueued {sweep.reenqueued}"
+        + (f", deferred {sweep.deferred}" if sweep.deferred else ""),
+    ]
+    return lines

@@ -45,6 +45,8 @@ from sandbox.stack import (
     port_or_free,
     write_stack_file,
 )
+from sync_core.nats_client import SyncNats
+from sync_core.sync_state import DEFAULT_STATE_BUCKET
 from tasks.deadletters import DeadLetterStore
 from tasks.outcomes import recent_outcomes
 
@@ -125,6 +127,7 @@ class DevSession:
     children: list[ChildProcess] = field(default_factory=list)
     supervisor: Supervisor | None = None
     redis_client: redis.Redis | None = None
+    nats_client: SyncNats | None = None
 
     def __post_init__(self) -> None:
         self.servers = EmbeddedServers(self.run_dir)
@@ -191,6 +194,8 @@ class DevSession:
             self.sandbox.stop()
         if self.redis_client is not None:
             self.redis_client.close()
+        if self.nats_client is not None:
+            self.nats_client.close()
         self.servers.stop()
 
     # -- watching ----------------------------------------------------------------
@@ -201,10 +206,17 @@ class DevSession:
             return next((c for c in self.children if c.exit_code is not None), None)
         return self.supervisor.check()
 
+    def dead_letters(self) -> DeadLetterStore:
+        """The dead letters of the local stack (in JetStream)."""
+        if self.nats_client is None:
+            assert self.servers.nats is not None
+            self.nats_client = SyncNats(self.servers.nats.url, "dev-session")
+        return DeadLetterStore(self.nats_client, DEFAULT_STATE_BUCKET)
+
     def progress(self) -> Progress:
         assert self.sandbox is not None
         assert self.redis_client is not None
-        letters = {d.key: d.error_kind for d in DeadLetterStore(self.redis_client).list()}
+        letters = {d.key: d.error_kind for d in self.dead_letters().list()}
         return Progress(
             projects=len(self.sandbox.projects) - 1,  # ROOT is seeded, not synced
             committees=len(self.sandbox.committees),
@@ -268,7 +280,7 @@ class DevSession:
         lines = ["", "Summary", f"  time taken     {time.monotonic() - started:.1f} s"]
         for name in SUMMARY_OUTCOMES:
             lines.append(f"  {name:<14} {outcomes.get(name, 0)}")
-        letters = DeadLetterStore(self.redis_client).list()
+        letters = self.dead_letters().list()
         if letters:
             lines.append("  dead letters:")
             for letter in sorted(letters, key=lambda d: d.key):

@@ -11,14 +11,18 @@ from typing import Any
 
 SYNC_TASK_NAME = "sync_kv_entry"
 
-# Task time limits. The hard limit bounds a stuck V2 call; the per-key lock
-# outlives it so two workers never hold one key.
+# Task time limits. The hard limit bounds a stuck V2 call; the per-key lease is
+# renewed while the run lives, so it needs no TTL above the limit.
 TASK_SOFT_TIME_LIMIT = 90
 TASK_HARD_TIME_LIMIT = 120
 
-# Redis redelivers a message not acked within the visibility timeout. Every
-# countdown plus the hard limit must stay below it, or delayed retries run twice.
-MIN_VISIBILITY_TIMEOUT = 3600
+# Redis redelivers a message not acked within the visibility timeout: that is
+# how long a task held by a dead worker (prefetched, or waiting out a retry
+# countdown) stays stranded. Every countdown plus the hard limit must stay
+# below it, or delayed retries run twice; this margin is on top. With the
+# default backoff cap (300 s) the timeout is 480 s: stranded tasks come back
+# within eight minutes, and the reconciler re-enqueues their keys sooner.
+VISIBILITY_MARGIN = 60
 
 OPERATIONS = ("PUT", "DEL", "PURGE")
 
@@ -29,8 +33,8 @@ def task_id_for(key: str, revision: int) -> str:
 
 
 def visibility_timeout(backoff_max: float) -> int:
-    """A visibility timeout safely above the longest countdown plus the hard limit."""
-    return max(MIN_VISIBILITY_TIMEOUT, int(backoff_max + TASK_HARD_TIME_LIMIT) * 2)
+    """The longest countdown plus the hard limit plus a margin: no earlier, no later."""
+    return int(backoff_max + TASK_HARD_TIME_LIMIT + VISIBILITY_MARGIN)
 
 
 def broker_transport_options(backoff_max: float = 300.0) -> dict[str, Any]:

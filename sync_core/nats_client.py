@@ -20,6 +20,8 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from sync_core.sync_state import DEFAULT_STATE_BUCKET
+
 log = logging.getLogger(__name__)
 
 OBJECTS_BUCKET_HISTORY = 20
@@ -57,19 +59,32 @@ async def connect(url: str, name: str) -> Client:
     return nc
 
 
-async def ensure_buckets(js: JetStreamContext, objects: str, mappings: str) -> None:
-    """Create the two KV buckets when they do not exist (local stack and tests)."""
-    for bucket, history in ((objects, OBJECTS_BUCKET_HISTORY), (mappings, 1)):
-        try:
-            await js.key_value(bucket)
-        except BucketNotFoundError:
-            await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
+async def ensure_buckets(
+    js: JetStreamContext, objects: str, mappings: str, state: str = DEFAULT_STATE_BUCKET
+) -> None:
+    """Create the KV buckets when they do not exist (bridge start-up, local stack, tests)."""
+    for bucket, history in ((objects, OBJECTS_BUCKET_HISTORY), (mappings, 1), (state, 1)):
+        await ensure_bucket(js, bucket, history)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, history: int = 1) -> None:
+    """Create one KV bucket unless it exists."""
+    try:
+        await js.key_value(bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
 
 
 class SyncNats:
     """A blocking facade over one NATS connection owned by a background loop."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        connector: Callable[[str, str], Coroutine[Any, Any, Client]] = connect,
+    ) -> None:
+        """Connect to ``url`` with ``connector`` (one-shot commands pass a fail-fast one)."""
         self._url = url
         self._name = name
         self._loop = asyncio.new_event_loop()
@@ -78,7 +93,11 @@ class SyncNats:
         )
         self._thread.start()
         self._kv: dict[str, KeyValue] = {}
-        self.nc: Client = self.run(connect(url, name))
+        try:
+            self.nc: Client = self.run(connector(url, name))
+        except BaseException:
+            self._stop_loop()
+            raise
         self.js: JetStreamContext = self.nc.jetstream()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = DEFAULT_TIMEOUT) -> T:
@@ -130,6 +149,9 @@ class SyncNats:
             self.run(self.nc.drain(), timeout=5)
         except Exception:
             log.debug("nats drain failed", exc_info=True)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()

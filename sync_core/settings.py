@@ -85,6 +85,9 @@ class CommonSettings(BaseSettings):
     redis_sentinel_password: SecretStr | None = None
     v1_objects_bucket: str = "v1-objects"
     v1_mappings_bucket: str = "v1-mappings"
+    sync_state_bucket: str = "v1-sync-state"
+    # How long a child waits for its parent's mapping before it becomes a dead letter.
+    sync_parent_wait: float = Field(default=24 * 3600.0, gt=0)
     kv_consumer_name: str = "v1-sync-helper-kv-consumer"
     celery_queue: str = "celery"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -128,6 +131,9 @@ class BridgeSettings(CommonSettings):
 
     bridge_max_queue_depth: int = Field(default=10_000, ge=1)
     bridge_batch_size: int = Field(default=500, ge=1, le=1000)
+    # With 60 s + 30 s, a change lost with the broker is re-enqueued within 90 s.
+    reconcile_interval: float = Field(default=60.0, gt=0)
+    reconcile_grace: float = Field(default=30.0, gt=0)
 
 
 class RetrySettings(BaseSettings):

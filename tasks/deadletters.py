@@ -1,29 +1,43 @@
-"""Dead letters: tasks that cannot succeed, kept in Redis for people to look at.
+"""Dead letters: tasks that cannot succeed, kept in JetStream for people to look at.
 
-One Redis hash, ``v1sync:deadletters``: field = task id (``{key}@{revision}``),
-value = a JSON object with ``id``, ``key``, ``revision``, ``operation``,
-``error_kind``, ``error_message``, ``status``, ``body_excerpt``, ``attempts``,
-``first_failure`` and ``last_failure`` (Unix seconds, floats). The workers
-add entries; the operations commands list, show, re-queue and purge them.
+They live in the sync state bucket (``SYNC_STATE_BUCKET``, ``v1-sync-state``)
+under ``deadletter.{key}``: one letter per V1 key, the latest failure wins (a
+newer revision's letter replaces an older one's), so they survive the loss of
+Redis. The value is a JSON object with ``id`` (the task id
+``{key}@{revision}``), ``key``, ``revision``, ``operation``, ``error_kind``,
+``error_message``, ``status``, ``body_excerpt``, ``attempts``,
+``first_failure`` and ``last_failure`` (Unix seconds, floats). The workers add
+entries and drop a key's letter once a later run of the key succeeds; the
+operations commands list, show, re-queue and purge them.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
+import nats.errors
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from sync_core.broker import task_id_for
+from sync_core.nats_client import SyncNats
+from sync_core.sync_state import CAS_ATTEMPTS, DEAD_LETTER_PREFIX, dead_letter_key
 from tasks.errors import BODY_EXCERPT_CHARS
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS_KEY = "v1sync:deadletters"
+# Listing stops when the watcher stays idle this long (it signals the end first).
+LIST_IDLE_TIMEOUT = 10.0
+LIST_TIMEOUT = 120.0
 ERROR_MESSAGE_CHARS = 1000
+VALID_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -68,18 +82,28 @@ class DeadLetter:
             raise ValueError(f"not a dead letter: {type(error).__name__}: {error}") from None
 
 
+# (``list`` is also a method name of the store: the alias keeps annotations unambiguous.)
+StoredLetters = list[tuple[DeadLetter, int]]
+
+
 class DeadLetterStore:
-    """The dead letters in one Redis database.
+    """The dead letters in the sync state bucket.
 
     Parameters:
-        client: the Redis client (the broker's database is fine).
+        nats: the process's blocking NATS client.
+        bucket: the sync state bucket (``SYNC_STATE_BUCKET``).
     """
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(self, nats: SyncNats, bucket: str) -> None:
+        self._nats = nats
+        self.bucket = bucket
 
     def __repr__(self) -> str:
-        return f"DeadLetterStore(key={DEAD_LETTERS_KEY!r})"
+        return f"DeadLetterStore(bucket={self.bucket!r})"
+
+    @property
+    def _kv(self) -> KeyValue:
+        return self._nats.kv(self.bucket)
 
     def add(
         self,
@@ -96,80 +120,147 @@ class DeadLetterStore:
     ) -> DeadLetter:
         """Store (or refresh) the dead letter of task ``key@revision``.
 
-        An entry that exists already keeps its ``first_failure``.
+        A letter of the same revision keeps its ``first_failure``; a letter of
+        an older revision is replaced; one of a newer revision stays (and is
+        returned).
         """
         task_id = task_id_for(key, revision)
         when = time.time() if now is None else now
-
-        # WATCH so a concurrent add of the same id cannot lose the first failure time.
-        with self._client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(DEAD_LETTERS_KEY)
-                    previous = pipe.hget(DEAD_LETTERS_KEY, task_id)
-                    letter = DeadLetter(
-                        id=task_id,
-                        key=key,
-                        revision=revision,
-                        operation=operation,
-                        error_kind=error_kind,
-                        error_message=error_message[:ERROR_MESSAGE_CHARS],
-                        status=status,
-                        body_excerpt=body_excerpt[:BODY_EXCERPT_CHARS] if body_excerpt else None,
-                        attempts=attempts,
-                        first_failure=_first_failure(previous, when, task_id),
-                        last_failure=when,
-                    )
-                    pipe.multi()
-                    pipe.hset(DEAD_LETTERS_KEY, task_id, letter.to_json())
-                    pipe.execute()
-                    return letter
-                except redis.WatchError:
-                    continue
+        for _ in range(CAS_ATTEMPTS):
+            previous, kv_revision = self._read(key)
+            if previous is not None and previous.revision > revision:
+                return previous
+            first = when
+            if previous is not None and previous.revision == revision:
+                first = min(when, previous.first_failure)
+            letter = DeadLetter(
+                id=task_id,
+                key=key,
+                revision=revision,
+                operation=operation,
+                error_kind=error_kind,
+                error_message=error_message[:ERROR_MESSAGE_CHARS],
+                status=status,
+                body_excerpt=body_excerpt[:BODY_EXCERPT_CHARS] if body_excerpt else None,
+                attempts=attempts,
+                first_failure=first,
+                last_failure=when,
+            )
+            if self._write(key, letter, kv_revision):
+                return letter
+        raise RuntimeError(f"the dead letter of {key} kept changing under the write")
 
     def list(self) -> list[DeadLetter]:
         """Every dead letter, the most recent failure first (malformed entries skipped)."""
-        letters = []
-        for field, raw in self._client.hgetall(DEAD_LETTERS_KEY).items():
-            try:
-                letters.append(DeadLetter.from_json(raw))
-            except ValueError:
-                log.warning("skipping a malformed dead letter", extra={"id": _text(field)})
+        letters = [letter for letter, _ in self._entries()]
         letters.sort(key=lambda letter: letter.last_failure, reverse=True)
         return letters
 
     def get(self, task_id: str) -> DeadLetter | None:
-        """The dead letter with id ``task_id``, or None."""
-        raw = self._client.hget(DEAD_LETTERS_KEY, task_id)
-        return None if raw is None else DeadLetter.from_json(raw)
+        """The dead letter with id ``task_id`` (``key@revision``), or None."""
+        key, _, revision = task_id.rpartition("@")
+        if not key or not revision.isdigit() or not _valid_key(key):
+            return None
+        letter, _ = self._read(key)
+        return letter if letter is not None and letter.id == task_id else None
 
     def remove(self, task_id: str) -> bool:
         """Delete one dead letter; True when it existed."""
-        return bool(self._client.hdel(DEAD_LETTERS_KEY, task_id))
+        letter = self.get(task_id)
+        if letter is None:
+            return False
+        return bool(self.remove_unchanged([letter]))
+
+    def remove_unchanged(self, letters: Sequence[DeadLetter]) -> builtins.list[str]:
+        """Delete the letters still stored as read; return the ids deleted.
+
+        A letter rewritten since (the re-queued task failed again) stays.
+        """
+        removed: builtins.list[str] = []
+        for letter in letters:
+            current, kv_revision = self._read(letter.key)
+            if current is None or current != letter:
+                continue
+            try:
+                self._nats.run(self._kv.delete(dead_letter_key(letter.key), last=kv_revision))
+            except (KeyWrongLastSequenceError, APIError):
+                continue
+            removed.append(letter.id)
+        return removed
+
+    def remove_settled(self, key: str, revision: int) -> None:
+        """Drop the key's letter when it is for ``revision`` or older (a later run succeeded)."""
+        letter, kv_revision = self._read(key)
+        if letter is None or letter.revision > revision:
+            return
+        try:
+            self._nats.run(self._kv.delete(dead_letter_key(key), last=kv_revision))
+        except (KeyWrongLastSequenceError, APIError):
+            log.debug("dead letter changed before its removal", extra={"key": key})
 
     def purge(self) -> int:
         """Delete every dead letter; the number deleted."""
-        with self._client.pipeline() as pipe:
-            pipe.hlen(DEAD_LETTERS_KEY)
-            pipe.delete(DEAD_LETTERS_KEY)
-            count, _ = pipe.execute()
-        return int(count)
+        entries = self._entries()
+        for letter, _ in entries:
+            self._nats.run(self._kv.purge(dead_letter_key(letter.key)))
+        return len(entries)
 
     def count(self) -> int:
         """How many dead letters there are."""
-        return int(self._client.hlen(DEAD_LETTERS_KEY))
+        return len(self._entries())
+
+    # -- storage -----------------------------------------------------------
+
+    def _read(self, key: str) -> tuple[DeadLetter | None, int]:
+        """The key's letter and the KV revision to compare against (0: never written)."""
+        try:
+            entry = self._nats.run(self._kv.get(dead_letter_key(key)))
+        except KeyNotFoundError as missing:
+            revision = int(missing.entry.revision or 0) if missing.entry is not None else 0
+            return None, revision
+        try:
+            return DeadLetter.from_json(bytes(entry.value or b"")), int(entry.revision or 0)
+        except ValueError:
+            log.warning("replacing a malformed dead letter", extra={"key": key})
+            return None, int(entry.revision or 0)
+
+    def _write(self, key: str, letter: DeadLetter, kv_revision: int) -> bool:
+        data = letter.to_json().encode()
+        try:
+            if kv_revision:
+                self._nats.run(self._kv.update(dead_letter_key(key), data, last=kv_revision))
+            else:
+                self._nats.run(self._kv.create(dead_letter_key(key), data))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    def _entries(self) -> StoredLetters:
+        # The bucket handle first: looking it up inside the coroutine would block its own loop.
+        return self._nats.run(self._list(self._kv), timeout=LIST_TIMEOUT)
+
+    async def _list(self, kv: KeyValue) -> StoredLetters:
+        watcher = await kv.watch(f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True)
+        found: StoredLetters = []
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
+                except nats.errors.TimeoutError:
+                    raise TimeoutError("listing the dead letters stalled") from None
+                if entry is None:
+                    break
+                try:
+                    found.append(
+                        (DeadLetter.from_json(bytes(entry.value or b"")), int(entry.revision or 0))
+                    )
+                except ValueError:
+                    log.warning("skipping a malformed dead letter", extra={"id": entry.key})
+        finally:
+            await watcher.stop()
+        return found
 
 
-def _first_failure(previous: bytes | str | None, now: float, task_id: str) -> float:
-    """The earlier of ``now`` and the first failure of an existing entry."""
-    if previous is None:
-        return now
-    try:
-        return min(now, DeadLetter.from_json(previous).first_failure)
-    except ValueError:
-        log.warning("replacing a malformed dead letter", extra={"id": task_id})
-        return now
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+def _valid_key(key: str) -> bool:
+    """Whether ``key`` can be a KV key (a typo in a task id must not raise)."""
+    return bool(VALID_KEY.match(key)) and not key.startswith(".") and not key.endswith(".")

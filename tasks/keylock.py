@@ -1,73 +1,194 @@
-"""A per-key lock in Redis, so two workers never sync one V1 key at once.
+"""The per-key lease, so two workers never sync one V1 key at once.
 
-``SET lock token NX PX ttl`` takes it; a Lua compare-and-delete releases it
-only while it still holds our token, so a holder whose lock expired cannot
-release the next holder's. The TTL outlives the task's hard time limit: a
-killed worker's lock expires on its own, a running task's never does.
+The lease lives in the key's durable sync state (``v1-sync-state``): a random
+token and an expiry a few seconds ahead, taken and renewed with
+compare-and-set. While the run lives, a background thread renews it every
+``LEASE_RENEW_SECONDS``; a SIGKILLed worker stops renewing, and its key is
+free again ``LEASE_TTL_SECONDS`` later (not after the task's hard time limit).
+
+A run that may have lost its lease must not write: ``check_write_allowed()``
+is called before every V2 write and every mapping write (``tasks.v2client``,
+``tasks.mapping_store``) and raises ``LeaseLost`` (transient: the run retries)
+once the lease is not known to be held. "Known to be held" is judged locally:
+until the expiry the last successful renewal wrote, minus a safety margin for
+clock differences between pods, so the check costs no round trip.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 
-import redis
-
-from sync_core.broker import TASK_HARD_TIME_LIMIT
+from sync_core.sync_state import KeyLease as LeaseRecord
+from sync_core.sync_state import SyncState
+from tasks.errors import TransientError
+from tasks.state_store import StateStore
 
 log = logging.getLogger(__name__)
 
-LOCK_PREFIX = "v1sync:lock:"
-# Above the hard time limit, so a live task never loses its lock.
-DEFAULT_TTL_MS = (TASK_HARD_TIME_LIMIT + 30) * 1000
+LEASE_TTL_SECONDS = 6.0
+LEASE_RENEW_SECONDS = 2.0
+# A write needs at least this much lease left: covers a slow call and clock skew.
+LEASE_SAFETY_MARGIN_SECONDS = 1.5
 
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+_current: contextvars.ContextVar[KeyLock | None] = contextvars.ContextVar(
+    "v1sync_key_lease", default=None
+)
+
+
+class LeaseLost(TransientError):
+    """The run can no longer be sure it holds its key: it must not write."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the lease on {key} was lost; not writing", kind="lease_lost")
+
+
+def check_write_allowed() -> None:
+    """Raise ``LeaseLost`` when the current run's lease is not known to be held.
+
+    Outside a run (operator tools, tests of the clients) there is no lease and
+    nothing to check.
+    """
+    lease = _current.get()
+    if lease is not None:
+        lease.check()
 
 
 class KeyLock:
-    """The lock of one V1 key.
+    """The lease of one V1 key for one run.
 
     Parameters:
-        client: the Redis client.
-        key: the V1 key (the lock lives at ``v1sync:lock:{key}``).
-        ttl_ms: how long the lock lives unless released.
+        store: the sync state store.
+        key: the V1 key.
+        ttl: seconds a lease lives without renewal.
+        renew_every: seconds between renewals.
+        clock: wall-clock time (the lease is compared across processes).
 
-    Use ``acquire()``/``release()``, or ``with lock:`` after a successful
-    ``acquire()`` to release on the way out.
+    ``acquire()`` takes it (False when another live run holds it); ``with
+    lock:`` after that renews it in the background, makes it the run's write
+    guard, and releases it on the way out.
     """
 
-    def __init__(self, client: redis.Redis, key: str, ttl_ms: int = DEFAULT_TTL_MS) -> None:
-        self._client = client
-        self.name = LOCK_PREFIX + key
-        self.ttl_ms = ttl_ms
-        self._token = secrets.token_hex(16)
+    def __init__(
+        self,
+        store: StateStore,
+        key: str,
+        ttl: float = LEASE_TTL_SECONDS,
+        renew_every: float = LEASE_RENEW_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self.key = key
+        self.ttl = ttl
+        self.renew_every = renew_every
+        # Short test leases get a proportionate margin.
+        self.margin = min(LEASE_SAFETY_MARGIN_SECONDS, ttl / 4)
+        self._clock = clock
+        self.token = secrets.token_hex(12)
         self.held = False
+        self.lost = False
+        self.state: SyncState = SyncState(key)
+        self._valid_until = 0.0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._guard: contextvars.Token[KeyLock | None] | None = None
 
     def __repr__(self) -> str:
-        return f"KeyLock(name={self.name!r}, held={self.held})"
+        return f"KeyLock(key={self.key!r}, held={self.held})"
 
     def acquire(self) -> bool:
-        """Take the lock if it is free; True when we hold it now."""
-        self.held = bool(self._client.set(self.name, self._token, nx=True, px=self.ttl_ms))
-        return self.held
+        """Take the lease if no live run holds it; True when we hold it now."""
+        started = self._clock()
+        refused = False
 
-    def release(self) -> bool:
-        """Release the lock if it is still ours; True when it was."""
-        if not self.held:
+        def take(state: SyncState) -> SyncState | None:
+            nonlocal refused
+            refused = (
+                state.lease_live(self._clock())
+                and state.lease is not None
+                and (state.lease.token != self.token)
+            )
+            if refused:
+                return None
+            return replace(state, lease=LeaseRecord(self.token, self._clock() + self.ttl))
+
+        state = self._store.modify(self.key, take)
+        if refused:
             return False
+        self.state = state
+        self.held = True
+        self._valid_until = started + self.ttl
+        return True
+
+    def renew(self) -> bool:
+        """Extend the lease once; False (and ``lost``) when another run took it over."""
+        started = self._clock()
+        taken_over = False
+
+        def extend(state: SyncState) -> SyncState | None:
+            nonlocal taken_over
+            taken_over = state.lease is None or state.lease.token != self.token
+            if taken_over:
+                return None
+            return replace(state, lease=LeaseRecord(self.token, self._clock() + self.ttl))
+
+        self._store.modify(self.key, extend)
+        if taken_over:
+            self.lost = True
+            log.warning("key lease taken over by another run", extra={"key": self.key})
+            return False
+        self._valid_until = started + self.ttl
+        return True
+
+    def valid(self) -> bool:
+        """Whether the lease is known to be ours for at least the safety margin."""
+        return self.held and not self.lost and self._clock() + self.margin < self._valid_until
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` unless ``valid()``."""
+        if not self.valid():
+            raise LeaseLost(self.key)
+
+    def forget(self) -> None:
+        """The terminal state write dropped the lease already: nothing left to release."""
         self.held = False
-        released = self._client.eval(_RELEASE_SCRIPT, 1, self.name, self._token)
-        if not released:
-            log.warning("key lock expired before release", extra={"lock": self.name})
-        return bool(released)
+        self._stop.set()
+
+    def release(self) -> None:
+        """Stop renewing and drop the lease if it is still ours."""
+        self._stop.set()
+        if not self.held:
+            return
+        self.held = False
+
+        def drop(state: SyncState) -> SyncState | None:
+            if state.lease is None or state.lease.token != self.token:
+                return None
+            return replace(state, lease=None)
+
+        self._store.modify(self.key, drop)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.renew_every):
+            try:
+                if not self.renew():
+                    return
+            except Exception:
+                # NATS away: ``valid()`` runs out on its own and writes stop.
+                log.warning("key lease renewal failed", extra={"key": self.key}, exc_info=True)
 
     def __enter__(self) -> KeyLock:
+        self._guard = _current.set(self)
+        self._renewer = threading.Thread(
+            target=self._renew_loop, name=f"lease-{self.key[:40]}", daemon=True
+        )
+        self._renewer.start()
         return self
 
     def __exit__(
@@ -76,8 +197,9 @@ class KeyLock:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        try:
-            self.release()
-        except redis.RedisError:
-            # The TTL frees it; a failed release must not hide the task's own outcome.
-            log.warning("key lock release failed", extra={"lock": self.name}, exc_info=True)
+        if self._guard is not None:
+            _current.reset(self._guard)
+            self._guard = None
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=self.renew_every + 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 from sync_core.nats_client import SyncNats
+from tasks.keylock import check_write_allowed
 
 PROJECT_SFID = "project.sfid."
 PROJECT_SLUG = "project.slug."
@@ -48,11 +49,13 @@ class MappingStore:
         return text or None
 
     def put(self, key: str, value: str) -> None:
-        """Write one mapping (last write wins)."""
+        """Write one mapping (last write wins), only while the run's lease holds."""
+        check_write_allowed()
         self._nats.kv_put(self.bucket, key, value.encode("utf-8"))
 
     def put_many(self, values: dict[str, str]) -> None:
         """Write several mappings in one round trip (concurrently, so in no set order)."""
+        check_write_allowed()
         kv = self._nats.kv(self.bucket)
 
         async def put_all() -> None:

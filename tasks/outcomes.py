@@ -28,6 +28,8 @@ class Outcome(enum.StrEnum):
     SUPERSEDED = "superseded"
     SKIPPED = "skipped"
     RETRYING = "retrying"
+    # Waiting durably for a parent's mapping; the parent's run enqueues it again.
+    PARKED = "parked"
     DEAD_LETTERED = "dead_lettered"
     DELETE_NOT_IMPLEMENTED = "delete_not_implemented"
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync_core.sync_state import PendingRun
+
 OTHER_OBJECT_TYPE = "other"
 
 
@@ -33,7 +35,15 @@ class RunReport:
     error_message: str | None = None
     status: int | None = None
     countdown: float | None = None
+    # Set when the run ends parked: what the durable state records.
+    pending: PendingRun | None = None
+    # The durable state needs no write for this run's outcome.
+    settled_already: bool = False
     started: float = field(default_factory=time.perf_counter)
+
+    def uid(self) -> str | None:
+        """The V2 uid of the object the run synced (a committee's own, else the project's)."""
+        return self.committee_uid or self.project_uid
 
     def context(self) -> dict[str, Any]:
         """The standard log fields known so far (for log lines during the run)."""

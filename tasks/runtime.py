@@ -2,10 +2,11 @@
 
 One ``Runtime`` per worker process: the settings, one NATS connection (which
 reconnects on its own), one Redis client, the token minter, the V2 clients, the
-user directory, the mapping store and the dead-letter store. A prefork child
-opens its own at ``worker_process_init`` (a NATS loop thread does not survive
-``fork``); the threads and solo pools, and tests, create it on first use.
-Tests build one for their servers and install it with ``set_runtime``.
+user directory, the mapping store, and the sync state and dead-letter stores
+(both in JetStream). A prefork child opens its own at
+``worker_process_init`` (a NATS loop thread does not survive ``fork``); the
+threads and solo pools, and tests, create it on first use. Tests build one
+for their servers and install it with ``set_runtime``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tasks.identity import Identity
 from tasks.mapping_store import MappingStore
 from tasks.metrics import mark_process_dead
 from tasks.query_service import query_service
+from tasks.state_store import StateStore
 from tasks.tokens import TokenMinter, minter_from_settings
 from tasks.users import UserDirectory, user_directory_from_settings
 from tasks.v2client import V2Service, committee_service, project_service
@@ -60,6 +62,7 @@ class Runtime:
     users: UserDirectory
     mappings: MappingStore
     dead_letters: DeadLetterStore
+    state: StateStore
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -80,7 +83,8 @@ class Runtime:
                 query=query_service(settings, minter),
                 users=user_directory_from_settings(settings, nats_client),
                 mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
-                dead_letters=DeadLetterStore(redis_client),
+                dead_letters=DeadLetterStore(nats_client, settings.sync_state_bucket),
+                state=StateStore(nats_client, settings.sync_state_bucket),
             )
         except BaseException:
             nats_client.close()

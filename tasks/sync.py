@@ -5,17 +5,25 @@ One run, in order:
 1. Keys of object types we do not sync are skipped (committee members too,
    for now; committees when there is no committee service).
 2. Idempotency: a revision at or below the last one synced for the key ends
-   as ``unchanged``; latest state wins: a newer revision in ``v1-objects``
-   ends as ``superseded`` (it has its own task). Both are checked before and
-   again after taking the per-key lock.
-3. Per-key lock; a locked key comes back in about a second without spending
-   the error budget.
+   as ``unchanged`` (the Redis cache before the lease, the durable sync state
+   in ``v1-sync-state`` after it, so an empty Redis changes nothing); latest
+   state wins: a newer revision in ``v1-objects`` ends as ``superseded`` (it
+   has its own task).
+3. The key's lease (``tasks.keylock``): a few seconds, renewed while the run
+   lives; a leased key comes back in about a second without spending the
+   error budget. No V2 or mapping write happens without it.
 4. Decode (JSON or msgpack), skip empty values, hand deletes to the
-   not-yet-implemented delete path, resolve the user, sync the project or
-   committee.
-5. Transient errors retry with exponential backoff and full jitter up to
-   ``SYNC_RETRY_MAX``; permanent errors, and transient ones once the budget is
-   spent, become dead letters.
+   not-yet-implemented delete path, resolve the user, sync the object.
+5. A parent without a mapping (``MissingMapping``) parks the run durably on
+   that mapping key, spending no error budget; the run that writes the
+   mapping enqueues its parked children, and a child parked longer than
+   ``SYNC_PARENT_WAIT`` becomes a dead letter. Other transient errors retry
+   with exponential backoff and full jitter up to ``SYNC_RETRY_MAX``;
+   permanent errors, and transient ones once the budget is spent, become
+   dead letters.
+6. The outcome goes into the durable sync state: terminal outcomes with
+   their revision and V2 uid, a retry with its due time, a parked run with
+   its parent. The bridge's reconciler reads it to re-drive what got lost.
 
 Every run ends in one INFO line with its ``outcome``, one count in
 ``v1sync_task_outcomes_total`` and one in the per-minute Redis counters.
@@ -24,26 +32,30 @@ Every run ends in one INFO line with its ``outcome``, one count in
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NoReturn
 
 import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from sync_core.broker import OPERATIONS, SYNC_TASK_NAME
+from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
 from sync_core.keys import ObjectType, parse_key
+from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
 from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
 from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.committees import COMMITTEES
-from tasks.errors import PermanentError, SyncError, TransientError
+from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
+from tasks.mapping_store import COMMITTEE_SFID, PROJECT_SFID
 from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
 from tasks.objects import ObjectKind, sync_record
 from tasks.outcomes import Outcome, count_outcome
 from tasks.projects import PROJECTS
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
+from tasks.state_store import parked_pending, retry_pending
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +65,18 @@ SYNCED_PREFIX = "v1sync:synced:"
 SYNCED_TTL_SECONDS = 30 * 24 * 3600
 DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 INTERNAL_ERROR_MESSAGE_CHARS = 300
+# Outcomes after which the key is in V2 as V1 has it (or deliberately not synced).
+SUCCESSES = frozenset(
+    {Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED, Outcome.SKIPPED}
+    | {Outcome.DELETE_NOT_IMPLEMENTED}
+)
+# Outcomes after which the key's own mapping exists: its parked children can go.
+MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
+# The mapping a key's run writes for itself, which children wait for (by key type).
+OWN_MAPPING_PREFIXES: dict[ObjectType, str] = {
+    ObjectType.PROJECT: PROJECT_SFID,
+    ObjectType.COMMITTEE: COMMITTEE_SFID,
+}
 # The object types the task syncs, each through the shared path of tasks.objects.
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
@@ -71,16 +95,23 @@ return 0
 
 
 class KeyLocked(Exception):
-    """Another task holds this key's lock: come back shortly."""
+    """Another run holds this key's lease: come back shortly."""
 
 
 class Finished(Exception):
-    """The run ends early with ``outcome`` (skips, supersessions, duplicates)."""
+    """The run ends early with ``outcome`` (skips, supersessions, duplicates).
 
-    def __init__(self, outcome: Outcome, reason: str | None = None) -> None:
+    ``settled_already``: the durable state needs no write for it (it says so
+    already, or the key is not one the state tracks).
+    """
+
+    def __init__(
+        self, outcome: Outcome, reason: str | None = None, *, settled_already: bool = False
+    ) -> None:
         super().__init__(outcome)
         self.outcome = outcome
         self.reason = reason
+        self.settled_already = settled_already
 
 
 # shared=False: a shared task would join every Celery app of the process.
@@ -127,13 +158,33 @@ def run_sync(
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """One run: the outcome, and the kwargs to retry with when it is ``retrying``.
 
-    Sets ``report.countdown`` for a retry. Never raises a ``SyncError``.
+    Sets ``report.countdown`` for a retry. Never raises a ``SyncError``. The
+    outcome is recorded in the durable sync state before the key's lease is
+    dropped (one compare-and-set does both).
     """
+    lease = KeyLock(runtime.state, report.key)
+    try:
+        outcome, retry_kwargs = attempt_run(runtime, report, lease, force, lock_waits)
+        remember(runtime, report, outcome, lease)
+        return outcome, retry_kwargs
+    finally:
+        try:
+            lease.release()
+        except Exception:
+            # The lease runs out in seconds on its own.
+            log.warning("key lease release failed", extra=report.context(), exc_info=True)
+
+
+def attempt_run(
+    runtime: Runtime, report: RunReport, lease: KeyLock, force: bool, lock_waits: int
+) -> tuple[Outcome, dict[str, Any] | None]:
+    """The run itself, every error classified into an outcome (see ``run_sync``)."""
     settings = runtime.settings
     try:
-        return sync_entry(runtime, report, force), None
+        return sync_entry(runtime, report, force, lease), None
     except Finished as finished:
         report.reason = finished.reason
+        report.settled_already = finished.settled_already
         return finished.outcome, None
     except KeyLocked:
         KEY_LOCK_WAITS.inc()
@@ -154,36 +205,136 @@ def run_sync(
         failure = TransientError(message, kind="unexpected_error")
     report.error_kind, report.error_message = failure.kind, failure.message
     report.status = failure.status
-    if failure.transient and report.attempt < settings.sync_retry_max:
+    if isinstance(failure, MissingMapping):
+        parked = park(runtime, report, failure, lease)
+        if parked is not None:
+            return parked
+    elif failure.transient and report.attempt < settings.sync_retry_max:
         report.countdown = _countdown(runtime, report.attempt, failure.retry_after)
         return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
     try:
         dead_letter(runtime, report, failure)
-    except redis.RedisError:
-        # Nowhere to put it: try the whole run again later rather than lose it.
+    except Exception:
+        # Nowhere to put it (NATS away): try the whole run again later rather than lose it.
         log.exception("could not write the dead letter", extra=report.context())
         report.countdown = runtime.settings.sync_retry_backoff_max
         return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": 0}
     return Outcome.DEAD_LETTERED, None
 
 
-def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
+def park(
+    runtime: Runtime, report: RunReport, failure: MissingMapping, lease: KeyLock
+) -> tuple[Outcome, dict[str, Any] | None] | None:
+    """Park the run until ``failure.parent_key`` is mapped; None once it waited too long.
+
+    Parking spends no error budget: the run ends as ``parked`` and the run that
+    writes the parent's mapping enqueues it again (the reconciler does, should
+    that run die first). The index entry is written before the parent mapping
+    is looked at once more, so a parent landing in between is never missed.
+    """
+    now = time.time()
+    state = lease.state if lease.held else runtime.state.get(report.key)
+    pending = state.pending
+    since = now
+    if (
+        pending is not None
+        and pending.state is RunState.PARKED
+        and pending.revision == report.revision
+        and pending.parent_key == failure.parent_key
+    ):
+        since = pending.since
+    if now - since >= runtime.settings.sync_parent_wait:
+        return None
+    runtime.state.add_parked(failure.parent_key, ParkedChild(report.key, report.revision, since))
+    if runtime.mappings.get(failure.parent_key) is not None:
+        # The parent landed while we parked: run again at once.
+        report.countdown = 0.0
+        return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": 0}
+    report.reason = f"waiting_for:{failure.parent_key}"
+    report.pending = parked_pending(report.revision, failure.parent_key, since)
+    return Outcome.PARKED, None
+
+
+def remember(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock) -> None:
+    """Record the run's outcome in the durable sync state and act on what changed.
+
+    Terminal outcomes store the revision (dropping the lease in the same
+    write); successes also refresh the Redis cache, clear the key's stale dead
+    letter and parked index entry, and release the children parked on the
+    key's own mapping. A retry stores its due time, a parked run its parent.
+    Failures here are logged: the reconciler re-drives a key whose state was
+    not written.
+    """
+    token = lease.token if lease.held else None
+    try:
+        if outcome is Outcome.PARKED and report.pending is not None:
+            runtime.state.set_pending(report.key, report.pending, token)
+        elif outcome is Outcome.RETRYING and report.reason != "key_locked":
+            now = time.time()
+            due = now + (report.countdown or 0.0)
+            runtime.state.set_pending(report.key, retry_pending(report.revision, now, due), token)
+        elif outcome.value in TERMINAL_OUTCOMES and not report.settled_already:
+            finish(runtime, report, outcome, token)
+        else:
+            return
+        lease.forget()
+    except Exception:
+        log.warning("could not record the sync state", extra=report.context(), exc_info=True)
+
+
+def finish(runtime: Runtime, report: RunReport, outcome: Outcome, token: str | None) -> None:
+    """Store a terminal outcome and do what follows from it (see ``remember``)."""
+    before, _ = runtime.state.finish(
+        report.key, report.revision, outcome.value, time.time(), report.uid(), token
+    )
+    if outcome not in SUCCESSES:
+        return
+    if outcome is not Outcome.SKIPPED:
+        mark_synced(runtime, report)
+    if before.outcome == Outcome.DEAD_LETTERED.value:
+        runtime.dead_letters.remove_settled(report.key, report.revision)
+    pending = before.pending
+    if pending is not None and pending.parent_key is not None:
+        runtime.state.remove_parked(pending.parent_key, report.key)
+    if outcome in MAPPED_OUTCOMES:
+        release_children(runtime, report)
+
+
+def release_children(runtime: Runtime, report: RunReport) -> None:
+    """Enqueue every child parked on this key's mapping (it exists now)."""
+    object_type, _ = parse_key(report.key)
+    prefix = OWN_MAPPING_PREFIXES.get(object_type) if object_type is not None else None
+    if prefix is None or report.sfid is None:
+        return
+    parent_key = prefix + report.sfid
+    for child in runtime.state.parked_children(parent_key):
+        app.send_task(
+            SYNC_TASK_NAME,
+            args=[child.key, child.revision, "PUT"],
+            task_id=task_id_for(child.key, child.revision),
+        )
+        log.info(
+            "released a parked child",
+            extra=report.context() | {"child": child.key, "parent_key": parent_key},
+        )
+
+
+def sync_entry(runtime: Runtime, report: RunReport, force: bool, lease: KeyLock) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
     object_type = check_object_type(runtime, report)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
     check_fresh(runtime, report, force)
-    lock = KeyLock(runtime.redis, report.key)
-    if not lock.acquire():
+    if not lease.acquire():
         raise KeyLocked()
-    with lock:
-        entry = check_fresh(runtime, report, force)
+    with lease:
+        entry = check_fresh(runtime, report, force, lease.state)
         if report.operation in DELETE_OPERATIONS:
             return not_implemented_delete(runtime, report)
         assert entry is not None  # check_fresh ends a PUT whose key is gone
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
-            raise Finished(Outcome.SKIPPED, "revision_not_in_bucket")
+            raise Finished(Outcome.SKIPPED, "revision_not_in_bucket", settled_already=True)
         value = bytes(entry.value or b"")
         if is_empty(value):
             skip(report, "empty_value", logging.INFO)
@@ -193,7 +344,8 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool) -> Outcome:
         identity = runtime.identity_for(record.get("lastmodifiedbyid"))
         report.username = identity.username
         outcome = sync_record(runtime, KINDS[object_type], record, identity, report)
-        mark_synced(runtime, report)
+        # The outcome is about to be recorded: a run that lost its key meanwhile retries.
+        lease.check()
         return outcome
 
 
@@ -201,7 +353,10 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
     """The key's object type, or ``Finished(skipped)`` for what we do not sync."""
     object_type, _ = parse_key(report.key)
     if object_type is None:
-        skip(report, "unknown_prefix", logging.DEBUG)
+        # Not one of ours: no sync state either (the reconciler never looks at it).
+        record_skip(report.object_type, "unknown_prefix")
+        log.debug("skipping", extra=report.context() | {"reason": "unknown_prefix"})
+        raise Finished(Outcome.SKIPPED, "unknown_prefix", settled_already=True)
     report.object_type = object_type.value
     if object_type is ObjectType.COMMITTEE_MEMBER:
         skip(report, "members_not_synced_yet", logging.DEBUG)
@@ -210,15 +365,22 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
     return object_type
 
 
-def check_fresh(runtime: Runtime, report: RunReport, force: bool) -> Any:
+def check_fresh(
+    runtime: Runtime, report: RunReport, force: bool, state: SyncState | None = None
+) -> Any:
     """The key's current KV entry, unless the run is a duplicate or superseded.
 
-    Raises ``Finished(unchanged)`` when this revision was synced already and
+    Raises ``Finished(unchanged)`` when this revision was synced already (the
+    Redis cache, or the durable ``state`` once the lease is held) and
     ``Finished(superseded)`` when the bucket holds a newer revision, or when a
     PUT's key has been deleted since (the delete has its own task).
     """
-    if not force and synced_revision(runtime, report.key) >= report.revision:
-        raise Finished(Outcome.UNCHANGED, "already_synced")
+    if not force:
+        if state is not None and state.synced(report.revision):
+            raise Finished(Outcome.UNCHANGED, "already_synced", settled_already=True)
+        if state is None and synced_revision(runtime, report.key) >= report.revision:
+            # Only the cache says so: the durable state is written to match.
+            raise Finished(Outcome.UNCHANGED, "already_synced")
     entry = runtime.nats.kv_get(runtime.settings.v1_objects_bucket, report.key)
     if entry is not None and entry.revision > report.revision:
         raise Finished(Outcome.SUPERSEDED, f"bucket_at_revision_{entry.revision}")
@@ -237,21 +399,27 @@ def skip(report: RunReport, reason: str, level: int) -> NoReturn:
 def not_implemented_delete(runtime: Runtime, report: RunReport) -> Outcome:
     """Deletes are for a later issue: say so and end successfully."""
     log.info("delete handling not implemented", extra=report.context())
-    mark_synced(runtime, report)
     return Outcome.DELETE_NOT_IMPLEMENTED
 
 
 def synced_revision(runtime: Runtime, key: str) -> int:
-    """The last revision of ``key`` synced, or -1."""
-    value = runtime.redis.get(SYNCED_PREFIX + key)
+    """The last revision of ``key`` synced according to the Redis cache, or -1."""
+    try:
+        value = runtime.redis.get(SYNCED_PREFIX + key)
+    except redis.RedisError:
+        # The cache is optional: the durable state answers once the lease is held.
+        return -1
     return int(value) if value is not None else -1
 
 
 def mark_synced(runtime: Runtime, report: RunReport) -> None:
-    """Remember that ``report.revision`` of the key is in V2 (never lowers the marker)."""
-    runtime.redis.eval(
-        _MARK_SYNCED_SCRIPT, 1, SYNCED_PREFIX + report.key, report.revision, SYNCED_TTL_SECONDS
-    )
+    """Cache that ``report.revision`` of the key is in V2 (never lowers the marker)."""
+    try:
+        runtime.redis.eval(
+            _MARK_SYNCED_SCRIPT, 1, SYNCED_PREFIX + report.key, report.revision, SYNCED_TTL_SECONDS
+        )
+    except redis.RedisError:
+        log.warning("could not cache the synced revision", extra=report.context())
 
 
 def dead_letter(runtime: Runtime, report: RunReport, error: SyncError) -> None:

@@ -40,6 +40,7 @@ from tasks.errors import (
     TransientError,
 )
 from tasks.identity import Identity
+from tasks.keylock import check_write_allowed
 from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
 
 if TYPE_CHECKING:
@@ -202,7 +203,12 @@ class V2Service:
         if_match: str | None = None,
         params: dict[str, str] | None = None,
     ) -> requests.Response:
-        """Send once; on a 401 refresh the token and send once more; raise on failure."""
+        """Send once; on a 401 refresh the token and send once more; raise on failure.
+
+        A write is sent only while the run's key lease is known to be held.
+        """
+        if method != "GET":
+            check_write_allowed()
         response = self._send(method, path, identity, json_body, if_match, params)
         if response.status_code == 401:
             self.minter.invalidate()

@@ -148,6 +148,7 @@ GIB = 1024**3
 DOCUMENTED_BUCKETS = {
     "v1-objects": {"maxBytes": 10 * GIB, "history": 20},
     "v1-mappings": {"maxBytes": 2 * GIB, "history": 1},
+    "v1-sync-state": {"maxBytes": 2 * GIB, "history": 1},
 }
 
 # NACK v1beta2 spec fields (nats-io/nack pkg/jetstream/apis/jetstream/v1beta2),
@@ -812,6 +813,7 @@ def test_bucket_resources_carry_the_documented_limits(
     [
         ("objectsBucket", "KeyValue", "v1-objects"),
         ("mappingsBucket", "KeyValue", "v1-mappings"),
+        ("stateBucket", "KeyValue", "v1-sync-state"),
         ("kvConsumer", "Consumer", "v1-sync-helper-kv-consumer"),
     ],
 )
@@ -825,7 +827,9 @@ def test_keep_flag_adds_resource_policy_keep(
     assert resource["spec"]["preventDelete"] is keep
 
 
-@pytest.mark.parametrize("values_key", ["objectsBucket", "mappingsBucket", "kvConsumer"])
+@pytest.mark.parametrize(
+    "values_key", ["objectsBucket", "mappingsBucket", "stateBucket", "kvConsumer"]
+)
 def test_creation_flag_controls_the_nack_resource(values_key: str) -> None:
     kinds_before = [o["kind"] for o in rendered_objects(REQUIRED_VALUES)]
     values = deep_merge(REQUIRED_VALUES, {"nats": {values_key: {"creation": False}}})

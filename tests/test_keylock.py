@@ -1,79 +1,141 @@
-"""The per-key Redis lock, against a real valkey."""
+"""The per-key lease in the durable sync state, against a real nats-server."""
 
 from __future__ import annotations
 
-import threading
 import time
 
-import redis
+import pytest
 
-from sync_core.broker import TASK_HARD_TIME_LIMIT
-from tasks.keylock import DEFAULT_TTL_MS, LOCK_PREFIX, KeyLock
+from sync_core.nats_client import SyncNats
+from sync_core.sync_state import DEFAULT_STATE_BUCKET
+from tasks.keylock import LEASE_TTL_SECONDS, KeyLock, LeaseLost, check_write_allowed
+from tasks.mapping_store import MappingStore
+from tasks.state_store import StateStore
 
 KEY = "salesforce-project__c.a0941000002wBz9AAE"
 
 
-def test_second_holder_is_refused_until_release(redis_client: redis.Redis) -> None:
-    first, second = KeyLock(redis_client, KEY), KeyLock(redis_client, KEY)
+@pytest.fixture
+def store(sync_nats: SyncNats) -> StateStore:
+    return StateStore(sync_nats, DEFAULT_STATE_BUCKET)
+
+
+def test_second_holder_is_refused_until_release(store: StateStore) -> None:
+    first, second = KeyLock(store, KEY), KeyLock(store, KEY)
     assert first.acquire()
     assert not second.acquire()
-    assert first.release()
+    first.release()
     assert second.acquire()
-    assert second.release()
+    second.release()
+    assert store.get(KEY).lease is None
 
 
-def test_locks_of_different_keys_are_independent(redis_client: redis.Redis) -> None:
-    one, other = KeyLock(redis_client, KEY), KeyLock(redis_client, KEY + "X")
+def test_leases_of_different_keys_are_independent(store: StateStore) -> None:
+    one, other = KeyLock(store, KEY), KeyLock(store, KEY + "X")
     assert one.acquire()
     assert other.acquire()
 
 
-def test_ttl_outlives_the_hard_time_limit(redis_client: redis.Redis) -> None:
-    lock = KeyLock(redis_client, KEY)
-    assert lock.acquire()
-    ttl_ms = redis_client.pttl(LOCK_PREFIX + KEY)
-    assert TASK_HARD_TIME_LIMIT * 1000 < ttl_ms <= DEFAULT_TTL_MS
+def test_the_lease_is_seconds_not_the_task_time_limit(store: StateStore) -> None:
+    lease = KeyLock(store, KEY)
+    assert lease.acquire()
+    stored = store.get(KEY).lease
+    assert stored is not None
+    assert 0 < stored.expires - time.time() <= LEASE_TTL_SECONDS
 
 
-def test_expired_lock_is_free_and_old_holder_cannot_release_new_one(
-    redis_client: redis.Redis,
-) -> None:
-    old = KeyLock(redis_client, KEY, ttl_ms=50)
-    assert old.acquire()
-    new = KeyLock(redis_client, KEY)
-    deadline = time.monotonic() + 5
+def test_a_dead_holder_blocks_the_key_for_its_short_ttl_only(store: StateStore) -> None:
+    """A holder that stops renewing (SIGKILL) frees the key once the TTL ran out."""
+    dead = KeyLock(store, KEY, ttl=0.5)
+    assert dead.acquire()  # and never renews nor releases
+    started = time.monotonic()
+    new = KeyLock(store, KEY)
+    deadline = started + 5
     while not new.acquire():
-        assert time.monotonic() < deadline, "the expired lock was never freed"
-        time.sleep(0.01)
-    assert not old.release()
-    assert redis_client.exists(LOCK_PREFIX + KEY)
-    assert new.release()
-    assert not redis_client.exists(LOCK_PREFIX + KEY)
+        assert time.monotonic() < deadline, "the dead holder's lease never expired"
+        time.sleep(0.02)
+    assert time.monotonic() - started < 2
+    # The old holder finds out at its next renewal and may write no more.
+    assert not dead.renew()
+    with pytest.raises(LeaseLost):
+        dead.check()
+    dead.release()  # must not drop the new holder's lease
+    current = store.get(KEY).lease
+    assert current is not None
+    assert current.token == new.token
 
 
-def test_context_manager_releases_on_error(redis_client: redis.Redis) -> None:
-    lock = KeyLock(redis_client, KEY)
-    assert lock.acquire()
+def test_renewal_keeps_a_long_run_holding(store: StateStore) -> None:
+    lease = KeyLock(store, KEY, ttl=0.6, renew_every=0.1)
+    assert lease.acquire()
+    with lease:
+        time.sleep(1.2)  # twice the TTL: only the renewals keep it
+        assert lease.valid()
+        assert not KeyLock(store, KEY).acquire()
+    lease.release()
+
+
+def test_a_run_that_lost_its_lease_does_not_write(store: StateStore, sync_nats: SyncNats) -> None:
+    mappings = MappingStore(sync_nats, "v1-mappings")
+    lease = KeyLock(store, KEY, ttl=0.4, renew_every=60)  # renewal never comes in time
+    assert lease.acquire()
+    with lease:
+        mappings.put("project.sfid.before", "uid-1")  # held: allowed
+        time.sleep(0.5)
+        with pytest.raises(LeaseLost):
+            check_write_allowed()
+        with pytest.raises(LeaseLost):
+            mappings.put("project.sfid.after", "uid-2")
+    assert mappings.get("project.sfid.before") == "uid-1"
+    assert mappings.get("project.sfid.after") is None
+    check_write_allowed()  # outside a run: nothing to check
+
+
+HOLDER = """
+import sys, time
+from sync_core.nats_client import SyncNats
+from tasks.keylock import KeyLock
+from tasks.state_store import StateStore
+lease = KeyLock(StateStore(SyncNats(sys.argv[1], "holder"), "v1-sync-state"), sys.argv[2])
+assert lease.acquire()
+with lease:
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_sigkilled_worker_blocks_its_key_for_seconds_only(
+    store: StateStore, sync_nats: SyncNats, nats_server: object
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from sandbox.servers import NatsServer, child_env
+
+    assert isinstance(nats_server, NatsServer)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, nats_server.url, KEY],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        with lock:
-            raise ValueError("boom")
-    except ValueError:
-        pass
-    assert not redis_client.exists(LOCK_PREFIX + KEY)
-
-
-def test_only_one_of_many_concurrent_acquirers_wins(redis_client: redis.Redis) -> None:
-    results: list[bool] = []
-    barrier = threading.Barrier(16)
-
-    def contend() -> None:
-        lock = KeyLock(redis_client, KEY)
-        barrier.wait()
-        results.append(lock.acquire())
-
-    threads = [threading.Thread(target=contend) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert sorted(results) == [False] * 15 + [True]
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(LEASE_TTL_SECONDS)  # alive and renewing: the key stays taken
+        assert not KeyLock(store, KEY).acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+        killed = time.monotonic()
+        deadline = killed + LEASE_TTL_SECONDS + 5
+        while not KeyLock(store, KEY).acquire():
+            assert time.monotonic() < deadline, "the key stayed blocked after the kill"
+            time.sleep(0.1)
+        assert time.monotonic() - killed <= LEASE_TTL_SECONDS + 1
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(5)
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -21,10 +21,11 @@ import redis
 from click.testing import CliRunner, Result
 
 from bridge.loop import LOW_WATER_FRACTION
-from operations.dlq import remove_unchanged, requeue_letters
+from operations.dlq import requeue_letters
 from operations.enqueue import TaskQueue, queue_depth, wait_for_room
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from sync_core.nats_client import SyncNats
+from sync_core.sync_state import DEFAULT_STATE_BUCKET
 from tasks.deadletters import DeadLetterStore
 from v1_sync_helper.cli import main
 
@@ -72,8 +73,8 @@ def env(buckets: NatsServer, redis_server: ValkeyServer) -> dict[str, str]:
 
 
 @pytest.fixture
-def store(redis_client: redis.Redis) -> DeadLetterStore:
-    return DeadLetterStore(redis_client)
+def store(sync_nats: SyncNats) -> DeadLetterStore:
+    return DeadLetterStore(sync_nats, DEFAULT_STATE_BUCKET)
 
 
 def put(nats: SyncNats, key: str, value: bytes = b'{"name": "x"}') -> int:
@@ -384,7 +385,7 @@ def test_dlq_letter_stays_when_the_broker_refuses_the_task(letters: DeadLetterSt
     assert letter is not None
 
     with dead_broker, pytest.raises(Exception, match="broker did not accept"):
-        requeue_letters(dead_broker, [letter])
+        requeue_letters(dead_broker, letters, [letter])
 
     assert letters.get(f"{PROJECT}.new@9") == letter
 
@@ -396,7 +397,7 @@ def test_dlq_letter_rewritten_by_a_new_failure_is_not_removed(
     read = letters.list()
     add_letter(letters, f"{PROJECT}.new", 9, time.time() + 1, error_kind="conflict")
 
-    removed = remove_unchanged(redis_client, read)
+    removed = letters.remove_unchanged(read)
 
     assert removed == [f"{PROJECT}.old@3"]
     remaining = letters.get(f"{PROJECT}.new@9")
@@ -404,12 +405,25 @@ def test_dlq_letter_rewritten_by_a_new_failure_is_not_removed(
     assert remaining.error_kind == "conflict"
 
 
-def test_dlq_requeue_with_redis_down_fails_cleanly(buckets: NatsServer) -> None:
+def test_dlq_requeue_with_redis_down_fails_cleanly(
+    buckets: NatsServer, letters: DeadLetterStore
+) -> None:
     env = {"NATS_URL": buckets.url, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     result = run(env, "dlq", "requeue", "--all")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "Error:" in result.stderr
+    assert letters.count() == 2  # still there: nothing reached the broker
+
+
+def test_dlq_list_works_with_redis_empty_or_down(
+    buckets: NatsServer, letters: DeadLetterStore
+) -> None:
+    """The dead letters live in JetStream: the loss of Redis does not lose them."""
+    env = {"NATS_URL": buckets.url, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = run(env, "dlq", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 2
 
 
 def test_dlq_purge_asks_first(env: dict[str, str], letters: DeadLetterStore) -> None:

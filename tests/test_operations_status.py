@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer, free_port
 from sync_core.nats_client import SyncNats, connect
+from sync_core.sync_state import DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY, SweepSummary
 from tasks.deadletters import DeadLetterStore
 from tasks.outcomes import count_outcome
 from v1_sync_helper.cli import main
@@ -68,7 +69,13 @@ def test_status_is_healthy_and_reports_every_count(
     for n in range(3):
         sync_nats.kv_put("v1-objects", f"salesforce-project__c.p{n}", b"{}")
     redis_client.lpush("celery", "m1", "m2")
-    DeadLetterStore(redis_client).add("k", 1, "PUT", error_kind="validation", error_message="x")
+    DeadLetterStore(sync_nats, DEFAULT_STATE_BUCKET).add(
+        "k", 1, "PUT", error_kind="validation", error_message="x"
+    )
+    sweep = SweepSummary(
+        at=time.time() - 5, duration=0.25, keys=3, behind=1, reenqueued=1, deferred=0, holder="b"
+    )
+    sync_nats.kv_put(DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY, sweep.to_bytes())
     now = time.time()
     for outcome, times in (("created", 2), ("updated", 1)):
         for _ in range(times):
@@ -86,7 +93,8 @@ def test_status_is_healthy_and_reports_every_count(
     assert data["consumer"]["num_ack_pending"] == 0
     assert data["consumer"]["num_redelivered"] == 0
     assert data["broker"]["queue_depth"] == 2
-    assert data["broker"]["dead_letters"] == 1
+    assert data["sync_state"]["dead_letters"] == 1
+    assert data["sync_state"]["last_sweep"]["behind"] == 1
     assert data["broker"]["outcomes_last_hour"] == {"created": 2, "updated": 1}
     assert data["workers"] == [worker]
 
@@ -99,6 +107,8 @@ def test_status_human_output(
     assert result.exit_code == 0, result.output
     assert "pending           0" in result.stdout
     assert "queue celery      0 waiting" in result.stdout
+    assert "dead letters      0" in result.stdout
+    assert "last sweep        none yet" in result.stdout
     assert f"Workers online     1 ({worker})" in result.stdout
     assert result.stdout.rstrip().endswith("Healthy")
 

@@ -22,21 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import nats.errors
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
-from sync_core.settings import WorkerSettings
+from sync_core.settings import BridgeSettings, WorkerSettings
+from sync_core.sync_state import SyncState
 from tasks.app import app
 from tasks.deadletters import DeadLetterStore
 from tasks.runtime import Runtime, set_runtime
+from tasks.state_store import StateStore
 from tasks.sync import SYNCED_PREFIX
+from tests.bridge_harness import BackgroundBridge
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
 KID = "test-kid"
@@ -45,10 +50,11 @@ MACHINE_USER = "v1_sync_helper@clients"
 PLATFORM_ID = "0032M00002XyZabQAB"
 OBJECTS = "v1-objects"
 MAPPINGS = "v1-mappings"
+STATE = "v1-sync-state"
 WAIT_SECONDS = 20.0
 FINAL = frozenset(
     {"created", "updated", "unchanged", "superseded", "skipped", "dead_lettered"}
-    | {"delete_not_implemented"}
+    | {"delete_not_implemented", "parked"}
 )
 
 
@@ -105,10 +111,12 @@ class Stack:
             task_id=task_id_for(key, revision),
         )
 
-    def sync(self, key: str, revision: int, operation: str = "PUT", **kwargs: Any) -> str:
-        """Publish and wait for the final outcome of that one task."""
+    def sync(
+        self, key: str, revision: int, operation: str = "PUT", count: int = 1, **kwargs: Any
+    ) -> str:
+        """Publish and wait for the final outcome of that task (the ``count``-th of it)."""
         self.publish(key, revision, operation, **kwargs)
-        return self.wait_final(key, revision)
+        return self.wait_final(key, revision, count)
 
     def wait_for(
         self, key: str, predicate: Callable[[list[logging.LogRecord]], bool], what: str
@@ -129,6 +137,12 @@ class Stack:
             f"{count} final outcome(s) at revision {revision}",
         )
         return str(finished(runs, revision)[count - 1].outcome)
+
+    def dead_letters(self) -> DeadLetterStore:
+        return DeadLetterStore(self.nats, STATE)
+
+    def state(self, key: str) -> SyncState:
+        return StateStore(self.nats, STATE).get(key)
 
     def mapping(self, key: str) -> str | None:
         entry = self.nats.kv_get(MAPPINGS, key)
@@ -353,38 +367,55 @@ def test_put_whose_key_was_deleted_since_is_superseded(st: Stack) -> None:
     assert st.sandbox.count("*", "/projects") == 0
 
 
-def test_child_before_parent_converges_once_parent_lands(st: Stack) -> None:
-    st.runtime.settings = st.runtime.settings.model_copy(update={"sync_retry_max": 100})
+def test_child_before_parent_is_parked_then_released_when_the_parent_syncs(st: Stack) -> None:
     parent_key, parent = new_project()
     child_key, child = new_project(parent=parent["sfid"], project_status__c="Active")
     child_revision = st.put(child_key, child)
-    st.publish(child_key, child_revision)
-    st.wait_for(child_key, lambda runs: any(r.outcome == "retrying" for r in runs), "retry")
+    assert st.sync(child_key, child_revision) == "parked"
+    pending = st.state(child_key).pending
+    assert pending is not None
+    assert (pending.state, pending.parent_key) == ("parked", f"project.sfid.{parent['sfid']}")
     assert st.mapping(f"project.sfid.{child['sfid']}") is None
+
+    # Nobody re-publishes the child: the parent's run releases it.
     assert st.sync(parent_key, st.put(parent_key, parent)) == "created"
-    assert st.wait_final(child_key, child_revision) == "created"
+    assert st.wait_final(child_key, child_revision, count=2) == "created"
     parent_uid = st.mapping(f"project.sfid.{parent['sfid']}")
     child_uid = st.mapping(f"project.sfid.{child['sfid']}")
     assert child_uid is not None
     stored = st.sandbox.projects[child_uid]
     assert stored["parent_uid"] == parent_uid
     assert stored["public"] is True  # Active under a public parent
-    retries = [r for r in st.outcomes.of(child_key) if r.outcome == "retrying"]
-    assert {r.__dict__["error_kind"] for r in retries} == {"missing_parent"}
+    assert [r.outcome for r in st.outcomes.of(child_key)] == ["parked", "created"]
+    state = st.state(child_key)
+    assert (state.revision, state.outcome, state.uid, state.pending) == (
+        child_revision,
+        "created",
+        child_uid,
+        None,
+    )
 
 
-def test_missing_parent_is_dead_lettered_once_the_budget_is_spent(st: Stack) -> None:
+def test_parked_child_spends_no_budget_and_is_dead_lettered_after_the_parent_wait(
+    st: Stack,
+) -> None:
+    st.runtime.settings = st.runtime.settings.model_copy(update={"sync_parent_wait": 0.5})
     key, project = new_project(parent=new_sfid())
     revision = st.put(key, project)
-    assert st.sync(key, revision) == "dead_lettered"
+    assert st.sync(key, revision) == "parked"
+    st.publish(key, revision)  # a re-drive within the wait parks again
+    assert st.wait_final(key, revision, count=2) == "parked"
+    time.sleep(0.6)  # the wait itself is what is tested
+    st.publish(key, revision)  # the reconciler's re-drive once the wait is over
+    assert st.wait_final(key, revision, count=3) == "dead_lettered"
     runs = st.outcomes.of(key)
-    assert [r.outcome for r in runs] == ["retrying"] * 3 + ["dead_lettered"]
-    assert [r.__dict__["attempt"] for r in runs] == [0, 1, 2, 3]
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert "retrying" not in [r.outcome for r in runs]
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
     assert letter.error_kind == "missing_parent"
-    assert letter.attempts == 4
+    assert letter.attempts == 1
     assert letter.operation == "PUT"
+    assert st.state(key).outcome == "dead_lettered"
     assert st.sandbox.count("POST", "/projects") == 0
 
 
@@ -461,7 +492,7 @@ def test_409_for_a_slug_owned_by_another_v1_project_is_dead_lettered(st: Stack) 
     key, other = new_project(slug__c=first["slug__c"])
     revision = st.put(key, other)
     assert st.sync(key, revision) == "dead_lettered"
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
     assert letter.error_kind == "slug_taken"
 
@@ -503,7 +534,7 @@ def test_400_is_dead_lettered_without_retries(st: Stack) -> None:
     revision = st.put(key, project)
     assert st.sync(key, revision) == "dead_lettered"
     assert [r.outcome for r in st.outcomes.of(key)] == ["dead_lettered"]
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
     assert (letter.error_kind, letter.status, letter.attempts) == ("v2_validation", 400, 1)
     assert letter.body_excerpt is not None
@@ -531,7 +562,7 @@ def test_undecodable_value_is_dead_lettered(st: Stack) -> None:
     key, _ = new_project()
     revision = st.put(key, b"\xc1 not json nor msgpack")
     assert st.sync(key, revision) == "dead_lettered"
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
     assert letter.error_kind == "undecodable"
 
@@ -596,13 +627,27 @@ def test_committee_create_then_update(st: Stack) -> None:
     assert st.sandbox.count("PUT", f"/committees/{uid}") == 1
 
 
-def test_committee_of_an_unsynced_project_is_dead_lettered_after_retries(st: Stack) -> None:
+def test_committee_of_an_unsynced_project_parks_then_is_dead_lettered(st: Stack) -> None:
+    st.runtime.settings = st.runtime.settings.model_copy(update={"sync_parent_wait": 0.3})
     key, committee = new_committee(new_sfid())
     revision = st.put(key, committee)
-    assert st.sync(key, revision) == "dead_lettered"
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    assert st.sync(key, revision) == "parked"
+    time.sleep(0.4)  # the parent wait
+    st.publish(key, revision)
+    assert st.wait_final(key, revision, count=2) == "dead_lettered"
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
-    assert (letter.error_kind, letter.attempts) == ("missing_project", 4)
+    assert (letter.error_kind, letter.attempts) == ("missing_project", 1)
+
+
+def test_committee_parked_on_its_project_is_released_by_the_project(st: Stack) -> None:
+    project_key, project = new_project()
+    key, committee = new_committee(project["sfid"])
+    revision = st.put(key, committee)
+    assert st.sync(key, revision) == "parked"
+    assert st.sync(project_key, st.put(project_key, project)) == "created"
+    assert st.wait_final(key, revision, count=2) == "created"
+    assert st.mapping(f"committee.sfid.{committee['sfid']}") is not None
 
 
 def test_committees_are_skipped_without_a_committee_service(st: Stack) -> None:
@@ -669,7 +714,7 @@ def test_a_lost_committee_create_without_query_service_says_what_to_do(st: Stack
         assert st.sync(key, revision) == "dead_lettered"
     finally:
         st.runtime.query = query
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
     assert letter.error_kind == "committee_conflict"
     assert "QUERY_SERVICE_URL is not set" in letter.error_message
@@ -684,7 +729,72 @@ def test_a_committee_name_synced_from_another_v1_committee_is_dead_lettered(st: 
     key, twin = new_committee(project["sfid"])  # same name, another V1 committee
     revision = st.put(key, twin)
     assert st.sync(key, revision) == "dead_lettered"
-    letter = DeadLetterStore(st.redis).get(task_id_for(key, revision))
+    letter = st.dead_letters().get(task_id_for(key, revision))
     assert letter is not None
     assert letter.error_kind == "committee_name_taken"
     assert len(st.sandbox.committees_of(project_uid)) == 1
+
+
+# --- durable state and the reconciler ------------------------------------------------
+
+
+def test_the_sync_state_survives_an_empty_redis(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    state = st.state(key)
+    assert (state.revision, state.outcome, state.lease) == (revision, "created", None)
+    assert state.uid == st.mapping(f"project.sfid.{project['sfid']}")
+    st.redis.flushall()  # the broker, its synced cache and everything else: gone
+    st.sandbox.reset_requests()
+    assert st.sync(key, revision, count=2) == "unchanged"
+    assert st.sandbox.requests == []
+
+
+async def _ack_everything(url: str) -> None:
+    """What a bridge does with the changes: enqueue (here: nothing) and ack."""
+    nc = await connect(url, "test-ack-all")
+    try:
+        js = nc.jetstream()
+        spec = ConsumerSpec("v1-sync-helper-kv-consumer", OBJECTS)
+        await ensure_consumer(js, spec)
+        sub = await js.pull_subscribe_bind(spec.name, stream=spec.stream)
+        while True:
+            try:
+                msgs = await sub.fetch(500, timeout=0.5)
+            except nats.errors.TimeoutError:
+                break
+            for msg in msgs:
+                await msg.ack_sync()
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+
+
+def test_changes_lost_with_an_empty_broker_reach_v2_through_the_reconciler(st: Stack) -> None:
+    """Acked by a bridge, lost with Redis: V2 gets them with no operator action."""
+    interval, grace = 0.5, 1.0
+    changes = [new_project() for _ in range(5)]
+    revisions = {key: st.put(key, project) for key, project in changes}
+    asyncio.run(_ack_everything(st.runtime.settings.nats_url))
+    st.redis.flushall()
+    settings = BridgeSettings(
+        nats_url=st.runtime.settings.nats_url,
+        redis_url=st.runtime.settings.redis_url,
+        port=0,
+        bind="127.0.0.1",
+        reconcile_interval=interval,
+        reconcile_grace=grace,
+    )
+    started = time.monotonic()
+    bridge = BackgroundBridge(settings).start()
+    try:
+        for key, revision in revisions.items():
+            assert st.wait_final(key, revision) == "created"
+        took = time.monotonic() - started
+    finally:
+        bridge.stop()
+    for _, project in changes:
+        assert st.sandbox.project_by_slug(project["slug__c"].lower()) is not None
+    # Within one interval plus the grace, and the time the runs themselves take.
+    assert took < interval + grace + 5.0

@@ -91,3 +91,9 @@ def test_metrics_sum_over_several_worker_processes(tmp_path: Path) -> None:
         thread.join(5)
     line = 'v1sync_task_outcomes_total{object_type="project",outcome="created"} 7.0'
     assert line in text
+
+
+def test_a_stranded_task_comes_back_within_minutes_with_the_defaults() -> None:
+    from sync_core.settings import RetrySettings
+
+    assert visibility_timeout(RetrySettings().sync_retry_backoff_max) <= 10 * 60

@@ -78,6 +78,10 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.nats.objectsBucket.name | quote }}
 - name: V1_MAPPINGS_BUCKET
   value: {{ .Values.nats.mappingsBucket.name | quote }}
+- name: SYNC_STATE_BUCKET
+  value: {{ .Values.nats.stateBucket.name | quote }}
+- name: SYNC_PARENT_WAIT
+  value: {{ .Values.sync.parentWait | quote }}
 - name: KV_CONSUMER_NAME
   value: {{ .Values.nats.kvConsumer.name | quote }}
 - name: CELERY_QUEUE

@@ -1,0 +1,481 @@
+"""The reconciler: the level-triggered half of the pipeline, inside the bridge process.
+
+The bridge turns each KV change into a task (edge-triggered); Celery on Redis
+can lose such a task (an emptied or failed-over broker, a worker killed with
+prefetched messages). Every ``RECONCILE_INTERVAL`` the reconciler compares the
+latest revision of every key of ``v1-objects`` (our three prefixes) with the
+durable sync state in ``v1-sync-state`` and enqueues, through the bridge's own
+encoder and publisher in one pipelined batch, the keys that are behind for
+longer than ``RECONCILE_GRACE``. It leaves alone:
+
+- keys in flight: a live key lease (a run holds it), or a retry scheduled and
+  not overdue (its due time plus the grace has not passed);
+- keys settled at their latest revision (synced, skipped, or dead-lettered at
+  that revision);
+- revisions the bridges have not acked yet (above the consumer's ack floor):
+  those are still on their way through JetStream;
+- parked children, unless their parent's mapping exists now (the release was
+  lost to a crash) or they have waited ``SYNC_PARENT_WAIT`` (the run then
+  dead-letters them);
+- a key it re-enqueued less than one grace period ago.
+
+It respects the bridge's backpressure (never more than the room left below
+``BRIDGE_MAX_QUEUE_DEPTH``; the rest waits for the next sweep). Exactly one
+reconciler sweeps at a time across all bridges: it holds the lease
+``reconciler.lease`` in the state bucket, an expiry timestamp renewed with
+compare-and-set well inside its TTL. A sweep reads NATS only: two ordered
+consumers delivering the last message per subject (headers only for
+``v1-objects``), so its cost grows with the number of keys, never with V2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from bridge.changes import KvChange, operation_of
+from bridge.messages import TaskMessageEncoder
+from bridge.metrics import BridgeMetrics
+from bridge.publisher import BrokerPublisher
+from sync_core.keys import KEY_PREFIXES
+from sync_core.sync_state import (
+    RECONCILER_LEASE_KEY,
+    RECONCILER_SWEEP_KEY,
+    RunState,
+    SweepSummary,
+    SyncState,
+    decode_state,
+)
+
+log = logging.getLogger(__name__)
+
+PUT = "PUT"
+# The lease is renewed this often (at most), and lives three renewals.
+LEASE_RENEW_MAX = 10.0
+LEASE_TTL_RENEWALS = 3
+# A listing whose ordered consumer delivers nothing for this long has stalled.
+LIST_IDLE_TIMEOUT = 30.0
+# Parent mapping lookups of parked children, in flight at once.
+MAPPING_LOOKUPS_IN_FLIGHT = 64
+
+
+@dataclass(frozen=True)
+class ReconcileTuning:
+    """The reconciler's knobs (from ``BridgeSettings``)."""
+
+    interval: float = 60.0
+    grace: float = 30.0
+    parent_wait: float = 24 * 3600.0
+    max_queue_depth: int = 10_000
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between lease renewals."""
+        return min(LEASE_RENEW_MAX, self.interval / 3)
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds the lease lives without renewal."""
+        return self.renew_every * LEASE_TTL_RENEWALS
+
+
+@dataclass(frozen=True)
+class Latest:
+    """A key's latest change in ``v1-objects``."""
+
+    revision: int
+    operation: str
+    written: float
+
+
+@dataclass
+class SweepPlan:
+    """What one sweep decided: the keys behind, and the changes to enqueue."""
+
+    keys: int = 0
+    behind: int = 0
+    changes: list[KvChange] = field(default_factory=list)
+
+
+def holder_name() -> str:
+    """A name for this bridge's reconciler, unique across pods and restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class ReconcilerLease:
+    """The one-reconciler-at-a-time lease: ``{holder, expires}`` under compare-and-set."""
+
+    def __init__(
+        self, kv: KeyValue, holder: str, ttl: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._kv = kv
+        self.holder = holder
+        self.ttl = ttl
+        self._clock = clock
+        self.held = False
+
+    async def _read(self) -> tuple[dict[str, Any] | None, int]:
+        try:
+            entry = await self._kv.get(RECONCILER_LEASE_KEY)
+        except KeyNotFoundError as missing:
+            revision = int(missing.entry.revision or 0) if missing.entry is not None else 0
+            return None, revision
+        try:
+            data = json.loads(bytes(entry.value or b""))
+        except ValueError:
+            data = None
+        return (data if isinstance(data, dict) else None), int(entry.revision or 0)
+
+    async def hold(self) -> bool:
+        """Take or renew the lease; True while this reconciler holds it."""
+        now = self._clock()
+        data, revision = await self._read()
+        if (
+            data is not None
+            and data.get("holder") != self.holder
+            and float(data.get("expires", 0)) > now
+        ):
+            self.held = False
+            return False
+        value = json.dumps({"holder": self.holder, "expires": now + self.ttl}).encode()
+        try:
+            if revision:
+                await self._kv.update(RECONCILER_LEASE_KEY, value, last=revision)
+            else:
+                await self._kv.create(RECONCILER_LEASE_KEY, value)
+        except KeyWrongLastSequenceError:
+            self.held = False
+            return False
+        if not self.held:
+            log.info("reconciler lease taken", extra={"holder": self.holder})
+        self.held = True
+        return True
+
+    async def release(self) -> None:
+        """Give the lease up (on stop), so another bridge takes over at once."""
+        if not self.held:
+            return
+        self.held = False
+        data, revision = await self._read()
+        if data is not None and data.get("holder") == self.holder and revision:
+            try:
+                await self._kv.delete(RECONCILER_LEASE_KEY, last=revision)
+            except Exception as error:
+                log.debug("reconciler lease release failed", extra={"failure": repr(error)})
+
+
+async def last_per_subject(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    on_message: Callable[[Msg, Msg.Metadata], None],
+    headers_only: bool,
+) -> None:
+    """Deliver the last message of every subject matching ``subject`` to ``on_message``.
+
+    One ordered push consumer (``DeliverPolicy.LAST_PER_SUBJECT``), headers
+    only when the payloads are not needed; returns once it has caught up.
+    """
+    done = asyncio.get_running_loop().create_future()
+
+    async def deliver(msg: Msg) -> None:
+        # The metadata is parsed from the reply subject on each access: once is enough.
+        meta = msg.metadata
+        on_message(msg, meta)
+        if meta.num_pending == 0 and not done.done():
+            done.set_result(None)
+
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        cb=deliver,
+        ordered_consumer=True,
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        headers_only=headers_only,
+        inactive_threshold=LIST_IDLE_TIMEOUT,
+    )
+    try:
+        info = await sub.consumer_info()
+        # Nothing matched at all (the server delivered nothing and has nothing
+        # pending); otherwise the last message delivered says num_pending 0.
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        if info.num_pending == 0 and not delivered:
+            return
+        await asyncio.wait_for(done, LIST_IDLE_TIMEOUT)
+    finally:
+        await sub.unsubscribe()
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind KV bucket ``bucket``."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key_filter: str) -> str:
+    """The stream subject of a key filter in ``bucket``."""
+    return f"$KV.{bucket}.{key_filter}"
+
+
+class Reconciler:
+    """Sweeps while it holds the lease, every ``tuning.interval`` seconds."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        objects_bucket: str,
+        mappings_bucket: str,
+        state_bucket: str,
+        consumer: str,
+        encoder: TaskMessageEncoder,
+        publisher: BrokerPublisher,
+        metrics: BridgeMetrics,
+        tuning: ReconcileTuning,
+        holder: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.js = nc.jetstream()
+        self.objects_bucket = objects_bucket
+        self.mappings_bucket = mappings_bucket
+        self.state_bucket = state_bucket
+        self.consumer = consumer
+        self.encoder = encoder
+        self.publisher = publisher
+        self.metrics = metrics
+        self.tuning = tuning
+        self.holder = holder or holder_name()
+        self._clock = clock
+        self._sent: dict[str, float] = {}
+        self._lease: ReconcilerLease | None = None
+        self._redis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
+        self.sweeps = 0
+        self.last_summary: SweepSummary | None = None
+
+    @property
+    def leader(self) -> bool:
+        """Whether this reconciler holds the lease."""
+        return self._lease is not None and self._lease.held
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold (or wait for) the lease and sweep on schedule until ``stop`` is set."""
+        state_kv = await self.js.key_value(self.state_bucket)
+        self._lease = ReconcilerLease(state_kv, self.holder, self.tuning.lease_ttl, self._clock)
+        next_sweep = time.monotonic() + self.tuning.interval
+        try:
+            while not stop.is_set():
+                try:
+                    leader = await self._lease.hold()
+                except Exception as error:
+                    log.warning("reconciler lease check failed", extra={"failure": repr(error)})
+                    leader = False
+                if leader and time.monotonic() >= next_sweep:
+                    try:
+                        await self.sweep()
+                    except Exception as error:
+                        log.warning("reconcile sweep failed", extra={"failure": repr(error)})
+                    next_sweep = time.monotonic() + self.tuning.interval
+                wait = min(self.tuning.renew_every, max(0.0, next_sweep - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.01))
+        finally:
+            try:
+                await self._lease.release()
+            except Exception as error:
+                log.debug("reconciler lease release failed", extra={"failure": repr(error)})
+            self._redis_thread.shutdown(wait=False)
+
+    # -- one sweep -----------------------------------------------------------
+
+    async def sweep(self) -> SweepSummary:
+        """Compare, enqueue what is behind, record the summary; returns it."""
+        started = time.perf_counter()
+        now = self._clock()
+        latest = await self.latest_revisions()
+        states = await self.states()
+        ack_floor = await self.ack_floor()
+        plan = await self.plan(latest, states, ack_floor, now)
+        depth = await self._on_redis_thread(self.publisher.depth, self.encoder.queue)
+        room = max(0, self.tuning.max_queue_depth - depth)
+        batch = plan.changes[:room]
+        if batch:
+            await self._on_redis_thread(self.publisher.push, self.encoder.encode(batch))
+            for change in batch:
+                self._sent[change.key] = now
+            self.metrics.reconcile_reenqueued.inc(len(batch))
+            log.info(
+                "reconciler re-enqueued keys behind",
+                extra={"count": len(batch), "keys": [c.key for c in batch[:20]]},
+            )
+        self._forget_old_sends(now)
+        duration = time.perf_counter() - started
+        summary = SweepSummary(
+            at=now,
+            duration=round(duration, 4),
+            keys=plan.keys,
+            behind=plan.behind,
+            reenqueued=len(batch),
+            deferred=len(plan.changes) - len(batch),
+            holder=self.holder,
+        )
+        self.metrics.reconcile_keys_behind.set(plan.behind)
+        self.metrics.reconcile_sweep_seconds.observe(duration)
+        state_kv = await self.js.key_value(self.state_bucket)
+        await state_kv.put(RECONCILER_SWEEP_KEY, summary.to_bytes())
+        self.sweeps += 1
+        self.last_summary = summary
+        log.info("reconcile sweep", extra=summary.__dict__)
+        return summary
+
+    async def plan(
+        self,
+        latest: dict[str, Latest],
+        states: dict[str, SyncState],
+        ack_floor: int | None,
+        now: float,
+    ) -> SweepPlan:
+        """Which keys are behind, and which of them to enqueue now (see the module doc)."""
+        plan = SweepPlan(keys=len(latest))
+        parked: list[tuple[str, Latest, SyncState]] = []
+        grace = self.tuning.grace
+        for key, change in latest.items():
+            state = states.get(key)
+            if state is None:
+                state = SyncState(key)
+            if state.settled(change.revision):
+                continue
+            plan.behind += 1
+            if state.lease_live(now) or now - self._sent.get(key, -grace) < grace:
+                continue
+            pending = state.pending
+            if pending is not None and pending.revision == change.revision:
+                if pending.state is RunState.RETRY and (pending.due or 0.0) + grace > now:
+                    continue
+                if pending.state is RunState.PARKED:
+                    parked.append((key, change, state))
+                    continue
+            if now - change.written < grace:
+                continue
+            if ack_floor is not None and change.revision > ack_floor:
+                continue
+            plan.changes.append(KvChange(key, change.revision, change.operation))
+        plan.changes.extend(await self._parked_to_release(parked, now))
+        return plan
+
+    async def _parked_to_release(
+        self, parked: list[tuple[str, Latest, SyncState]], now: float
+    ) -> list[KvChange]:
+        """Parked children whose parent is mapped by now, or whose wait is over."""
+        if not parked:
+            return []
+        mappings = await self.js.key_value(self.mappings_bucket)
+        limit = asyncio.Semaphore(MAPPING_LOOKUPS_IN_FLIGHT)
+
+        async def mapped(parent_key: str) -> bool:
+            async with limit:
+                try:
+                    entry = await mappings.get(parent_key)
+                except KeyNotFoundError:
+                    return False
+                return bool(entry.value)
+
+        releases: list[KvChange] = []
+        waiting: list[tuple[str, Latest, str]] = []
+        for key, change, state in parked:
+            assert state.pending is not None
+            if now - state.pending.since >= self.tuning.parent_wait:
+                releases.append(KvChange(key, change.revision, change.operation))
+            elif state.pending.parent_key:
+                waiting.append((key, change, state.pending.parent_key))
+        found = await asyncio.gather(*(mapped(parent) for _, _, parent in waiting))
+        releases += [
+            KvChange(key, change.revision, change.operation)
+            for (key, change, _), is_mapped in zip(waiting, found, strict=True)
+            if is_mapped
+        ]
+        return releases
+
+    # -- reading NATS ----------------------------------------------------------
+
+    async def latest_revisions(self) -> dict[str, Latest]:
+        """The latest revision of every key of ours in ``v1-objects`` (headers only)."""
+        found: dict[str, Latest] = {}
+        start = len(kv_subject(self.objects_bucket, ""))
+
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
+            operation = operation_of(msg.headers) or PUT
+            found[msg.subject[start:]] = Latest(
+                meta.sequence.stream, operation, meta.timestamp.timestamp()
+            )
+
+        await self._each_prefix(self.objects_bucket, note, headers_only=True)
+        return found
+
+    async def states(self) -> dict[str, SyncState]:
+        """The sync state of every key of ours (values included: they are small)."""
+        found: dict[str, SyncState] = {}
+        start = len(kv_subject(self.state_bucket, ""))
+
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
+            if operation_of(msg.headers) != PUT:
+                return  # a deleted or purged state entry
+            key = msg.subject[start:]
+            found[key] = decode_state(msg.data, key)
+
+        await self._each_prefix(self.state_bucket, note, headers_only=False)
+        return found
+
+    async def _each_prefix(
+        self, bucket: str, note: Callable[[Msg, Msg.Metadata], None], *, headers_only: bool
+    ) -> None:
+        await asyncio.gather(
+            *(
+                last_per_subject(
+                    self.js,
+                    kv_stream(bucket),
+                    kv_subject(bucket, f"{prefix}.>"),
+                    note,
+                    headers_only,
+                )
+                for prefix in prefixes()
+            )
+        )
+
+    async def ack_floor(self) -> int | None:
+        """The stream sequence up to which the bridges acked every message, if known."""
+        try:
+            info = await self.js.consumer_info(kv_stream(self.objects_bucket), self.consumer)
+        except Exception as error:  # no consumer yet, or NATS away: no filter
+            log.debug("no consumer ack floor", extra={"failure": repr(error)})
+            return None
+        floor = info.ack_floor
+        return None if floor is None else int(floor.stream_seq or 0)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _forget_old_sends(self, now: float) -> None:
+        grace = self.tuning.grace
+        self._sent = {key: when for key, when in self._sent.items() if now - when < grace}
+
+    async def _on_redis_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._redis_thread, fn, *args)
+
+
+def prefixes() -> Iterable[str]:
+    """The ``v1-objects`` key prefixes the service syncs."""
+    return KEY_PREFIXES.keys()

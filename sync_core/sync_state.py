@@ -1,0 +1,297 @@
+"""The durable sync state of every V1 key, in the JetStream KV bucket ``v1-sync-state``.
+
+The workers write it, the bridge's reconciler and the ``status`` command read
+it; Redis keeps only caches. One bucket (history 1) holds several kinds of
+entries, told apart by the first token of the KV key, so each can be watched
+on its own with a server-side filter:
+
+- ``{v1 key}`` (a key of ``v1-objects``): a ``SyncState``. The last revision
+  that reached a terminal outcome (created, updated, unchanged, skipped,
+  deleted, dead_lettered), the outcome, when, and the V2 uid; a ``PendingRun``
+  when the key's latest run is not finished (parked on a parent, or a retry
+  scheduled for a due time); the ``KeyLease`` of the run working on it.
+- ``deadletter.{v1 key}``: the key's dead letter (``tasks.deadletters``).
+- ``parked.{parent mapping key}.{v1 key}``: an index entry saying the child
+  waits for that mapping, so the run that writes it finds its children.
+- ``reconciler.lease`` / ``reconciler.sweep``: the reconciler's lease and the
+  summary of its last sweep.
+
+Values are compact JSON. Every write that depends on what was read is a
+compare-and-set on the KV revision (``modify``), so two writers never lose
+each other's update.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+DEFAULT_STATE_BUCKET = "v1-sync-state"
+
+DEAD_LETTER_PREFIX = "deadletter."
+PARKED_PREFIX = "parked."
+RECONCILER_LEASE_KEY = "reconciler.lease"
+RECONCILER_SWEEP_KEY = "reconciler.sweep"
+
+# A compare-and-set loses only to another writer of the same key: a few tries suffice.
+CAS_ATTEMPTS = 20
+
+
+class Terminal(enum.StrEnum):
+    """Outcomes that finish a revision: nothing more will happen to it by itself."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    DELETED = "deleted"
+    DEAD_LETTERED = "dead_lettered"
+    # Deletes are logged and acknowledged until the deletes issue lands.
+    DELETE_NOT_IMPLEMENTED = "delete_not_implemented"
+
+
+TERMINAL_OUTCOMES = frozenset(item.value for item in Terminal)
+
+
+class RunState(enum.StrEnum):
+    """What an unfinished run of a key is waiting for."""
+
+    PARKED = "parked"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class KeyLease:
+    """The run that works on a key holds it until ``expires`` (Unix seconds) unless renewed."""
+
+    token: str
+    expires: float
+
+    def live(self, now: float) -> bool:
+        """Whether the lease still holds at ``now``."""
+        return self.expires > now
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """An unfinished run: parked on ``parent_key`` since ``since``, or retrying at ``due``."""
+
+    state: RunState
+    revision: int
+    since: float
+    due: float | None = None
+    parent_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """Everything durable about one V1 key's sync."""
+
+    key: str
+    revision: int = -1
+    outcome: str | None = None
+    at: float | None = None
+    uid: str | None = None
+    pending: PendingRun | None = None
+    lease: KeyLease | None = None
+
+    def synced(self, revision: int) -> bool:
+        """Whether ``revision`` reached V2 already (a dead letter did not)."""
+        return self.revision >= revision and self.outcome != Terminal.DEAD_LETTERED
+
+    def settled(self, revision: int) -> bool:
+        """Whether ``revision`` reached a terminal outcome (dead letters included)."""
+        return self.revision >= revision
+
+    def lease_live(self, now: float) -> bool:
+        """Whether a run holds the key at ``now``."""
+        return self.lease is not None and self.lease.live(now)
+
+    def finished(self, revision: int, outcome: str, at: float, uid: str | None) -> SyncState:
+        """The state after ``revision`` ended in terminal ``outcome`` (never goes back)."""
+        pending = self.pending
+        if pending is not None and pending.revision <= revision:
+            pending = None
+        if revision < self.revision or (
+            revision == self.revision and outcome == Terminal.UNCHANGED and self.synced(revision)
+        ):
+            # Older news, or a duplicate of what is recorded: keep the first outcome.
+            return replace(self, pending=pending)
+        return replace(
+            self,
+            revision=revision,
+            outcome=outcome,
+            at=at,
+            uid=uid or (self.uid if revision >= self.revision else None),
+            pending=pending,
+        )
+
+    def to_bytes(self) -> bytes:
+        """The stored form: compact JSON, empty fields left out."""
+        data: dict[str, Any] = {"key": self.key, "revision": self.revision}
+        for name in ("outcome", "at", "uid"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        if self.pending is not None:
+            data["pending"] = {k: v for k, v in asdict(self.pending).items() if v is not None}
+        if self.lease is not None:
+            data["lease"] = asdict(self.lease)
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, key: str) -> SyncState:
+        """Parse the stored form; raises ``ValueError`` when it is not one."""
+        try:
+            data = json.loads(raw)
+            pending = data.get("pending")
+            lease = data.get("lease")
+            return cls(
+                key=key,
+                revision=int(data.get("revision", -1)),
+                outcome=data.get("outcome"),
+                at=None if data.get("at") is None else float(data["at"]),
+                uid=data.get("uid"),
+                pending=None
+                if not pending
+                else PendingRun(
+                    state=RunState(pending["state"]),
+                    revision=int(pending["revision"]),
+                    since=float(pending["since"]),
+                    due=None if pending.get("due") is None else float(pending["due"]),
+                    parent_key=pending.get("parent_key"),
+                ),
+                lease=None
+                if not lease
+                else KeyLease(token=str(lease["token"]), expires=float(lease["expires"])),
+            )
+        except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a sync state: {type(error).__name__}: {error}") from None
+
+
+@dataclass(frozen=True)
+class ParkedChild:
+    """An index entry: ``key`` at ``revision`` waits since ``since`` for a parent's mapping."""
+
+    key: str
+    revision: int
+    since: float
+
+    def to_bytes(self) -> bytes:
+        """The stored form."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ParkedChild:
+        """Parse the stored form; ``ValueError`` when it is not one."""
+        try:
+            data = json.loads(raw)
+            return cls(str(data["key"]), int(data["revision"]), float(data["since"]))
+        except (TypeError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a parked child: {error}") from None
+
+
+def parked_key(parent_key: str, child_key: str) -> str:
+    """The index entry saying ``child_key`` waits for mapping ``parent_key``."""
+    return f"{PARKED_PREFIX}{parent_key}.{child_key}"
+
+
+def parked_filter(parent_key: str) -> str:
+    """The watch filter of every child waiting for ``parent_key``."""
+    return f"{PARKED_PREFIX}{parent_key}.>"
+
+
+def dead_letter_key(key: str) -> str:
+    """Where the dead letter of V1 key ``key`` is stored."""
+    return DEAD_LETTER_PREFIX + key
+
+
+def decode_state(raw: bytes | None, key: str) -> SyncState:
+    """The state stored as ``raw`` (an empty or unreadable value reads as a fresh key)."""
+    if not raw:
+        return SyncState(key)
+    try:
+        return SyncState.from_bytes(raw, key)
+    except ValueError:
+        return SyncState(key)
+
+
+async def read_state(kv: KeyValue, key: str) -> tuple[SyncState, int]:
+    """The key's state and its KV revision (0 when the key has none yet)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError as missing:
+        # A deleted state entry: a CAS write must name the delete marker's revision.
+        revision = int(missing.entry.revision or 0) if missing.entry is not None else 0
+        return SyncState(key), revision
+    return decode_state(entry.value, key), int(entry.revision or 0)
+
+
+class ConcurrentUpdate(RuntimeError):
+    """The compare-and-set kept losing to other writers."""
+
+
+async def modify(
+    kv: KeyValue,
+    key: str,
+    change: Callable[[SyncState], SyncState | None],
+    attempts: int = CAS_ATTEMPTS,
+) -> SyncState:
+    """Apply ``change`` to the key's state with compare-and-set; the state written.
+
+    ``change`` may be called several times (once per lost race) and must be
+    pure; returning None leaves the stored state as it is (returned as read).
+    """
+    for _ in range(attempts):
+        state, revision = await read_state(kv, key)
+        updated = change(state)
+        if updated is None or updated == state:
+            return state
+        try:
+            if revision == 0:
+                await kv.create(key, updated.to_bytes())
+            else:
+                await kv.update(key, updated.to_bytes(), last=revision)
+        except KeyWrongLastSequenceError:
+            continue
+        return updated
+    raise ConcurrentUpdate(f"sync state of {key!r} changed under {attempts} writes in a row")
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What the reconciler's last sweep found (stored under ``reconciler.sweep``)."""
+
+    at: float
+    duration: float
+    keys: int
+    behind: int
+    reenqueued: int
+    deferred: int
+    holder: str
+
+    def to_bytes(self) -> bytes:
+        """The stored form."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SweepSummary:
+        """Parse the stored form; ``ValueError`` when it is not one."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                at=float(data["at"]),
+                duration=float(data["duration"]),
+                keys=int(data["keys"]),
+                behind=int(data["behind"]),
+                reenqueued=int(data["reenqueued"]),
+                deferred=int(data.get("deferred", 0)),
+                holder=str(data["holder"]),
+            )
+        except (TypeError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a sweep summary: {error}") from None

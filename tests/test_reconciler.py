@@ -1,0 +1,271 @@
+"""The bridge's reconciler against real nats-server and valkey.
+
+Each test drives ``Reconciler.sweep()`` (or ``run()``) directly with a short
+grace period, writes sync states the way the workers do, and reads back what
+landed in the Celery queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from nats.aio.client import Client
+
+from bridge.messages import TaskMessageEncoder, producer_app
+from bridge.metrics import BridgeMetrics
+from bridge.publisher import BrokerPublisher, broker_client, database_of
+from bridge.reconciler import Reconciler, ReconcileTuning
+from sandbox.servers import NatsServer, ValkeyServer
+from sync_core.broker import broker_transport_options
+from sync_core.nats_client import SyncNats, connect
+from sync_core.sync_state import (
+    DEFAULT_STATE_BUCKET,
+    RECONCILER_SWEEP_KEY,
+    KeyLease,
+    PendingRun,
+    RunState,
+    SweepSummary,
+    SyncState,
+)
+from tests.test_bridge_loop import queued_tasks, task_ids, wait_until
+
+PROJECT = "salesforce-project__c"
+COMMITTEE = "platform-collaboration__c"
+GRACE = 0.4
+
+
+@pytest.fixture
+def publisher(redis_server: ValkeyServer) -> Iterator[BrokerPublisher]:
+    client = broker_client(redis_server.url, broker_transport_options())
+    publisher = BrokerPublisher(client)
+    yield publisher
+    publisher.close()
+
+
+def reconciler(nc: Client, redis_url: str, publisher: BrokerPublisher, **tuning: Any) -> Reconciler:
+    app = producer_app(redis_url, "celery", broker_transport_options())
+    encoder = TaskMessageEncoder(app, "celery", database_of(publisher.client))
+    values: dict[str, Any] = {"interval": 0.2, "grace": GRACE} | tuning
+    return Reconciler(
+        nc,
+        objects_bucket="v1-objects",
+        mappings_bucket="v1-mappings",
+        state_bucket=DEFAULT_STATE_BUCKET,
+        consumer="no-consumer-in-these-tests",
+        encoder=encoder,
+        publisher=publisher,
+        metrics=BridgeMetrics(),
+        tuning=ReconcileTuning(**values),
+    )
+
+
+def put_state(sync_nats: SyncNats, state: SyncState) -> None:
+    sync_nats.kv_put(DEFAULT_STATE_BUCKET, state.key, state.to_bytes())
+
+
+def sweep(url: str, redis_url: str, publisher: BrokerPublisher, **tuning: Any) -> SweepSummary:
+    async def go() -> SweepSummary:
+        nc = await connect(url, "reconcile-test")
+        try:
+            return await reconciler(nc, redis_url, publisher, **tuning).sweep()
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_keys_behind_longer_than_the_grace_are_enqueued_once_per_grace(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    synced = f"{PROJECT}.synced"
+    behind = f"{PROJECT}.behind"
+    other = "salesforce-account.not-ours"
+    synced_rev = sync_nats.kv_put("v1-objects", synced, b"{}")
+    behind_rev = sync_nats.kv_put("v1-objects", behind, b"{}")
+    sync_nats.kv_put("v1-objects", other, b"{}")
+    put_state(sync_nats, SyncState(synced, synced_rev, "created", time.time(), "uid-1"))
+
+    async def scenario() -> list[SweepSummary]:
+        nc = await connect(buckets.url, "reconcile-test")
+        try:
+            one = reconciler(nc, redis_server.url, publisher)
+            fresh = await one.sweep()  # written less than a grace ago: the bridge has it
+            await asyncio.sleep(GRACE)
+            first = await one.sweep()
+            again = await one.sweep()  # within a grace of the re-enqueue
+            await asyncio.sleep(GRACE)
+            later = await one.sweep()
+            return [fresh, first, again, later]
+        finally:
+            await nc.close()
+
+    fresh, first, again, later = asyncio.run(scenario())
+    assert (fresh.keys, fresh.behind, fresh.reenqueued) == (2, 1, 0)
+    assert (first.behind, first.reenqueued) == (1, 1)
+    assert again.reenqueued == 0
+    assert later.reenqueued == 1
+    assert task_ids(queued_tasks(redis_client)) == [f"{behind}@{behind_rev}"] * 2
+    stored = sync_nats.kv_get(DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY)
+    assert stored is not None
+    assert SweepSummary.from_bytes(bytes(stored.value)).reenqueued == 1
+
+
+def test_in_flight_and_dead_lettered_keys_are_left_alone(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    revs = {name: sync_nats.kv_put("v1-objects", f"{PROJECT}.{name}", b"{}") for name in (
+        "leased", "retry_due_later", "retry_overdue", "dead", "dead_older", "fresh_state"
+    )}  # fmt: skip
+    time.sleep(GRACE)
+    now = time.time()
+
+    def key(name: str) -> str:
+        return f"{PROJECT}.{name}"
+
+    put_state(sync_nats, SyncState(key("leased"), lease=KeyLease("t", now + 30)))
+    put_state(
+        sync_nats,
+        SyncState(
+            key("retry_due_later"),
+            pending=PendingRun(RunState.RETRY, revs["retry_due_later"], now, due=now + 60),
+        ),
+    )
+    put_state(
+        sync_nats,
+        SyncState(
+            key("retry_overdue"),
+            pending=PendingRun(RunState.RETRY, revs["retry_overdue"], now - 60, due=now - 30),
+        ),
+    )
+    put_state(sync_nats, SyncState(key("dead"), revs["dead"], "dead_lettered", now))
+    put_state(sync_nats, SyncState(key("dead_older"), revs["dead_older"] - 1, "dead_lettered"))
+
+    summary = sweep(buckets.url, redis_server.url, publisher)
+
+    assert summary.behind == 5  # all but the dead letter at its latest revision
+    assert sorted(task_ids(queued_tasks(redis_client))) == sorted(
+        [
+            f"{key('retry_overdue')}@{revs['retry_overdue']}",
+            f"{key('dead_older')}@{revs['dead_older']}",
+            f"{key('fresh_state')}@{revs['fresh_state']}",
+        ]
+    )
+
+
+def test_backpressure_caps_the_batch_at_the_room_left(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    for n in range(10):
+        sync_nats.kv_put("v1-objects", f"{PROJECT}.k{n}", b"{}")
+    redis_client.lpush("celery", *[f"waiting-{n}" for n in range(6)])
+    time.sleep(GRACE)
+
+    summary = sweep(buckets.url, redis_server.url, publisher, max_queue_depth=8)
+
+    assert (summary.behind, summary.reenqueued, summary.deferred) == (10, 2, 8)
+    assert redis_client.llen("celery") == 8
+    full = sweep(buckets.url, redis_server.url, publisher, max_queue_depth=8)
+    assert full.reenqueued == 0
+
+
+def test_parked_children_are_redriven_when_the_parent_is_mapped_or_the_wait_is_over(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    now = time.time()
+    children = {}
+    for name, since in (("mapped", now), ("waiting", now), ("expired", now - 100)):
+        child = f"{COMMITTEE}.{name}"
+        revision = sync_nats.kv_put("v1-objects", child, b"{}")
+        children[name] = f"{child}@{revision}"
+        pending = PendingRun(RunState.PARKED, revision, since, parent_key=f"project.sfid.{name}")
+        put_state(sync_nats, SyncState(child, pending=pending))
+    # The parent's run wrote its mapping, then died before releasing the child.
+    sync_nats.kv_put("v1-mappings", "project.sfid.mapped", b"uid-parent")
+
+    summary = sweep(buckets.url, redis_server.url, publisher, parent_wait=50)
+
+    assert summary.behind == 3
+    assert sorted(task_ids(queued_tasks(redis_client))) == sorted(
+        [children["mapped"], children["expired"]]
+    )
+
+
+def test_two_reconcilers_one_sweeps_and_the_other_takes_over_on_stop(
+    buckets: NatsServer, redis_server: ValkeyServer, publisher: BrokerPublisher
+) -> None:
+    async def scenario() -> tuple[int, int, int]:
+        nc = await connect(buckets.url, "reconcile-test")
+        try:
+            first = reconciler(nc, redis_server.url, publisher, interval=0.15)
+            second = reconciler(nc, redis_server.url, publisher, interval=0.15)
+            stop_first, stop_second = asyncio.Event(), asyncio.Event()
+            runs = [
+                asyncio.create_task(first.run(stop_first)),
+                asyncio.create_task(second.run(stop_second)),
+            ]
+            await asyncio.sleep(1.2)
+            leaders = [r for r in (first, second) if r.sweeps > 0]
+            assert len(leaders) == 1, "both reconcilers swept"
+            leader, follower = leaders[0], (second if leaders[0] is first else first)
+            assert follower.sweeps == 0
+            (stop_first if leader is first else stop_second).set()
+            taken_over_from = follower.sweeps
+            deadline = time.monotonic() + 5
+            while follower.sweeps == taken_over_from:
+                assert time.monotonic() < deadline, "nobody took over"
+                await asyncio.sleep(0.05)
+            (stop_second if leader is first else stop_first).set()
+            await asyncio.gather(*runs)
+            return leader.sweeps, taken_over_from, follower.sweeps
+        finally:
+            await nc.close()
+
+    leader_sweeps, before, after = asyncio.run(scenario())
+    assert leader_sweeps >= 3
+    assert before == 0
+    assert after >= 1
+
+
+def test_the_bridge_runs_the_reconciler(
+    buckets: NatsServer, redis_server: ValkeyServer, redis_client: redis.Redis
+) -> None:
+    """A bridge process wires the reconciler: metrics and the stored sweep appear."""
+    from tests.bridge_harness import BackgroundBridge
+    from tests.test_bridge_loop import settings_for
+
+    settings = settings_for(buckets, redis_server, reconcile_interval=0.2, reconcile_grace=GRACE)
+    bridge = BackgroundBridge(settings).start()
+    try:
+        reconciler = bridge.service.reconciler
+        assert reconciler is not None
+        wait_until(lambda: reconciler.sweeps > 0, "a sweep")
+        exposition = bridge.metrics.exposition().decode()
+        for name in (
+            "v1sync_reconcile_keys_behind",
+            "v1sync_reconcile_reenqueued_total",
+            "v1sync_reconcile_sweep_seconds_bucket",
+        ):
+            assert name in exposition
+    finally:
+        bridge.stop()
