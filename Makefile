@@ -43,7 +43,7 @@ bench-reconcile: $(STAMP)
 	$(BIN)/python -m bench.reconcile_sweep
 
 # The long, seeded chaos proof (tests/chaos_harness.py): one figure line.
-# make chaos SEED=3 KEYS=300 DURATION=90
+# make chaos SEED=3 KEYS=300 DURATION=90 (the reconciler at its production timing)
 SEED     ?= 1
 KEYS     ?= 180
 DURATION ?= 60

@@ -65,16 +65,16 @@ WORKER_CONCURRENCY = "8"
 # The fault mix of issue 12.
 FAULTS = {"unavailable": 0.10, "rate_limited": 0.05, "dropped": 0.01}
 
-# Shorter than production so a run settles in minutes: quick retries, a
-# reconciler every few seconds. Settings a branch does not know are ignored.
+# Quicker retries than production so a run settles in minutes. The reconciler
+# keeps its production timing unless the config shortens it (the suite does).
 CHAOS_ENV = {
     "SYNC_RETRY_MAX": "10",
     "SYNC_RETRY_BACKOFF_BASE": "0.5",
     "SYNC_RETRY_BACKOFF_MAX": "4",
-    "RECONCILE_INTERVAL": "5",
-    "RECONCILE_GRACE": "5",
     "HTTP_TIMEOUT": "5",
 }
+DEFAULT_RECONCILE_INTERVAL = 60.0
+DEFAULT_RECONCILE_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class ChaosConfig:
     worker_kill_every: float = 6.0
     child_fraction: float = 0.2
     committee_fraction: float = 0.35
+    reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
+    reconcile_grace: float = DEFAULT_RECONCILE_GRACE
 
 
 @dataclass
@@ -120,7 +122,8 @@ class Figures:
             f"duplicates {self.duplicates}, stray dead letters {self.stray_dead_letters} "
             f"({kinds}), crashes {self.crashes}, pending {self.pending} "
             f"(stranded unacked {self.stranded}), "
-            f"settled in {self.settle_seconds:.0f}s, healed after an empty broker "
+            f"settled in {self.settle_seconds:.0f}s, reconcile every "
+            f"{c.reconcile_interval:g}s (grace {c.reconcile_grace:g}s), healed after an empty broker "
             f"{self.healed}/{c.empty_broker_keys} in {self.heal_seconds:.0f}s"
         )
 
@@ -236,6 +239,8 @@ class ChaosStack:
             **base_env(),
             **self.sandbox.env(),
             **CHAOS_ENV,
+            "RECONCILE_INTERVAL": f"{self.config.reconcile_interval:g}",
+            "RECONCILE_GRACE": f"{self.config.reconcile_grace:g}",
             "NATS_URL": self.nats.url,
             "REDIS_URL": self.valkey.url,
             "HEIMDALL_PRIVATE_KEY": _pem(heimdall),
@@ -538,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=180.0)
     parser.add_argument("--empty-broker-keys", type=int, default=20)
+    parser.add_argument("--heal-timeout", type=float, default=150.0)
+    parser.add_argument("--reconcile-interval", type=float, default=DEFAULT_RECONCILE_INTERVAL)
+    parser.add_argument("--reconcile-grace", type=float, default=DEFAULT_RECONCILE_GRACE)
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = parser.parse_args(argv)
     config = ChaosConfig(
@@ -547,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration,
         settle_timeout=args.settle,
         empty_broker_keys=args.empty_broker_keys,
+        heal_timeout=args.heal_timeout,
+        reconcile_interval=args.reconcile_interval,
+        reconcile_grace=args.reconcile_grace,
     )
     # The harness's own NATS client complains through every nats-server restart.
     logging.basicConfig(level=logging.ERROR)

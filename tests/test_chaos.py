@@ -28,6 +28,9 @@ SHORT = ChaosConfig(
     empty_broker_keys=10,
     heal_timeout=45.0,
     worker_kill_every=6.0,
+    # Short reconciler timing so the empty-broker heal fits the suite's budget.
+    reconcile_interval=5.0,
+    reconcile_grace=5.0,
 )
 
 
@@ -35,6 +38,7 @@ SHORT = ChaosConfig(
 def test_nothing_is_lost_under_fire(tmp_path: Path) -> None:
     lines: list[str] = []
     figures = run_chaos(SHORT, tmp_path, say=lines.append)
+    print(figures.line())  # shown with -s: the figures of the short run
     report = figures.line() + "\n" + "\n".join(lines) + f"\nlost: {figures.lost_keys[:10]}"
     assert figures.lost == 0, report
     assert figures.duplicates == 0, report
