@@ -123,7 +123,8 @@ class Figures:
             f"({kinds}), crashes {self.crashes}, pending {self.pending} "
             f"(stranded unacked {self.stranded}), "
             f"settled in {self.settle_seconds:.0f}s, reconcile every "
-            f"{c.reconcile_interval:g}s (grace {c.reconcile_grace:g}s), healed after an empty broker "
+            f"{c.reconcile_interval:g}s (grace {c.reconcile_grace:g}s), "
+            "healed after an empty broker "
             f"{self.healed}/{c.empty_broker_keys} in {self.heal_seconds:.0f}s"
         )
 
