@@ -299,3 +299,17 @@ def decode_envelope(raw: bytes | str) -> dict[str, Any]:
     envelope: dict[str, Any] = json.loads(raw)
     envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
     return envelope
+
+
+def queued_revision(raw: bytes | str) -> int | None:
+    """The KV revision a queued ``sync_kv_entry`` message is for; None for anything else.
+
+    The body is Celery's protocol 2 ``[args, kwargs, embed]`` with ``args`` =
+    ``[key, revision, operation]``.
+    """
+    try:
+        args = decode_envelope(raw)["body"][0]
+        revision = args[1]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return revision if isinstance(revision, int) and not isinstance(revision, bool) else None

@@ -126,6 +126,14 @@ class BrokerPublisher:
         """The number of task messages waiting in ``queue``."""
         return int(self.client.llen(queue))
 
+    def oldest(self, queue: str) -> bytes | None:
+        """The task message that has waited longest in ``queue`` (consumed next), if any.
+
+        kombu's Redis transport pushes on the left and pops on the right.
+        """
+        raw = self.client.lindex(queue, -1)
+        return raw if isinstance(raw, bytes) else None
+
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()

@@ -14,6 +14,9 @@ longer than ``RECONCILE_GRACE``. It leaves alone:
   that revision);
 - revisions the bridges have not acked yet (above the consumer's ack floor):
   those are still on their way through JetStream;
+- revisions at or above the one of the oldest task still waiting in the Celery
+  queue (the queue floor): the bridge pushes in stream order, so those may
+  still be queued, however long a backlog takes to drain;
 - parked children, unless their parent's mapping exists now (the release was
   lost to a crash) or they have waited ``SYNC_PARENT_WAIT`` (the run then
   dead-letters them);
@@ -50,7 +53,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange, operation_of
-from bridge.messages import TaskMessageEncoder
+from bridge.messages import TaskMessageEncoder, queued_revision
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
 from sync_core.keys import KEY_PREFIXES
@@ -309,7 +312,8 @@ class Reconciler:
         latest = await self.latest_revisions()
         states = await self.states()
         ack_floor = await self.ack_floor()
-        plan = await self.plan(latest, states, ack_floor, now)
+        queue_floor = await self.queue_floor()
+        plan = await self.plan(latest, states, ack_floor, now, queue_floor)
         depth = await self._on_redis_thread(self.publisher.depth, self.encoder.queue)
         room = max(0, self.tuning.max_queue_depth - depth)
         batch = plan.changes[:room]
@@ -348,6 +352,7 @@ class Reconciler:
         states: dict[str, SyncState],
         ack_floor: int | None,
         now: float,
+        queue_floor: int | None = None,
     ) -> SweepPlan:
         """Which keys are behind, and which of them to enqueue now (see the module doc)."""
         plan = SweepPlan(keys=len(latest))
@@ -372,6 +377,8 @@ class Reconciler:
             if now - change.written < grace:
                 continue
             if ack_floor is not None and change.revision > ack_floor:
+                continue
+            if queue_floor is not None and change.revision >= queue_floor:
                 continue
             plan.changes.append(KvChange(key, change.revision, change.operation))
         plan.changes.extend(await self._parked_to_release(parked, now))
@@ -455,6 +462,11 @@ class Reconciler:
                 for prefix in prefixes()
             )
         )
+
+    async def queue_floor(self) -> int | None:
+        """The KV revision of the oldest task waiting in the Celery queue; None when empty."""
+        raw = await self._on_redis_thread(self.publisher.oldest, self.encoder.queue)
+        return None if raw is None else queued_revision(raw)
 
     async def ack_floor(self) -> int | None:
         """The stream sequence up to which the bridges acked every message, if known."""

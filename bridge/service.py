@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 NATS_CLIENT_NAME = "v1-sync-bridge"
 NATS_DRAIN_TIMEOUT = 3.0
+# How long one cancellation of the first NATS connect gets before the next.
+CANCEL_RETRY_SECONDS = 0.2
 
 
 class BridgeService:
@@ -120,9 +122,14 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     stopped.cancel()
     if task.done():
         return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # nats-py's connect loop swallows a cancellation that lands inside its own
+    # close (``_close`` waits with ``except CancelledError: pass``): cancel
+    # again until the task has really ended.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_RETRY_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
     log.info("stopped before connecting to NATS")
     return None
 

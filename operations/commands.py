@@ -224,12 +224,14 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     Each task is enqueued again with its original key, revision, operation and
     task id; its dead letter is removed only once the broker has accepted the
     task. If the key has changed since, the task ends as `superseded` and the
-    newer revision's own task does the work.
+    newer revision's own task does the work. A re-queued delete runs even when
+    SYNC_DELETE_BUDGET is spent (this is how a delete held back as
+    `delete_budget_exceeded` is released).
     """
     if requeue_all == bool(task_ids):
         raise click.UsageError("give one or more KEY@REV ids, or --all (not both)")
     from operations.dlq import requeue_letters
-    from operations.enqueue import TaskQueue
+    from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
 
     settings = _settings()
     missing: list[str] = []
@@ -244,7 +246,7 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     with (
         _expected_failures(),
         _store_errors(),
-        TaskQueue(settings.redis_target, settings.celery_queue) as queue,
+        TaskQueue(settings.redis_target, settings.celery_queue, DEAD_LETTER_TASK_KWARGS) as queue,
         _open_store(settings) as store,
     ):
         if requeue_all:
@@ -289,7 +291,13 @@ def dlq_purge_command(yes: bool) -> None:
 
 @click.command("requeue")
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-def requeue_command(keys: tuple[str, ...]) -> None:
+@click.option(
+    "--undelete",
+    is_flag=True,
+    help="First clear the tombstone of each key's deleted V2 object, so that the sync "
+    "creates it again (a new V2 object with a new uid).",
+)
+def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
     """Sync KEY(s) of v1-objects again, at their current revision.
 
     Example: v1-sync-helper requeue salesforce-project__c.a0941000002wBz4AAE
@@ -297,6 +305,10 @@ def requeue_command(keys: tuple[str, ...]) -> None:
     Each key gets a sync_kv_entry task with id KEY@REVISION (a deleted key is
     queued as its delete). An unknown key is reported and the command exits
     1, but the other keys are still queued.
+
+    A V2 object deleted because its V1 record was deleted leaves a tombstone,
+    and later puts of that record are skipped as `tombstoned`. --undelete
+    removes the tombstone first (on purpose: the record is wanted again).
     """
     from operations.current_keys import current_changes
     from operations.enqueue import TaskQueue
@@ -304,6 +316,13 @@ def requeue_command(keys: tuple[str, ...]) -> None:
 
     settings = _settings()
     with _expected_failures():
+        if undelete:
+            from operations.undelete import clear_tombstones
+
+            for key, cleared in clear_tombstones(
+                settings.nats_url, settings.v1_mappings_bucket, keys
+            ).items():
+                click.echo(f"{'cleared the tombstone of' if cleared else 'no tombstone for'} {key}")
         found = current_changes(settings.nats_url, settings.v1_objects_bucket, keys)
         requests = [request for request in found.values() if request is not None]
         with TaskQueue(settings.redis_target, settings.celery_queue) as queue:

@@ -29,6 +29,9 @@ PRIORITY_SEPARATOR = "\x06\x16"
 
 REDIS_TIMEOUT = 5.0
 MANUAL_TASK_KWARGS = {"force": True}
+# A dead letter re-queued by an operator is a decision: a delete held back by
+# SYNC_DELETE_BUDGET (``delete_budget_exceeded``) runs past the budget.
+DEAD_LETTER_TASK_KWARGS = {**MANUAL_TASK_KWARGS, "release_delete_budget": True}
 DRAIN_POLL_SECONDS = 1.0
 
 
@@ -65,7 +68,10 @@ class TaskQueue:
     batch in one Redis round trip.
     """
 
-    def __init__(self, broker: RedisTarget | str, queue: str) -> None:
+    def __init__(
+        self, broker: RedisTarget | str, queue: str, task_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """``task_kwargs``: the keyword arguments of every task (default: ``force``)."""
         options = broker_transport_options()
         self.queue = queue
         self._redis = redis_client(broker)
@@ -74,7 +80,10 @@ class TaskQueue:
         # A sync asked for by hand must run even when that revision was synced
         # already (after a mapping fix, or a change made directly in V2).
         self._encoder = TaskMessageEncoder(
-            self._app, queue, database_of(self._publisher.client), task_kwargs=MANUAL_TASK_KWARGS
+            self._app,
+            queue,
+            database_of(self._publisher.client),
+            task_kwargs=MANUAL_TASK_KWARGS if task_kwargs is None else task_kwargs,
         )
 
     def publish(self, changes: Sequence[KvChange]) -> None:

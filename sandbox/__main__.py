@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from sandbox.keys import public_key_from_file
-from sandbox.samples import load_users
+from sandbox.samples import load_organizations, load_users
 from sandbox.service import DEFAULT_TOKEN_LIFETIME, Sandbox
 from sync_core.logs import configure_logging
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sample-users",
         action="store_true",
-        help="know the users of the sample data set (sandbox/sample_data/users.json)",
+        help="know the users and organizations of the sample data set (sandbox/sample_data/)",
     )
     parser.add_argument(
         "--stale-revision-status",
@@ -123,6 +123,7 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
         heimdall_keys={args.heimdall_key_id: heimdall},
         auth0_clients=clients,
         users=users,
+        organizations=load_organizations() if args.sample_users else {},
         nats_url=args.nats_url,
         host=args.host,
         port=args.port,

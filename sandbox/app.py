@@ -9,6 +9,7 @@ HTTP plumbing lives in ``sandbox.http_server``. Routes:
 - V2 Query Service: ``/query/resources`` (committees, typeahead on ``name``);
 - Heimdall JWKS: ``/.well-known/jwks``;
 - Auth0 token endpoint: ``/oauth/token``; V1 user service: ``/v1/users/{id}``;
+- V1 organization service: ``/organization-service/v1/orgs/{sfid}``;
 - the read-only view: ``/`` (HTML) and ``/_sandbox/state`` (JSON).
 """
 
@@ -40,6 +41,7 @@ QUERY_AUDIENCE = "lfx-v2-query-service"
 QUERY_PAGE_SIZE = 50
 API_VERSION = "1"
 ON_BEHALF_OF_HEADER = "X-On-Behalf-Of"
+SKIP_NOTIFICATION_HEADER = "X-Skip-Notification"
 JSON_TYPE = "application/json"
 VIEW_PATHS = ("/", "/_sandbox/state")
 
@@ -109,11 +111,14 @@ class SandboxApp:
         users: dict[str, dict[str, Any]],
         traffic: TrafficLog,
         stopping: threading.Event,
+        organizations: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.verifier = verifier
         self.auth0 = auth0
         self.users = users
+        # The V1 organization service's data; guarded by users_lock too.
+        self.organizations = organizations if organizations is not None else {}
         self.users_lock = threading.Lock()
         self.traffic = traffic
         self.stopping = stopping
@@ -149,6 +154,10 @@ class SandboxApp:
             (re.compile(r"^/\.well-known/jwks$"), {"GET": self._jwks}),
             (re.compile(r"^/oauth/token$"), {"POST": self._oauth_token}),
             (re.compile(r"^/v1/users/([^/]+)$"), {"GET": self._v1_user}),
+            (
+                re.compile(r"^/organization-service/v1/orgs/([^/]+)$"),
+                {"GET": self._v1_organization},
+            ),
             (re.compile(r"^/_sandbox/state$"), {"GET": self._state}),
             (re.compile(r"^/$"), {"GET": self._page}),
         ]
@@ -307,7 +316,9 @@ class SandboxApp:
     ) -> HttpResponse:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, committee_uid)
         body = self._json(request, notes)
-        return json_response(201, self.store.create_member(committee_uid, body, writer))
+        skip = request.headers.get(SKIP_NOTIFICATION_HEADER, "").strip().lower() == "true"
+        member = self.store.create_member(committee_uid, body, writer, skip_notification=skip)
+        return json_response(201, member)
 
     def _get_member(
         self, request: HttpRequest, notes: _CallNotes, committee_uid: str, uid: str
@@ -386,6 +397,17 @@ class SandboxApp:
         if user is None:
             raise ApiError(404, "user not found", body={"message": "user not found"})
         return json_response(200, user)
+
+    def _v1_organization(self, request: HttpRequest, notes: _CallNotes, sfid: str) -> HttpResponse:
+        self.auth0.check_access_token(request.headers.get("Authorization"))
+        with self.users_lock:
+            organization = self.organizations.get(sfid)
+            organization = dict(organization) if organization is not None else None
+        if organization is None:
+            raise ApiError(
+                404, "organization not found", body={"message": "organization not found"}
+            )
+        return json_response(200, organization)
 
     # -- the view ---------------------------------------------------------------
 

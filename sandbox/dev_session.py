@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sandbox.sample_check import differences
 from sandbox.sample_loader import load_samples
-from sandbox.samples import dead_letter_reasons, load_expected, load_users
+from sandbox.samples import dead_letter_reasons, load_expected, load_organizations, load_users
 from sandbox.service import Sandbox
 from sandbox.stack import (
     AUTH0_CLIENT_ID,
@@ -61,6 +61,11 @@ SUMMARY_OUTCOMES = (
     "skipped",
     "retrying",
     "dead_lettered",
+    "deleted",
+    "delete_refused",
+    "skipped:tombstoned",
+    "skipped:not_in_v2",
+    "skipped:deletes_disabled",
 )
 
 
@@ -104,6 +109,7 @@ class Progress:
 
     projects: int
     committees: int
+    members: int
     dead_letters: dict[str, str]
     queue_depth: int
 
@@ -111,6 +117,7 @@ class Progress:
         return (
             f"  projects {self.projects}/{expected['projects']}  "
             f"committees {self.committees}/{expected['committees']}  "
+            f"members {self.members}/{expected['members']}  "
             f"dead letters {len(self.dead_letters)}/{expected['dead_letters']}  "
             f"queue {self.queue_depth}"
         )
@@ -147,6 +154,7 @@ class DevSession:
             heimdall_keys={HEIMDALL_KEY_ID: heimdall.public_key()},
             auth0_clients={AUTH0_CLIENT_ID: auth0.public_key()},
             users=load_users(),
+            organizations=load_organizations(),
             nats_url=self.servers.nats.url,
             port=port_or_free(PREFERRED_PORTS["sandbox"]),
         )
@@ -220,6 +228,7 @@ class DevSession:
         return Progress(
             projects=len(self.sandbox.projects) - 1,  # ROOT is seeded, not synced
             committees=len(self.sandbox.committees),
+            members=len(self.sandbox.members),
             dead_letters=letters,
             queue_depth=int(self.redis_client.llen("celery")),
         )
@@ -231,6 +240,7 @@ class DevSession:
             "root_uid": self.sandbox.root_uid,
             "projects": self.sandbox.projects,
             "committees": self.sandbox.committees,
+            "members": self.sandbox.members,
         }
         found = differences(state, heimdall_client_id=HEIMDALL_CLIENT_ID)
         letters = self.progress().dead_letters
@@ -269,6 +279,7 @@ class DevSession:
             "root_uid": self.sandbox.root_uid,
             "projects": self.sandbox.projects,
             "committees": self.sandbox.committees,
+            "members": self.sandbox.members,
             "dead_letters": self.progress().dead_letters,
         }
         path.write_text(json.dumps(document, indent=1, sort_keys=True, default=str))
@@ -278,6 +289,11 @@ class DevSession:
         assert self.redis_client is not None
         outcomes = recent_outcomes(self.redis_client)
         lines = ["", "Summary", f"  time taken     {time.monotonic() - started:.1f} s"]
+        progress = self.progress()
+        lines.append(
+            f"  in V2          {progress.projects} projects, {progress.committees} committees, "
+            f"{progress.members} committee members"
+        )
         for name in SUMMARY_OUTCOMES:
             lines.append(f"  {name:<14} {outcomes.get(name, 0)}")
         letters = self.dead_letters().list()

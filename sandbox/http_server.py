@@ -98,6 +98,9 @@ class SandboxHttpServer(ThreadingHTTPServer):
     """Serves ``app`` on ``host:port`` from a background thread; see ``stop``."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections when dozens of worker
+    # threads connect at once; real services listen with a large backlog.
+    request_queue_size = 128
     # Joining happens in ``stop`` (after the connections are shut down), not in
     # ``server_close``, which would wait on idle keep-alive connections.
     block_on_close = False

@@ -8,6 +8,7 @@ module writes, so the expectations cannot drift from the records.
 - ``records.jsonl``: one KV put per line, in load order:
   ``{"key", "encoding": "json"|"msgpack"|"raw"|"empty", "value"}``.
 - ``users.json``: the V1 users the fake user service knows.
+- ``organizations.json``: the V1 organizations the fake organization service knows.
 - ``expected.json``: per key, what the sync must end with: ``synced`` (with the
   V2 fields, the parent or project by sfid, and the identity of the last
   write), ``dead_letter`` (with the error kind) or ``skipped`` (with why).
@@ -34,7 +35,13 @@ from sandbox.validation import (
     COMMITTEE_DESCRIPTION_MAX,
     COMMITTEE_NAME_MAX,
     LEGAL_ENTITY_TYPES,
+    MEMBER_APPOINTED_BY,
+    MEMBER_NAME_MAX,
+    MEMBER_ROLES,
+    MEMBER_TITLE_MAX,
+    ORGANIZATION_NAME_MAX,
     PROJECT_STAGES,
+    VOTING_STATUSES,
     is_date,
     is_uri,
 )
@@ -42,6 +49,7 @@ from sandbox.validation import (
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 RECORDS_FILE = "records.jsonl"
 USERS_FILE = "users.json"
+ORGANIZATIONS_FILE = "organizations.json"
 EXPECTED_FILE = "expected.json"
 
 SEED = 20251129
@@ -728,6 +736,234 @@ def expected_committee_fields(record: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+# -- committee members ------------------------------------------------------------------
+
+ORGANIZATIONS: dict[str, dict[str, Any]] = {}
+# The company most members work for: a thousand members of one company must cost
+# one organization lookup, and here a hundred do.
+BIG_ORG = "acme"
+ORG_HANDLES = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell")
+MEMBER_SEED = SEED + 2
+MEMBERS_PER_COMMITTEE = (2, 3, 4)
+PEOPLE = 120
+PEOPLE_WITH_V1_USERS = 40
+UNKNOWN_ORG_SHARE = 0.05
+UNKNOWN_MEMBER_ROLES = ("Board Chair", "Maintainer", "Observer Seat")
+UNKNOWN_VOTING = ("Voter", "Non-voting")
+UNKNOWN_APPOINTED = ("The Board", "Self-nominated")
+MEMBER_DATE_SHAPES = ("{d}T00:00:00+00:00", "{d}T18:01:25", "{d}T09:30:00Z")
+
+
+@dataclass
+class Person:
+    """Someone who sits on sample committees (several, for some)."""
+
+    contact_id: str
+    email: str
+    title: str | None
+    org: str | None  # an ORGANIZATIONS sfid, an unknown sfid, or None
+
+
+def _member_people(rng: random.Random) -> list[Person]:
+    """The people of the member set; the first ones have V1 users (names to look up)."""
+    for handle in ORG_HANDLES:
+        sfid = salesforce_id("0014100000", rng)
+        ORGANIZATIONS[sfid] = {
+            "ID": sfid,
+            "Name": f"{handle.capitalize()} Corporation",
+            "Domains": [f"{handle}.example.com"],
+        }
+    org_ids = list(ORGANIZATIONS)
+    titles = ("CTO", "Principal Engineer", "VP Engineering", "Maintainer", None, "x" * 230)
+    people = []
+    for number in range(PEOPLE):
+        contact_id = salesforce_id("0031000001", rng)
+        first, last = f"Member{number}", rng.choice(("Ng", "Okafor", "Silva", "Berg", "Kim"))
+        if number < PEOPLE_WITH_V1_USERS:
+            USERS[contact_id] = {
+                "ID": contact_id,
+                "Username": f"member{number}",
+                "Email": f"member{number}@example.org",
+                "FirstName": first,
+                "LastName": last if number % 7 else "L" * 120,  # too long for V2: truncated
+            }
+        roll = rng.random()
+        if roll < 0.45:
+            org: str | None = org_ids[0]  # the big organization
+        elif roll < 0.45 + UNKNOWN_ORG_SHARE:
+            org = salesforce_id("0014100000", rng)  # the organization service answers 404
+        elif roll < 0.9:
+            org = rng.choice(org_ids[1:])
+        else:
+            org = None
+        domain = "acme.example.com" if org == org_ids[0] else "example.net"
+        email = f"{first.lower()}.{last.lower()}@{domain}"
+        if number % 11 == 0:
+            email = f"  {email.upper()} "  # V1 has odd spacing and case
+        people.append(Person(contact_id, email, titles[number % len(titles)], org))
+    return people
+
+
+def _member_date(rng: random.Random, index: int) -> str | None:
+    if index % 5 == 4:
+        return None
+    day = f"20{18 + index % 7}-{1 + index % 12:02d}-{1 + index % 28:02d}"
+    if index % 17 == 3:
+        day = f"2023-02-{29 + index % 2}"  # no such day: dropped
+    return MEMBER_DATE_SHAPES[index % 3].format(d=day)
+
+
+def _member_record(
+    sfid: str, committee: CommitteeSpec, person: Person, index: int, rng: random.Random
+) -> dict[str, Any]:
+    """The V1 ``platform-community__c`` record of one member."""
+    roles = (*MEMBER_ROLES, *UNKNOWN_MEMBER_ROLES, None)
+    voting = (*VOTING_STATUSES, *UNKNOWN_VOTING, None)
+    appointed = (*MEMBER_APPOINTED_BY, *UNKNOWN_APPOINTED, None)
+    timestamps = _timestamps(index)
+    return {
+        "sfid": sfid,
+        "contact_name__c": person.contact_id,
+        "contactemail__c": person.email,
+        "collaboration_name__c": committee.sfid,
+        "project_name__c": PROJECT_BY_HANDLE[committee.project].sfid,
+        "account__c": person.org,
+        "title": person.title,
+        "role__c": roles[index % len(roles)],
+        "start_date__c": _member_date(rng, index),
+        "end_date__c": _member_date(rng, index + 2) if index % 4 == 0 else None,
+        "appointed_by__c": appointed[index % len(appointed)],
+        "status__c": ("Active", "Inactive", None)[index % 3],
+        "voting_status__c": voting[index % len(voting)],
+        "voting_start_date__c": _member_date(rng, index + 1) if index % 3 == 0 else None,
+        "voting_end_date__c": None,
+        "lastmodifiedbyid": MODIFIERS[list(MODIFIERS)[index % len(MODIFIERS)]],
+        "lastmodifieddate": timestamps["lastmodifieddate"],
+        "_sdc_extracted_at": timestamps["_sdc_extracted_at"],
+        "_sdc_received_at": timestamps["_sdc_received_at"],
+    }
+
+
+def _member_enum(value: Any, allowed: tuple[str, ...]) -> str | None:
+    """The reference's rule: a V2 value as is, anything else ``None`` (null stays absent)."""
+    if value is None:
+        return None
+    return value if value in allowed else "None"
+
+
+def expected_member_fields(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The V2 fields the member must end with, and the optional fields it must not have."""
+    fields: dict[str, Any] = {
+        "email": record["contactemail__c"].strip(),
+        "status": record["status__c"] or "Active",
+    }
+    dropped = []
+    user = USERS.get(record["contact_name__c"], {})
+    for v2_field, column in (
+        ("username", "Username"),
+        ("first_name", "FirstName"),
+        ("last_name", "LastName"),
+    ):
+        if user.get(column):
+            fields[v2_field] = user[column][:MEMBER_NAME_MAX]
+        else:
+            dropped.append(v2_field)
+    if record["title"] is not None:
+        fields["job_title"] = record["title"][:MEMBER_TITLE_MAX]
+    else:
+        dropped.append("job_title")
+    appointed = _member_enum(record["appointed_by__c"], MEMBER_APPOINTED_BY)
+    if appointed is not None:
+        fields["appointed_by"] = appointed
+    else:
+        dropped.append("appointed_by")
+    for v2_field, name_field, name_column, enum, dates in (
+        ("role", "name", "role__c", MEMBER_ROLES, ("start_date__c", "end_date__c")),
+        (
+            "voting",
+            "status",
+            "voting_status__c",
+            VOTING_STATUSES,
+            ("voting_start_date__c", "voting_end_date__c"),
+        ),
+    ):
+        nested: dict[str, Any] = {}
+        name = _member_enum(record[name_column], enum)
+        if name is not None:
+            nested[name_field] = name
+        for part, column in zip(("start_date", "end_date"), dates, strict=True):
+            day = date_only(record[column])
+            if day is not None:
+                nested[part] = day
+        if nested:
+            fields[v2_field] = nested
+        else:
+            dropped.append(v2_field)
+    account = record["account__c"]
+    if account is None:
+        dropped.append("organization")
+    else:
+        organization = {"id": account}
+        if account in ORGANIZATIONS:
+            organization["name"] = ORGANIZATIONS[account]["Name"][:ORGANIZATION_NAME_MAX]
+        fields["organization"] = organization
+    return fields, dropped
+
+
+def _malformed_members(rng: random.Random, people: list[Person]) -> list[tuple[str, Any, str]]:
+    """(key, record, dead-letter kind) of members that must not sync."""
+    committee = COMMITTEES[1]
+    letters = []
+    for index, email in enumerate(("", None, "   ", "jane.doe(at)example.com")):
+        sfid = platform_uuid(rng)
+        value = _member_record(sfid, committee, people[index], index, rng)
+        value["contactemail__c"] = email
+        letters.append((MEMBER_PREFIX + sfid, value, "invalid_record"))
+    unknown_committee = CommitteeSpec(
+        committee.project, "Gone", "Other", None, None, False, False, False, None, "sf"
+    )
+    unknown_committee.sfid = platform_uuid(rng)  # never loaded into v1-objects
+    for index in range(2):
+        sfid = platform_uuid(rng)
+        value = _member_record(sfid, unknown_committee, people[10 + index], index, rng)
+        letters.append((MEMBER_PREFIX + sfid, value, "missing_committee"))
+    return letters
+
+
+def _add_members(sample: SampleSet) -> None:
+    """A few hundred members over the sample committees, after every committee is put.
+
+    People sit on several committees; a hundred-odd work for one organization;
+    unknown enum values, bad dates and odd email spacing occur; blank and
+    invalid emails and an unknown committee end in the dead letters.
+    """
+    rng = random.Random(MEMBER_SEED)
+    people = _member_people(rng)
+    index = 0
+    for committee in COMMITTEES:
+        count = MEMBERS_PER_COMMITTEE[index % len(MEMBERS_PER_COMMITTEE)]
+        for person in rng.sample(people, count):
+            sfid = platform_uuid(rng)
+            value = _member_record(sfid, committee, person, index, rng)
+            key = MEMBER_PREFIX + sfid
+            sample.put(key, _encoding(index), value)
+            fields, dropped = expected_member_fields(value)
+            sample.expected[key] = {
+                "outcome": "synced",
+                "type": "committee_member",
+                "sfid": sfid,
+                "committee_sfid": committee.sfid,
+                "fields": fields,
+                "dropped": dropped,
+                "writer": expected_writer(value["lastmodifiedbyid"]),
+            }
+            index += 1
+    for key, value, reason in _malformed_members(rng, people):
+        sample.put(key, _encoding(index), value)
+        sample.expected[key] = {"outcome": "dead_letter", "reason": reason}
+        index += 1
+
+
 # -- assembling the set -------------------------------------------------------------------
 
 
@@ -859,38 +1095,9 @@ def _malformed_committees(rng: random.Random) -> list[tuple[str, str, str, Any, 
 
 def _skipped(rng: random.Random) -> list[tuple[str, str, Any, str]]:
     """(key, encoding, value, reason) of puts the sync skips."""
-    committee = COMMITTEES[0]
-    members = []
-    for role, title in (("Chair", "CTO"), ("None", "Principal Engineer"), ("Secretary", "VP")):
-        sfid = platform_uuid(rng)
-        members.append(
-            (
-                MEMBER_PREFIX + sfid,
-                "json" if role != "None" else "msgpack",
-                {
-                    "sfid": sfid,
-                    "contact_name__c": salesforce_id("0031000001", rng),
-                    "contactemail__c": f"{title.split()[0].lower()}@example.com",
-                    "collaboration_name__c": committee.sfid,
-                    "project_name__c": PROJECT_BY_HANDLE[committee.project].sfid,
-                    "account__c": salesforce_id("0014100000", rng),
-                    "title": title,
-                    "role__c": role,
-                    "start_date__c": "2024-01-01T00:00:00+00:00",
-                    "end_date__c": None,
-                    "appointed_by__c": "Membership Entitlement",
-                    "status__c": "Active",
-                    "voting_status__c": "Voting Rep",
-                    "lastmodifiedbyid": USER_IDS["jsmith"],
-                    "lastmodifieddate": "2025-11-21T09:00:00+00:00",
-                },
-                "committee_member",
-            )
-        )
     account_id = salesforce_id("0014100000", rng)
     contact_id = salesforce_id("0031000001", rng)
     return [
-        *members,
         (
             "salesforce-account." + account_id,
             "json",
@@ -975,8 +1182,11 @@ def build() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     sample.expected[key]["writer"] = expected_writer(latest["lastmodifiedbyid"])
     sample.expected[key]["revisions"] = 2
 
+    _add_members(sample)
+
     projects = [k for k, v in sample.expected.items() if v.get("type") == "project"]
     committees = [k for k, v in sample.expected.items() if v.get("type") == "committee"]
+    members = [k for k, v in sample.expected.items() if v.get("type") == "committee_member"]
     outcomes = [v["outcome"] for v in sample.expected.values()]
     expected = {
         "about": (
@@ -991,6 +1201,7 @@ def build() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
             "keys": len(sample.expected),
             "projects": len(projects),
             "committees": len(committees),
+            "members": len(members),
             "dead_letters": outcomes.count("dead_letter"),
             "skipped": outcomes.count("skipped"),
         },
@@ -1005,6 +1216,7 @@ def render() -> dict[str, str]:
     return {
         RECORDS_FILE: "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines),
         USERS_FILE: json.dumps(users, indent=2, ensure_ascii=False) + "\n",
+        ORGANIZATIONS_FILE: json.dumps(ORGANIZATIONS, indent=2, ensure_ascii=False) + "\n",
         EXPECTED_FILE: json.dumps(expected, indent=2, ensure_ascii=False) + "\n",
     }
 

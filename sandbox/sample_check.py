@@ -4,8 +4,9 @@
 of ``GET /_sandbox/state``) and returns one line per mismatch: a project or
 committee missing or unexpected, a field with the wrong value, a field that
 should have been dropped, the wrong parent or project, the wrong identity
-recorded for the last write. An empty list means the sync reached exactly the
-expected result.
+recorded for the last write; a committee member missing from its committee
+(found by its trimmed, lower-cased email), with a wrong field, or unexpected.
+An empty list means the sync reached exactly the expected result.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def differences(
 ) -> list[str]:
     """Every way ``state`` differs from the expectations (empty: all as expected).
 
-    ``state`` needs ``root_uid``, ``projects`` and ``committees`` (uid -> record
-    with ``_last_write``), as ``GET /_sandbox/state`` returns them.
+    ``state`` needs ``root_uid``, ``projects``, ``committees`` and ``members``
+    (uid -> record with ``_last_write``), as ``GET /_sandbox/state`` returns them.
     """
     expected = expected or load_expected()
     client_id = heimdall_client_id or expected["heimdall_client_id"]
@@ -119,4 +120,50 @@ def differences(
     for place, uid in committee_by_place.items():
         if place not in expected_places:
             problems.append(f"committee {place[1]!r} ({uid}) of project {place[0]}: not expected")
+    committee_uid_by_sfid = {
+        expectation["sfid"]: committee_by_place.get(
+            (
+                uid_by_slug.get(slug_by_sfid.get(expectation["project_sfid"], "?"), ""),
+                expectation["fields"]["name"],
+            )
+        )
+        for expectation in keys.values()
+        if expectation.get("type") == "committee"
+    }
+    _member_differences(keys, state.get("members", {}), committee_uid_by_sfid, client_id, problems)
     return problems
+
+
+def _member_differences(
+    keys: dict[str, dict[str, Any]],
+    members: dict[str, dict[str, Any]],
+    committee_uid_by_sfid: dict[str, str | None],
+    client_id: str,
+    problems: list[str],
+) -> None:
+    """Each expected member in its committee with its fields and writer; none unexpected."""
+    by_place = {
+        (str(m.get("committee_uid")), str(m.get("email", "")).strip().lower()): uid
+        for uid, m in members.items()
+    }
+    expected_places: set[tuple[str, str]] = set()
+    for key, expectation in keys.items():
+        if expectation.get("type") != "committee_member":
+            continue
+        email = expectation["fields"]["email"]
+        label = f"member {email} ({key})"
+        committee_uid = committee_uid_by_sfid.get(expectation["committee_sfid"])
+        if committee_uid is None:
+            problems.append(f"{label}: its committee is not in the sandbox")
+            continue
+        place = (committee_uid, email.strip().lower())
+        expected_places.add(place)
+        uid = by_place.get(place)
+        if uid is None:
+            problems.append(f"{label}: not in the sandbox")
+            continue
+        _compare_fields(label, members[uid], expectation, problems)
+        _compare_writer(label, members[uid], expectation, client_id, problems)
+    for place, uid in by_place.items():
+        if place not in expected_places:
+            problems.append(f"member {place[1]} ({uid}) of committee {place[0]}: not expected")

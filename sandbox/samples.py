@@ -2,6 +2,7 @@
 
 ``load_records()`` gives the KV puts in load order, ``encode(record)`` the
 bytes to put; ``load_users()`` the V1 users for the fake user service;
+``load_organizations()`` the V1 organizations for the fake organization service;
 ``load_expected()`` what the sync must end with, per key (see
 ``sandbox.sample_builder`` for how the set is made and what it contains).
 """
@@ -18,6 +19,7 @@ import msgpack
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 RECORDS_PATH = SAMPLE_DIR / "records.jsonl"
 USERS_PATH = SAMPLE_DIR / "users.json"
+ORGANIZATIONS_PATH = SAMPLE_DIR / "organizations.json"
 EXPECTED_PATH = SAMPLE_DIR / "expected.json"
 
 Encoding = Literal["json", "msgpack", "raw", "empty"]
@@ -68,6 +70,12 @@ def load_users(path: Path = USERS_PATH) -> dict[str, dict[str, Any]]:
     """V1 platform id -> ``{"ID","Username","Email","FirstName","LastName"}``."""
     users: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
     return users
+
+
+def load_organizations(path: Path = ORGANIZATIONS_PATH) -> dict[str, dict[str, Any]]:
+    """V1 account sfid -> ``{"ID","Name","Domains"}``."""
+    organizations: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    return organizations
 
 
 def load_expected(path: Path = EXPECTED_PATH) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from sandbox.app import SandboxApp
 from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.http_server import SandboxHttpServer
-from sandbox.slug_responder import SlugResponder
+from sandbox.nats_responder import NatsResponder
 from sandbox.store import SEED_WRITER, V2Store
 from sandbox.traffic import DROPS, Fault, RandomFaults, RecordedRequest, TrafficLog
 
@@ -40,11 +40,16 @@ class Sandbox:
         heimdall_keys: ``kid`` -> public key; served as the JWKS, verifies V2 JWTs.
         auth0_clients: Auth0 client id -> public key of its client assertions.
         users: V1 platform id -> ``{"ID","Username","Email","FirstName","LastName"}``.
+        organizations: V1 account sfid -> ``{"ID","Name","Domains"}`` (the
+            organization service).
         nats_url: when set, answer ``lfx.projects-api.slug_to_uid`` on that server.
         host, port: where the HTTP server listens (port 0: a free port).
         stale_revision_status: the answer to a stale project ``If-Match``: 400
             (body ``revision mismatch``), 409 or 412.
         token_lifetime: ``expires_in`` of Auth0 access tokens, in seconds.
+        crowdfunding_slugs: projects created with these slugs get
+            ``funding_model: ["Crowdfunding"]`` (V1 does not send it), the only
+            projects the project service lets a client delete.
     """
 
     def __init__(
@@ -53,23 +58,26 @@ class Sandbox:
         auth0_clients: Mapping[str, RSAPublicKey],
         users: Mapping[str, dict[str, Any]] | None = None,
         nats_url: str | None = None,
+        organizations: Mapping[str, dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         stale_revision_status: int = 409,
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+        crowdfunding_slugs: frozenset[str] = frozenset(),
     ) -> None:
         self.host = host
         self.nats_url = nats_url
-        self._store = V2Store(stale_revision_status)
+        self._store = V2Store(stale_revision_status, crowdfunding_slugs)
         self._traffic = TrafficLog()
         self._stopping = threading.Event()
         self._verifier = HeimdallVerifier(heimdall_keys)
         self._auth0_clients = dict(auth0_clients)
         self._token_lifetime = token_lifetime
         self._users = {k: dict(v) for k, v in (users or {}).items()}
+        self._organizations = {k: dict(v) for k, v in (organizations or {}).items()}
         self._requested_port = port
         self._http: SandboxHttpServer | None = None
-        self._responder: SlugResponder | None = None
+        self._responder: NatsResponder | None = None
         self._app: SandboxApp | None = None
         self._auth0: Auth0Issuer | None = None
 
@@ -83,7 +91,13 @@ class Sandbox:
         # The URL (and so the Auth0 audiences) is known once the port is bound.
         placeholder = Auth0Issuer({}, "", "", self._token_lifetime)
         self._app = SandboxApp(
-            self._store, self._verifier, placeholder, self._users, self._traffic, self._stopping
+            self._store,
+            self._verifier,
+            placeholder,
+            self._users,
+            self._traffic,
+            self._stopping,
+            self._organizations,
         )
         self._http = SandboxHttpServer(self._app, self.host, self._requested_port)
         self._auth0 = Auth0Issuer(
@@ -92,7 +106,9 @@ class Sandbox:
         self._app.auth0 = self._auth0
         self._http.start()
         if self.nats_url:
-            self._responder = SlugResponder(self.nats_url, self._store.uid_for_slug)
+            self._responder = NatsResponder(
+                self.nats_url, self._store.uid_for_slug, self._store.members_of
+            )
             try:
                 self._responder.start()
             except BaseException:
@@ -198,6 +214,10 @@ class Sandbox:
         }
         return str(self._store.create_project(body, SEED_WRITER)["uid"])
 
+    def add_crowdfunding_slug(self, slug: str) -> None:
+        """Projects created with ``slug`` from now on are crowdfunded (deletable)."""
+        self._store.add_crowdfunding_slug(slug)
+
     def add_committee(
         self, project_uid: str, name: str, category: str = "Other", **fields: Any
     ) -> str:
@@ -216,6 +236,17 @@ class Sandbox:
         app_lock = self._app.users_lock if self._app is not None else threading.Lock()
         with app_lock:
             self._users.pop(platform_id, None)
+
+    def add_organization(self, sfid: str, organization: dict[str, Any]) -> None:
+        """Make the V1 organization service know an organization (replacing any earlier one)."""
+        app_lock = self._app.users_lock if self._app is not None else threading.Lock()
+        with app_lock:
+            self._organizations[sfid] = dict(organization)
+
+    def add_member(self, committee_uid: str, email: str, **fields: Any) -> str:
+        """Store a committee member as if a client had POSTed it (validated); returns its UID."""
+        body = {"email": email, **fields}
+        return str(self._store.create_member(committee_uid, body, SEED_WRITER)["uid"])
 
     def revision(self, kind: str, uid: str) -> int:
         """The current revision (the ETag number) of a project, committee or member."""

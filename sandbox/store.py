@@ -25,8 +25,13 @@ ROOT_SLUG = "ROOT"
 ROOT_NAME = "ROOT"
 REVISION_FIELD = "_revision"
 LAST_WRITE_FIELD = "_last_write"
+# Whether the member's create asked V2 not to send the welcome e-mail (X-Skip-Notification).
+SKIP_NOTIFICATION_FIELD = "_skip_notification"
 STALE_REVISION_STATUSES = (400, 409, 412)
 REVISION_MISMATCH_MESSAGE = "revision mismatch"
+CROWDFUNDING = ["Crowdfunding"]
+# Stale ETags on a committee DELETE: the committee service answers 409 or 412, never 400.
+COMMITTEE_DELETE_STALE_STATUSES = (409, 412)
 SEED_PRINCIPAL = "sandbox@clients"
 _SSO_UNSAFE = re.compile(r"[^a-z0-9]+")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -106,10 +111,16 @@ def sso_group_name(project_slug: str, committee_name: str) -> str:
 class V2Store:
     """Projects, committees and members with the services' rules; thread-safe."""
 
-    def __init__(self, stale_revision_status: int = 409) -> None:
+    def __init__(
+        self, stale_revision_status: int = 409, crowdfunding_slugs: frozenset[str] = frozenset()
+    ) -> None:
+        """``crowdfunding_slugs``: projects created with these slugs are crowdfunded."""
         if stale_revision_status not in STALE_REVISION_STATUSES:
             raise ValueError(f"stale_revision_status must be one of {STALE_REVISION_STATUSES}")
         self.stale_revision_status = stale_revision_status
+        # V1 does not send funding_model: projects created with these slugs get
+        # ["Crowdfunding"], the only ones the project service lets us delete.
+        self.crowdfunding_slugs = set(crowdfunding_slugs)
         self._lock = threading.RLock()
         self._revision = 0
         self.projects: dict[str, Record] = {}
@@ -173,6 +184,11 @@ class V2Store:
 
     # -- lookups -------------------------------------------------------------
 
+    def add_crowdfunding_slug(self, slug: str) -> None:
+        """Projects created with ``slug`` from now on get ``funding_model: ["Crowdfunding"]``."""
+        with self._lock:
+            self.crowdfunding_slugs.add(slug)
+
     def revision_of(self, table: str, uid: str) -> int:
         """The current revision of a stored object (``table``: projects, committees, members)."""
         with self._lock:
@@ -223,6 +239,8 @@ class V2Store:
             self._check_project_links(clean, None)
             uid = str(uuid.uuid4())
             stamp = now_rfc3339()
+            if clean["slug"] in self.crowdfunding_slugs and "funding_model" not in clean:
+                clean["funding_model"] = list(CROWDFUNDING)
             record = {"uid": uid, **clean, "created_at": stamp, "updated_at": stamp}
             self._stamp(record, writer)
             self.projects[uid] = record
@@ -254,10 +272,23 @@ class V2Store:
             return public_view(replaced)
 
     def delete_project(self, uid: str, if_match: str | None) -> None:
-        """``DELETE /projects/{uid}``: needs a current ``If-Match``."""
+        """``DELETE /projects/{uid}``: a current ``If-Match`` (stale: 400 ``revision mismatch``).
+
+        Refused (400) unless the project's ``funding_model`` is exactly ``["Crowdfunding"]``.
+        """
         with self._lock:
             record = self._get(self.projects, uid, "project")
-            self._check_revision(record, if_match)
+            revision = parse_if_match(if_match)
+            if revision is None:
+                raise ApiError(400, "If-Match header is required")
+            if revision != record[REVISION_FIELD]:
+                raise ApiError(400, REVISION_MISMATCH_MESSAGE)
+            if record.get("funding_model") != CROWDFUNDING:
+                raise ApiError(
+                    400,
+                    "only projects whose funding model is Crowdfunding can be deleted; "
+                    f"project {record['slug']} has {record.get('funding_model') or []}",
+                )
             del self.projects[uid]
 
     # -- committees ----------------------------------------------------------
@@ -347,10 +378,17 @@ class V2Store:
             return self._committee_view(replaced)
 
     def delete_committee(self, uid: str, if_match: str | None) -> None:
-        """``DELETE /committees/{uid}``: removes its members too."""
+        """``DELETE /committees/{uid}``: removes its members too; stale is 409 or 412."""
         with self._lock:
             record = self._get(self.committees, uid, "committee")
-            self._check_revision(record, if_match)
+            revision = parse_if_match(if_match)
+            if revision is None:
+                raise ApiError(400, "If-Match header is required")
+            if revision != record[REVISION_FIELD]:
+                status = self.stale_revision_status
+                if status not in COMMITTEE_DELETE_STALE_STATUSES:
+                    status = COMMITTEE_DELETE_STALE_STATUSES[0]
+                raise ApiError(status, REVISION_MISMATCH_MESSAGE)
             del self.committees[uid]
             for member_uid in [m for m, v in self.members.items() if v["committee_uid"] == uid]:
                 del self.members[member_uid]
@@ -365,16 +403,33 @@ class V2Store:
         return view
 
     def _check_member_email(self, committee_uid: str, email: str, uid: str | None) -> None:
+        """The committee service's uniqueness: committee uid + lower(trim(email))."""
+        wanted = email.strip().lower()
         for other_uid, other in self.members.items():
             if (
                 other_uid != uid
                 and other["committee_uid"] == committee_uid
-                and other["email"].lower() == email.lower()
+                and other["email"].strip().lower() == wanted
             ):
                 raise ApiError(409, f"member {email!r} already exists in this committee")
 
-    def create_member(self, committee_uid: str, body: object, writer: Writer) -> Record:
-        """``POST /committees/{uid}/members``: 201 with the new member."""
+    def members_of(self, committee_uid: str) -> list[Record]:
+        """The members of one committee as the API shows them (``list_members``)."""
+        with self._lock:
+            return [
+                self._member_view(record)
+                for record in self.members.values()
+                if record["committee_uid"] == committee_uid
+            ]
+
+    def create_member(
+        self, committee_uid: str, body: object, writer: Writer, *, skip_notification: bool = False
+    ) -> Record:
+        """``POST /committees/{uid}/members``: 201 with the new member; 404 unknown committee.
+
+        ``skip_notification`` (the ``X-Skip-Notification: true`` header) is kept
+        with the member as ``_skip_notification``.
+        """
         clean = validate_member(body)
         with self._lock:
             self._get(self.committees, committee_uid, "committee")
@@ -387,6 +442,7 @@ class V2Store:
                 **clean,
                 "created_at": stamp,
                 "updated_at": stamp,
+                SKIP_NOTIFICATION_FIELD: skip_notification,
             }
             self._stamp(record, writer)
             self.members[uid] = record
@@ -420,6 +476,7 @@ class V2Store:
                 **clean,
                 "created_at": record["created_at"],
                 "updated_at": now_rfc3339(),
+                SKIP_NOTIFICATION_FIELD: record.get(SKIP_NOTIFICATION_FIELD, False),
             }
             self._stamp(replaced, writer)
             self.members[uid] = replaced

@@ -92,13 +92,13 @@ COMMITTEE_CATEGORIES = (
 )
 MEMBER_ROLES = (
     "Chair",
-    "Counsel",
     "Developer Seat",
     "TAC/TOC Representative",
     "Director",
     "Lead",
     "None",
     "Secretary",
+    "Technical Lead",
     "Treasurer",
     "Vice Chair",
     "LF Staff",
@@ -122,6 +122,9 @@ MEMBER_APPOINTED_BY = (
     "None",
 )
 MEMBER_STATUSES = ("Active", "Inactive")
+# A V2-only project field (V1 does not send it): the project service deletes only
+# projects whose funding model is exactly ["Crowdfunding"].
+FUNDING_MODELS = ("Crowdfunding", "Membership", "Alternate Funding")
 VOTING_STATUSES = ("Alternate Voting Rep", "Observer", "Voting Rep", "Emeritus", "None")
 
 COMMITTEE_NAME_MAX = 100
@@ -193,7 +196,11 @@ def is_email(value: object) -> bool:
 
 @dataclass(frozen=True)
 class FieldRule:
-    """How one body field is checked. ``kind``: string, bool, uuid, date, uri, email, object."""
+    """How one body field is checked.
+
+    ``kind``: string, bool, uuid, date, uri, email, object, string_list (``enum``
+    then applies to each item).
+    """
 
     kind: str
     required: bool = False
@@ -211,6 +218,10 @@ _KIND_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "uri": (is_uri, "must be a URI"),
     "email": (is_email, "must be an e-mail address"),
     "object": (lambda v: isinstance(v, dict), "must be an object"),
+    "string_list": (
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "must be a list of strings",
+    ),
 }
 
 PROJECT_RULES: dict[str, FieldRule] = {
@@ -235,6 +246,7 @@ PROJECT_RULES: dict[str, FieldRule] = {
     "stage": FieldRule("string", enum=PROJECT_STAGES),
     "legal_entity_type": FieldRule("string", enum=LEGAL_ENTITY_TYPES),
     "category": FieldRule("string", enum=PROJECT_CATEGORIES),
+    "funding_model": FieldRule("string_list", enum=FUNDING_MODELS),
 }
 
 COMMITTEE_RULES: dict[str, FieldRule] = {
@@ -292,6 +304,10 @@ def _check_value(name: str, value: Any, rule: FieldRule, problems: list[str]) ->
         return _check_fields(value, rule.fields, problems, prefix=f"{name}.", read_only=())
     if rule.max_length is not None and len(value) > rule.max_length:
         problems.append(f"{name} must be at most {rule.max_length} characters")
+    if rule.kind == "string_list":
+        if rule.enum is not None and any(item not in rule.enum for item in value):
+            problems.append(f"{name} items must be among {list(rule.enum)}")
+        return value
     if rule.enum is not None and value not in rule.enum:
         problems.append(f"{name} must be one of {list(rule.enum)}")
     if rule.pattern is not None and not rule.pattern.match(value):

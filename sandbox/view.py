@@ -1,9 +1,9 @@
 """The read-only view of what the fakes hold: a JSON document and an HTML page.
 
 The page shows the project tree (ROOT, its children, theirs...) with each
-project's committees and who wrote each object last. It is rendered on the
-server, needs no script, and reloads itself every few seconds so a person can
-watch a sync arrive.
+project's committees, each committee's members, and who wrote each object
+last. It is rendered on the server, needs no script, and reloads itself every
+few seconds so a person can watch a sync arrive.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ li { margin: .25rem 0; }
 .committees { border-left: none; padding-left: 1.2rem; }
 .committee { font-size: .92em; }
 .committee .name::before { content: "\\25AA  "; color: #9ab; }
+.members { border-left: none; padding-left: 1.4rem; font-size: .9em; }
+.member .email { font-family: ui-monospace, monospace; }
 .tag { background: #eef3f7; border-radius: 3px; padding: 0 .3rem; font-size: .8em; }
 """
 
@@ -52,16 +54,45 @@ def _writer(record: dict[str, Any]) -> str:
     return f"last written by {text} ({last.get('method', '?')}, rev {record.get(REVISION_FIELD)})"
 
 
-def _committee_items(committees: list[dict[str, Any]]) -> str:
+def _member_items(members: list[dict[str, Any]]) -> str:
+    if not members:
+        return ""
+    items = []
+    for member in sorted(members, key=lambda m: str(m.get("email", "")).lower()):
+        name = " ".join(str(member[k]) for k in ("first_name", "last_name") if member.get(k))
+        details = [
+            str(value)
+            for value in (
+                (member.get("role") or {}).get("name"),
+                (member.get("voting") or {}).get("status"),
+                (member.get("organization") or {}).get("name"),
+                member.get("status"),
+            )
+            if value
+        ]
+        items.append(
+            '<li class="member">'
+            f'<span class="email">{html.escape(str(member.get("email", "")))}</span> '
+            f"{html.escape(name)} "
+            f'<span class="meta">{html.escape(" · ".join(details))}</span> '
+            f'<span class="writer">{html.escape(_writer(member))}</span></li>'
+        )
+    return '<ul class="members">' + "".join(items) + "</ul>"
+
+
+def _committee_items(
+    committees: list[dict[str, Any]], members: dict[str, list[dict[str, Any]]]
+) -> str:
     if not committees:
         return ""
     items = []
     for committee in sorted(committees, key=lambda c: str(c.get("name", ""))):
         items.append(
-            '<li class="committee">'
+            f'<li class="committee" id="{html.escape(str(committee.get("uid", "")))}">'
             f'<span class="name">{html.escape(str(committee.get("name", "")))}</span> '
             f'<span class="tag">{html.escape(str(committee.get("category", "")))}</span> '
-            f'<span class="writer">{html.escape(_writer(committee))}</span></li>'
+            f'<span class="writer">{html.escape(_writer(committee))}</span>'
+            f"{_member_items(members.get(str(committee.get('uid')), []))}</li>"
         )
     return '<ul class="committees">' + "".join(items) + "</ul>"
 
@@ -72,6 +103,7 @@ def _project_item(
     children: dict[str, list[str]],
     committees: dict[str, list[dict[str, Any]]],
     seen: set[str],
+    members: dict[str, list[dict[str, Any]]],
 ) -> str:
     seen.add(uid)
     project = projects[uid]
@@ -86,13 +118,13 @@ def _project_item(
         f'<span class="slug">{html.escape(str(project.get("slug", "")))}</span> ',
         f'<span class="meta">{html.escape(" · ".join(details))}</span><br>',
         f'<span class="writer">{html.escape(_writer(project))}</span>',
-        _committee_items(committees.get(uid, [])),
+        _committee_items(committees.get(uid, []), members),
     ]
     kids = [k for k in children.get(uid, []) if k not in seen]
     if kids:
         parts.append("<ul>")
         for kid in sorted(kids, key=lambda k: str(projects[k].get("name", ""))):
-            parts.append(_project_item(kid, projects, children, committees, seen))
+            parts.append(_project_item(kid, projects, children, committees, seen, members))
         parts.append("</ul>")
     parts.append("</li>")
     return "".join(parts)
@@ -109,17 +141,20 @@ def html_page(document: dict[str, Any]) -> str:
     committees: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for committee in document["committees"].values():
         committees[str(committee.get("project_uid"))].append(committee)
+    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for member in document.get("members", {}).values():
+        members[str(member.get("committee_uid"))].append(member)
     seen: set[str] = set()
     root_uid = document["root_uid"]
     tree = (
-        _project_item(root_uid, projects, children, committees, seen)
+        _project_item(root_uid, projects, children, committees, seen, members)
         if root_uid in projects
         else ""
     )
     # Objects not reachable from ROOT (a parent deleted, a cycle) still deserve a line.
     orphans = [uid for uid in projects if uid not in seen]
     orphan_items = "".join(
-        _project_item(uid, projects, children, committees, seen)
+        _project_item(uid, projects, children, committees, seen, members)
         for uid in orphans
         if uid not in seen
     )
@@ -134,7 +169,7 @@ def html_page(document: dict[str, Any]) -> str:
         f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>"
         "<title>V2 sandbox</title>"
         f"<style>{_STYLE}</style></head><body>"
-        "<h1>V2 sandbox: projects and committees</h1>"
+        "<h1>V2 sandbox: projects, committees and members</h1>"
         f'<div class="summary">{html.escape(summary)} · '
         '<a href="/_sandbox/state">JSON</a></div>'
         f"<ul>{tree}</ul>{orphan_block}</body></html>"

@@ -162,7 +162,12 @@ class WorkerSettings(CommonSettings, RetrySettings):
     auth0_base_url: str | None = None
     lfx_api_gw: str = DEFAULT_LFX_API_GW
     http_timeout: float = Field(default=10.0, gt=0)
+    # False: member creates carry X-Skip-Notification (no welcome e-mails from a bulk sync).
+    sync_member_notifications: bool = False
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # The mass-delete guard: deletes off altogether, or at most this many per rolling hour.
+    sync_deletes: bool = True
+    sync_delete_budget: int = Field(default=100, ge=0)
 
     @field_validator("project_service_url", "heimdall_jwks_url", "lfx_api_gw")
     @classmethod

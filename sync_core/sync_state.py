@@ -52,8 +52,8 @@ class Terminal(enum.StrEnum):
     SKIPPED = "skipped"
     DELETED = "deleted"
     DEAD_LETTERED = "dead_lettered"
-    # Deletes are logged and acknowledged until the deletes issue lands.
-    DELETE_NOT_IMPLEMENTED = "delete_not_implemented"
+    # A delete V2 refused: a dead letter of its own kind (mappings kept).
+    DELETE_REFUSED = "delete_refused"
 
 
 TERMINAL_OUTCOMES = frozenset(item.value for item in Terminal)

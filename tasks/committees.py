@@ -13,7 +13,7 @@ from typing import Any
 from tasks.errors import MissingMapping, PermanentError, SlugConflict
 from tasks.identity import Identity
 from tasks.mapping import COMMITTEE_READ_ONLY, map_committee
-from tasks.mapping_store import PROJECT_SFID
+from tasks.mapping_store import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
 from tasks.objects import Desired, ObjectKind, log_mapping_warnings
 from tasks.query_service import adopt_committee
 from tasks.report import RunReport
@@ -26,6 +26,8 @@ class CommitteeKind(ObjectKind):
 
     name = "committee"
     read_only = COMMITTEE_READ_ONLY
+    sfid_prefix = COMMITTEE_SFID
+    uid_prefix = COMMITTEE_UID
 
     def desired(
         self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
@@ -44,6 +46,9 @@ class CommitteeKind(ObjectKind):
         return Desired(sfid=fields.sfid, body={**fields.body, "project_uid": project_uid})
 
     def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+        return self.delete_service(runtime, desired.sfid)
+
+    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
         assert runtime.committees is not None  # the task skips committees without the service
         return runtime.committees
 

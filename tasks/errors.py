@@ -75,3 +75,20 @@ class InvalidRecord(PermanentError):
 
     def __init__(self, message: str, kind: str = "invalid_record") -> None:
         super().__init__(message, kind=kind)
+
+
+DELETE_REFUSED_KIND = "delete_refused"
+DELETE_BUDGET_EXCEEDED_KIND = "delete_budget_exceeded"
+
+
+class DeleteRefused(PermanentError):
+    """V2 answered a delete with a refusal (e.g. a project not funded by crowdfunding).
+
+    Not a failure to retry: the V2 object stays and its mappings too; the dead
+    letter carries V2's own message.
+    """
+
+    def __init__(self, message: str, *, status: int | None, body_excerpt: str | None) -> None:
+        super().__init__(
+            message, kind=DELETE_REFUSED_KIND, status=status, body_excerpt=body_excerpt
+        )

@@ -4,7 +4,15 @@ Keys and values are plain UTF-8 text:
 
 - ``project.sfid.{sfid}`` -> project uid, ``project.slug.{slug}`` -> project uid,
   ``project.uid.{uid}`` -> sfid;
-- ``committee.sfid.{sfid}`` -> committee uid, ``committee.uid.{uid}`` -> sfid.
+- ``committee.sfid.{sfid}`` -> committee uid, ``committee.uid.{uid}`` -> sfid;
+- ``committee_member.sfid.{sfid}`` -> ``{committee_uid}:{member_uid}`` (a member
+  lives under its committee, so both are needed to address it),
+  ``committee_member.uid.{member_uid}`` -> sfid.
+
+After a delete V2 accepted, the forward and reverse mappings hold the
+tombstone ``!del``: "deleted on purpose", which is not the same as absent
+("never synced"). ``get`` and the typed lookups read a tombstone as no
+mapping (nothing may point at a deleted object); ``read`` shows it.
 
 Nothing is cached in the process: another worker may write a mapping at any
 moment (a parent created after its child's first attempt), and a KV read
@@ -15,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.js.errors import APIError
+
 from sync_core.nats_client import SyncNats
 from tasks.keylock import check_write_allowed
 
@@ -23,6 +33,10 @@ PROJECT_SLUG = "project.slug."
 PROJECT_UID = "project.uid."
 COMMITTEE_SFID = "committee.sfid."
 COMMITTEE_UID = "committee.uid."
+MEMBER_SFID = "committee_member.sfid."
+MEMBER_UID = "committee_member.uid."
+MEMBER_PLACE_SEPARATOR = ":"
+TOMBSTONE = "!del"
 
 
 class MappingStore:
@@ -40,13 +54,43 @@ class MappingStore:
     def __repr__(self) -> str:
         return f"MappingStore(bucket={self.bucket!r})"
 
-    def get(self, key: str) -> str | None:
-        """The mapping's value, or None when absent, deleted or empty."""
+    def read(self, key: str) -> str | None:
+        """The mapping's raw value (the tombstone included), or None when absent or empty."""
         entry = self._nats.kv_get(self.bucket, key)
         if entry is None or not entry.value:
             return None
         text = bytes(entry.value).decode("utf-8").strip()
         return text or None
+
+    def get(self, key: str) -> str | None:
+        """The mapping's value, or None when absent, deleted, empty or tombstoned."""
+        value = self.read(key)
+        return None if value == TOMBSTONE else value
+
+    def is_tombstoned(self, key: str) -> bool:
+        """Whether ``key`` holds the tombstone (the object was deleted on purpose)."""
+        return self.read(key) == TOMBSTONE
+
+    def tombstone(self, keys: list[str]) -> None:
+        """Write the tombstone into every one of ``keys`` (one round trip)."""
+        self.put_many(dict.fromkeys(keys, TOMBSTONE))
+
+    def clear_tombstone(self, key: str) -> bool:
+        """Remove ``key`` when it holds the tombstone (and only then); True when removed."""
+        kv = self._nats.kv(self.bucket)
+        entry = self._nats.kv_get(self.bucket, key)
+        if entry is None or bytes(entry.value or b"").decode("utf-8").strip() != TOMBSTONE:
+            return False
+
+        async def delete_if_unchanged() -> None:
+            # ``last``: a mapping rewritten meanwhile (a re-create) is left alone.
+            await kv.delete(key, last=entry.revision)
+
+        try:
+            self._nats.run(delete_if_unchanged())
+        except APIError:  # KeyWrongLastSequenceError: rewritten since we read it
+            return False
+        return True
 
     def put(self, key: str, value: str) -> None:
         """Write one mapping (last write wins), only while the run's lease holds."""
@@ -95,3 +139,29 @@ class MappingStore:
     def record_committee(self, sfid: str, uid: str) -> None:
         """Write both committee mappings in one round trip."""
         self.put_many({COMMITTEE_UID + uid: sfid, COMMITTEE_SFID + sfid: uid})
+
+    def member_place(self, sfid: str) -> tuple[str, str] | None:
+        """``(committee_uid, member_uid)`` of the member with V1 ``sfid``, or None.
+
+        A value that is not ``{committee_uid}:{member_uid}`` reads as no mapping.
+        """
+        value = self.get(MEMBER_SFID + sfid)
+        if value is None:
+            return None
+        committee_uid, separator, member_uid = value.partition(MEMBER_PLACE_SEPARATOR)
+        if not separator or not committee_uid or not member_uid:
+            return None
+        return committee_uid, member_uid
+
+    def member_sfid(self, member_uid: str) -> str | None:
+        """The V1 sfid of the V2 committee member ``member_uid``."""
+        return self.get(MEMBER_UID + member_uid)
+
+    def record_member(self, sfid: str, committee_uid: str, member_uid: str) -> None:
+        """Write both member mappings in one round trip."""
+        self.put_many(
+            {
+                MEMBER_UID + member_uid: sfid,
+                MEMBER_SFID + sfid: f"{committee_uid}{MEMBER_PLACE_SEPARATOR}{member_uid}",
+            }
+        )

@@ -39,6 +39,17 @@ DEAD_LETTERS = Counter(
     "Tasks written to the dead letters, by object type and error kind.",
     ["object_type", "error_kind"],
 )
+DELETES = Counter(
+    "v1sync_deletes",
+    "V1 deletes that reached the delete path, by object type and result "
+    "(deleted, already_gone, refused, budget_exceeded, disabled).",
+    ["object_type", "result"],
+)
+TOMBSTONED_UPSERTS = Counter(
+    "v1sync_tombstoned_upserts",
+    "Upserts of a V1 record whose V2 object was deleted on purpose (not re-created).",
+    ["object_type"],
+)
 KEY_LOCK_WAITS = Counter(
     "v1sync_key_lock_waits",
     "Task runs that found their key locked by another task and came back later.",

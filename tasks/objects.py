@@ -16,15 +16,23 @@ act):
 The mappings are written after the V2 write that needs them, so a run killed
 in between leaves V2 ahead of the mappings, never the reverse: the next run's
 409 (or its GET) repairs it.
+
+``delete_object`` is the one delete path: mapped uid -> ``GET`` for the ETag ->
+``DELETE`` with ``If-Match``. 204 and 404 (already gone) both end ``deleted``
+and tombstone the forward and reverse mappings (``!del``); a stale ETag
+refetches; a 400 that is not a stale ETag is V2 refusing the delete
+(``DeleteRefused``: a dead letter, mappings kept). The tombstones are written
+after the V2 delete, so a run killed in between deletes again and finds 404.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.errors import SlugConflict, StaleRevision, TransientError
+from tasks.errors import DeleteRefused, PermanentError, SlugConflict, StaleRevision, TransientError
 from tasks.identity import Identity
 from tasks.mapping import merge_over, needs_update
 from tasks.outcomes import Outcome
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 
 # PUTs tried within one run when the ETag went stale in between; then the task retries.
 STALE_REVISION_ATTEMPTS = 3
+ALREADY_GONE_REASON = "already_gone"
+NOT_FOUND_STATUS = 404
+REFUSED_STATUS = 400
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,36 @@ class ObjectKind:
 
     name: str = ""
     read_only: frozenset[str] = frozenset()
+    # The ``v1-mappings`` prefixes of the forward (sfid -> uid) and reverse (uid -> sfid)
+    # mappings: the keys a delete tombstones.
+    sfid_prefix: str = ""
+    uid_prefix: str = ""
+
+    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
+        """The V2 collection that holds the object ``uid`` (for its delete)."""
+        raise NotImplementedError
+
+    def locate(self, runtime: Runtime, sfid: str) -> tuple[str, V2Service] | None:
+        """The V2 uid mapped to ``sfid`` and the collection holding it; None when unmapped.
+
+        The forward mapping holds the uid itself; a kind whose mapping holds
+        more (a member's ``{committee_uid}:{member_uid}``) overrides this.
+        """
+        uid = runtime.mappings.get(self.sfid_prefix + sfid)
+        return None if uid is None else (uid, self.delete_service(runtime, uid))
+
+    def relocate(
+        self, runtime: Runtime, desired: Desired, identity: Identity, report: RunReport
+    ) -> None:
+        """Before the upsert: move the object if its parent changed (default: nothing).
+
+        Members move between committees by delete and create; a kind whose
+        objects cannot change parent does nothing.
+        """
+
+    def tombstone_keys(self, sfid: str, uid: str) -> list[str]:
+        """The mapping keys that become ``!del`` once the object is deleted."""
+        return [self.sfid_prefix + sfid, self.uid_prefix + uid]
 
     def desired(
         self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
@@ -119,6 +160,7 @@ def upsert(
     runtime: Runtime, kind: ObjectKind, desired: Desired, identity: Identity, report: RunReport
 ) -> Outcome:
     """Create the object when it has no mapping, else update it (see the module doc)."""
+    kind.relocate(runtime, desired, identity, report)
     service = kind.service(runtime, desired)
     uid = kind.mapped_uid(runtime, desired)
     if uid is None:
@@ -164,6 +206,77 @@ def update_existing(
         return Outcome.UPDATED
     assert stale is not None
     raise stale
+
+
+def delete_object(
+    runtime: Runtime,
+    kind: ObjectKind,
+    sfid: str,
+    identity: Identity,
+    report: RunReport,
+    *,
+    tombstone: bool = True,
+) -> Outcome:
+    """Delete the V2 object mapped to ``sfid`` (see the module doc); ``deleted``.
+
+    The caller checks first that a mapping exists (``not_in_v2`` otherwise).
+    ``report.reason`` becomes ``already_gone`` when V2 no longer had it.
+    ``tombstone=False`` keeps the mappings as they are (a caller that moves an
+    object and writes new mappings itself). Raises ``DeleteRefused`` when V2
+    refuses, ``StaleRevision`` after ``STALE_REVISION_ATTEMPTS`` stale ETags, and
+    the usual ``SyncError`` for the rest.
+    """
+    located = kind.locate(runtime, sfid)
+    if located is None:
+        raise PermanentError(f"{kind.name} {sfid} has no V2 uid to delete", kind="not_in_v2")
+    uid, service = located
+    kind.note_uid(report, uid)
+    if _delete_with_etag(service, uid, identity, report):
+        report.reason = ALREADY_GONE_REASON
+        log.info("V2 object was already gone", extra=report.context())
+    if tombstone:
+        runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
+    return Outcome.DELETED
+
+
+def _delete_with_etag(service: V2Service, uid: str, identity: Identity, report: RunReport) -> bool:
+    """GET the ETag and DELETE with ``If-Match``; True when the object was already gone."""
+    stale: StaleRevision | None = None
+    for _ in range(STALE_REVISION_ATTEMPTS):
+        try:
+            current = service.get(uid, identity)
+            service.delete(uid, current.etag, identity)
+        except StaleRevision as error:
+            stale = error
+            log.info("stale ETag on delete, refetching", extra=report.context())
+            continue
+        except PermanentError as error:
+            if error.status == NOT_FOUND_STATUS:
+                return True
+            if error.status == REFUSED_STATUS:
+                raise DeleteRefused(
+                    f"V2 refused to delete {service.service} {uid}: "
+                    f"{v2_message(error.body_excerpt)}",
+                    status=error.status,
+                    body_excerpt=error.body_excerpt,
+                ) from None
+            raise
+        return False
+    assert stale is not None
+    raise stale
+
+
+def v2_message(body: str | None) -> str:
+    """The ``message`` of a V2 error body, or the body itself when it is not JSON."""
+    if not body:
+        return "(no message)"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    return body.strip()
 
 
 def created_uid(created: dict[str, Any], what: str) -> str:

@@ -31,7 +31,29 @@ class Outcome(enum.StrEnum):
     # Waiting durably for a parent's mapping; the parent's run enqueues it again.
     PARKED = "parked"
     DEAD_LETTERED = "dead_lettered"
-    DELETE_NOT_IMPLEMENTED = "delete_not_implemented"
+    # The V2 object is gone (deleted now, or found already gone: ``reason`` says which).
+    DELETED = "deleted"
+    # V2 answered the delete with a refusal: a dead letter of its own kind, mappings kept.
+    DELETE_REFUSED = "delete_refused"
+
+
+# Skip reasons counted on their own in the per-minute counts (``skipped:{reason}``),
+# so that ``status`` shows deletes that did not reach V2 apart from other skips.
+COUNTED_SKIP_REASONS = frozenset({"tombstoned", "not_in_v2", "deletes_disabled"})
+# Dead letters whose run ends in an outcome of its own rather than ``dead_lettered``.
+DEAD_LETTER_OUTCOMES = {"delete_refused": Outcome.DELETE_REFUSED}
+
+
+def outcome_label(outcome: Outcome, reason: str | None = None) -> str:
+    """The name an outcome is counted under: ``skipped:tombstoned`` for the counted reasons."""
+    if outcome is Outcome.SKIPPED and reason in COUNTED_SKIP_REASONS:
+        return f"{outcome.value}:{reason}"
+    return outcome.value
+
+
+def dead_letter_outcome(error_kind: str) -> Outcome:
+    """The outcome of a run that wrote a dead letter of ``error_kind``."""
+    return DEAD_LETTER_OUTCOMES.get(error_kind, Outcome.DEAD_LETTERED)
 
 
 def minute_key(now: float) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
 from tasks.identity import Identity
 from tasks.mapping import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
-from tasks.mapping_store import PROJECT_SFID
+from tasks.mapping_store import PROJECT_SFID, PROJECT_UID
 from tasks.objects import Desired, ObjectKind, log_mapping_warnings
 from tasks.report import RunReport
 from tasks.runtime import Runtime
@@ -28,6 +28,8 @@ class ProjectKind(ObjectKind):
 
     name = "project"
     read_only = PROJECT_READ_ONLY
+    sfid_prefix = PROJECT_SFID
+    uid_prefix = PROJECT_UID
 
     def desired(
         self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
@@ -40,6 +42,9 @@ class ProjectKind(ObjectKind):
         )
 
     def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+        return runtime.projects
+
+    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
         return runtime.projects
 
     def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:

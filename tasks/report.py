@@ -29,6 +29,7 @@ class RunReport:
     slug: str | None = None
     project_uid: str | None = None
     committee_uid: str | None = None
+    member_uid: str | None = None
     username: str | None = None
     reason: str | None = None
     error_kind: str | None = None
@@ -47,7 +48,16 @@ class RunReport:
 
     def context(self) -> dict[str, Any]:
         """The standard log fields known so far (for log lines during the run)."""
-        names = ("key", "operation", "sfid", "slug", "project_uid", "committee_uid", "username")
+        names = (
+            "key",
+            "operation",
+            "sfid",
+            "slug",
+            "project_uid",
+            "committee_uid",
+            "member_uid",
+            "username",
+        )
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def fields(self, outcome: str) -> dict[str, Any]:

@@ -2,15 +2,17 @@
 
 One ``Runtime`` per worker process: the settings, one NATS connection (which
 reconnects on its own), one Redis client, the token minter, the V2 clients, the
-user directory, the mapping store, and the sync state and dead-letter stores
-(both in JetStream). A prefork child opens its own at
-``worker_process_init`` (a NATS loop thread does not survive ``fork``); the
-threads and solo pools, and tests, create it on first use. Tests build one
-for their servers and install it with ``set_runtime``.
+user and organization directories (one Auth0 token source for both), the
+mapping store, and the sync state and dead-letter stores (both in JetStream).
+A prefork child opens its own at ``worker_process_init`` (a NATS loop thread
+does not survive ``fork``); the threads and solo pools, and tests, create it
+on first use. Tests build one for their servers and install it with
+``set_runtime``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -27,11 +29,13 @@ from sync_core.redis_connection import RedisTarget
 from sync_core.redis_connection import redis_client as connect_redis
 from sync_core.settings import WorkerSettings, load_settings
 from tasks.app import app
+from tasks.auth0 import token_source_from_settings
 from tasks.deadletters import DeadLetterStore
 from tasks.errors import TransientError
 from tasks.identity import Identity
 from tasks.mapping_store import MappingStore
 from tasks.metrics import mark_process_dead
+from tasks.organizations import OrganizationDirectory, organization_directory_from_settings
 from tasks.query_service import query_service
 from tasks.state_store import StateStore
 from tasks.tokens import TokenMinter, minter_from_settings
@@ -41,6 +45,7 @@ from tasks.v2client import V2Service, committee_service, project_service
 log = logging.getLogger(__name__)
 
 SLUG_TO_UID_SUBJECT = "lfx.projects-api.slug_to_uid"
+LIST_MEMBERS_SUBJECT = "lfx.committee-api.list_members"
 ROOT_SLUG = "ROOT"
 SLUG_LOOKUP_TIMEOUT = 5.0
 REDIS_SOCKET_TIMEOUT = 5.0
@@ -60,6 +65,7 @@ class Runtime:
     committees: V2Service | None
     query: V2Service | None
     users: UserDirectory
+    organizations: OrganizationDirectory
     mappings: MappingStore
     dead_letters: DeadLetterStore
     state: StateStore
@@ -73,6 +79,7 @@ class Runtime:
         try:
             redis_client = redis_client_for(settings.redis_target)
             minter = minter_from_settings(settings)
+            auth0 = token_source_from_settings(settings)
             return cls(
                 settings=settings,
                 nats=nats_client,
@@ -81,7 +88,8 @@ class Runtime:
                 projects=project_service(settings, minter),
                 committees=committee_service(settings, minter),
                 query=query_service(settings, minter),
-                users=user_directory_from_settings(settings, nats_client),
+                users=user_directory_from_settings(settings, nats_client, auth0),
+                organizations=organization_directory_from_settings(settings, nats_client, auth0),
                 mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
                 dead_letters=DeadLetterStore(nats_client, settings.sync_state_bucket),
                 state=StateStore(nats_client, settings.sync_state_bucket),
@@ -112,6 +120,32 @@ class Runtime:
         uid = reply.decode("utf-8", "replace").strip()
         return uid or None
 
+    def list_members(self, committee_uid: str) -> list[dict[str, Any]]:
+        """The members of a committee, from the committee service's NATS responder.
+
+        ``TransientError`` when it does not answer or answers something that is
+        not a JSON list.
+        """
+        try:
+            reply = self.nats.request(
+                LIST_MEMBERS_SUBJECT, committee_uid.encode("utf-8"), timeout=SLUG_LOOKUP_TIMEOUT
+            )
+        except (nats.errors.Error, TimeoutError) as error:
+            raise TransientError(
+                f"{LIST_MEMBERS_SUBJECT} for {committee_uid} failed: {type(error).__name__}",
+                kind="member_list_unavailable",
+            ) from None
+        try:
+            members = json.loads(reply or b"null")
+        except ValueError:
+            members = None
+        if not isinstance(members, list):
+            raise TransientError(
+                f"{LIST_MEMBERS_SUBJECT} for {committee_uid} answered no JSON list",
+                kind="member_list_unavailable",
+            )
+        return [member for member in members if isinstance(member, dict)]
+
     def root_uid(self) -> str:
         """The uid of the ROOT project, looked up once per process."""
         with self._root_lock:
@@ -127,7 +161,12 @@ class Runtime:
 
     def close(self) -> None:
         """Close every connection (errors are logged, not raised)."""
-        closers: list[Any] = [self.users.close, self.projects.close, self.redis.close]
+        closers: list[Any] = [
+            self.users.close,
+            self.organizations.close,
+            self.projects.close,
+            self.redis.close,
+        ]
         if self.committees is not None:
             closers.append(self.committees.close)
         if self.query is not None:

@@ -2,8 +2,8 @@
 
 One run, in order:
 
-1. Keys of object types we do not sync are skipped (committee members too,
-   for now; committees when there is no committee service).
+1. Keys of object types we do not sync are skipped (committees and committee
+   members when there is no committee service).
 2. Idempotency: a revision at or below the last one synced for the key ends
    as ``unchanged`` (the Redis cache before the lease, the durable sync state
    in ``v1-sync-state`` after it, so an empty Redis changes nothing); latest
@@ -12,8 +12,11 @@ One run, in order:
 3. The key's lease (``tasks.keylock``): a few seconds, renewed while the run
    lives; a leased key comes back in about a second without spending the
    error budget. No V2 or mapping write happens without it.
-4. Decode (JSON or msgpack), skip empty values, hand deletes to the
-   not-yet-implemented delete path, resolve the user, sync the object.
+4. Decode (JSON or msgpack), skip empty values; deletes (KV ``DEL``/``PURGE``
+   and soft-deleted records) go to the delete path (``tasks.deletes``); an
+   upsert of a record whose V2 object was deleted on purpose (tombstoned
+   mapping) is ``skipped`` (``tombstoned``); otherwise resolve the user and
+   sync the object.
 5. A parent without a mapping (``MissingMapping``) parks the run durably on
    that mapping key, spending no error budget; the run that writes the
    mapping enqueues its parked children, and a child parked longer than
@@ -46,12 +49,19 @@ from tasks.app import APP_SETTINGS, app
 from tasks.backoff import lock_wait_countdown, retry_countdown
 from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.committees import COMMITTEES
+from tasks.deletes import sync_delete
 from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
 from tasks.keylock import KeyLock
-from tasks.mapping_store import COMMITTEE_SFID, PROJECT_SFID
-from tasks.metrics import DEAD_LETTERS, KEY_LOCK_WAITS, TASK_OUTCOMES, record_skip
+from tasks.members import MEMBERS
+from tasks.metrics import (
+    DEAD_LETTERS,
+    KEY_LOCK_WAITS,
+    TASK_OUTCOMES,
+    TOMBSTONED_UPSERTS,
+    record_skip,
+)
 from tasks.objects import ObjectKind, sync_record
-from tasks.outcomes import Outcome, count_outcome
+from tasks.outcomes import Outcome, count_outcome, dead_letter_outcome, outcome_label
 from tasks.projects import PROJECTS
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
@@ -67,21 +77,18 @@ DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 INTERNAL_ERROR_MESSAGE_CHARS = 300
 # Outcomes after which the key is in V2 as V1 has it (or deliberately not synced).
 SUCCESSES = frozenset(
-    {Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED, Outcome.SKIPPED}
-    | {Outcome.DELETE_NOT_IMPLEMENTED}
+    {Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED, Outcome.SKIPPED, Outcome.DELETED}
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
-# The mapping a key's run writes for itself, which children wait for (by key type).
-OWN_MAPPING_PREFIXES: dict[ObjectType, str] = {
-    ObjectType.PROJECT: PROJECT_SFID,
-    ObjectType.COMMITTEE: COMMITTEE_SFID,
-}
 # The object types the task syncs, each through the shared path of tasks.objects.
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
     ObjectType.COMMITTEE: COMMITTEES,
+    ObjectType.COMMITTEE_MEMBER: MEMBERS,
 }
+# The object types that live in the committee service.
+COMMITTEE_SERVICE_TYPES = frozenset({ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER})
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -124,12 +131,15 @@ def sync_kv_entry(
     attempt: int = 0,
     lock_waits: int = 0,
     force: bool = False,
+    release_delete_budget: bool = False,
 ) -> str:
     """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
 
     ``attempt`` counts the error retries so far, ``lock_waits`` the returns
     after finding the key locked; ``force`` (re-syncs by hand) ignores the
-    "already synced" marker, but still makes no PUT when nothing changed.
+    "already synced" marker, but still makes no PUT when nothing changed;
+    ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
+    delete past ``SYNC_DELETE_BUDGET``.
     """
     report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
     try:
@@ -142,7 +152,13 @@ def sync_kv_entry(
         _emit(None, report, Outcome.RETRYING)
         raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
 
-    outcome, retry_kwargs = run_sync(runtime, report, force=force, lock_waits=lock_waits)
+    outcome, retry_kwargs = run_sync(
+        runtime,
+        report,
+        force=force,
+        lock_waits=lock_waits,
+        release_delete_budget=release_delete_budget,
+    )
     _emit(runtime, report, outcome)
     if retry_kwargs is not None:
         raise self.retry(
@@ -154,7 +170,12 @@ def sync_kv_entry(
 
 
 def run_sync(
-    runtime: Runtime, report: RunReport, *, force: bool = False, lock_waits: int = 0
+    runtime: Runtime,
+    report: RunReport,
+    *,
+    force: bool = False,
+    lock_waits: int = 0,
+    release_delete_budget: bool = False,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """One run: the outcome, and the kwargs to retry with when it is ``retrying``.
 
@@ -164,7 +185,9 @@ def run_sync(
     """
     lease = KeyLock(runtime.state, report.key)
     try:
-        outcome, retry_kwargs = attempt_run(runtime, report, lease, force, lock_waits)
+        outcome, retry_kwargs = attempt_run(
+            runtime, report, lease, force, lock_waits, release_delete_budget
+        )
         remember(runtime, report, outcome, lease)
         return outcome, retry_kwargs
     finally:
@@ -176,12 +199,17 @@ def run_sync(
 
 
 def attempt_run(
-    runtime: Runtime, report: RunReport, lease: KeyLock, force: bool, lock_waits: int
+    runtime: Runtime,
+    report: RunReport,
+    lease: KeyLock,
+    force: bool,
+    lock_waits: int,
+    release_delete_budget: bool,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """The run itself, every error classified into an outcome (see ``run_sync``)."""
     settings = runtime.settings
     try:
-        return sync_entry(runtime, report, force, lease), None
+        return sync_entry(runtime, report, force, lease, release_delete_budget), None
     except Finished as finished:
         report.reason = finished.reason
         report.settled_already = finished.settled_already
@@ -219,7 +247,7 @@ def attempt_run(
         log.exception("could not write the dead letter", extra=report.context())
         report.countdown = runtime.settings.sync_retry_backoff_max
         return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": 0}
-    return Outcome.DEAD_LETTERED, None
+    return dead_letter_outcome(failure.kind), None
 
 
 def park(
@@ -303,10 +331,10 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, token: str | N
 def release_children(runtime: Runtime, report: RunReport) -> None:
     """Enqueue every child parked on this key's mapping (it exists now)."""
     object_type, _ = parse_key(report.key)
-    prefix = OWN_MAPPING_PREFIXES.get(object_type) if object_type is not None else None
-    if prefix is None or report.sfid is None:
+    if object_type is None or report.sfid is None:
         return
-    parent_key = prefix + report.sfid
+    # Children wait for the mapping the run writes for itself (``project.sfid.…``).
+    parent_key = KINDS[object_type].sfid_prefix + report.sfid
     for child in runtime.state.parked_children(parent_key):
         app.send_task(
             SYNC_TASK_NAME,
@@ -319,7 +347,13 @@ def release_children(runtime: Runtime, report: RunReport) -> None:
         )
 
 
-def sync_entry(runtime: Runtime, report: RunReport, force: bool, lease: KeyLock) -> Outcome:
+def sync_entry(
+    runtime: Runtime,
+    report: RunReport,
+    force: bool,
+    lease: KeyLock,
+    release_delete_budget: bool = False,
+) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
     object_type = check_object_type(runtime, report)
     if report.operation not in OPERATIONS:
@@ -329,8 +363,10 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool, lease: KeyLock)
         raise KeyLocked()
     with lease:
         entry = check_fresh(runtime, report, force, lease.state)
+        kind = KINDS[object_type]
+        _, sfid = parse_key(report.key)
         if report.operation in DELETE_OPERATIONS:
-            return not_implemented_delete(runtime, report)
+            return run_delete(runtime, report, kind, sfid, None, release_delete_budget)
         assert entry is not None  # check_fresh ends a PUT whose key is gone
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
@@ -340,10 +376,15 @@ def sync_entry(runtime: Runtime, report: RunReport, force: bool, lease: KeyLock)
             skip(report, "empty_value", logging.INFO)
         record = decode_value(value)
         if is_soft_delete(record):
-            return not_implemented_delete(runtime, report)
+            return run_delete(runtime, report, kind, sfid, record, release_delete_budget)
+        if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
+            # Deleted on purpose: a loader re-emitting old rows must not re-create it.
+            TOMBSTONED_UPSERTS.labels(object_type=kind.name).inc()
+            report.sfid = sfid
+            skip(report, "tombstoned", logging.WARNING)
         identity = runtime.identity_for(record.get("lastmodifiedbyid"))
         report.username = identity.username
-        outcome = sync_record(runtime, KINDS[object_type], record, identity, report)
+        outcome = sync_record(runtime, kind, record, identity, report)
         # The outcome is about to be recorded: a run that lost its key meanwhile retries.
         lease.check()
         return outcome
@@ -358,9 +399,7 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
         log.debug("skipping", extra=report.context() | {"reason": "unknown_prefix"})
         raise Finished(Outcome.SKIPPED, "unknown_prefix", settled_already=True)
     report.object_type = object_type.value
-    if object_type is ObjectType.COMMITTEE_MEMBER:
-        skip(report, "members_not_synced_yet", logging.DEBUG)
-    if object_type is ObjectType.COMMITTEE and runtime.committees is None:
+    if object_type in COMMITTEE_SERVICE_TYPES and runtime.committees is None:
         skip(report, "no_committee_service", logging.WARNING)
     return object_type
 
@@ -396,10 +435,24 @@ def skip(report: RunReport, reason: str, level: int) -> NoReturn:
     raise Finished(Outcome.SKIPPED, reason)
 
 
-def not_implemented_delete(runtime: Runtime, report: RunReport) -> Outcome:
-    """Deletes are for a later issue: say so and end successfully."""
-    log.info("delete handling not implemented", extra=report.context())
-    return Outcome.DELETE_NOT_IMPLEMENTED
+def run_delete(
+    runtime: Runtime,
+    report: RunReport,
+    kind: ObjectKind,
+    sfid: str,
+    record: dict[str, Any] | None,
+    release_budget: bool,
+) -> Outcome:
+    """A hard (``record`` None) or soft delete through ``tasks.deletes``."""
+    return sync_delete(
+        runtime,
+        kind,
+        sfid,
+        record,
+        report,
+        task_id_for(report.key, report.revision),
+        release_budget=release_budget,
+    )
 
 
 def synced_revision(runtime: Runtime, key: str) -> int:
@@ -470,6 +523,6 @@ def _emit(runtime: Runtime | None, report: RunReport, outcome: Outcome) -> None:
     if runtime is None:
         return
     try:
-        count_outcome(runtime.redis, outcome.value)
+        count_outcome(runtime.redis, outcome_label(outcome, report.reason))
     except redis.RedisError:
         log.warning("could not count the outcome in Redis", extra=report.context())

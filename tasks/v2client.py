@@ -17,11 +17,13 @@ Workers run a thread pool: each thread has its own ``requests.Session``
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,9 @@ REVISION_MISMATCH_TEXT = "revision mismatch"
 # Connections kept per thread and host; a thread makes one call at a time.
 POOL_MAXSIZE = 2
 REDACTED = "<redacted>"
+# Suppresses the welcome e-mail V2 sends a new committee member.
+SKIP_NOTIFICATION_HEADER = "X-Skip-Notification"
+MEMBERS_COLLECTION = "members"
 
 V2_REQUEST_SECONDS = Histogram(
     "v1sync_v2_request_seconds",
@@ -95,6 +100,10 @@ class V2Service:
         minter: signs (and caches) the tokens.
         timeout: connect and read timeout of each request, in seconds.
         service: the ``service`` label of logs and metrics.
+        create_headers: extra headers of every ``POST`` (create).
+
+    ``collection_under`` gives the view of a collection below one object
+    (``committees/{uid}/members``) that shares this one's sessions.
     """
 
     def __init__(
@@ -106,8 +115,10 @@ class V2Service:
         *,
         timeout: float = 10.0,
         service: str = "project",
+        create_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.create_headers = dict(create_headers or {})
         self.collection = collection
         self.audience = audience
         self.minter = minter
@@ -123,14 +134,32 @@ class V2Service:
             f"collection={self.collection!r})"
         )
 
+    def collection_under(
+        self, parent_uid: str, child: str, *, create_headers: Mapping[str, str] | None = None
+    ) -> V2Service:
+        """The collection ``{collection}/{parent_uid}/{child}`` of the same service.
+
+        The view shares this service's per-thread sessions (and so its
+        connections), token minter and timeout; it is cheap to make per call
+        and needs no ``close`` of its own (closing this service closes its
+        sessions). ``create_headers`` replaces the extra headers of its creates.
+        """
+        view = copy.copy(self)  # shallow: the thread-local sessions stay shared
+        view.collection = f"{self.collection}/{quote(parent_uid, safe='')}/{child}"
+        view.create_headers = dict(create_headers or {})
+        return view
+
     def create(self, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
-        """``POST /{collection}?v=1``; the created record (201).
+        """``POST /{collection}?v=1`` (plus ``create_headers``); the created record (201).
 
         Raises ``SlugConflict`` on 409 and ``PermanentError(v2_not_found)`` on 404
         (a committee whose project is unknown).
         """
-        response = self._call("POST", f"/{self.collection}", identity, json_body=body)
-        return self._json(response, "POST", f"/{self.collection}")
+        path = f"/{self.collection}"
+        response = self._call(
+            "POST", path, identity, json_body=body, extra_headers=self.create_headers
+        )
+        return self._json(response, "POST", path)
 
     def get(self, uid: str, identity: Identity) -> Versioned:
         """``GET /{collection}/{uid}?v=1``: the record and its ``ETag``."""
@@ -201,6 +230,7 @@ class V2Service:
         *,
         json_body: dict[str, Any] | None = None,
         if_match: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> requests.Response:
         """Send once; on a 401 refresh the token and send once more; raise on failure.
@@ -209,10 +239,12 @@ class V2Service:
         """
         if method != "GET":
             check_write_allowed()
-        response = self._send(method, path, identity, json_body, if_match, params)
+        response = self._send(method, path, identity, json_body, if_match, extra_headers, params)
         if response.status_code == 401:
             self.minter.invalidate()
-            response = self._send(method, path, identity, json_body, if_match, params)
+            response = self._send(
+                method, path, identity, json_body, if_match, extra_headers, params
+            )
         if response.status_code >= 300:
             raise self._classify(method, path, response)
         return response
@@ -224,10 +256,11 @@ class V2Service:
         identity: Identity,
         json_body: dict[str, Any] | None,
         if_match: str | None,
+        extra_headers: Mapping[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> requests.Response:
         token = self.minter.token(self.audience, identity)
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(extra_headers or {})}
         if identity.on_behalf_of:
             headers[ON_BEHALF_OF_HEADER] = identity.on_behalf_of
         if if_match is not None:
@@ -388,4 +421,19 @@ def committee_service(settings: WorkerSettings, minter: TokenMinter) -> V2Servic
         minter,
         timeout=settings.http_timeout,
         service="committee",
+    )
+
+
+def member_create_headers(settings: WorkerSettings) -> dict[str, str]:
+    """``X-Skip-Notification: true`` unless ``SYNC_MEMBER_NOTIFICATIONS=true``.
+
+    A sync from V1 must not e-mail thousands of people a welcome.
+    """
+    return {} if settings.sync_member_notifications else {SKIP_NOTIFICATION_HEADER: "true"}
+
+
+def members_of(committees: V2Service, committee_uid: str, settings: WorkerSettings) -> V2Service:
+    """The ``committees/{committee_uid}/members`` collection, sharing the sessions."""
+    return committees.collection_under(
+        committee_uid, MEMBERS_COLLECTION, create_headers=member_create_headers(settings)
     )

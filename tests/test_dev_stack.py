@@ -70,7 +70,10 @@ def test_dev_exits_0_after_the_summary(dev_run: dict[str, Any]) -> None:
     result = dev_run["result"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Summary" in result.stdout
-    assert "dead_lettered  5" in result.stdout
+    dead = sum(1 for v in _expected().values() if v["outcome"] == "dead_letter")
+    assert f"dead_lettered  {dead}" in result.stdout
+    members = sum(1 for v in _expected().values() if v.get("type") == "committee_member")
+    assert f"{members} committee members" in result.stdout
 
 
 def test_every_sample_project_has_its_fields_parent_and_writer(dev_run: dict[str, Any]) -> None:
@@ -124,6 +127,45 @@ def test_every_sample_committee_is_under_its_project(dev_run: dict[str, Any]) ->
         writer = expected_writer(want, HEIMDALL_CLIENT_ID)
         assert {k: got["_last_write"].get(k) for k in writer} == writer
     assert len(state["committees"]) == len(committees)
+
+
+def test_every_sample_member_is_in_its_committee(dev_run: dict[str, Any]) -> None:
+    state = dev_run["state"]
+    expected = _expected()
+    project_uid = {
+        v["sfid"]: next(
+            uid for uid, p in state["projects"].items() if p["slug"] == v["fields"]["slug"]
+        )
+        for v in expected.values()
+        if v.get("type") == "project"
+    }
+    committee_uid = {
+        v["sfid"]: next(
+            uid
+            for uid, c in state["committees"].items()
+            if (c["project_uid"], c["name"])
+            == (project_uid[v["project_sfid"]], v["fields"]["name"])
+        )
+        for v in expected.values()
+        if v.get("type") == "committee"
+    }
+    members = [v for v in expected.values() if v.get("type") == "committee_member"]
+    assert len(members) >= 200
+    stored = {
+        (m["committee_uid"], m["email"].strip().lower()): m for m in state["members"].values()
+    }
+    for want in members:
+        place = (committee_uid[want["committee_sfid"]], want["fields"]["email"].strip().lower())
+        assert place in stored, f"member {place} missing"
+        got = stored[place]
+        for name, value in want["fields"].items():
+            assert got.get(name) == value, f"{place}.{name}: {got.get(name)!r} != {value!r}"
+        for name in want["dropped"]:
+            assert name not in got, f"{place}.{name} should have been dropped"
+        writer = expected_writer(want, HEIMDALL_CLIENT_ID)
+        assert {k: got["_last_write"].get(k) for k in writer} == writer
+        assert got["_skip_notification"] is True
+    assert len(state["members"]) == len(members)
 
 
 def test_exactly_the_malformed_records_are_dead_lettered(dev_run: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import pytest
 import redis
 from nats.aio.client import Client
 
+from bridge.changes import KvChange
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher, broker_client, database_of
@@ -103,17 +104,20 @@ def test_keys_behind_longer_than_the_grace_are_enqueued_once_per_grace(
             first = await one.sweep()
             again = await one.sweep()  # within a grace of the re-enqueue
             await asyncio.sleep(GRACE)
+            queued = queued_tasks(redis_client)
+            redis_client.delete("celery")  # the task got lost again (nobody ran it)
             later = await one.sweep()
-            return [fresh, first, again, later]
+            return [fresh, first, again, later, queued]
         finally:
             await nc.close()
 
-    fresh, first, again, later = asyncio.run(scenario())
+    fresh, first, again, later, queued = asyncio.run(scenario())
     assert (fresh.keys, fresh.behind, fresh.reenqueued) == (2, 1, 0)
     assert (first.behind, first.reenqueued) == (1, 1)
     assert again.reenqueued == 0
     assert later.reenqueued == 1
-    assert task_ids(queued_tasks(redis_client)) == [f"{behind}@{behind_rev}"] * 2
+    assert task_ids(queued) == [f"{behind}@{behind_rev}"]
+    assert task_ids(queued_tasks(redis_client)) == [f"{behind}@{behind_rev}"]
     stored = sync_nats.kv_get(DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY)
     assert stored is not None
     assert SweepSummary.from_bytes(bytes(stored.value)).reenqueued == 1
@@ -162,6 +166,36 @@ def test_in_flight_and_dead_lettered_keys_are_left_alone(
             f"{key('dead_older')}@{revs['dead_older']}",
             f"{key('fresh_state')}@{revs['fresh_state']}",
         ]
+    )
+
+
+def test_revisions_still_waiting_in_the_celery_queue_are_left_alone(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    # A backlog older than the grace: the oldest queued task is for `queued_first`.
+    lost = f"{PROJECT}.lost"
+    lost_rev = sync_nats.kv_put("v1-objects", lost, b"{}")
+    first = f"{PROJECT}.queued_first"
+    first_rev = sync_nats.kv_put("v1-objects", first, b"{}")
+    later = f"{PROJECT}.queued_later"
+    later_rev = sync_nats.kv_put("v1-objects", later, b"{}")
+    app = producer_app(redis_server.url, "celery", broker_transport_options())
+    encoder = TaskMessageEncoder(app, "celery", database_of(publisher.client))
+    publisher.push(
+        encoder.encode([KvChange(first, first_rev, "PUT"), KvChange(later, later_rev, "PUT")])
+    )
+    time.sleep(GRACE)
+
+    summary = sweep(buckets.url, redis_server.url, publisher)
+
+    # Only the revision below the queue floor is known not to be queued any more.
+    assert (summary.behind, summary.reenqueued) == (3, 1)
+    assert sorted(task_ids(queued_tasks(redis_client))) == sorted(
+        [f"{first}@{first_rev}", f"{later}@{later_rev}", f"{lost}@{lost_rev}"]
     )
 
 

@@ -260,3 +260,21 @@ def test_slug_to_uid_over_a_real_nats_server(
     # Stopped: nobody answers any more.
     with pytest.raises(nats.errors.NoRespondersError):
         asyncio.run(_ask(nats_server.url, ["ROOT"]))
+
+
+def test_organization_service_needs_an_issued_token_and_knows_its_organizations(
+    sandbox: Sandbox, auth0_key: RSAPrivateKey
+) -> None:
+    org = {"ID": "0014100000Te2ovAAB", "Name": "Example Corp", "Domains": ["example.com"]}
+    sandbox.add_organization(org["ID"], org)
+    url = sandbox.env()["LFX_API_GW"] + "organization-service/v1/orgs/" + org["ID"]
+    assert requests.get(url, timeout=10).status_code == 401
+    forged = {"Authorization": "Bearer sbx_at_forged"}
+    assert requests.get(url, headers=forged, timeout=10).status_code == 401
+    headers = {"Authorization": "Bearer " + _access_token(sandbox, auth0_key)}
+    response = requests.get(url, headers=headers, timeout=10)
+    assert (response.status_code, response.json()) == (200, org)
+    missing = url.replace(org["ID"], "0014100000NoSuchAAA")
+    assert requests.get(missing, headers=headers, timeout=10).status_code == 404
+    sandbox.expire_access_tokens()
+    assert requests.get(url, headers=headers, timeout=10).status_code == 401

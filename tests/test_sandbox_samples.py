@@ -34,10 +34,18 @@ from sandbox.samples import (
     load_users,
 )
 from sandbox.service import Sandbox
-from sandbox.validation import is_uuid, validate_committee, validate_project
+from sandbox.validation import (
+    MEMBER_ROLES,
+    is_email,
+    is_uuid,
+    validate_committee,
+    validate_member,
+    validate_project,
+)
 
 PROJECT = "salesforce-project__c."
 COMMITTEE = "platform-collaboration__c."
+MEMBER = "platform-community__c."
 SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{18}$")
 KID = "heimdall-test"
 
@@ -200,9 +208,18 @@ def test_malformed_records_are_really_malformed(
     records: list[SampleRecord], expected: dict[str, Any]
 ) -> None:
     reasons = dead_letter_reasons(expected)
-    assert sorted(Counter(reasons.values()).elements()) == sorted(
-        ["undecodable", "undecodable", "invalid_record", "missing_parent", "missing_project"]
-    )
+    assert Counter(reasons.values()) == {
+        "undecodable": 2,
+        "invalid_record": 5,  # a project without sfid; four members without a usable email
+        "missing_parent": 1,
+        "missing_project": 1,
+        "missing_committee": 2,
+    }
+    all_committee_sfids = {
+        r.value.get("sfid")
+        for r in records
+        if r.key.startswith(COMMITTEE) and isinstance(r.value, dict)
+    }
     by_key = latest(records)
     all_project_sfids = {
         r.value.get("sfid")
@@ -217,12 +234,17 @@ def test_malformed_records_are_really_malformed(
                 json.loads(data)
             with pytest.raises((ValueError, msgpack.ExtraData, msgpack.FormatError)):
                 msgpack.unpackb(data, raw=False)
+        elif reason == "invalid_record" and record.key.startswith(MEMBER):
+            email = record.value["contactemail__c"]
+            assert not (isinstance(email, str) and is_email(email.strip())), key
         elif reason == "invalid_record":
             assert "sfid" not in record.value
         elif reason == "missing_parent":
             assert record.value["parent_project__c"] not in all_project_sfids
         elif reason == "missing_project":
             assert record.value["project_name__c"] not in all_project_sfids
+        elif reason == "missing_committee":
+            assert record.value["collaboration_name__c"] not in all_committee_sfids
 
 
 def test_invalid_enum_date_and_url_values_are_dropped_not_dead_lettered(
@@ -246,7 +268,7 @@ def test_invalid_enum_date_and_url_values_are_dropped_not_dead_lettered(
 
 def test_skipped_keys(records: list[SampleRecord], expected: dict[str, Any]) -> None:
     skipped = {k: v["reason"] for k, v in expected["keys"].items() if v["outcome"] == "skipped"}
-    assert Counter(skipped.values()) == {"committee_member": 3, "other_prefix": 3, "empty_value": 1}
+    assert Counter(skipped.values()) == {"other_prefix": 3, "empty_value": 1}
     for key, reason in skipped.items():
         if reason == "other_prefix":
             assert not key.startswith((PROJECT, COMMITTEE, "platform-community__c."))
@@ -255,12 +277,16 @@ def test_skipped_keys(records: list[SampleRecord], expected: dict[str, Any]) -> 
 def test_expected_bodies_pass_the_fake_validation(expected: dict[str, Any]) -> None:
     root = str(uuid.uuid4())
     names: Counter[tuple[str, str]] = Counter()
+    emails: Counter[tuple[str, str]] = Counter()
     for key, value in expected["keys"].items():
         if value.get("type") == "project":
             validate_project({**value["fields"], "parent_uid": root})
         elif value.get("type") == "committee":
             validate_committee({**value["fields"], "project_uid": root})
             names[(value["project_sfid"], value["fields"]["name"])] += 1
+        elif value.get("type") == "committee_member":
+            assert validate_member(value["fields"]) == value["fields"], key
+            emails[(value["committee_sfid"], value["fields"]["email"].strip().lower())] += 1
         assert "writer" not in value or set(expected_writer(value, "x")) == {
             "principal",
             "sub",
@@ -268,6 +294,7 @@ def test_expected_bodies_pass_the_fake_validation(expected: dict[str, Any]) -> N
             "on_behalf_of",
         }, key
     assert max(names.values()) == 1  # committee names are unique within a project
+    assert max(emails.values()) == 1  # member emails are unique within a committee
     slugs = Counter(
         v["fields"]["slug"] for v in expected["keys"].values() if v.get("type") == "project"
     )
@@ -339,6 +366,19 @@ def filled_sandbox(heimdall_key: RSAPrivateKey, expected: dict[str, Any]) -> Ite
                 timeout=10,
             )
             assert response.status_code == 201, response.text
+            uid_by_sfid[value["sfid"]] = response.json()["uid"]
+        for value in keys.values():
+            if value.get("type") != "committee_member":
+                continue
+            response = session.post(
+                f"{sb.url}/committees/{uid_by_sfid[value['committee_sfid']]}/members?v=1",
+                json=value["fields"],
+                headers=_headers(
+                    heimdall_key, "lfx-v2-committee-service", expected_writer(value, client_id)
+                ),
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
         session.close()
         yield sb
 
@@ -390,3 +430,29 @@ def test_each_kind_of_mistake_is_reported(
     assert reported("category is 'Board-ish'")
     # Envoy's committees lost their project.
     assert reported("of envoy", "its project is not in the sandbox")
+
+
+def test_members_cover_the_cases_of_the_issue(
+    records: list[SampleRecord], expected: dict[str, Any]
+) -> None:
+    members = [v for v in expected["keys"].values() if v.get("type") == "committee_member"]
+    assert len(members) >= 200
+    member_puts = [r for r in records if r.key.startswith(MEMBER)]
+    assert {r.encoding for r in member_puts} == {"json", "msgpack"}
+    committees_of: dict[str, set[str]] = {}
+    for record in member_puts:
+        committees_of.setdefault(record.value["contact_name__c"], set()).add(
+            record.value["collaboration_name__c"]
+        )
+    assert sum(1 for c in committees_of.values() if len(c) >= 3) >= 10  # several committees
+    organizations = Counter(v["fields"].get("organization", {}).get("name") for v in members)
+    assert organizations.most_common(1)[0][1] >= 100  # many members of one organization
+    unknown = Counter(
+        (field, v["fields"][field]["name" if field == "role" else "status"])
+        for v in members
+        for field in ("role", "voting")
+        if field in v["fields"] and ("name" in v["fields"][field] or "status" in v["fields"][field])
+    )
+    assert unknown[("role", "None")] >= 10
+    assert unknown[("voting", "None")] >= 10
+    assert any(r.value["role__c"] not in (None, *MEMBER_ROLES) for r in member_puts)

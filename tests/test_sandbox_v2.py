@@ -256,7 +256,15 @@ def test_create_get_update_delete_project(client: Client, sandbox: Sandbox) -> N
     assert int(new_etag.strip('"')) > int(etag.strip('"'))
 
     stale = client.call("DELETE", f"/projects/{uid}", headers={"If-Match": etag})
-    assert stale.status_code == 409
+    assert (stale.status_code, stale.json()["message"]) == (400, "revision mismatch")
+    refused = client.call("DELETE", f"/projects/{uid}", headers={"If-Match": new_etag})
+    assert refused.status_code == 400
+    assert "funding model is Crowdfunding" in refused.json()["message"]
+    crowdfunded = {**body, "funding_model": ["Crowdfunding"]}
+    assert client.call(
+        "PUT", f"/projects/{uid}", crowdfunded, headers={"If-Match": new_etag}
+    ).json()["funding_model"] == ["Crowdfunding"]
+    new_etag = client.call("GET", f"/projects/{uid}").headers["ETag"]
     deleted = client.call("DELETE", f"/projects/{uid}", headers={"If-Match": new_etag})
     assert deleted.status_code == 204
     assert client.call("GET", f"/projects/{uid}").status_code == 404
@@ -633,6 +641,46 @@ def test_member_rules(client: Client) -> None:
     assert client.call("GET", f"{path}/{member['uid']}").status_code == 404
 
 
+def test_member_email_uniqueness_is_per_committee_on_trimmed_lower_case(client: Client) -> None:
+    project = client.create_project()
+    first = client.create_committee(project["uid"])
+    second = client.create_committee(project["uid"], name="Board", category="Board")
+    path = f"/committees/{first['uid']}/members"
+    assert client.call("POST", path, {"email": "Jane@Example.org"}).status_code == 201
+    assert client.call("POST", path, {"email": "jane@example.ORG"}).status_code == 409
+    other = f"/committees/{second['uid']}/members"
+    assert client.call("POST", other, {"email": "jane@example.org"}).status_code == 201
+    assert client.call("POST", path, {"email": "x@example.org"}, version=None).status_code == 400
+    unknown = "/committees/00000000-0000-4000-8000-000000000000/members"
+    assert client.call("POST", unknown, {"email": "x@example.org"}).status_code == 404
+    long_name = {"email": "y@example.org", "first_name": "J" * 101}
+    assert client.call("POST", path, long_name).status_code == 400
+    bad_date = {"email": "y@example.org", "voting": {"start_date": "2024-02-30"}}
+    assert client.call("POST", path, bad_date).status_code == 400
+    assert (
+        client.call(
+            "POST", path, {"email": "y@example.org", "role": {"name": "Technical Lead"}}
+        ).status_code
+        == 201
+    )
+
+
+def test_skip_notification_header_is_recorded_with_the_member(
+    client: Client, sandbox: Sandbox
+) -> None:
+    project = client.create_project()
+    committee = client.create_committee(project["uid"])
+    path = f"/committees/{committee['uid']}/members"
+    quiet = client.call(
+        "POST", path, {"email": "q@example.org"}, headers={"X-Skip-Notification": "true"}
+    )
+    loud = client.call("POST", path, {"email": "l@example.org"})
+    members = sandbox.members
+    assert members[quiet.json()["uid"]]["_skip_notification"] is True
+    assert members[loud.json()["uid"]]["_skip_notification"] is False
+    assert "_skip_notification" not in quiet.json()
+
+
 # -- seeding, recording, faults -----------------------------------------------------
 
 
@@ -709,3 +757,35 @@ def test_a_bug_in_a_fake_answers_500_and_keeps_serving(
     assert response.status_code == 500
     assert response.json()["code"] == "500"
     assert client.call("POST", "/projects", client.project_body()).status_code == 201
+
+
+def test_projects_of_crowdfunding_slugs_are_created_crowdfunded_and_deletable(
+    client: Client, sandbox: Sandbox
+) -> None:
+    sandbox.add_crowdfunding_slug("crowd")
+    uid = client.create_project("crowd")["uid"]
+    got = client.call("GET", f"/projects/{uid}")
+    assert got.json()["funding_model"] == ["Crowdfunding"]
+    mixed = {**client.project_body("crowd"), "funding_model": ["Crowdfunding", "Membership"]}
+    client.call("PUT", f"/projects/{uid}", mixed, headers={"If-Match": got.headers["ETag"]})
+    etag = client.call("GET", f"/projects/{uid}").headers["ETag"]
+    assert client.call("DELETE", f"/projects/{uid}", headers={"If-Match": etag}).status_code == 400
+    bad = {**client.project_body("crowd"), "funding_model": ["Donations"]}
+    assert (
+        client.call("PUT", f"/projects/{uid}", bad, headers={"If-Match": etag}).status_code == 400
+    )
+
+
+@pytest.mark.parametrize("status", [400, 409, 412])
+def test_a_stale_committee_delete_is_409_or_412(
+    heimdall_key: RSAPrivateKey, auth0_key: RSAPrivateKey, status: int
+) -> None:
+    with make_sandbox(heimdall_key, auth0_key, stale_revision_status=status) as sb:
+        client = Client(sb, heimdall_key)
+        project_uid = client.create_project()["uid"]
+        committee = sb.add_committee(project_uid, "Board")
+        path = f"/committees/{committee}"
+        etag = client.call("GET", path).headers["ETag"]
+        stale = str(int(etag.strip('"')) - 1)
+        answer = client.call("DELETE", path, headers={"If-Match": stale})
+        assert answer.status_code == (409 if status == 400 else status)

@@ -138,6 +138,26 @@ def test_html_page_shows_the_tree_with_committees_and_writers(sandbox: Sandbox) 
     assert "<b>minikube</b>" not in page
 
 
+def test_html_page_shows_members_under_their_committee(sandbox: Sandbox) -> None:
+    uids = _seed_tree(sandbox)
+    board = next(c["uid"] for c in sandbox.committees_of(uids["cncf"]))
+    sandbox.add_member(
+        board,
+        "jane@example.com",
+        first_name="Jane",
+        role={"name": "Chair"},
+        organization={"id": "0014100000Te2ovAAB", "name": "Example <Corp>"},
+    )
+    page = requests.get(sandbox.url + "/", timeout=10).text
+    start = page.index(f'id="{board}"')
+    committee_block = page[start : page.index("</ul></li>", start)]
+    assert "jane@example.com" in committee_block
+    assert "Chair" in committee_block
+    assert "Example &lt;Corp&gt;" in committee_block
+    assert page.count("jane@example.com") == 1
+    assert "1 members" in page
+
+
 def test_view_is_read_only(sandbox: Sandbox) -> None:
     assert requests.post(sandbox.url + "/_sandbox/state", json={}, timeout=10).status_code == 405
     assert requests.delete(sandbox.url + "/", timeout=10).status_code == 405

@@ -54,7 +54,7 @@ STATE = "v1-sync-state"
 WAIT_SECONDS = 20.0
 FINAL = frozenset(
     {"created", "updated", "unchanged", "superseded", "skipped", "dead_lettered"}
-    | {"delete_not_implemented", "parked"}
+    | {"deleted", "delete_refused", "parked"}
 )
 
 
@@ -572,23 +572,12 @@ def test_undecodable_value_is_dead_lettered(st: Stack) -> None:
     [
         ("salesforce-account.0014100000Te2ovAAB", "unknown_prefix"),
         ("platform-user.abc", "unknown_prefix"),
-        ("platform-community__c." + str(uuid.uuid4()), "members_not_synced_yet"),
     ],
 )
 def test_keys_we_do_not_sync_are_skipped(st: Stack, key: str, reason: str) -> None:
     revision = st.put(key, {"sfid": "x"})
     assert st.sync(key, revision) == "skipped"
     assert st.outcomes.of(key)[-1].__dict__["reason"] == reason
-    assert st.sandbox.requests == []
-
-
-def test_deletes_are_logged_as_not_implemented(st: Stack) -> None:
-    key, project = new_project()
-    st.put(key, project)
-    marker_revision = st.delete(key)
-    assert st.sync(key, marker_revision, "DEL") == "delete_not_implemented"
-    soft_key, soft = new_project(isdeleted=True)
-    assert st.sync(soft_key, st.put(soft_key, soft)) == "delete_not_implemented"
     assert st.sandbox.requests == []
 
 

@@ -111,3 +111,25 @@ securityContext:
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
+
+{{/* Labels of the Prometheus Operator objects: the chart's, the component's and monitoring.labels (the Prometheus selectors). */}}
+{{- define "lfx-v1-sync-helper.monitoringLabels" -}}
+{{ include "lfx-v1-sync-helper.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .root.Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The scrape settings every monitor endpoint shares. */}}
+{{- define "lfx-v1-sync-helper.scrapeSettings" -}}
+path: /metrics
+scheme: http
+interval: {{ .Values.monitoring.interval }}
+scrapeTimeout: {{ .Values.monitoring.scrapeTimeout }}
+{{- end }}
+
+{{/* The job label of the workers' `up` series: monitoring.prometheusRule.workerJob, else the PodMonitor's default (namespace/name). */}}
+{{- define "lfx-v1-sync-helper.workerJob" -}}
+{{- default (printf "%s/%s-worker" .Release.Namespace (include "lfx-v1-sync-helper.fullname" .)) .Values.monitoring.prometheusRule.workerJob }}
+{{- end }}

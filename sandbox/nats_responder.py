@@ -1,16 +1,22 @@
-"""The NATS responder of the projects API: ``lfx.projects-api.slug_to_uid``.
+"""The NATS responders of the fake V2 services.
 
-The request payload is a project slug; the reply is that project's UID as
-text, or an empty body when no project has the slug. Runs its own asyncio
-loop in a daemon thread so the sandbox can be used from blocking code.
+- ``lfx.projects-api.slug_to_uid``: the payload is a project slug; the reply
+  that project's UID as text, or an empty body when no project has the slug.
+- ``lfx.committee-api.list_members``: the payload is a committee UID; the reply
+  the committee's members as a JSON list (``[]`` for an unknown committee).
+
+Runs its own asyncio loop in a daemon thread so the sandbox can be used from
+blocking code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -20,22 +26,30 @@ from nats.aio.subscription import Subscription
 log = logging.getLogger(__name__)
 
 SLUG_TO_UID_SUBJECT = "lfx.projects-api.slug_to_uid"
+LIST_MEMBERS_SUBJECT = "lfx.committee-api.list_members"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
-class SlugResponder:
-    """Answers ``slug_to_uid`` requests with ``lookup(slug)`` (a UID or ``None``)."""
+class NatsResponder:
+    """Answers ``slug_to_uid`` with ``lookup(slug)`` (a UID or ``None``) and
+    ``list_members`` with ``members(committee_uid)`` (the API view of each member)."""
 
-    def __init__(self, nats_url: str, lookup: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        lookup: Callable[[str], str | None],
+        members: Callable[[str], list[dict[str, Any]]],
+    ) -> None:
         self.nats_url = nats_url
         self._lookup = lookup
+        self._members = members
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="sandbox-slug-responder", daemon=True
+            target=self._loop.run_forever, name="sandbox-nats-responder", daemon=True
         )
         self._nc: Client | None = None
-        self._subscription: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
 
     def start(self) -> None:
         """Connect and subscribe; returns once the subscription reached the server."""
@@ -50,13 +64,23 @@ class SlugResponder:
     async def _start(self) -> None:
         self._nc = await nats.connect(
             servers=[u.strip() for u in self.nats_url.split(",")],
-            name="sandbox-slug-responder",
+            name="sandbox-nats-responder",
             connect_timeout=5,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
         )
-        self._subscription = await self._nc.subscribe(SLUG_TO_UID_SUBJECT, cb=self._answer)
+        self._subscriptions = [
+            await self._nc.subscribe(SLUG_TO_UID_SUBJECT, cb=self._answer),
+            await self._nc.subscribe(LIST_MEMBERS_SUBJECT, cb=self._answer_members),
+        ]
         await self._nc.flush()
+
+    async def _answer_members(self, msg: Msg) -> None:
+        committee_uid = msg.data.decode(errors="replace").strip()
+        members = self._members(committee_uid) if committee_uid else []
+        log.debug("list_members", extra={"committee_uid": committee_uid, "count": len(members)})
+        if msg.reply:
+            await msg.respond(json.dumps(members).encode())
 
     async def _answer(self, msg: Msg) -> None:
         slug = msg.data.decode(errors="replace").strip()
@@ -82,7 +106,7 @@ class SlugResponder:
         try:
             future.result(STOP_TIMEOUT)
         except Exception:  # stopping must not fail
-            log.warning("slug responder did not drain cleanly")
+            log.warning("NATS responder did not drain cleanly")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(STOP_TIMEOUT)
         if not self._thread.is_alive():

@@ -1,0 +1,317 @@
+"""A V1 lookup cached in ``v1-mappings``, shared by every worker: users, organizations.
+
+Each entry lives under ``{key_prefix}{id}`` as JSON with ``_last_fetched`` (and
+``_error`` when the lookup failed, so a broken id costs one call per freshness
+period). A KV lock ``{lock_prefix}{id}`` makes sure that across all workers only
+one V1 API call per id is in flight: the others wait for its result (up to
+``lock_wait``). A stale entry is served at once and refreshed in the
+background. A transient failure (an outage says nothing about the id) keeps
+the last good entry for another period.
+
+``CachedDirectory`` is that machinery, parameterised by a ``DirectorySpec``
+(key prefixes, how an entry is built, parsed and serialised) and a fetch
+function; ``tasks.users`` and ``tasks.organizations`` are its two users.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+
+if TYPE_CHECKING:
+    from sync_core.nats_client import SyncNats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRESH_FOR_SECONDS = 3600.0
+DEFAULT_LOCK_STALE_AFTER_SECONDS = 10.0
+DEFAULT_LOCK_WAIT_SECONDS = 1.0
+# How often a caller waiting on another worker's lookup re-reads the cache.
+LOCK_POLL_INTERVAL_SECONDS = 0.025
+# create → get → take over can race with a release; a few rounds settle it.
+LOCK_ATTEMPTS = 3
+# Background refreshes run on a small pool: many entries can go stale at once.
+REFRESH_THREADS = 4
+# Answers that say something about the id itself (not an outage).
+PERMANENT_LOOKUP_KINDS = frozenset({"not_found", "invalid_response"})
+
+
+class LookupFailure(Exception):
+    """A V1 service gave no answer for an id. ``kind`` is a short stable label.
+
+    ``transient`` failures (timeouts, 5xx, Auth0 trouble) say nothing about the
+    id; ``not_found`` and ``invalid_response`` do.
+    """
+
+    def __init__(self, message: str, *, kind: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.kind not in PERMANENT_LOOKUP_KINDS
+
+
+class CacheEntry(Protocol):
+    """What the directory needs of an entry: when it was fetched and whether it failed."""
+
+    @property
+    def last_fetched(self) -> float: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    def to_json(self) -> bytes: ...
+
+
+E = TypeVar("E", bound=CacheEntry)
+
+
+@dataclass(frozen=True)
+class DirectorySpec(Generic[E]):
+    """What one directory caches and how.
+
+    Parameters:
+        what: the thing looked up, for log messages (``V1 user``).
+        id_field: the log field naming the id (``platform_id``, ``org_sfid``).
+        key_prefix: the cache entries' key prefix (``v1_user.``).
+        lock_prefix: the locks' key prefix (``v1_user_lock.``).
+        from_api: the entry for a service answer ``(id, body, now)``.
+        failed: the entry remembering a failed lookup ``(id, kind, now)``.
+        from_json: parse a stored entry; None when it is not one.
+        thread_prefix: the name prefix of the refresh threads.
+    """
+
+    what: str
+    id_field: str
+    key_prefix: str
+    lock_prefix: str
+    from_api: Callable[[str, dict[str, Any], float], E]
+    failed: Callable[[str, str, float], E]
+    from_json: Callable[[bytes], E | None]
+    thread_prefix: str
+
+
+class CachedDirectory(Generic[E]):
+    """Looks ids up through ``fetch`` with the shared cache and lock (module doc).
+
+    Parameters:
+        nats: the process's NATS facade.
+        bucket: the ``v1-mappings`` bucket (entries and locks live there).
+        spec: what is cached and how.
+        fetch: the V1 call for one id; raises ``LookupFailure``.
+        fresh_for: seconds an entry is used without a refresh.
+        lock_stale_after: seconds after which another worker's lock is taken over.
+        lock_wait: seconds a caller waits for another worker's lookup.
+        clock: the time source (Unix seconds) for entry ages and lock times.
+
+    Thread-safe; one per worker process and spec. ``close()`` stops the refreshes.
+    """
+
+    def __init__(
+        self,
+        nats: SyncNats,
+        bucket: str,
+        spec: DirectorySpec[E],
+        fetch: Callable[[str], dict[str, Any]],
+        *,
+        fresh_for: float = DEFAULT_FRESH_FOR_SECONDS,
+        lock_stale_after: float = DEFAULT_LOCK_STALE_AFTER_SECONDS,
+        lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nats = nats
+        self.bucket = bucket
+        self.spec = spec
+        self._fetch_one = fetch
+        self.fresh_for = fresh_for
+        self._lock_stale_after = lock_stale_after
+        self._lock_wait = lock_wait
+        self._clock = clock
+        self._refresher = ThreadPoolExecutor(REFRESH_THREADS, thread_name_prefix=spec.thread_prefix)
+        self._refreshing: set[str] = set()
+        self._refreshing_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedDirectory(what={self.spec.what!r}, bucket={self.bucket!r}, "
+            f"fresh_for={self.fresh_for})"
+        )
+
+    def lookup(self, entry_id: str) -> E | None:
+        """The cached entry, fetched under the lock when absent; None when another
+        worker's lookup did not finish within ``lock_wait``.
+
+        A stale entry is returned at once and refreshed in the background.
+        """
+        cached = self._read(entry_id)
+        if cached is not None:
+            if not self._is_fresh(cached):
+                self._refresh_in_background(entry_id)
+            return cached
+        return self._fetch_under_lock(entry_id, wait=True)
+
+    def close(self) -> None:
+        """Stop the background refreshes (a running one finishes first)."""
+        with self._refreshing_lock:
+            self._closed = True
+        self._refresher.shutdown(wait=True, cancel_futures=True)
+
+    def _ids(self, entry_id: str) -> dict[str, Any]:
+        return {self.spec.id_field: entry_id}
+
+    # The cache ---------------------------------------------------------
+
+    def _read(self, entry_id: str) -> E | None:
+        entry = self._nats.kv_get(self.bucket, self.spec.key_prefix + entry_id)
+        if entry is None or not entry.value:
+            return None
+        parsed = self.spec.from_json(entry.value)
+        if parsed is None:
+            log.warning(
+                f"ignoring a malformed {self.spec.what} cache entry", extra=self._ids(entry_id)
+            )
+        return parsed
+
+    def _write(self, entry_id: str, entry: E) -> None:
+        self._nats.kv_put(self.bucket, self.spec.key_prefix + entry_id, entry.to_json())
+
+    def _is_fresh(self, entry: E) -> bool:
+        return self._clock() - entry.last_fetched < self.fresh_for
+
+    # Fetching under the cross-worker lock ------------------------------
+
+    def _fetch_under_lock(self, entry_id: str, *, wait: bool) -> E | None:
+        """Fetch and cache the entry while holding its lock.
+
+        When another worker holds a fresh lock: wait for its result when
+        ``wait``, else (a background refresh) leave the work to it.
+        """
+        revision = self._acquire_lock(entry_id)
+        if revision is None:
+            return self._wait_for_cache(entry_id) if wait else None
+        try:
+            # Another worker may have finished between our read and our lock.
+            cached = self._read(entry_id)
+            if cached is not None and self._is_fresh(cached):
+                return cached
+            fetched = self._fetch(entry_id, previous=cached)
+            self._write(entry_id, fetched)
+            return fetched
+        finally:
+            self._release_lock(entry_id, revision)
+
+    def _fetch(self, entry_id: str, previous: E | None) -> E:
+        """Ask the V1 service; a failure becomes a cache entry, never an exception."""
+        now = self._clock()
+        what = self.spec.what
+        try:
+            body = self._fetch_one(entry_id)
+        except LookupFailure as error:
+            log.warning(
+                f"{what} lookup failed",
+                extra=self._ids(entry_id) | {"reason": error.kind, "status": error.status},
+            )
+            if error.transient and previous is not None and previous.error is None:
+                # An outage says nothing about the id: keep what we knew a period longer.
+                return replace(previous, last_fetched=now)  # type: ignore[type-var]
+            return self.spec.failed(entry_id, error.kind, now)
+        except Exception:
+            log.warning(f"{what} lookup broke", extra=self._ids(entry_id), exc_info=True)
+            return self.spec.failed(entry_id, "unexpected", now)
+        fetched = self.spec.from_api(entry_id, body, now)
+        log.info(f"looked up {what}", extra=self._ids(entry_id))
+        return fetched
+
+    def _wait_for_cache(self, entry_id: str) -> E | None:
+        """Poll the cache until another worker's lookup lands or ``lock_wait`` ends."""
+        deadline = time.monotonic() + self._lock_wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(LOCK_POLL_INTERVAL_SECONDS, remaining))
+            cached = self._read(entry_id)
+            if cached is not None:
+                return cached
+
+    def _acquire_lock(self, entry_id: str) -> int | None:
+        """Create the lock (or take over a stale one); its revision, or None if held."""
+        kv = self._nats.kv(self.bucket)
+        key = self.spec.lock_prefix + entry_id
+        for _ in range(LOCK_ATTEMPTS):
+            now = self._clock()
+            stamp = f"{now:.3f}".encode()
+            try:
+                return self._nats.run(kv.create(key, stamp))
+            except KeyWrongLastSequenceError:
+                pass
+            except KeyNotFoundError:
+                continue  # deleted while create looked at it: try again
+            try:
+                entry = self._nats.run(kv.get(key))
+            except KeyNotFoundError:
+                continue  # released meanwhile: try to create it again
+            held_since = _lock_time(entry.value)
+            if held_since is not None and abs(now - held_since) <= self._lock_stale_after:
+                return None
+            try:
+                revision = self._nats.run(kv.update(key, stamp, last=entry.revision))
+            except KeyWrongLastSequenceError:
+                return None  # another worker took it over first
+            log.warning(
+                f"took over a stale {self.spec.what} lock",
+                extra=self._ids(entry_id) | {"held_since": held_since},
+            )
+            return revision
+        return None
+
+    def _release_lock(self, entry_id: str, revision: int) -> None:
+        """Delete our lock unless another worker has taken it over meanwhile."""
+        kv = self._nats.kv(self.bucket)
+        try:
+            self._nats.run(kv.delete(self.spec.lock_prefix + entry_id, last=revision))
+        except APIError:
+            log.debug(f"{self.spec.what} lock was taken over", extra=self._ids(entry_id))
+        except Exception:
+            # It goes stale in lock_stale_after seconds anyway.
+            log.warning(f"cannot release a {self.spec.what} lock", extra=self._ids(entry_id))
+
+    # Background refresh ------------------------------------------------
+
+    def _refresh_in_background(self, entry_id: str) -> None:
+        with self._refreshing_lock:
+            if self._closed or entry_id in self._refreshing:
+                return
+            self._refreshing.add(entry_id)
+        try:
+            self._refresher.submit(self._refresh, entry_id)
+        except RuntimeError:  # shut down meanwhile
+            with self._refreshing_lock:
+                self._refreshing.discard(entry_id)
+
+    def _refresh(self, entry_id: str) -> None:
+        try:
+            self._fetch_under_lock(entry_id, wait=False)
+        except Exception:
+            log.warning(f"{self.spec.what} refresh broke", extra=self._ids(entry_id), exc_info=True)
+        finally:
+            with self._refreshing_lock:
+                self._refreshing.discard(entry_id)
+
+
+def _lock_time(raw: bytes | None) -> float | None:
+    """The Unix time a lock was taken, or None when unreadable (treated as stale)."""
+    try:
+        return float(raw or b"")
+    except ValueError:
+        return None

@@ -1,0 +1,180 @@
+"""V1 committee members (``platform-community__c``) as an ``ObjectKind`` of the shared path.
+
+- **Parent.** ``collaboration_name__c`` holds the committee's sfid; its V2 uid
+  comes from ``committee.sfid.{sfid}`` (missing: ``MissingMapping``
+  ``missing_committee``, waiting on that key). The member collection lives
+  under it: ``/committees/{committee_uid}/members``.
+- **Body.** ``tasks.mapping.map_member`` (pure), then the names of the V1 user
+  behind ``contact_name__c`` and of the organization behind ``account__c``
+  (``complete_member``); a failed lookup leaves them out and still syncs.
+- **Create.** ``X-Skip-Notification: true`` unless ``SYNC_MEMBER_NOTIFICATIONS``.
+  A 409 (the committee has a member with that email, usually our own create
+  whose answer or mapping write was lost) asks ``lfx.committee-api.list_members``
+  for the committee's members and adopts the one with the same trimmed,
+  lower-cased email, unless another V1 member record owns it.
+- **Mappings.** ``committee_member.sfid.{sfid}`` = ``{committee_uid}:{member_uid}``,
+  ``committee_member.uid.{member_uid}`` = sfid.
+- **Moves.** A record whose committee changed is deleted from the old
+  committee (``delete_object``, mappings kept) and created in the new one; the
+  old reverse mapping becomes the tombstone. Killed anywhere in between, the
+  next run deletes again (404: already gone) and creates or adopts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
+from tasks.identity import Identity
+from tasks.mapping import (
+    MEMBER_READ_ONLY,
+    MemberFields,
+    MemberLookups,
+    complete_member,
+    map_member,
+    normalized_email,
+)
+from tasks.mapping_store import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
+from tasks.objects import Desired, ObjectKind, delete_object, log_mapping_warnings
+from tasks.report import RunReport
+from tasks.runtime import Runtime
+from tasks.v2client import V2Service, members_of
+
+log = logging.getLogger(__name__)
+
+
+class MemberKind(ObjectKind):
+    """Committee members in the V2 Committee Service."""
+
+    name = "committee_member"
+    read_only = MEMBER_READ_ONLY
+    sfid_prefix = MEMBER_SFID
+    uid_prefix = MEMBER_UID
+
+    def desired(
+        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+    ) -> Desired:
+        fields = map_member(record)
+        report.sfid = fields.sfid
+        committee_uid = runtime.mappings.committee_uid(fields.committee_sfid)
+        if committee_uid is None:
+            raise MissingMapping(
+                f"committee {fields.committee_sfid} of the member has no V2 uid yet",
+                kind="missing_committee",
+                parent_key=COMMITTEE_SFID + fields.committee_sfid,
+            )
+        report.committee_uid = committee_uid
+        body, warnings = complete_member(fields, lookups(runtime, fields))
+        log_mapping_warnings(warnings, report)
+        return Desired(sfid=fields.sfid, body=body, parent_uid=committee_uid)
+
+    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+        assert desired.parent_uid is not None  # desired() always sets the committee
+        return self._members(runtime, desired.parent_uid)
+
+    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
+        """Members are addressed through their committee: see ``locate``."""
+        raise NotImplementedError("a member's collection needs its committee uid (locate)")
+
+    def locate(self, runtime: Runtime, sfid: str) -> tuple[str, V2Service] | None:
+        place = runtime.mappings.member_place(sfid)
+        if place is None:
+            return None
+        committee_uid, member_uid = place
+        return member_uid, self._members(runtime, committee_uid)
+
+    def relocate(
+        self, runtime: Runtime, desired: Desired, identity: Identity, report: RunReport
+    ) -> None:
+        """Delete the member from its old committee when ``collaboration_name__c`` changed."""
+        place = runtime.mappings.member_place(desired.sfid)
+        if place is None or place[0] == desired.parent_uid:
+            return
+        old_committee, old_member = place
+        log.info(
+            "member moves to another committee: deleting it from the old one",
+            extra=report.context() | {"from_committee_uid": old_committee},
+        )
+        delete_object(runtime, self, desired.sfid, identity, report, tombstone=False)
+        # The old V2 member is gone; the forward mapping is rewritten by the create.
+        runtime.mappings.tombstone([MEMBER_UID + old_member])
+        report.committee_uid = desired.parent_uid
+        report.member_uid = None
+        report.reason = None
+
+    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+        place = runtime.mappings.member_place(desired.sfid)
+        if place is None or place[0] != desired.parent_uid:
+            return None
+        return place[1]
+
+    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+        assert desired.parent_uid is not None
+        runtime.mappings.record_member(desired.sfid, desired.parent_uid, uid)
+
+    def adopt_existing(
+        self,
+        runtime: Runtime,
+        desired: Desired,
+        identity: Identity,
+        report: RunReport,
+        conflict: SlugConflict,
+    ) -> str:
+        """The member of the committee with the same email, unless another V1 record owns it.
+
+        Not listed yet (an index catching up) is transient; owned by another V1
+        member record (two V1 records, one email, one committee) is permanent.
+        """
+        assert desired.parent_uid is not None
+        email = normalized_email(str(desired.body["email"]))
+        uid = next(
+            (
+                str(member["uid"])
+                for member in runtime.list_members(desired.parent_uid)
+                if isinstance(member.get("email"), str)
+                and normalized_email(member["email"]) == email
+                and isinstance(member.get("uid"), str)
+                and member["uid"]
+            ),
+            None,
+        )
+        if uid is None:
+            raise TransientError(
+                "member create answered 409 but list_members has no member with that email",
+                kind="conflict_unresolved",
+                status=409,
+            )
+        owner = runtime.mappings.member_sfid(uid)
+        if owner is not None and owner != desired.sfid:
+            raise PermanentError(
+                f"the committee's member {uid} with this email belongs to V1 member {owner}",
+                kind="member_email_taken",
+                status=409,
+            )
+        return uid
+
+    def note_uid(self, report: RunReport, uid: str) -> None:
+        report.member_uid = uid
+
+    @staticmethod
+    def _members(runtime: Runtime, committee_uid: str) -> V2Service:
+        assert runtime.committees is not None  # the task skips members without the service
+        return members_of(runtime.committees, committee_uid, runtime.settings)
+
+
+MEMBERS = MemberKind()
+
+
+def lookups(runtime: Runtime, fields: MemberFields) -> MemberLookups:
+    """What the V1 user and organization services know of the member (cached)."""
+    person = runtime.users.person(fields.contact_id) if fields.contact_id else None
+    organization_name = (
+        runtime.organizations.name_of(fields.organization_id) if fields.organization_id else None
+    )
+    return MemberLookups(
+        username=person.username if person else None,
+        first_name=person.first_name if person else None,
+        last_name=person.last_name if person else None,
+        organization_name=organization_name,
+    )
