@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 IMAGE  ?= lfx-v1-sync-helper:dev
 
-.PHONY: run test check lint format test-coverage bench bench-reconcile build docker-build docker-run clean
+.PHONY: run test check lint format test-coverage bench bench-reconcile chaos build docker-build docker-run clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
@@ -41,6 +41,14 @@ bench: $(STAMP)
 
 bench-reconcile: $(STAMP)
 	$(BIN)/python -m bench.reconcile_sweep
+
+# The long, seeded chaos proof (tests/chaos_harness.py): one figure line.
+# make chaos SEED=3 KEYS=300 DURATION=90 (the reconciler at its production timing)
+SEED     ?= 1
+KEYS     ?= 180
+DURATION ?= 60
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos_harness --seed $(SEED) --keys $(KEYS) --duration $(DURATION)
 
 build: $(STAMP)
 	$(BIN)/python -m pip wheel --no-deps -w dist .

@@ -36,6 +36,7 @@ from kombu.utils.json import dumps as json_dumps
 
 from bridge.changes import KvChange
 from sync_core.broker import SYNC_TASK_NAME, broker_transport_options, task_id_for
+from sync_core.redis_connection import RedisTarget, celery_broker_config
 
 TASK_SENT_EVENT = "task-sent"
 TASK_SENT_ROUTING_KEY = "task.sent"
@@ -54,21 +55,22 @@ _UUID_VARIANT = "89ab"
 
 
 def producer_app(
-    broker_url: str, queue: str, transport_options: Mapping[str, Any] | None = None
+    broker: RedisTarget | str, queue: str, transport_options: Mapping[str, Any] | None = None
 ) -> Celery:
     """A Celery app configured as the bridge's producer (it registers no tasks).
 
     Sent events make Flower show a task as soon as it is queued; the socket
     and connect timeouts keep a half-open broker connection from blocking.
     """
-    app = Celery("v1-sync-bridge", broker=broker_url, set_as_current=False)
+    config = celery_broker_config(broker, dict(transport_options or broker_transport_options()))
+    app = Celery("v1-sync-bridge", broker=config["broker_url"], set_as_current=False)
     app.conf.update(
         task_serializer=SERIALIZER,
         accept_content=[SERIALIZER],
         task_send_sent_event=True,
         task_default_queue=queue,
-        broker_transport_options=dict(transport_options or broker_transport_options()),
         broker_connection_timeout=5.0,
+        **config,
     )
     return app
 

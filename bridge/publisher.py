@@ -32,6 +32,7 @@ from redis.client import Pipeline
 from redis.retry import Retry
 
 from bridge.messages import EncodedBatch
+from sync_core.redis_connection import RedisTarget, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,18 @@ PUBLISH_EACH = (
 )
 
 
-def broker_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
-    """A Redis client with the broker's socket timeouts and no automatic retry."""
-    return redis.Redis.from_url(
-        url,
+def broker_client(target: RedisTarget | str, transport_options: Mapping[str, Any]) -> redis.Redis:
+    """A Redis client with the broker's socket timeouts and no automatic retry.
+
+    With a Sentinel target it follows the current master: after a failover the
+    push that meets the dead master raises, and the bridge's next push (its
+    own retry) reaches the promoted one.
+    """
+    return redis_client(
+        target,
         socket_timeout=transport_options.get("socket_timeout"),
         socket_connect_timeout=transport_options.get("socket_connect_timeout"),
-        socket_keepalive=transport_options.get("socket_keepalive"),
+        socket_keepalive=bool(transport_options.get("socket_keepalive", True)),
         health_check_interval=transport_options.get("health_check_interval", 0),
         retry=Retry(NoBackoff(), 0),
         client_name="v1-sync-bridge",

@@ -74,7 +74,7 @@ class BridgeService:
         """Run until ``stop`` is set, then finish in-hand work and disconnect."""
         if self.health is not None:
             self.health.start()
-        client = broker_client(self.settings.redis_url, self.transport_options)
+        client = broker_client(self.settings.redis_target, self.transport_options)
         publisher = BrokerPublisher(client)
         nc: Client | None = None
         try:
@@ -83,7 +83,7 @@ class BridgeService:
             if nc is None:
                 return
             app = producer_app(
-                self.settings.redis_url, self.settings.celery_queue, self.transport_options
+                self.settings.redis_target, self.settings.celery_queue, self.transport_options
             )
             encoder = TaskMessageEncoder(app, self.settings.celery_queue, database_of(client))
             self.bridge = Bridge(nc, self.spec, encoder, publisher, self.metrics, self.tuning)

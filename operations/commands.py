@@ -246,7 +246,7 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     with (
         _expected_failures(),
         _store_errors(),
-        TaskQueue(settings.redis_url, settings.celery_queue, DEAD_LETTER_TASK_KWARGS) as queue,
+        TaskQueue(settings.redis_target, settings.celery_queue, DEAD_LETTER_TASK_KWARGS) as queue,
         _open_store(settings) as store,
     ):
         if requeue_all:
@@ -325,7 +325,7 @@ def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
                 click.echo(f"{'cleared the tombstone of' if cleared else 'no tombstone for'} {key}")
         found = current_changes(settings.nats_url, settings.v1_objects_bucket, keys)
         requests = [request for request in found.values() if request is not None]
-        with TaskQueue(settings.redis_url, settings.celery_queue) as queue:
+        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
             queue.publish(requests)
     for request in requests:
         suffix = "" if request.operation == "PUT" else f" ({request.operation})"
@@ -385,7 +385,7 @@ def replay_command(prefix: str) -> None:
     with _expected_failures():
         click.echo(f"listing keys of {settings.v1_objects_bucket}…", err=True)
         requests = list_current(settings.nats_url, settings.v1_objects_bucket, prefix)
-        with TaskQueue(settings.redis_url, settings.celery_queue) as queue:
+        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
             _enqueue_with_progress(queue, requests, settings.bridge_max_queue_depth)
     where = f" with prefix {prefix!r}" if prefix else ""
     click.echo(f"queued {len(requests)} key(s){where}")

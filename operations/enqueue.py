@@ -19,6 +19,8 @@ from bridge.loop import LOW_WATER_FRACTION
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.publisher import BrokerPublisher, broker_client, database_of
 from sync_core.broker import broker_transport_options
+from sync_core.redis_connection import RedisTarget
+from sync_core.redis_connection import redis_client as connect_redis
 
 # kombu's Redis transport keeps one list per priority step: "celery",
 # "celery\x06\x163", … A depth that ignores them undercounts prioritised tasks.
@@ -37,11 +39,12 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not accept the tasks (nothing after the failure was enqueued)."""
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client with short timeouts: a command never hangs on a dead broker."""
-    return redis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-    )
+def redis_client(target: RedisTarget | str) -> redis.Redis:
+    """A Redis client with short timeouts: a command never hangs on a dead broker.
+
+    Plain, TLS or Sentinel like the workers' (``sync_core.redis_connection``).
+    """
+    return connect_redis(target, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -66,14 +69,14 @@ class TaskQueue:
     """
 
     def __init__(
-        self, redis_url: str, queue: str, task_kwargs: dict[str, Any] | None = None
+        self, broker: RedisTarget | str, queue: str, task_kwargs: dict[str, Any] | None = None
     ) -> None:
         """``task_kwargs``: the keyword arguments of every task (default: ``force``)."""
         options = broker_transport_options()
         self.queue = queue
-        self._redis = redis_client(redis_url)
-        self._app = producer_app(redis_url, queue, options)
-        self._publisher = BrokerPublisher(broker_client(redis_url, options))
+        self._redis = redis_client(broker)
+        self._app = producer_app(broker, queue, options)
+        self._publisher = BrokerPublisher(broker_client(broker, options))
         # A sync asked for by hand must run even when that revision was synced
         # already (after a mapping fix, or a change made directly in V2).
         self._encoder = TaskMessageEncoder(

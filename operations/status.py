@@ -123,7 +123,7 @@ def collect_consumer(settings: CommonSettings) -> ConsumerStatus:
 def collect_broker(settings: CommonSettings) -> BrokerStatus:
     """Queue depth, dead-letter count and recent outcomes from Redis."""
     status = BrokerStatus(queue=settings.celery_queue)
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis_target)
     try:
         client.ping()
         status.up = True
@@ -163,7 +163,7 @@ def collect_sync_state(settings: CommonSettings) -> SyncStateStatus:
 
 def ping_workers(settings: CommonSettings, timeout: float) -> list[str]:
     """The names of the workers that answer a broadcast ping within ``timeout`` seconds."""
-    app = producer_app(settings.redis_url, settings.celery_queue)
+    app = producer_app(settings.redis_target, settings.celery_queue)
     try:
         replies = app.control.ping(timeout=timeout) or []
     finally:

@@ -6,6 +6,7 @@ HTTP plumbing lives in ``sandbox.http_server``. Routes:
 - V2 Project Service: ``/projects``, ``/projects/{uid}``;
 - V2 Committee Service: ``/committees``, ``/committees/{uid}``,
   ``/committees/{uid}/members``, ``/committees/{uid}/members/{member_uid}``;
+- V2 Query Service: ``/query/resources`` (committees, typeahead on ``name``);
 - Heimdall JWKS: ``/.well-known/jwks``;
 - Auth0 token endpoint: ``/oauth/token``; V1 user service: ``/v1/users/{id}``;
 - V1 organization service: ``/organization-service/v1/orgs/{sfid}``;
@@ -29,13 +30,15 @@ from sandbox import view
 from sandbox.api_error import ApiError
 from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.store import V2Store, Writer
-from sandbox.traffic import Fault, RecordedRequest, TrafficLog
+from sandbox.traffic import DROP_AFTER, DROP_BEFORE, Fault, RecordedRequest, TrafficLog
 from sandbox.validation import is_uuid
 
 log = logging.getLogger(__name__)
 
 PROJECT_AUDIENCE = "lfx-v2-project-service"
 COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
+QUERY_AUDIENCE = "lfx-v2-query-service"
+QUERY_PAGE_SIZE = 50
 API_VERSION = "1"
 ON_BEHALF_OF_HEADER = "X-On-Behalf-Of"
 SKIP_NOTIFICATION_HEADER = "X-Skip-Notification"
@@ -61,6 +64,8 @@ class HttpResponse:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    # Close the connection without writing anything (a lost answer).
+    drop_connection: bool = False
 
 
 @dataclass
@@ -145,6 +150,7 @@ class SandboxApp:
                     "DELETE": self._delete_member,
                 },
             ),
+            (re.compile(r"^/query/resources$"), {"GET": self._query_resources}),
             (re.compile(r"^/\.well-known/jwks$"), {"GET": self._jwks}),
             (re.compile(r"^/oauth/token$"), {"POST": self._oauth_token}),
             (re.compile(r"^/v1/users/([^/]+)$"), {"GET": self._v1_user}),
@@ -166,7 +172,9 @@ class SandboxApp:
             fault = self.traffic.take_fault(request.method, request.path)
         if fault is not None and fault.delay > 0:
             self.stopping.wait(fault.delay)
-        if fault is not None and fault.status is not None:
+        if fault is not None and fault.drop == DROP_BEFORE:
+            response = HttpResponse(0, drop_connection=True)
+        elif fault is not None and fault.drop is None and fault.status is not None:
             response = self._fault_response(fault)
         else:
             try:
@@ -176,6 +184,9 @@ class SandboxApp:
             except Exception:  # a bug in a fake must still answer, and show up in the logs
                 log.exception("sandbox failed to answer", extra={"path": request.path})
                 response = json_response(500, {"code": "500", "message": "sandbox error"})
+            if fault is not None and fault.drop == DROP_AFTER:
+                # The work is done (and recorded with its status); the answer is lost.
+                response.drop_connection = True
         if request.path not in VIEW_PATHS:
             self.traffic.record(
                 RecordedRequest(
@@ -332,6 +343,33 @@ class SandboxApp:
         self._v2_call(request, notes, COMMITTEE_AUDIENCE, committee_uid, uid)
         self.store.delete_member(committee_uid, uid, request.headers.get("If-Match"))
         return HttpResponse(204)
+
+    # -- the query service ------------------------------------------------------
+
+    def _query_resources(self, request: HttpRequest, notes: _CallNotes) -> HttpResponse:
+        """``GET /query/resources?v=1&type=committee&parent=project:{uid}&name=…``."""
+        self._v2_call(request, notes, QUERY_AUDIENCE)
+        kind = request.query.get("type")
+        if kind != "committee":
+            raise ApiError(400, "query parameter type must be committee in the sandbox")
+        parent = request.query.get("parent")
+        project_uid = None
+        if parent is not None:
+            prefix, _, project_uid = parent.partition(":")
+            if prefix != "project" or not is_uuid(project_uid):
+                raise ApiError(400, "query parameter parent must be project:{uid}")
+        token = request.query.get("page_token") or "0"
+        if not token.isdigit():
+            raise ApiError(400, "page_token is not one this service issued")
+        found = self.store.search_committees(project_uid, request.query.get("name", ""))
+        start = int(token)
+        page = found[start : start + QUERY_PAGE_SIZE]
+        more = start + QUERY_PAGE_SIZE < len(found)
+        resources = [{"type": "committee", "id": c["uid"], "data": c} for c in page]
+        return json_response(
+            200,
+            {"resources": resources, "page_token": str(start + QUERY_PAGE_SIZE) if more else None},
+        )
 
     # -- identity services --------------------------------------------------------
 

@@ -37,6 +37,7 @@ from sandbox.stack import (
     PREFERRED_PORTS,
     ChildProcess,
     EmbeddedServers,
+    Supervisor,
     create_buckets,
     load_or_create_key,
     load_or_create_password,
@@ -131,6 +132,7 @@ class DevSession:
     servers: EmbeddedServers = field(init=False)
     sandbox: Sandbox | None = None
     children: list[ChildProcess] = field(default_factory=list)
+    supervisor: Supervisor | None = None
     redis_client: redis.Redis | None = None
     nats_client: SyncNats | None = None
 
@@ -181,6 +183,7 @@ class DevSession:
         self.children = pipeline_processes(env, self.run_dir / "logs")
         for child in self.children:
             child.start()
+        self.supervisor = Supervisor(self.children, _say)
         write_stack_file(
             self.run_dir,
             {
@@ -206,8 +209,10 @@ class DevSession:
     # -- watching ----------------------------------------------------------------
 
     def crashed_child(self) -> ChildProcess | None:
-        """A pipeline process that exited although nobody stopped it."""
-        return next((c for c in self.children if c.exit_code is not None), None)
+        """A pipeline process in a crash loop; the others that died are restarted."""
+        if self.supervisor is None:
+            return next((c for c in self.children if c.exit_code is not None), None)
+        return self.supervisor.check()
 
     def dead_letters(self) -> DeadLetterStore:
         """The dead letters of the local stack (in JetStream)."""
@@ -370,10 +375,8 @@ def watch_forever(session: DevSession) -> None:
     assert session.redis_client is not None
     seen = recent_outcomes(session.redis_client)
     while True:
-        crashed = session.crashed_child()
-        if crashed is not None:
-            _say(f"{crashed.name} exited with code {crashed.exit_code}; see {crashed.log_path}")
-            return
+        if session.crashed_child() is not None:
+            return  # the supervisor said which process is in a crash loop
         now = recent_outcomes(session.redis_client)
         changes = {k: v - seen.get(k, 0) for k, v in now.items() if v != seen.get(k, 0)}
         if changes:
@@ -395,13 +398,10 @@ def run_external(run_dir: Path) -> int:
         try:
             for child in children:
                 child.start()
+            supervisor = Supervisor(children, _say)
             while True:
-                crashed = next((c for c in children if c.exit_code is not None), None)
-                if crashed is not None:
-                    _say(
-                        f"{crashed.name} exited with code {crashed.exit_code}; "
-                        f"see {crashed.log_path}"
-                    )
+                # A process that died is restarted; one in a crash loop ends the run.
+                if supervisor.check() is not None:
                     return 1
                 time.sleep(POLL_INTERVAL)
         except KeyboardInterrupt:

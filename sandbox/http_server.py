@@ -74,6 +74,11 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         response = self.server.app.handle(request)
+        if response.drop_connection:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)

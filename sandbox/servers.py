@@ -123,6 +123,25 @@ class ManagedServer:
             self._log.close()
             self._log = None
 
+    def kill(self) -> None:
+        """SIGKILL the process (no shutdown work at all, as a crash) and release its log."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def restart(self, hard: bool = False) -> None:
+        """Stop (SIGTERM, or SIGKILL when ``hard``) and start again on the same port."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
     def __enter__(self) -> ManagedServer:
         self.start()
         return self
@@ -160,9 +179,17 @@ class ValkeyServer(ManagedServer):
 
     name = "valkey-server"
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(data_dir, port)
         self.appendonly = appendonly
+        # More server options (``--replicaof``, ``--user``, ``--appendfsync``…).
+        self.extra_args = tuple(extra_args)
 
     def command(self) -> list[str]:
         return [
@@ -183,11 +210,67 @@ class ValkeyServer(ManagedServer):
             "no",
             "--daemonize",
             "no",
+            *self.extra_args,
         ]
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+class SentinelServer(ManagedServer):
+    """``valkey-server sentinel.conf --sentinel`` watching one master, with short timeouts.
+
+    Sentinel rewrites its configuration file as it learns the replicas and
+    after a failover, so the file lives in ``data_dir``. ``down_after_ms`` and
+    ``failover_timeout_ms`` are small so tests see a promotion in seconds.
+    """
+
+    name = "valkey-sentinel"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        master_port: int,
+        master_name: str = "mymaster",
+        quorum: int = 1,
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 2000,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(data_dir, port)
+        self.master_port = master_port
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.config_file = self.data_dir / "sentinel.conf"
+
+    def _config(self) -> str:
+        name = self.master_name
+        return "\n".join(
+            [
+                f"port {self.port}",
+                "bind 127.0.0.1",
+                "protected-mode no",
+                "daemonize no",
+                f"dir {self.data_dir}",
+                f"sentinel monitor {name} 127.0.0.1 {self.master_port} {self.quorum}",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {name} 1",
+                "",
+            ]
+        )
+
+    def command(self) -> list[str]:
+        if not self.config_file.exists():
+            self.config_file.write_text(self._config())
+        return [valkey_server_binary(), str(self.config_file), "--sentinel"]
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}"
 
 
 def child_env(**overrides: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.http_server import SandboxHttpServer
 from sandbox.nats_responder import NatsResponder
 from sandbox.store import SEED_WRITER, V2Store
-from sandbox.traffic import Fault, RecordedRequest, TrafficLog
+from sandbox.traffic import DROPS, Fault, RandomFaults, RecordedRequest, TrafficLog
 
 DEFAULT_TOKEN_LIFETIME = 86400
 JWKS_PATH = "/.well-known/jwks"
@@ -157,6 +157,7 @@ class Sandbox:
             "HEIMDALL_JWKS_URL": self.url + JWKS_PATH,
             "AUTH0_BASE_URL": self.url,
             "LFX_API_GW": self.url + "/",
+            "QUERY_SERVICE_URL": self.url,
         }
 
     # -- state ---------------------------------------------------------------
@@ -276,14 +277,19 @@ class Sandbox:
         headers: dict[str, str] | None = None,
         body: Any = None,
         delay: float = 0.0,
+        drop: str | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``.
 
         ``body``: a dict (JSON), str or bytes; default ``{"code","message"}``.
         ``delay``: seconds to wait before answering (to provoke client
         timeouts); with ``status=None`` the request is then answered normally.
-        ``method`` ``"*"`` matches any method.
+        ``method`` ``"*"`` matches any method. ``drop`` (``"before"`` or
+        ``"after"``) closes the connection without an answer, before or after
+        doing the work.
         """
+        if drop is not None and drop not in DROPS:
+            raise ValueError(f"drop must be one of {DROPS}")
         self._traffic.inject(
             Fault(
                 method=method.upper(),
@@ -293,8 +299,17 @@ class Sandbox:
                 headers=dict(headers or {}),
                 body=copy.deepcopy(body),
                 delay=delay,
+                drop=drop,
             )
         )
+
+    def set_random_faults(self, faults: RandomFaults | None) -> None:
+        """Answer V2 calls with random 503s, 429s and dropped connections (``None``: stop)."""
+        self._traffic.set_random_faults(faults)
+
+    def set_query_index_delay(self, seconds: float) -> None:
+        """How long a new committee stays out of the query service's answers."""
+        self._store.index_delay = max(0.0, seconds)
 
     def clear_faults(self) -> None:
         """Drop faults not yet spent."""

@@ -38,6 +38,10 @@ AUTH0_CLIENT_ID = "dev-v1-sync-helper"
 AUTH0_TENANT = "sandbox"
 FLOWER_USER = "admin"
 CHILD_STOP_TIMEOUT = 25.0
+# A process that died is started again, at most this often per window; past
+# that it is a crash loop, which the stack reports instead of hiding.
+MAX_RESTARTS_PER_WINDOW = 5
+RESTART_WINDOW_SECONDS = 60.0
 
 # Short retries so that records with a missing parent reach the dead letters
 # in seconds, not the production budget of about half an hour.
@@ -132,6 +136,23 @@ class ChildProcess:
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
+    def kill(self) -> None:
+        """SIGKILL the process and its children, as a crash would (chaos tests)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(CHILD_STOP_TIMEOUT)
+        self._close_log()
+
+    def restart(self) -> None:
+        """Start the process again after it exited (its log file is appended to)."""
+        self._close_log()
+        self.start()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after the graceful-stop deadline."""
         if self.process is not None and self.process.poll() is None:
@@ -141,9 +162,53 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
+
+
+class Supervisor:
+    """Restarts pipeline processes that died, and says so in one line each.
+
+    At most ``max_restarts`` restarts of one process within ``window`` seconds:
+    the next death is a crash loop, reported and left dead so it is visible.
+    """
+
+    def __init__(
+        self,
+        children: list[ChildProcess],
+        say: Callable[[str], None],
+        max_restarts: int = MAX_RESTARTS_PER_WINDOW,
+        window: float = RESTART_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.children = children
+        self.say = say
+        self.max_restarts = max_restarts
+        self.window = window
+        self.clock = clock
+        self.restarts: dict[str, list[float]] = {child.name: [] for child in children}
+
+    def check(self) -> ChildProcess | None:
+        """Restart every child that exited; the first one in a crash loop, if any."""
+        now = self.clock()
+        for child in self.children:
+            code = child.exit_code
+            if code is None:
+                continue
+            recent = [t for t in self.restarts[child.name] if now - t < self.window]
+            self.restarts[child.name] = recent
+            if len(recent) >= self.max_restarts:
+                self.say(
+                    f"{child.name} exited with code {code} again after {len(recent)} restarts "
+                    f"in {self.window:g}s: a crash loop, not restarting it; see {child.log_path}"
+                )
+                return child
+            child.restart()
+            recent.append(now)
+            self.say(
+                f"{child.name} exited with code {code}; restarted "
+                f"({len(recent)}/{self.max_restarts} in {self.window:g}s); see {child.log_path}"
+            )
+        return None
 
 
 def pipeline_command(*args: str) -> list[str]:

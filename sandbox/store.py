@@ -13,6 +13,7 @@ import copy
 import datetime
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ CROWDFUNDING = ["Crowdfunding"]
 COMMITTEE_DELETE_STALE_STATUSES = (409, 412)
 SEED_PRINCIPAL = "sandbox@clients"
 _SSO_UNSAFE = re.compile(r"[^a-z0-9]+")
+_WORD = re.compile(r"[a-z0-9]+")
 
 Record = dict[str, Any]
 
@@ -124,6 +126,10 @@ class V2Store:
         self.projects: dict[str, Record] = {}
         self.committees: dict[str, Record] = {}
         self.members: dict[str, Record] = {}
+        # The query service's index is eventually consistent: a committee is
+        # listed ``index_delay`` seconds after its create (monotonic clock).
+        self.index_delay = 0.0
+        self._indexed_at: dict[str, float] = {}
         self.root_uid = self._seed_root()
 
     # -- helpers -----------------------------------------------------------
@@ -327,7 +333,29 @@ class V2Store:
             record = {"uid": uid, **clean}
             self._stamp(record, writer)
             self.committees[uid] = record
+            self._indexed_at[uid] = time.monotonic() + self.index_delay
             return self._committee_view(record)
+
+    def search_committees(self, project_uid: str | None, name_query: str) -> list[Record]:
+        """The query service's committee search: indexed ones whose name matches by words.
+
+        Like a typeahead, every word of ``name_query`` must start a word of the
+        name (case-insensitive), so "Board" lists "Governing Board" and "Board
+        of Advisors" alike; the client keeps the exact match.
+        """
+        words = _WORD.findall(name_query.lower())
+        now = time.monotonic()
+        with self._lock:
+            found = []
+            for uid, record in self.committees.items():
+                if self._indexed_at.get(uid, 0.0) > now:
+                    continue
+                if project_uid is not None and record["project_uid"] != project_uid:
+                    continue
+                name_words = _WORD.findall(str(record["name"]).lower())
+                if all(any(w.startswith(q) for w in name_words) for q in words):
+                    found.append(self._committee_view(record))
+            return sorted(found, key=lambda c: (c["name"], c["uid"]))
 
     def get_committee(self, uid: str) -> tuple[Record, int]:
         """``GET /committees/{uid}``: the committee and its revision."""

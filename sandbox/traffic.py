@@ -7,6 +7,7 @@ matching requests fail (or stall) on purpose.
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,9 @@ class Fault:
     """Answer the next ``remaining`` requests matching ``method`` and ``path_prefix``.
 
     ``status`` ``None`` means: wait ``delay`` seconds, then answer normally.
-    ``method`` ``"*"`` matches every method.
+    ``method`` ``"*"`` matches every method. ``drop`` closes the connection
+    without an answer: ``DROP_BEFORE`` without doing the work, ``DROP_AFTER``
+    after doing it (a create whose answer is lost); ``status`` is then ignored.
     """
 
     method: str
@@ -48,10 +51,33 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     delay: float = 0.0
+    drop: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         """Whether a request with ``method`` on ``path`` should get this fault."""
         return (self.method == "*" or self.method == method) and path.startswith(self.path_prefix)
+
+
+DROP_BEFORE = "before"
+DROP_AFTER = "after"
+DROPS = (DROP_BEFORE, DROP_AFTER)
+RANDOM_FAULT_RETRY_AFTER = "1"
+
+
+@dataclass(frozen=True)
+class RandomFaults:
+    """Faults drawn at random for every V2 call (chaos runs), from a seeded generator.
+
+    Fractions of requests: ``unavailable`` answer 503, ``rate_limited`` 429
+    (with ``Retry-After``), ``dropped`` lose their connection, half of those
+    after the work was done. ``path_prefixes`` limits them to the V2 services.
+    """
+
+    unavailable: float = 0.0
+    rate_limited: float = 0.0
+    dropped: float = 0.0
+    seed: int = 0
+    path_prefixes: tuple[str, ...] = ("/projects", "/committees")
 
 
 class TrafficLog:
@@ -61,6 +87,8 @@ class TrafficLog:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
+        self._random: RandomFaults | None = None
+        self._rng = random.Random(0)
 
     def record(self, request: RecordedRequest) -> None:
         """Append one answered request."""
@@ -93,8 +121,17 @@ class TrafficLog:
         with self._lock:
             self._faults.append(fault)
 
+    def set_random_faults(self, faults: RandomFaults | None) -> None:
+        """Draw faults at random from now on (``None``: stop)."""
+        with self._lock:
+            self._random = faults
+            self._rng = random.Random(faults.seed if faults else 0)
+
     def take_fault(self, method: str, path: str) -> Fault | None:
-        """The first pending fault matching the request, spending one of its uses."""
+        """The first pending fault matching the request, spending one of its uses.
+
+        Without one, a random fault when ``set_random_faults`` asked for them.
+        """
         with self._lock:
             for fault in self._faults:
                 if fault.remaining > 0 and fault.matches(method, path):
@@ -102,6 +139,22 @@ class TrafficLog:
                     if fault.remaining == 0:
                         self._faults.remove(fault)
                     return fault
+            return self._random_fault(path)
+
+    def _random_fault(self, path: str) -> Fault | None:
+        chosen = self._random
+        if chosen is None or not path.startswith(chosen.path_prefixes):
+            return None
+        draw = self._rng.random()
+        if draw < chosen.dropped:
+            drop = DROP_AFTER if self._rng.random() < 0.5 else DROP_BEFORE
+            return Fault("*", "", None, 1, drop=drop)
+        draw -= chosen.dropped
+        if draw < chosen.rate_limited:
+            return Fault("*", "", 429, 1, headers={"Retry-After": RANDOM_FAULT_RETRY_AFTER})
+        draw -= chosen.rate_limited
+        if draw < chosen.unavailable:
+            return Fault("*", "", 503, 1)
         return None
 
     def clear_faults(self) -> None:

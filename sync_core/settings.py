@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_core.redis_connection import RedisTarget
+
 CONFIG_ERROR_EXIT_CODE = 2
 
 DEFAULT_HEIMDALL_JWKS_URL = (
@@ -26,14 +28,15 @@ DEFAULT_HEIMDALL_JWKS_URL = (
 DEFAULT_LFX_API_GW = "https://api-gw.dev.platform.linuxfoundation.org/"
 
 NATS_SCHEMES = {"nats", "tls", "ws", "wss"}
-REDIS_SCHEMES = {"redis", "rediss", "unix"}
+REDIS_SCHEMES = {"redis", "rediss", "unix", "sentinel"}
 HTTP_SCHEMES = {"http", "https"}
 
 
 def _check_url(value: str, schemes: set[str]) -> str:
     """Return ``value`` stripped, or raise naming the accepted schemes."""
     value = value.strip()
-    for part in value.split(","):
+    # Sentinel lists are written ``sentinel://a:1;sentinel://b:2`` (kombu's form).
+    for part in value.replace(";", ",").split(","):
         parsed = urlsplit(part.strip())
         if parsed.scheme not in schemes:
             raise ValueError(f"must be a URL with scheme {'/'.join(sorted(schemes))}")
@@ -78,6 +81,8 @@ class CommonSettings(BaseSettings):
 
     nats_url: str = "nats://localhost:4222"
     redis_url: str = "redis://localhost:6379/0"
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: SecretStr | None = None
     v1_objects_bucket: str = "v1-objects"
     v1_mappings_bucket: str = "v1-mappings"
     sync_state_bucket: str = "v1-sync-state"
@@ -98,6 +103,22 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         return _check_url(value, REDIS_SCHEMES)
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> CommonSettings:
+        if self.redis_target.is_sentinel and not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINEL_MASTER is required with a sentinel:// REDIS_URL")
+        return self
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """The broker as every Redis client of the process reaches it (Sentinel, TLS or plain)."""
+        password = self.redis_sentinel_password
+        return RedisTarget(
+            self.redis_url,
+            sentinel_master=(self.redis_sentinel_master or "").strip() or None,
+            sentinel_password=password.get_secret_value() if password else None,
+        )
 
     @property
     def bind_host(self) -> str:
@@ -130,6 +151,7 @@ class WorkerSettings(CommonSettings, RetrySettings):
 
     project_service_url: str
     committee_service_url: str | None = None
+    query_service_url: str | None = None
     heimdall_client_id: str = "v1_sync_helper"
     heimdall_private_key: SecretStr
     heimdall_key_id: str | None = None
@@ -152,7 +174,7 @@ class WorkerSettings(CommonSettings, RetrySettings):
     def _http_url(cls, value: str) -> str:
         return _check_url(value, HTTP_SCHEMES)
 
-    @field_validator("committee_service_url", "auth0_base_url")
+    @field_validator("committee_service_url", "query_service_url", "auth0_base_url")
     @classmethod
     def _optional_http_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

@@ -17,11 +17,13 @@ from typing import Any
 
 from celery import Celery, signals
 
+from sync_core import kombu_redis_fix
 from sync_core.broker import (
     TASK_HARD_TIME_LIMIT,
     TASK_SOFT_TIME_LIMIT,
     broker_transport_options,
 )
+from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
 
 APP_NAME = "v1-sync-helper"
@@ -34,11 +36,20 @@ class AppSettings(CommonSettings, RetrySettings):
 
 APP_SETTINGS = load_settings(AppSettings)
 
+# Without it a Redis restart under held tasks ends the worker (see the module).
+kombu_redis_fix.apply()
+
 app = Celery(APP_NAME, include=TASK_MODULES)
 app.conf.update(
-    broker_url=APP_SETTINGS.redis_url,
+    # Plain, TLS or Sentinel (master name, sentinels' password) from the settings.
+    **celery_broker_config(
+        APP_SETTINGS.redis_target, broker_transport_options(APP_SETTINGS.sync_retry_backoff_max)
+    ),
+    # A broker restart or failover is waited out, however long it takes: the
+    # worker reconnects (backoff up to 30 s) instead of exiting after 100 tries.
+    broker_connection_retry=True,
     broker_connection_retry_on_startup=True,
-    broker_transport_options=broker_transport_options(APP_SETTINGS.sync_retry_backoff_max),
+    broker_connection_max_retries=None,
     task_default_queue=APP_SETTINGS.celery_queue,
     task_serializer="json",
     accept_content=["json"],

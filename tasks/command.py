@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 import click
 
@@ -101,10 +102,33 @@ def worker_command(concurrency: int, pool: str, loglevel: str) -> None:
 
     server, _ = serve_metrics(settings.worker_metrics_port, settings.bind_host, metrics_dir)
     try:
-        app.worker_main(worker_argv(pool, concurrency, loglevel.upper(), settings.celery_queue))
+        code = run_worker(
+            app, worker_argv(pool, concurrency, loglevel.upper(), settings.celery_queue)
+        )
     finally:
         server.shutdown()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if code:
+        log.error("the worker stopped on an error", extra={"exit_code": code})
+        raise SystemExit(code)
+
+
+def run_worker(app: Any, argv: list[str]) -> int:
+    """Run ``celery worker`` in this process and return its exit code.
+
+    ``app.worker_main`` (and ``app.start``) drop the code: Celery logs
+    ``Unrecoverable error`` and stops with ``EX_FAILURE``, the process still
+    exits 0, and a supervisor that restarts failed processes only leaves it
+    dead. The code comes back from the click group in non-standalone mode.
+    """
+    from celery.bin.celery import celery as celery_group
+
+    celery_group.params[0].default = app
+    try:
+        code = celery_group.main(args=argv, standalone_mode=False)
+    finally:
+        celery_group.params[0].default = None
+    return code if isinstance(code, int) else 0
 
 
 def prepare_multiprocess_dir() -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.errors import MissingMapping, SlugConflict
+from tasks.errors import MissingMapping, PermanentError, SlugConflict
 from tasks.identity import Identity
 from tasks.mapping import COMMITTEE_READ_ONLY, map_committee
 from tasks.mapping_store import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
 from tasks.objects import Desired, ObjectKind, log_mapping_warnings
+from tasks.query_service import adopt_committee
 from tasks.report import RunReport
 from tasks.runtime import Runtime
 from tasks.v2client import V2Service
@@ -65,8 +66,22 @@ class CommitteeKind(ObjectKind):
         report: RunReport,
         conflict: SlugConflict,
     ) -> str:
-        """No way yet to find the committee behind a 409: the conflict is a dead letter."""
-        raise conflict
+        """The committee of that name in the project (query service), unless another V1 one owns it.
+
+        A committee whose uid is mapped to another sfid belongs to another V1
+        committee of the same name in the project: a real clash, no retry fixes it.
+        """
+        name = desired.body["name"]
+        uid = adopt_committee(runtime, desired.body["project_uid"], name, identity, report)
+        owner = runtime.mappings.committee_sfid(uid)
+        if owner is not None and owner != desired.sfid:
+            raise PermanentError(
+                f"committee {name!r} of project {desired.body['project_uid']} is V2 committee "
+                f"{uid}, already synced from V1 committee {owner}",
+                kind="committee_name_taken",
+                status=409,
+            )
+        return uid
 
     def note_uid(self, report: RunReport, uid: str) -> None:
         report.committee_uid = uid

@@ -25,6 +25,8 @@ from celery import signals
 from celery._state import get_current_app
 
 from sync_core.nats_client import SyncNats
+from sync_core.redis_connection import RedisTarget
+from sync_core.redis_connection import redis_client as connect_redis
 from sync_core.settings import WorkerSettings, load_settings
 from tasks.app import app
 from tasks.auth0 import token_source_from_settings
@@ -34,6 +36,7 @@ from tasks.identity import Identity
 from tasks.mapping_store import MappingStore
 from tasks.metrics import mark_process_dead
 from tasks.organizations import OrganizationDirectory, organization_directory_from_settings
+from tasks.query_service import query_service
 from tasks.state_store import StateStore
 from tasks.tokens import TokenMinter, minter_from_settings
 from tasks.users import UserDirectory, user_directory_from_settings
@@ -60,6 +63,7 @@ class Runtime:
     minter: TokenMinter
     projects: V2Service
     committees: V2Service | None
+    query: V2Service | None
     users: UserDirectory
     organizations: OrganizationDirectory
     mappings: MappingStore
@@ -73,7 +77,7 @@ class Runtime:
         """Open every connection for ``settings`` (NATS first: it fails fastest)."""
         nats_client = SyncNats(settings.nats_url, f"{NATS_CLIENT_NAME}-{os.getpid()}")
         try:
-            redis_client = redis_client_for(settings.redis_url)
+            redis_client = redis_client_for(settings.redis_target)
             minter = minter_from_settings(settings)
             auth0 = token_source_from_settings(settings)
             return cls(
@@ -83,6 +87,7 @@ class Runtime:
                 minter=minter,
                 projects=project_service(settings, minter),
                 committees=committee_service(settings, minter),
+                query=query_service(settings, minter),
                 users=user_directory_from_settings(settings, nats_client, auth0),
                 organizations=organization_directory_from_settings(settings, nats_client, auth0),
                 mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
@@ -164,6 +169,8 @@ class Runtime:
         ]
         if self.committees is not None:
             closers.append(self.committees.close)
+        if self.query is not None:
+            closers.append(self.query.close)
         closers.append(self.nats.close)
         for close in closers:
             try:
@@ -172,10 +179,10 @@ class Runtime:
                 log.warning("closing a worker resource failed", exc_info=True)
 
 
-def redis_client_for(url: str) -> redis.Redis:
-    """A Redis client that never blocks forever on a half-open socket."""
-    return redis.Redis.from_url(
-        url,
+def redis_client_for(target: RedisTarget | str) -> redis.Redis:
+    """A Redis client that never blocks on a half-open socket and follows a Sentinel failover."""
+    return connect_redis(
+        target,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
         socket_keepalive=True,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_AUDIENCE = "lfx-v2-project-service"
 COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
+QUERY_AUDIENCE = "lfx-v2-query-service"
 
 SIGNING_ALGORITHM = "PS256"
 DEFAULT_ISSUER = "heimdall"

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 from prometheus_client import Histogram
@@ -187,6 +187,12 @@ class V2Service:
             return {}
         return self._json(response, "PUT", path)
 
+    def search(self, params: dict[str, str], identity: Identity) -> dict[str, Any]:
+        """``GET /{collection}?v=1&…params``: the JSON answer of a listing or search."""
+        path = f"/{self.collection}"
+        response = self._call("GET", path, identity, params=params)
+        return self._json(response, "GET", path)
+
     def delete(self, uid: str, etag: str, identity: Identity) -> None:
         """``DELETE /{collection}/{uid}?v=1`` with ``If-Match`` (204)."""
         self._call("DELETE", self._item_path(uid), identity, if_match=etag)
@@ -225,6 +231,7 @@ class V2Service:
         json_body: dict[str, Any] | None = None,
         if_match: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> requests.Response:
         """Send once; on a 401 refresh the token and send once more; raise on failure.
 
@@ -232,10 +239,12 @@ class V2Service:
         """
         if method != "GET":
             check_write_allowed()
-        response = self._send(method, path, identity, json_body, if_match, extra_headers)
+        response = self._send(method, path, identity, json_body, if_match, extra_headers, params)
         if response.status_code == 401:
             self.minter.invalidate()
-            response = self._send(method, path, identity, json_body, if_match, extra_headers)
+            response = self._send(
+                method, path, identity, json_body, if_match, extra_headers, params
+            )
         if response.status_code >= 300:
             raise self._classify(method, path, response)
         return response
@@ -248,6 +257,7 @@ class V2Service:
         json_body: dict[str, Any] | None,
         if_match: str | None,
         extra_headers: Mapping[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> requests.Response:
         token = self.minter.token(self.audience, identity)
         headers = {"Accept": "application/json", **(extra_headers or {})}
@@ -256,6 +266,8 @@ class V2Service:
         if if_match is not None:
             headers["If-Match"] = if_match
         url = f"{self.base_url}{path}?{API_VERSION_QUERY}"
+        if params:
+            url += "&" + urlencode(params)
         started = time.perf_counter()
         try:
             response = self._session().request(

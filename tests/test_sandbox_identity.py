@@ -78,6 +78,7 @@ def test_env_points_every_service_at_the_sandbox(sandbox: Sandbox) -> None:
         "HEIMDALL_JWKS_URL": sandbox.url + "/.well-known/jwks",
         "AUTH0_BASE_URL": sandbox.url,
         "LFX_API_GW": sandbox.url + "/",
+        "QUERY_SERVICE_URL": sandbox.url,
     }
     assert sandbox.url.startswith("http://127.0.0.1:")
 

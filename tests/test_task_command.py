@@ -5,7 +5,6 @@ metrics summed over the pool's processes, and the probe's ``inspect ping``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,17 +22,12 @@ from sandbox.servers import NatsServer, ValkeyServer, free_port
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats
+from tests.worker_process import base_env
 
 KID = "command-kid"
 AUTH0_CLIENT = "command-client"
 REPO = Path(__file__).resolve().parent.parent
 DEADLINE = 45.0
-
-
-def base_env() -> dict[str, str]:
-    """The environment without any of our settings (a developer's may set some)."""
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
-    return {name: os.environ[name] for name in keep if name in os.environ}
 
 
 def test_bad_configuration_exits_2_naming_the_variable() -> None:

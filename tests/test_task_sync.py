@@ -225,6 +225,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
                 redis_url=valkey.url,
                 project_service_url=sandbox.url,
                 committee_service_url=sandbox.url,
+                query_service_url=sandbox.url,
                 heimdall_private_key=rsa_pems["heimdall"],
                 heimdall_key_id=KID,
                 heimdall_jwks_url=sandbox.env()["HEIMDALL_JWKS_URL"],
@@ -660,6 +661,80 @@ def test_committees_are_skipped_without_a_committee_service(st: Stack) -> None:
         assert st.outcomes.of(key)[-1].__dict__["reason"] == "no_committee_service"
     finally:
         st.runtime.committees = service
+
+
+# --- lost create answers (the query service) ---------------------------------------
+
+
+def synced_project(st: Stack) -> tuple[dict[str, Any], str]:
+    project_key, project = new_project()
+    assert st.sync(project_key, st.put(project_key, project)) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    assert uid is not None
+    return project, uid
+
+
+def test_a_committee_create_whose_answer_was_lost_is_adopted_on_retry(st: Stack) -> None:
+    project, project_uid = synced_project(st)
+    key, committee = new_committee(project["sfid"])
+    # V2 creates the committee, then the connection drops before the answer.
+    st.sandbox.inject_fault("POST", "/committees", status=None, drop="after")
+    revision = st.put(key, committee)
+    assert st.sync(key, revision) in ("unchanged", "updated")
+    (created,) = st.sandbox.committees_of(project_uid)  # no duplicate
+    assert [r.status for r in st.v2_requests("POST", "/committees")] == [201, 409]
+    assert st.mapping(f"committee.sfid.{committee['sfid']}") == created["uid"]
+    assert st.mapping(f"committee.uid.{created['uid']}") == committee["sfid"]
+    (lookup,) = st.v2_requests("GET", "/query/resources")
+    assert lookup.claims["aud"] == "lfx-v2-query-service"
+    assert lookup.query["parent"] == f"project:{project_uid}"
+
+
+def test_adoption_retries_while_the_query_index_catches_up(st: Stack) -> None:
+    project, project_uid = synced_project(st)
+    key, committee = new_committee(project["sfid"])
+    st.runtime.settings = st.runtime.settings.model_copy(update={"sync_retry_max": 30})
+    st.sandbox.set_query_index_delay(0.6)
+    try:
+        st.sandbox.inject_fault("POST", "/committees", status=None, drop="after")
+        revision = st.put(key, committee)
+        assert st.sync(key, revision) in ("unchanged", "updated")
+    finally:
+        st.sandbox.set_query_index_delay(0.0)
+    assert len(st.sandbox.committees_of(project_uid)) == 1
+    lookups = st.v2_requests("GET", "/query/resources")
+    assert len(lookups) >= 2  # at least one answer came before the index listed it
+
+
+def test_a_lost_committee_create_without_query_service_says_what_to_do(st: Stack) -> None:
+    project, project_uid = synced_project(st)
+    key, committee = new_committee(project["sfid"])
+    query, st.runtime.query = st.runtime.query, None
+    try:
+        st.sandbox.inject_fault("POST", "/committees", status=None, drop="after")
+        revision = st.put(key, committee)
+        assert st.sync(key, revision) == "dead_lettered"
+    finally:
+        st.runtime.query = query
+    letter = st.dead_letters().get(task_id_for(key, revision))
+    assert letter is not None
+    assert letter.error_kind == "committee_conflict"
+    assert "QUERY_SERVICE_URL is not set" in letter.error_message
+    assert "re-queue" in letter.error_message
+    assert len(st.sandbox.committees_of(project_uid)) == 1
+
+
+def test_a_committee_name_synced_from_another_v1_committee_is_dead_lettered(st: Stack) -> None:
+    project, project_uid = synced_project(st)
+    first_key, first = new_committee(project["sfid"])
+    assert st.sync(first_key, st.put(first_key, first)) == "created"
+    key, twin = new_committee(project["sfid"])  # same name, another V1 committee
+    revision = st.put(key, twin)
+    assert st.sync(key, revision) == "dead_lettered"
+    letter = st.dead_letters().get(task_id_for(key, revision))
+    assert letter is not None
+    assert letter.error_kind == "committee_name_taken"
+    assert len(st.sandbox.committees_of(project_uid)) == 1
 
 
 # --- durable state and the reconciler ------------------------------------------------
