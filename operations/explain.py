@@ -34,6 +34,7 @@ from tasks.mapping import field_changes
 from tasks.mapping_store import MappingStore
 from tasks.objects import ALREADY_GONE_REASON, Desired, ObjectKind, planned_update
 from tasks.organizations import organization_directory_from_settings
+from tasks.query_service import query_service
 from tasks.record_ids import check_key_id
 from tasks.report import OTHER_OBJECT_TYPE, RunReport
 from tasks.runtime import Runtime, redis_client_for
@@ -136,6 +137,7 @@ def open_dry_runtime(settings: WorkerSettings) -> Runtime:
             minter=minter,
             projects=project_service(settings, minter),
             committees=committee_service(settings, minter),
+            query=query_service(settings, minter),
             users=user_directory_from_settings(settings, nats, auth0, cache_writes=False),
             organizations=organization_directory_from_settings(
                 settings, nats, auth0, cache_writes=False
