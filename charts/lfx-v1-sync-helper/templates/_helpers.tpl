@@ -74,6 +74,17 @@ app.kubernetes.io/component: {{ .component }}
 - name: REDIS_URL
   value: {{ .Values.config.redisUrl | quote }}
 {{- end }}
+{{- if .Values.config.redisSentinelMaster }}
+- name: REDIS_SENTINEL_MASTER
+  value: {{ .Values.config.redisSentinelMaster | quote }}
+{{- end }}
+{{- if .Values.config.redisSentinelPasswordSecret.name }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.config.redisSentinelPasswordSecret.name }}
+      key: {{ .Values.config.redisSentinelPasswordSecret.key }}
+{{- end }}
 - name: V1_OBJECTS_BUCKET
   value: {{ .Values.nats.objectsBucket.name | quote }}
 - name: V1_MAPPINGS_BUCKET
