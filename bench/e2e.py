@@ -249,6 +249,27 @@ class Bench:
                 pids[name] = server.process.pid
         return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
+    def start_profiler(self, phase: str) -> subprocess.Popen[bytes] | None:
+        """``py-spy record`` of the worker's GIL holder for one phase (``--profile-dir``)."""
+        if not self.args.profile_dir or phase == "warm-up":
+            return None
+        out = Path(self.args.profile_dir) / f"worker-{phase}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        worker = self.processes.children["worker"].pid
+        argv = ["py-spy", "record", "--gil", "--format", "raw", "--rate", "250"]
+        profiler = subprocess.Popen(
+            [*argv, "--pid", str(worker), "--output", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attaches before the phase starts
+        return profiler
+
+    def stop_profiler(self, profiler: subprocess.Popen[bytes] | None) -> None:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
+
     def fake_stats(self) -> dict[str, Any]:
         return dict(self.http.get(f"{self.fake_url}/_bench/stats", timeout=10).json())
 
@@ -285,12 +306,14 @@ class Bench:
         """Put ``values`` and wait for as many ``outcome``; timed from the first put."""
         before = outcome_counts(self.redis)
         self.reset_fake()
+        profiler = self.start_profiler(name)
         cpu_before = self.process_cpu()
         started = time.monotonic()
         await self.put_all(js, OBJECTS, values)
         await asyncio.to_thread(self.wait_outcomes, before, outcome, len(values))
         seconds = time.monotonic() - started
         cpu_after = self.process_cpu()
+        self.stop_profiler(profiler)
         stats = self.fake_stats()
         return Phase(
             name=name,
@@ -610,6 +633,9 @@ def main() -> None:
         action="append",
         default=[],
         help="extra argument of v1-sync-helper worker (repeat), e.g. --worker-arg=-c16",
+    )
+    parser.add_argument(
+        "--profile-dir", help="record py-spy profiles of the worker per phase (needs py-spy)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
