@@ -25,6 +25,7 @@ from sync_core.broker import (
 )
 from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
+from tasks.broker_transport import transport_for
 
 APP_NAME = "v1-sync-helper"
 TASK_MODULES = ["tasks.sync"]
@@ -48,6 +49,8 @@ app.conf.update(
     # A broker restart or failover is waited out, however long it takes: the
     # worker reconnects (backoff up to 30 s) instead of exiting after 100 tries.
     broker_connection_retry=True,
+    # One reused Redis client for kombu's acks and events (see tasks.broker_transport).
+    broker_transport=transport_for(APP_SETTINGS.redis_target),
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
     task_default_queue=APP_SETTINGS.celery_queue,
