@@ -44,7 +44,7 @@ from nats.aio.msg import Msg
 
 from sandbox.api_error import ApiError
 from sandbox.auth import CLOCK_SKEW_SECONDS, HEIMDALL_ALGORITHM, HEIMDALL_ISSUER
-from sandbox.slug_responder import SLUG_TO_UID_SUBJECT
+from sandbox.nats_responder import SLUG_TO_UID_SUBJECT
 from sandbox.validation import READ_ONLY_FIELDS, validate_project
 
 PROJECT_AUDIENCE = "lfx-v2-project-service"

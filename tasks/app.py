@@ -25,7 +25,7 @@ from sync_core.broker import (
 )
 from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
-from tasks.broker_transport import transport_for
+from tasks import broker_transport
 
 APP_NAME = "v1-sync-helper"
 TASK_MODULES = ["tasks.sync"]
@@ -39,6 +39,8 @@ APP_SETTINGS = load_settings(AppSettings)
 
 # Without it a Redis restart under held tasks ends the worker (see the module).
 kombu_redis_fix.apply()
+# One reused Redis client for kombu's acks, index updates and Flower events.
+broker_transport.apply()
 
 app = Celery(APP_NAME, include=TASK_MODULES)
 app.conf.update(
@@ -49,8 +51,6 @@ app.conf.update(
     # A broker restart or failover is waited out, however long it takes: the
     # worker reconnects (backoff up to 30 s) instead of exiting after 100 tries.
     broker_connection_retry=True,
-    # One reused Redis client for kombu's acks and events (see tasks.broker_transport).
-    broker_transport=transport_for(APP_SETTINGS.redis_target),
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
     task_default_queue=APP_SETTINGS.celery_queue,

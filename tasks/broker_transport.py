@@ -1,4 +1,4 @@
-"""kombu's Redis transports with one reused client per channel for its commands.
+"""kombu's Redis channel reusing one client per connection pool for its commands.
 
 kombu's Redis channel builds a new ``redis.Redis`` object for nearly every
 command it sends outside the BRPOP loop (``Channel.conn_or_acquire``): each
@@ -7,14 +7,15 @@ object shares the channel's connection pool, so only its construction is
 new, and that costs: building the response-callback table took about a sixth
 of the worker's consumer thread (three events and two index updates per task).
 
-These channels keep one client per connection pool and hand it out instead.
-A ``redis.Redis`` over a pool is thread-safe (every command takes a pool
-connection), commands and replies are the same, and a new pool (after a
-reconnect or a Sentinel failover) gets a new client. Every scheme
-``sync_core.redis_connection`` accepts has its transport here: ``redis://`` and
-``rediss://`` (kombu serves both with one transport) and ``sentinel://``.
-The detached-transport fix of ``sync_core.kombu_redis_fix`` patches kombu's
-base channel, so these subclasses inherit it.
+``apply()`` makes the channel keep one client per connection pool and hand it
+out instead. A ``redis.Redis`` over a pool is thread-safe (every command takes
+a pool connection), commands and replies are the same, and a new pool (after a
+reconnect or a Sentinel failover) gets a new client. It patches kombu's base
+channel in place, like ``sync_core.kombu_redis_fix``, rather than naming a
+transport class of our own: every scheme of ``sync_core.redis_connection``
+(``redis``, ``rediss``, ``sentinel``, whose channel subclasses the base one)
+gets it, and Celery's log lines keep the broker URL's own scheme
+("Connected to redis://…", which operators and tests look for).
 """
 
 from __future__ import annotations
@@ -25,56 +26,33 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
-from sync_core.redis_connection import SENTINEL_SCHEME, TLS_SCHEME, RedisTarget, as_target
-
-TRANSPORT_PATH = "tasks.broker_transport:Transport"
-SENTINEL_TRANSPORT_PATH = "tasks.broker_transport:SentinelTransport"
-PLAIN_SCHEMES = frozenset({"redis", TLS_SCHEME})
+_PATCHED_MARK = "_v1sync_shared_client"
+_SHARED_ATTRIBUTE = "_v1sync_client"
 
 
-class SharedClientMixin:
-    """``conn_or_acquire`` that hands out one client per pool instead of a new one per call."""
-
-    _shared_client: Any = None
-    pool: Any
-
-    def _create_client(self, asynchronous: bool = False) -> Any:  # provided by kombu's Channel
-        raise NotImplementedError
-
-    @contextmanager
-    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
-        if client:
-            yield client
-            return
-        shared = self._shared_client
-        if shared is None or shared.connection_pool is not self.pool:
-            shared = self._shared_client = self._create_client()
-        yield shared
+@contextmanager
+def _conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+    """kombu's ``conn_or_acquire``: the given client, else the one client of the current pool."""
+    if client:
+        yield client
+        return
+    shared = getattr(self, _SHARED_ATTRIBUTE, None)
+    if shared is None or shared.connection_pool is not self.pool:
+        shared = self._create_client()
+        setattr(self, _SHARED_ATTRIBUTE, shared)
+    yield shared
 
 
-class Channel(SharedClientMixin, kombu_redis.Channel):  # type: ignore[misc]
-    """kombu's Redis channel reusing one client for its own commands."""
+setattr(_conn_or_acquire, _PATCHED_MARK, True)
 
 
-class SentinelChannel(SharedClientMixin, kombu_redis.SentinelChannel):  # type: ignore[misc]
-    """kombu's Sentinel channel reusing one client (per master pool) for its own commands."""
+def apply() -> None:
+    """Make kombu's Redis channels reuse one client per pool (idempotent)."""
+    channel_class: Any = kombu_redis.Channel
+    if not is_applied():
+        channel_class.conn_or_acquire = _conn_or_acquire
 
 
-class Transport(kombu_redis.Transport):
-    """kombu's Redis transport (``redis://``, ``rediss://``) with ``Channel`` above."""
-
-    Channel = Channel
-
-
-class SentinelTransport(kombu_redis.SentinelTransport):
-    """kombu's Sentinel transport with ``SentinelChannel`` above."""
-
-    Channel = SentinelChannel
-
-
-def transport_for(target: RedisTarget | str) -> str | None:
-    """The ``broker_transport`` for ``target``'s scheme; None (kombu's own) for another."""
-    scheme = as_target(target).scheme
-    if scheme == SENTINEL_SCHEME:
-        return SENTINEL_TRANSPORT_PATH
-    return TRANSPORT_PATH if scheme in PLAIN_SCHEMES else None
+def is_applied() -> bool:
+    """Whether ``apply()`` has patched kombu's Redis channel in this process."""
+    return bool(getattr(kombu_redis.Channel.conn_or_acquire, _PATCHED_MARK, False))
