@@ -26,6 +26,7 @@ from sync_core.broker import (
 from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
 from tasks import broker_transport
+from tasks.event_batching import EventBatching
 
 APP_NAME = "v1-sync-helper"
 TASK_MODULES = ["tasks.sync"]
@@ -74,6 +75,8 @@ app.conf.update(
     worker_hijack_root_logger=False,
     enable_utc=True,
 )
+# Task events for Flower leave in batches on a timer (see tasks.event_batching).
+app.steps["consumer"].add(EventBatching)
 
 
 CELERY_TRACE_LOGGER = "celery.app.trace"
