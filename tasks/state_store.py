@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-import nats.errors
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from sync_core.nats_client import SyncNats
@@ -26,7 +26,8 @@ from sync_core.sync_state import (
 )
 
 # Listing the children of one parent ends when the watcher is idle this long.
-LIST_IDLE_TIMEOUT = 5.0
+# A listing of parked children: one stream-info request and a read per child.
+LIST_TIMEOUT = 15.0
 
 
 class StateStore:
@@ -92,28 +93,31 @@ class StateStore:
         self._nats.run(kv.purge(parked_key(parent_key, child_key)))
 
     def parked_children(self, parent_key: str) -> list[ParkedChild]:
-        """Every child waiting for ``parent_key`` (one filtered watch, values included)."""
+        """Every child waiting for ``parent_key``.
+
+        One stream-info request lists the index keys (no consumer is created:
+        this runs after every successful sync, and most find nothing), then each
+        child's entry is read.
+        """
         # The bucket handle first: looking it up inside the coroutine would block its own loop.
         kv = self._nats.kv(self.bucket)
-        return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_IDLE_TIMEOUT * 3)
+        return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_TIMEOUT)
 
     async def _list_parked(self, kv: KeyValue, parent_key: str) -> list[ParkedChild]:
-        watcher = await kv.watch(parked_filter(parent_key), ignore_deletes=True)
+        subject_prefix = f"$KV.{self.bucket}."
+        info = await self._nats.js.stream_info(
+            f"KV_{self.bucket}", subjects_filter=subject_prefix + parked_filter(parent_key)
+        )
         children: list[ParkedChild] = []
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except nats.errors.TimeoutError:
-                    break
-                if entry is None:
-                    break
-                try:
-                    children.append(ParkedChild.from_bytes(bytes(entry.value or b"")))
-                except ValueError:
-                    continue
-        finally:
-            await watcher.stop()
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                entry = await kv.get(subject[len(subject_prefix) :])
+            except KeyNotFoundError:
+                continue  # released already: a delete marker keeps the subject listed
+            try:
+                children.append(ParkedChild.from_bytes(bytes(entry.value or b"")))
+            except ValueError:
+                continue
         return children
 
 

@@ -360,9 +360,12 @@ def release_children(runtime: Runtime, report: RunReport) -> None:
     # Children wait for the mapping the run writes for itself (``project.sfid.…``).
     parent_key = KINDS[object_type].sfid_prefix + report.sfid
     for child in runtime.state.parked_children(parent_key):
+        # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
+        # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
         app.send_task(
             SYNC_TASK_NAME,
             args=[child.key, child.revision, "PUT"],
+            kwargs={"force": True},
             task_id=task_id_for(child.key, child.revision),
         )
         log.info(
