@@ -72,6 +72,9 @@ PUT = "PUT"
 # The lease is renewed this often (at most), and lives three renewals.
 LEASE_RENEW_MAX = 10.0
 LEASE_TTL_RENEWALS = 3
+# But never shorter than this: a loaded event loop must not lose the lease to a
+# stall of a few hundred milliseconds (a stopped reconciler releases it at once).
+LEASE_TTL_MIN = 5.0
 # A listing whose ordered consumer delivers nothing for this long has stalled.
 LIST_IDLE_TIMEOUT = 30.0
 # Parent mapping lookups of parked children, in flight at once.
@@ -95,7 +98,7 @@ class ReconcileTuning:
     @property
     def lease_ttl(self) -> float:
         """Seconds the lease lives without renewal."""
-        return self.renew_every * LEASE_TTL_RENEWALS
+        return max(LEASE_TTL_MIN, self.renew_every * LEASE_TTL_RENEWALS)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
 from sync_core.keys import ObjectType, parse_key
+from sync_core.nats_client import LISTING_CONSUMER_TTL
 
 PUT = "PUT"
 # A committee's task needs its project's mapping; members need their committee's.
@@ -115,7 +116,12 @@ async def _list(url: str, bucket: str, prefix: str) -> list[KvChange]:
         kv = await _bucket(nc, bucket)
         # Last value per key, headers only (no payloads), deletes skipped: the
         # cheapest way nats-py offers to get every live key with its revision.
-        watcher = await kv.watch(watch_subject(prefix), ignore_deletes=True, meta_only=True)
+        watcher = await kv.watch(
+            watch_subject(prefix),
+            ignore_deletes=True,
+            meta_only=True,
+            inactive_threshold=LISTING_CONSUMER_TTL,
+        )
         found: list[KvChange] = []
         try:
             while True:

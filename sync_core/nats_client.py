@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 OBJECTS_BUCKET_HISTORY = 20
 DEFAULT_TIMEOUT = 10.0
+# Inactive threshold (seconds) of the consumer behind a one-off KV listing: the
+# server deletes it this long after the listing ends (stopping a nats-py watcher
+# does not, and its default of 5 minutes lets listings pile consumers up).
+LISTING_CONSUMER_TTL = 10.0
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from sync_core.broker import task_id_for
-from sync_core.nats_client import SyncNats
+from sync_core.nats_client import LISTING_CONSUMER_TTL, SyncNats
 from sync_core.sync_state import CAS_ATTEMPTS, DEAD_LETTER_PREFIX, dead_letter_key
 from tasks.errors import BODY_EXCERPT_CHARS
 
@@ -238,7 +238,11 @@ class DeadLetterStore:
         return self._nats.run(self._list(self._kv), timeout=LIST_TIMEOUT)
 
     async def _list(self, kv: KeyValue) -> StoredLetters:
-        watcher = await kv.watch(f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True)
+        # A short inactive threshold: the server drops the listing's consumer soon
+        # after (stopping a watcher does not delete it; the default keeps it 5 min).
+        watcher = await kv.watch(
+            f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_TTL
+        )
         found: StoredLetters = []
         try:
             while True:

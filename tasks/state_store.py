@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -31,8 +30,8 @@ from sync_core.sync_state import (
     read_state,
 )
 
-# Listing the children of one parent ends when the watcher is idle this long.
-LIST_IDLE_TIMEOUT = 5.0
+# A listing of parked children: one stream-info request and a read per child.
+LIST_TIMEOUT = 15.0
 # A sync state and the KV revision it was read or written at.
 Versioned = tuple[SyncState, int]
 # How nats-py names a KV bucket's stream and subjects.
@@ -162,19 +161,20 @@ class StateStore:
         self._nats.run(kv.purge(parked_key(parent_key, child_key)))
 
     def parked_children(self, parent_key: str, probe: bool = True) -> list[ParkedChild]:
-        """Every child waiting for ``parent_key`` (one filtered watch, values included).
+        """Every child waiting for ``parent_key``.
 
-        A watch creates a consumer on the server (several API round trips), so
-        one stream lookup first asks whether any index entry (or the purge
-        marker of a removed one) exists under the parent at all: for the
-        parents nobody ever waited for, nearly all of them, that is the answer.
+        One stream-info request lists the index keys (no consumer is created),
+        then each child's entry is read. This runs after every successful sync
+        and nearly all find nothing, so a cheaper probe goes first: one
+        ``next_by_subj`` message lookup asks whether any index entry (or the
+        delete marker of a removed one) exists under the parent at all.
         ``probe=False``: the caller asked already (``finish(probe_parked=…)``).
         """
         # The bucket handle first: looking it up inside the coroutine would block its own loop.
         kv = self._nats.kv(self.bucket)
         if probe and not self._nats.run(self._any_parked(parent_key)):
             return []
-        return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_IDLE_TIMEOUT * 3)
+        return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_TIMEOUT)
 
     async def _any_parked(self, parent_key: str) -> bool:
         subject = f"{KV_SUBJECT_PREFIX}{self.bucket}.{parked_filter(parent_key)}"
@@ -187,22 +187,21 @@ class StateStore:
         return True
 
     async def _list_parked(self, kv: KeyValue, parent_key: str) -> list[ParkedChild]:
-        watcher = await kv.watch(parked_filter(parent_key), ignore_deletes=True)
+        subject_prefix = f"{KV_SUBJECT_PREFIX}{self.bucket}."
+        info = await self._nats.js.stream_info(
+            f"{KV_STREAM_PREFIX}{self.bucket}",
+            subjects_filter=subject_prefix + parked_filter(parent_key),
+        )
         children: list[ParkedChild] = []
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except nats.errors.TimeoutError:
-                    break
-                if entry is None:
-                    break
-                try:
-                    children.append(ParkedChild.from_bytes(bytes(entry.value or b"")))
-                except ValueError:
-                    continue
-        finally:
-            await watcher.stop()
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                entry = await kv.get(subject[len(subject_prefix) :])
+            except KeyNotFoundError:
+                continue  # released already: a delete marker keeps the subject listed
+            try:
+                children.append(ParkedChild.from_bytes(bytes(entry.value or b"")))
+            except ValueError:
+                continue
         return children
 
 

@@ -373,9 +373,12 @@ def children_parent_key(report: RunReport) -> str | None:
 def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
     """Enqueue every child parked on ``parent_key``, this key's mapping (it exists now)."""
     for child in runtime.state.parked_children(parent_key, probe=False):
+        # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
+        # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
         app.send_task(
             SYNC_TASK_NAME,
             args=[child.key, child.revision, "PUT"],
+            kwargs={"force": True},
             task_id=task_id_for(child.key, child.revision),
         )
         log.info(

@@ -158,12 +158,18 @@ class KeyPlan:
         return json.dumps({**self.base, "description__c": self.descriptions[index]}).encode()
 
 
+SFID_CHARS = 18
+
+
 def plan_keys(rng: random.Random, config: ChaosConfig, prefix: str) -> list[KeyPlan]:
     """Projects (some children of earlier ones) and committees of those projects."""
     projects = max(1, round(config.keys * (1 - config.committee_fraction)))
     plans: list[KeyPlan] = []
     for index in range(projects):
-        sfid = f"a09{prefix}{index:09d}"[:18]
+        # An 18-character Salesforce id, as the task requires (alphanumeric).
+        sfid = f"a09{prefix}{index:0{SFID_CHARS - 3 - len(prefix)}d}"
+        assert len(sfid) == SFID_CHARS, sfid
+        assert sfid.isalnum(), sfid
         parent = None
         if index and rng.random() < config.child_fraction:
             parent = plans[rng.randrange(index)].sfid

@@ -419,6 +419,25 @@ def test_parked_child_spends_no_budget_and_is_dead_lettered_after_the_parent_wai
     assert st.sandbox.count("POST", "/projects") == 0
 
 
+def test_a_child_dead_lettered_after_the_wait_syncs_when_its_parent_arrives(
+    st: Stack,
+) -> None:
+    st.runtime.settings = st.runtime.settings.model_copy(update={"sync_parent_wait": 0.3})
+    parent_key, parent = new_project()
+    key, child = new_project(parent=parent["sfid"])
+    revision = st.put(key, child)
+    assert st.sync(key, revision) == "parked"
+    time.sleep(0.4)  # the parent wait itself is what is tested
+    st.publish(key, revision)  # the reconciler's re-drive once the wait is over
+    assert st.wait_final(key, revision, count=2) == "dead_lettered"
+
+    # The parent is late, not missing: its run releases the child, which syncs.
+    assert st.sync(parent_key, st.put(parent_key, parent)) == "created"
+    assert st.wait_final(key, revision, count=3) == "created"
+    assert st.dead_letters().get(task_id_for(key, revision)) is None
+    assert st.state(key).outcome == "created"
+
+
 def test_same_key_and_revision_twice_gives_one_post(st: Stack) -> None:
     key, project = new_project()
     revision = st.put(key, project)
