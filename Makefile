@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 IMAGE  ?= lfx-v1-sync-helper:dev
 
-.PHONY: run test check lint format test-coverage bench bench-reconcile chaos build docker-build docker-run clean
+.PHONY: run test check lint format test-coverage bench bench-e2e bench-reconcile chaos build docker-build docker-run clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
@@ -61,3 +61,9 @@ docker-run:
 
 clean:
 	rm -rf $(VENV) .run build dist *.egg-info
+
+# End to end: bridge + worker against a sequential loop (see bench/e2e.py).
+# Quick by default; e.g. `make bench-e2e E2E_ARGS="--count 1500"`.
+E2E_ARGS ?=
+bench-e2e: $(STAMP)
+	$(BIN)/python -m bench.e2e $(E2E_ARGS)

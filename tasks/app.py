@@ -25,6 +25,8 @@ from sync_core.broker import (
 )
 from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
+from tasks import broker_transport
+from tasks.event_batching import EventBatching
 
 APP_NAME = "v1-sync-helper"
 TASK_MODULES = ["tasks.sync"]
@@ -38,6 +40,8 @@ APP_SETTINGS = load_settings(AppSettings)
 
 # Without it a Redis restart under held tasks ends the worker (see the module).
 kombu_redis_fix.apply()
+# One reused Redis client for kombu's acks, index updates and Flower events.
+broker_transport.apply()
 
 app = Celery(APP_NAME, include=TASK_MODULES)
 app.conf.update(
@@ -71,6 +75,8 @@ app.conf.update(
     worker_hijack_root_logger=False,
     enable_utc=True,
 )
+# Task events for Flower leave in batches on a timer (see tasks.event_batching).
+app.steps["consumer"].add(EventBatching)
 
 
 CELERY_TRACE_LOGGER = "celery.app.trace"

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
+from typing import Any
 
 from sync_core.sync_state import KeyLease as LeaseRecord
 from sync_core.sync_state import SyncState
@@ -94,6 +95,11 @@ class KeyLock:
         self.held = False
         self.lost = False
         self.state: SyncState = SyncState(key)
+        # The entry ``acquire(read=…)`` read alongside the state (None: absent or not read).
+        self.entry: Any = None
+        self.refused = False
+        # The KV revision of ``state``, as last read or written by this lease.
+        self.revision = 0
         self._valid_until = 0.0
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -102,26 +108,42 @@ class KeyLock:
     def __repr__(self) -> str:
         return f"KeyLock(key={self.key!r}, held={self.held})"
 
-    def acquire(self) -> bool:
-        """Take the lease if no live run holds it; True when we hold it now."""
-        started = self._clock()
-        refused = False
+    def acquire(
+        self,
+        read: str | None = None,
+        wanted: Callable[[SyncState, Any], bool] | None = None,
+    ) -> bool:
+        """Take the lease if no live run holds it; True when we hold it now.
 
-        def take(state: SyncState) -> SyncState | None:
-            nonlocal refused
-            refused = (
+        ``read``: a bucket whose entry of the same key is read in the same
+        round trip as the state (``StateStore.modify_reading``), kept as
+        ``entry``: the value the run syncs, never older than the state the
+        lease was taken on. ``wanted(state, entry)`` False leaves the lease
+        untaken (a duplicate or superseded run needs none); ``refused`` tells
+        that case from a lease another run holds.
+        """
+        started = self._clock()
+        self.refused = False
+
+        def take(state: SyncState, entry: Any = None) -> SyncState | None:
+            self.refused = (
                 state.lease_live(self._clock())
                 and state.lease is not None
                 and (state.lease.token != self.token)
             )
-            if refused:
+            if self.refused or (wanted is not None and not wanted(state, entry)):
                 return None
             return replace(state, lease=LeaseRecord(self.token, self._clock() + self.ttl))
 
-        state = self._store.modify(self.key, take)
-        if refused:
+        if read is None:
+            state, revision = self._store.modify_versioned(self.key, take)
+        else:
+            (state, revision), self.entry = self._store.modify_reading(
+                self.key, take, read, self.key
+            )
+        self.state, self.revision = state, revision
+        if self.refused or state.lease is None or state.lease.token != self.token:
             return False
-        self.state = state
         self.held = True
         self._valid_until = started + self.ttl
         return True
@@ -138,7 +160,9 @@ class KeyLock:
                 return None
             return replace(state, lease=LeaseRecord(self.token, self._clock() + self.ttl))
 
-        self._store.modify(self.key, extend)
+        state, revision = self._store.modify_versioned(self.key, extend)
+        if not taken_over:
+            self.state, self.revision = state, revision
         if taken_over:
             self.lost = True
             log.warning("key lease taken over by another run", extra={"key": self.key})
@@ -154,6 +178,10 @@ class KeyLock:
         """Raise ``LeaseLost`` unless ``valid()``."""
         if not self.valid():
             raise LeaseLost(self.key)
+
+    def known(self) -> tuple[SyncState, int] | None:
+        """The state and revision this lease last wrote, while held (to save a read)."""
+        return (self.state, self.revision) if self.held else None
 
     def forget(self) -> None:
         """The terminal state write dropped the lease already: nothing left to release."""

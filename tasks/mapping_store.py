@@ -14,9 +14,11 @@ tombstone ``!del``: "deleted on purpose", which is not the same as absent
 ("never synced"). ``get`` and the typed lookups read a tombstone as no
 mapping (nothing may point at a deleted object); ``read`` shows it.
 
-Nothing is cached in the process: another worker may write a mapping at any
-moment (a parent created after its child's first attempt), and a KV read
-costs well under a millisecond.
+Nothing is cached across runs: another worker may write a mapping at any
+moment (a parent created after its child's first attempt). Within one run,
+``remembering(key)`` reads the run's own forward mapping once and answers
+later reads of that key from memory: only a run holding the key's lease
+writes it, and this run's own writes update the remembered value.
 
 Every key is checked before it is used (``sync_core.keys.check_kv_key``):
 ids are validated at the edge (``tasks.record_ids``), so a key that still fails
@@ -28,7 +30,9 @@ connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextvars
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from nats.js.errors import APIError
 
@@ -47,6 +51,11 @@ MEMBER_UID = "committee_member.uid."
 MEMBER_PLACE_SEPARATOR = ":"
 TOMBSTONE = "!del"
 
+# The mappings the current run remembers: key -> raw value (None: absent).
+_remembered: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(
+    "v1sync_remembered_mappings", default=None
+)
+
 
 class MappingStore:
     """Read and write the mappings through the process's NATS facade.
@@ -63,8 +72,28 @@ class MappingStore:
     def __repr__(self) -> str:
         return f"MappingStore(bucket={self.bucket!r})"
 
+    @contextmanager
+    def remembering(self, key: str) -> Iterator[None]:
+        """Within the block, ``key`` is read once and answered from memory (see the module).
+
+        Only for a key no other run writes meanwhile: the run's own mapping under its lease.
+        """
+        known = dict(_remembered.get() or {})
+        known[key] = self._read_stored(key)
+        token = _remembered.set(known)
+        try:
+            yield
+        finally:
+            _remembered.reset(token)
+
     def read(self, key: str) -> str | None:
         """The mapping's raw value (the tombstone included), or None when absent or empty."""
+        known = _remembered.get()
+        if known is not None and key in known:
+            return known[key]
+        return self._read_stored(key)
+
+    def _read_stored(self, key: str) -> str | None:
         _check_keys([key])
         entry = self._nats.kv_get(self.bucket, key)
         if entry is None or not entry.value:
@@ -100,14 +129,20 @@ class MappingStore:
         try:
             self._nats.run(delete_if_unchanged())
         except APIError:  # KeyWrongLastSequenceError: rewritten since we read it
+            _forget(key)
             return False
+        _note({key: None})
         return True
 
     def put(self, key: str, value: str) -> None:
         """Write one mapping (last write wins), only while the run's lease holds."""
         _check_keys([key])
         check_write_allowed()
-        self._nats.kv_put(self.bucket, key, value.encode("utf-8"))
+        try:
+            self._nats.kv_put(self.bucket, key, value.encode("utf-8"))
+        finally:
+            _forget(key)
+        _note({key: value})
 
     def put_many(self, values: dict[str, str]) -> None:
         """Write several mappings in one round trip (concurrently, so in no set order).
@@ -123,7 +158,13 @@ class MappingStore:
                 *(kv.put(key, value.encode("utf-8")) for key, value in values.items())
             )
 
-        self._nats.run(put_all())
+        try:
+            self._nats.run(put_all())
+        finally:
+            # Some may have been written even when one failed: read them again.
+            for key in values:
+                _forget(key)
+        _note(values)
 
     def project_uid(self, sfid: str) -> str | None:
         """The V2 uid of the project with V1 ``sfid``."""
@@ -181,6 +222,22 @@ class MappingStore:
                 MEMBER_SFID + sfid: f"{committee_uid}{MEMBER_PLACE_SEPARATOR}{member_uid}",
             }
         )
+
+
+def _note(values: Mapping[str, str | None]) -> None:
+    """This run wrote ``values``: remembered keys among them now hold these."""
+    known = _remembered.get()
+    if known is not None:
+        for key, value in values.items():
+            if key in known:
+                known[key] = (value or "").strip() or None
+
+
+def _forget(key: str) -> None:
+    """Read ``key`` from the bucket again (its value is not known for sure)."""
+    known = _remembered.get()
+    if known is not None:
+        known.pop(key, None)
 
 
 def _check_keys(keys: Iterable[str]) -> None:

@@ -7,14 +7,19 @@ each other.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from sync_core.keys import check_kv_key
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import (
+    CAS_ATTEMPTS,
+    ConcurrentUpdate,
     ParkedChild,
     PendingRun,
     RunState,
@@ -25,9 +30,13 @@ from sync_core.sync_state import (
     read_state,
 )
 
-# Listing the children of one parent ends when the watcher is idle this long.
 # A listing of parked children: one stream-info request and a read per child.
 LIST_TIMEOUT = 15.0
+# A sync state and the KV revision it was read or written at.
+Versioned = tuple[SyncState, int]
+# How nats-py names a KV bucket's stream and subjects.
+KV_STREAM_PREFIX = "KV_"
+KV_SUBJECT_PREFIX = "$KV."
 
 
 class StateStore:
@@ -54,10 +63,60 @@ class StateStore:
         """Compare-and-set ``change`` onto the key's state (see ``sync_state.modify``)."""
         return self._nats.run(modify(self._nats.kv(self.bucket), key, change))
 
+    def modify_versioned(
+        self,
+        key: str,
+        change: Callable[[SyncState], SyncState | None],
+        known: Versioned | None = None,
+    ) -> Versioned:
+        """``modify`` returning the KV revision too; ``known`` saves the first read.
+
+        ``known`` is a state and revision this process wrote or read (a run's
+        lease): the first compare-and-set is conditioned on it, and only when
+        the state changed since is it read again.
+        """
+        kv = self._nats.kv(self.bucket)
+        return self._nats.run(_modify_versioned(kv, key, change, known))
+
+    def modify_reading(
+        self,
+        key: str,
+        change: Callable[[SyncState, Any], SyncState | None],
+        bucket: str,
+        entry_key: str,
+    ) -> tuple[Versioned, Any]:
+        """``modify`` whose ``change`` also sees the current entry of ``entry_key`` in ``bucket``.
+
+        Each try reads the state and the entry in one round trip (concurrently),
+        so the entry is never older than the state revision the compare-and-set
+        is conditioned on: a run that takes the key's lease with it has read
+        the value after any run that held the lease before. ``change`` gets the
+        entry (None when absent or deleted). Returns (the state written or as
+        read with its KV revision, the entry).
+        """
+        check_kv_key(entry_key)
+        state_kv = self._nats.kv(self.bucket)
+        entry_kv = self._nats.kv(bucket)
+        return self._nats.run(_modify_reading(state_kv, key, change, entry_kv, entry_key))
+
     def finish(
-        self, key: str, revision: int, outcome: str, at: float, uid: str | None, token: str | None
-    ) -> tuple[SyncState, SyncState]:
-        """Record a terminal outcome and drop the lease ``token`` held; (before, after)."""
+        self,
+        key: str,
+        revision: int,
+        outcome: str,
+        at: float,
+        uid: str | None,
+        token: str | None,
+        known: Versioned | None = None,
+        probe_parked: str | None = None,
+    ) -> tuple[SyncState, SyncState, bool]:
+        """Record a terminal outcome and drop the lease ``token`` held; (before, after, parked).
+
+        ``known``: see ``modify_versioned``. ``probe_parked``: a parent key
+        whose parked children the caller will release; whether any index entry
+        exists under it is asked in the same round trip (``parked`` is False
+        when not asked).
+        """
         seen: list[SyncState] = []
 
         def change(state: SyncState) -> SyncState:
@@ -67,8 +126,17 @@ class StateStore:
                 after = replace(after, lease=None)
             return after
 
-        after = self.modify(key, change)
-        return seen[0], after
+        kv = self._nats.kv(self.bucket)
+
+        async def both() -> tuple[Versioned, bool]:
+            if probe_parked is None:
+                return await _modify_versioned(kv, key, change, known), False
+            return await asyncio.gather(
+                _modify_versioned(kv, key, change, known), self._any_parked(probe_parked)
+            )
+
+        (after, _), parked = self._nats.run(both())
+        return seen[0], after, parked
 
     def set_pending(self, key: str, pending: PendingRun, token: str | None) -> SyncState:
         """Record an unfinished run (unless a newer revision finished already)."""
@@ -92,21 +160,37 @@ class StateStore:
         kv = self._nats.kv(self.bucket)
         self._nats.run(kv.purge(parked_key(parent_key, child_key)))
 
-    def parked_children(self, parent_key: str) -> list[ParkedChild]:
+    def parked_children(self, parent_key: str, probe: bool = True) -> list[ParkedChild]:
         """Every child waiting for ``parent_key``.
 
-        One stream-info request lists the index keys (no consumer is created:
-        this runs after every successful sync, and most find nothing), then each
-        child's entry is read.
+        One stream-info request lists the index keys (no consumer is created),
+        then each child's entry is read. This runs after every successful sync
+        and nearly all find nothing, so a cheaper probe goes first: one
+        ``next_by_subj`` message lookup asks whether any index entry (or the
+        delete marker of a removed one) exists under the parent at all.
+        ``probe=False``: the caller asked already (``finish(probe_parked=…)``).
         """
         # The bucket handle first: looking it up inside the coroutine would block its own loop.
         kv = self._nats.kv(self.bucket)
+        if probe and not self._nats.run(self._any_parked(parent_key)):
+            return []
         return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_TIMEOUT)
 
+    async def _any_parked(self, parent_key: str) -> bool:
+        subject = f"{KV_SUBJECT_PREFIX}{self.bucket}.{parked_filter(parent_key)}"
+        try:
+            await self._nats.js.get_msg(
+                f"{KV_STREAM_PREFIX}{self.bucket}", seq=1, subject=subject, next=True
+            )
+        except NotFoundError:
+            return False
+        return True
+
     async def _list_parked(self, kv: KeyValue, parent_key: str) -> list[ParkedChild]:
-        subject_prefix = f"$KV.{self.bucket}."
+        subject_prefix = f"{KV_SUBJECT_PREFIX}{self.bucket}."
         info = await self._nats.js.stream_info(
-            f"KV_{self.bucket}", subjects_filter=subject_prefix + parked_filter(parent_key)
+            f"{KV_STREAM_PREFIX}{self.bucket}",
+            subjects_filter=subject_prefix + parked_filter(parent_key),
         )
         children: list[ParkedChild] = []
         for subject in sorted(info.state.subjects or {}):
@@ -119,6 +203,65 @@ class StateStore:
             except ValueError:
                 continue
         return children
+
+
+async def _entry_or_none(kv: KeyValue, key: str) -> Any:
+    try:
+        return await kv.get(key)
+    except KeyNotFoundError:
+        return None
+
+
+async def _write_state(kv: KeyValue, key: str, state: SyncState, revision: int) -> int | None:
+    """Compare-and-set ``state`` over KV revision ``revision``; the new revision, None if lost."""
+    try:
+        if revision == 0:
+            return int(await kv.create(key, state.to_bytes()))
+        return int(await kv.update(key, state.to_bytes(), last=revision))
+    except KeyWrongLastSequenceError:
+        return None
+
+
+async def _modify_versioned(
+    kv: KeyValue,
+    key: str,
+    change: Callable[[SyncState], SyncState | None],
+    known: Versioned | None,
+) -> Versioned:
+    """``sync_state.modify`` with revisions, starting from ``known`` (see ``modify_versioned``)."""
+    for attempt in range(CAS_ATTEMPTS):
+        state, revision = known if attempt == 0 and known is not None else await read_state(kv, key)
+        updated = change(state)
+        if updated is None or updated == state:
+            if attempt == 0 and known is not None:
+                # Nothing to write judged on a remembered state: judge the stored one.
+                continue
+            return state, revision
+        written = await _write_state(kv, key, updated, revision)
+        if written is not None:
+            return updated, written
+    raise ConcurrentUpdate(f"sync state of {key!r} changed under {CAS_ATTEMPTS} writes in a row")
+
+
+async def _modify_reading(
+    state_kv: KeyValue,
+    key: str,
+    change: Callable[[SyncState, Any], SyncState | None],
+    entry_kv: KeyValue,
+    entry_key: str,
+) -> tuple[Versioned, Any]:
+    """``sync_state.modify`` with another entry read alongside the state (``modify_reading``)."""
+    for _ in range(CAS_ATTEMPTS):
+        (state, revision), entry = await asyncio.gather(
+            read_state(state_kv, key), _entry_or_none(entry_kv, entry_key)
+        )
+        updated = change(state, entry)
+        if updated is None or updated == state:
+            return (state, revision), entry
+        written = await _write_state(state_kv, key, updated, revision)
+        if written is not None:
+            return (updated, written), entry
+    raise ConcurrentUpdate(f"sync state of {key!r} changed under {CAS_ATTEMPTS} writes in a row")
 
 
 def parked_pending(revision: int, parent_key: str, since: float) -> PendingRun:

@@ -326,7 +326,7 @@ def remember(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLo
             due = now + (report.countdown or 0.0)
             runtime.state.set_pending(report.key, retry_pending(report.revision, now, due), token)
         elif outcome.value in TERMINAL_OUTCOMES and not report.settled_already:
-            finish(runtime, report, outcome, token)
+            finish(runtime, report, outcome, lease)
         else:
             return
         lease.forget()
@@ -334,10 +334,20 @@ def remember(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLo
         log.warning("could not record the sync state", extra=report.context(), exc_info=True)
 
 
-def finish(runtime: Runtime, report: RunReport, outcome: Outcome, token: str | None) -> None:
+def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock) -> None:
     """Store a terminal outcome and do what follows from it (see ``remember``)."""
-    before, _ = runtime.state.finish(
-        report.key, report.revision, outcome.value, time.time(), report.uid(), token
+    token = lease.token if lease.held else None
+    # Whether children wait on this key's mapping is asked in the same round trip.
+    parent_key = children_parent_key(report) if outcome in MAPPED_OUTCOMES else None
+    before, _, any_parked = runtime.state.finish(
+        report.key,
+        report.revision,
+        outcome.value,
+        time.time(),
+        report.uid(),
+        token,
+        known=lease.known(),
+        probe_parked=parent_key,
     )
     if outcome not in SUCCESSES:
         return
@@ -348,18 +358,21 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, token: str | N
     pending = before.pending
     if pending is not None and pending.parent_key is not None:
         runtime.state.remove_parked(pending.parent_key, report.key)
-    if outcome in MAPPED_OUTCOMES:
-        release_children(runtime, report)
+    if parent_key is not None and any_parked:
+        release_children(runtime, report, parent_key)
 
 
-def release_children(runtime: Runtime, report: RunReport) -> None:
-    """Enqueue every child parked on this key's mapping (it exists now)."""
+def children_parent_key(report: RunReport) -> str | None:
+    """The mapping key children of this run's key park on (``project.sfid.…``), if any."""
     object_type, _ = parse_key(report.key)
     if object_type is None or report.sfid is None:
-        return
-    # Children wait for the mapping the run writes for itself (``project.sfid.…``).
-    parent_key = KINDS[object_type].sfid_prefix + report.sfid
-    for child in runtime.state.parked_children(parent_key):
+        return None
+    return KINDS[object_type].sfid_prefix + report.sfid
+
+
+def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
+    """Enqueue every child parked on ``parent_key``, this key's mapping (it exists now)."""
+    for child in runtime.state.parked_children(parent_key, probe=False):
         # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
         # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
         app.send_task(
@@ -387,16 +400,25 @@ def sync_entry(
     key_id = check_key_id(report.key)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
-    check_fresh(runtime, report, force)
-    if not lease.acquire():
+    check_cached(runtime, report, force)
+    # One round trip reads the durable state and the bucket's entry and takes the
+    # lease, unless the run turns out to be a duplicate or superseded.
+    lease.acquire(
+        read=runtime.settings.v1_objects_bucket,
+        wanted=lambda state, entry: fresh_verdict(report, force, state, entry) is None,
+    )
+    verdict = fresh_verdict(report, force, lease.state, lease.entry)
+    if verdict is not None:
+        raise verdict
+    if not lease.held:
         raise KeyLocked()
     with lease:
-        entry = check_fresh(runtime, report, force, lease.state)
+        entry = lease.entry
         kind = KINDS[object_type]
         _, sfid = parse_key(report.key)
         if report.operation in DELETE_OPERATIONS:
             return run_delete(runtime, report, kind, sfid, None, release_delete_budget)
-        assert entry is not None  # check_fresh ends a PUT whose key is gone
+        assert entry is not None  # fresh_verdict ends a PUT whose key is gone
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
             raise Finished(Outcome.SKIPPED, "revision_not_in_bucket", settled_already=True)
@@ -406,14 +428,16 @@ def sync_entry(
         record = reading.record or {}
         if reading.soft_delete:
             return run_delete(runtime, report, kind, sfid, record, release_delete_budget)
-        if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
-            # Deleted on purpose: a loader re-emitting old rows must not re-create it.
-            TOMBSTONED_UPSERTS.labels(object_type=kind.name).inc()
-            report.sfid = sfid
-            skip(report, "tombstoned", logging.WARNING)
-        identity = runtime.identity_for(record.get("lastmodifiedbyid"))
-        report.username = identity.username
-        outcome = sync_record(runtime, kind, record, identity, report)
+        # The key's own mapping: read once for the tombstone check and the upsert.
+        with runtime.mappings.remembering(kind.sfid_prefix + sfid):
+            if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
+                # Deleted on purpose: a loader re-emitting old rows must not re-create it.
+                TOMBSTONED_UPSERTS.labels(object_type=kind.name).inc()
+                report.sfid = sfid
+                skip(report, "tombstoned", logging.WARNING)
+            identity = runtime.identity_for(record.get("lastmodifiedbyid"))
+            report.username = identity.username
+            outcome = sync_record(runtime, kind, record, identity, report)
         # The outcome is about to be recorded: a run that lost its key meanwhile retries.
         lease.check()
         return outcome
@@ -435,33 +459,36 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
     return object_type
 
 
-def check_fresh(
-    runtime: Runtime, report: RunReport, force: bool, state: SyncState | None = None
-) -> Any:
-    """The key's current KV entry, unless the run is a duplicate or superseded.
+def check_cached(runtime: Runtime, report: RunReport, force: bool) -> None:
+    """``Finished(unchanged)`` when the Redis cache says this revision was synced already.
 
-    Raises ``Finished(unchanged)`` when this revision was synced already (the
-    Redis cache, or the durable ``state`` once the lease is held),
-    ``Finished(skipped)`` when the durable state has it dead-lettered, and
-    ``Finished(superseded)`` when the bucket holds a newer revision, or when a
-    PUT's key has been deleted since (the delete has its own task).
+    Only the cache says so: the durable state is written to match.
+    """
+    if not force and synced_revision(runtime, report.key) >= report.revision:
+        raise Finished(Outcome.UNCHANGED, "already_synced")
+
+
+def fresh_verdict(report: RunReport, force: bool, state: SyncState, entry: Any) -> Finished | None:
+    """How the run ends before it syncs anything, or None when it must sync.
+
+    ``Finished(unchanged)`` when the durable ``state`` has this revision synced,
+    ``Finished(skipped)`` when it has it dead-lettered, ``Finished(superseded)``
+    when the bucket's ``entry`` is a newer revision, or when a PUT's key has
+    been deleted since (the delete has its own task). Pure: the lease's
+    compare-and-set may call it once per try.
     """
     if not force:
-        if state is not None and state.synced(report.revision):
-            raise Finished(Outcome.UNCHANGED, "already_synced", settled_already=True)
-        if state is not None and state.settled(report.revision):
+        if state.synced(report.revision):
+            return Finished(Outcome.UNCHANGED, "already_synced", settled_already=True)
+        if state.settled(report.revision):
             # A duplicate of a dead-lettered revision (a redelivery, a parked child
             # released twice): the letter stands; only a re-queue (force) runs it again.
-            raise Finished(Outcome.SKIPPED, "already_dead_lettered", settled_already=True)
-        if state is None and synced_revision(runtime, report.key) >= report.revision:
-            # Only the cache says so: the durable state is written to match.
-            raise Finished(Outcome.UNCHANGED, "already_synced")
-    entry = runtime.nats.kv_get(runtime.settings.v1_objects_bucket, report.key)
+            return Finished(Outcome.SKIPPED, "already_dead_lettered", settled_already=True)
     if entry is not None and entry.revision > report.revision:
-        raise Finished(Outcome.SUPERSEDED, f"bucket_at_revision_{entry.revision}")
+        return Finished(Outcome.SUPERSEDED, f"bucket_at_revision_{entry.revision}")
     if entry is None and report.operation not in DELETE_OPERATIONS:
-        raise Finished(Outcome.SUPERSEDED, "deleted_since")
-    return entry
+        return Finished(Outcome.SUPERSEDED, "deleted_since")
+    return None
 
 
 def skip(report: RunReport, reason: str, level: int) -> NoReturn:

@@ -11,28 +11,37 @@ retries from the exception type alone:
 - 401 -> drop the cached tokens, retry once, then ``PermanentError``;
 - 400, 403, 404 and other 4xx -> ``PermanentError``.
 
-Workers run a thread pool: each thread has its own ``requests.Session``
-(sessions are not thread-safe), which keeps its connections open between tasks.
+Workers run a thread pool: each thread has its own urllib3 pool manager,
+which keeps its connections open between tasks. urllib3 directly, not
+requests: requests' per-call machinery (preparing the request, merging session
+settings, hooks, cookies, adapters) was most of the HTTP cost of a task and
+none of it is needed here. What requests would read from the environment (a
+proxy for the service's URL, ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) is read
+once per pool manager, certificates are verified (certifi's bundle, as
+requests does), redirects are not followed and urllib3 never retries.
 """
 
 from __future__ import annotations
 
 import copy
 import email.utils
+import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
-import requests
+import certifi
+import urllib3
+import urllib3.exceptions
 from prometheus_client import Histogram
-from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
+from requests.utils import get_environ_proxies
 
 from tasks.errors import (
     PermanentError,
@@ -56,6 +65,9 @@ REVISION_MISMATCH_TEXT = "revision mismatch"
 # Connections kept per thread and host; a thread makes one call at a time.
 POOL_MAXSIZE = 2
 REDACTED = "<redacted>"
+# What requests sent by default (compressed answers are decoded by urllib3).
+ACCEPT_ENCODING = "gzip, deflate"
+USER_AGENT = "v1-sync-helper"
 # Suppresses the welcome e-mail V2 sends a new committee member.
 SKIP_NOTIFICATION_HEADER = "X-Skip-Notification"
 MEMBERS_COLLECTION = "members"
@@ -76,18 +88,31 @@ class Versioned:
     etag: str
 
 
-class _BearerAuth(AuthBase):
-    """Sets the bearer header; as an auth object it also stops ``.netrc`` overriding it."""
+@dataclass(frozen=True)
+class Answer:
+    """One V2 answer: status, headers (case-insensitive), body.
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    ``sent_token`` is the bearer token of the request, so a body echoing it
+    can be blanked in excerpts; it never appears in ``repr``.
+    """
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+    sent_token: str = field(default="", repr=False)
 
-    def __repr__(self) -> str:
-        return "_BearerAuth(<redacted>)"
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The decoded JSON body (``ValueError`` when it is not JSON)."""
+        return json.loads(self.content)
+
+
+class _HasHeaders(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 class V2Service:
@@ -125,7 +150,7 @@ class V2Service:
         self.timeout = timeout
         self.service = service
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._sessions: list[urllib3.PoolManager] = []
         self._sessions_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -202,21 +227,29 @@ class V2Service:
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
-            session.close()
+            session.clear()
         self._local = threading.local()
 
     def _item_path(self, uid: str) -> str:
         return f"/{self.collection}/{quote(uid, safe='')}"
 
-    def _session(self) -> requests.Session:
-        """This thread's session, created on its first call."""
-        session: requests.Session | None = getattr(self._local, "session", None)
+    def _session(self) -> urllib3.PoolManager:
+        """This thread's pool manager, created on its first call."""
+        session: urllib3.PoolManager | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            # No urllib3 retries: the task retries with backoff and knows what is safe.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_MAXSIZE, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+            # Read once, for this service's URL, as requests would on every call.
+            options: dict[str, Any] = {
+                "maxsize": POOL_MAXSIZE,
+                # No urllib3 retries: the task retries with backoff and knows what is safe.
+                "retries": False,
+                "timeout": urllib3.Timeout(connect=self.timeout, read=self.timeout),
+                "cert_reqs": "CERT_REQUIRED",
+                "ca_certs": _environ_ca_bundle() or certifi.where(),
+            }
+            proxy = _proxy_for(self.base_url)
+            session = (
+                urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+            )
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)
@@ -232,7 +265,7 @@ class V2Service:
         if_match: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         params: dict[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Answer:
         """Send once; on a 401 refresh the token and send once more; raise on failure.
 
         A write is sent only while the run's key lease is known to be held.
@@ -258,9 +291,15 @@ class V2Service:
         if_match: str | None,
         extra_headers: Mapping[str, str] | None = None,
         params: dict[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Answer:
         token = self.minter.token(self.audience, identity)
-        headers = {"Accept": "application/json", **(extra_headers or {})}
+        headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            "User-Agent": USER_AGENT,
+            **(extra_headers or {}),
+            "Authorization": f"Bearer {token}",
+        }
         if identity.on_behalf_of:
             headers[ON_BEHALF_OF_HEADER] = identity.on_behalf_of
         if if_match is not None:
@@ -268,20 +307,19 @@ class V2Service:
         url = f"{self.base_url}{path}?{API_VERSION_QUERY}"
         if params:
             url += "&" + urlencode(params)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, allow_nan=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            response = self._session().request(
-                method,
-                url,
-                json=json_body,
-                headers=headers,
-                auth=_BearerAuth(token),
-                timeout=self.timeout,
-                allow_redirects=False,
+            raw = self._session().request(
+                method, url, body=body, headers=headers, redirect=False, preload_content=True
             )
-        except requests.RequestException as error:
+        except (urllib3.exceptions.HTTPError, OSError) as error:
             self._observe(method, "error", started)
             raise self._transport_error(method, path, error) from None
+        response = Answer(raw.status, raw.headers, raw.data, token)
         self._observe(method, str(response.status_code), started)
         if response.status_code >= 300:
             log.warning(
@@ -302,11 +340,9 @@ class V2Service:
             time.perf_counter() - started
         )
 
-    def _transport_error(
-        self, method: str, path: str, error: requests.RequestException
-    ) -> TransientError:
+    def _transport_error(self, method: str, path: str, error: Exception) -> TransientError:
         # Only the exception's type: its text can hold the full URL and headers.
-        kind = "v2_timeout" if isinstance(error, requests.Timeout) else "v2_unavailable"
+        kind = "v2_timeout" if is_timeout(error) else "v2_unavailable"
         log.warning(
             "V2 call failed: %s",
             type(error).__name__,
@@ -316,7 +352,7 @@ class V2Service:
             f"V2 {self.service} {method} {path} failed: {type(error).__name__}", kind=kind
         )
 
-    def _classify(self, method: str, path: str, response: requests.Response) -> SyncError:
+    def _classify(self, method: str, path: str, response: Answer) -> SyncError:
         """The error a non-success answer stands for (see the module docstring)."""
         status = response.status_code
         excerpt = _body_excerpt(response)
@@ -349,7 +385,7 @@ class V2Service:
             return PermanentError(message, kind="v2_validation", **fields)
         return PermanentError(message, kind="v2_unexpected_status", **fields)
 
-    def _json(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
+    def _json(self, response: Answer, method: str, path: str) -> dict[str, Any]:
         """The JSON object of a success answer, or ``TransientError(v2_bad_response)``."""
         try:
             data = response.json()
@@ -366,17 +402,35 @@ class V2Service:
         return data
 
 
-def _body_excerpt(response: requests.Response) -> str:
+def _environ_ca_bundle() -> str | None:
+    """The CA bundle requests would take from the environment (``trust_env``)."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+
+
+def is_timeout(error: Exception) -> bool:
+    """Whether a transport error is a timeout (a refused connection is not, as in requests)."""
+    return isinstance(error, urllib3.exceptions.TimeoutError | TimeoutError) and not isinstance(
+        error, urllib3.exceptions.NewConnectionError
+    )
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``NO_PROXY`` respected), as requests would."""
+    proxies = get_environ_proxies(url)
+    scheme = url.split("://", 1)[0].lower()
+    return proxies.get(scheme) or proxies.get("all") or None
+
+
+def _body_excerpt(response: Answer) -> str:
     """The start of the answer's body, with our bearer token blanked should it echo it."""
     text = response.text[:2000]
-    authorization = response.request.headers.get("Authorization", "") if response.request else ""
-    token = authorization.removeprefix("Bearer ").strip()
+    token = response.sent_token
     if token and token in text:
         text = text.replace(token, REDACTED)
     return text
 
 
-def parse_retry_after(response: requests.Response, now: float | None = None) -> float | None:
+def parse_retry_after(response: _HasHeaders, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     value = response.headers.get("Retry-After")
     if not value:

@@ -139,3 +139,61 @@ def test_a_sigkilled_worker_blocks_its_key_for_seconds_only(
         holder.wait(5)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_acquire_reads_the_entry_in_the_same_round_trip_and_can_decline(
+    store: StateStore, sync_nats: SyncNats
+) -> None:
+    bucket = "v1-objects"
+    revision = sync_nats.kv_put(bucket, KEY, b'{"sfid": "x"}')
+    declined = KeyLock(store, KEY)
+    assert not declined.acquire(read=bucket, wanted=lambda state, entry: False)
+    assert declined.entry.revision == revision
+    assert not declined.refused
+    assert not declined.held
+    assert store.get(KEY).lease is None  # declining wrote nothing
+
+    lease = KeyLock(store, KEY)
+    assert lease.acquire(read=bucket, wanted=lambda state, entry: entry is not None)
+    assert lease.entry.revision == revision
+    assert bytes(lease.entry.value) == b'{"sfid": "x"}'
+    other = KeyLock(store, KEY)
+    assert not other.acquire(read=bucket)
+    assert other.refused
+    assert other.entry.revision == revision
+
+    absent = KeyLock(store, KEY + "X")
+    assert absent.acquire(read=bucket)
+    assert absent.entry is None
+
+
+def test_parked_children_lookup_sees_only_its_own_parent(store: StateStore) -> None:
+    from sync_core.sync_state import ParkedChild
+
+    parent, other_parent = "project.sfid.a0941000002wBz9AAE", "project.sfid.a0941000002wBz9AAX"
+    assert store.parked_children(parent) == []
+    child = ParkedChild("salesforce-project__c.a0941000002wBzAAAU", 7, 1.0)
+    store.add_parked(other_parent, child)
+    # An entry under another parent (even one whose key extends this one's) is not ours.
+    assert store.parked_children(parent) == []
+    store.add_parked(parent, child)
+    assert store.parked_children(parent) == [child]
+    store.remove_parked(parent, child.key)
+    assert store.parked_children(parent) == []
+    assert store.parked_children(other_parent) == [child]
+
+
+def test_a_finish_on_the_leases_known_revision_skips_the_read_and_survives_a_stale_one(
+    store: StateStore,
+) -> None:
+    lease = KeyLock(store, KEY)
+    assert lease.acquire()
+    known = lease.known()
+    assert known is not None
+    assert lease.renew()  # the stored state moved on: the known revision is stale now
+    before, after, parked = store.finish(KEY, 5, "updated", 1.0, "uid", lease.token, known=known)
+    assert before.lease is not None
+    assert after.lease is None
+    assert after.synced(5)
+    assert not parked
+    assert store.get(KEY).synced(5)

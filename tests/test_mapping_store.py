@@ -70,3 +70,24 @@ def test_a_mapping_key_the_kv_would_refuse_is_a_permanent_error(sync_nats: SyncN
         store.project_sfid("x" * 5000)
     store.record_project(SFID, "tlf", UID)  # the connection is still fine
     assert store.project_uid(SFID) == UID
+
+
+def test_a_remembered_mapping_is_read_once_and_follows_the_runs_own_writes(
+    sync_nats: SyncNats,
+) -> None:
+    store = MappingStore(sync_nats, "v1-mappings")
+    key = "project.sfid.a0941000002wBz9AAE"
+    with store.remembering(key):
+        assert store.get(key) is None
+        # Another writer is invisible inside the block: only the lease holder writes this key.
+        sync_nats.kv_put("v1-mappings", key, b"uid-from-elsewhere")
+        assert store.get(key) is None
+        store.record_project("a0941000002wBz9AAE", "slug", "uid-1")
+        assert store.project_uid("a0941000002wBz9AAE") == "uid-1"
+        store.tombstone([key])
+        assert store.is_tombstoned(key)
+        assert store.clear_tombstone(key)
+        assert store.read(key) is None
+    # Outside the block every read goes to the bucket again.
+    sync_nats.kv_put("v1-mappings", key, b"uid-2")
+    assert store.get(key) == "uid-2"

@@ -583,3 +583,23 @@ def response_with_retry_after(value: str) -> requests.Response:
 def test_parse_retry_after(value: str, expected: float | None) -> None:
     now = datetime(2015, 10, 21, 7, 28, tzinfo=UTC).timestamp()
     assert parse_retry_after(response_with_retry_after(value), now=now) == expected
+
+
+def test_the_environment_proxy_is_read_once_per_thread_and_no_proxy_respected(
+    monkeypatch: pytest.MonkeyPatch, minter: TokenMinter
+) -> None:
+    import urllib3
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    proxied = V2Service("https://api.example", "projects", PROJECT_AUDIENCE, minter)
+    direct = V2Service("https://svc.internal.example", "projects", PROJECT_AUDIENCE, minter)
+    manager = proxied._session()
+    assert isinstance(manager, urllib3.ProxyManager)
+    assert manager.proxy is not None
+    assert manager.proxy.host == "proxy.invalid"
+    assert not isinstance(direct._session(), urllib3.ProxyManager)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/custom-ca.pem")
+    assert proxied._session() is manager  # settled once per thread
+    fresh = V2Service("https://svc.internal.example", "projects", PROJECT_AUDIENCE, minter)
+    assert fresh._session().connection_pool_kw["ca_certs"] == "/etc/custom-ca.pem"
