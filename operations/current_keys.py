@@ -115,7 +115,14 @@ async def _list(url: str, bucket: str, prefix: str) -> list[KvChange]:
         kv = await _bucket(nc, bucket)
         # Last value per key, headers only (no payloads), deletes skipped: the
         # cheapest way nats-py offers to get every live key with its revision.
-        watcher = await kv.watch(watch_subject(prefix), ignore_deletes=True, meta_only=True)
+        # Short inactive threshold: the consumer goes soon after the listing (nats-py
+        # would keep it 5 minutes, counting against the stream's consumer limit).
+        watcher = await kv.watch(
+            watch_subject(prefix),
+            ignore_deletes=True,
+            meta_only=True,
+            inactive_threshold=LIST_IDLE_TIMEOUT,
+        )
         found: list[KvChange] = []
         try:
             while True:

@@ -238,7 +238,12 @@ class DeadLetterStore:
         return self._nats.run(self._list(self._kv), timeout=LIST_TIMEOUT)
 
     async def _list(self, kv: KeyValue) -> StoredLetters:
-        watcher = await kv.watch(f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True)
+        # A watch's consumer outlives it by its inactive threshold (nats-py: 5 min by
+        # default); every listing leaking one for minutes would hit the server's
+        # per-stream consumer limit (nats-server 2.15: default_max_consumers).
+        watcher = await kv.watch(
+            f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True, inactive_threshold=LIST_IDLE_TIMEOUT
+        )
         found: StoredLetters = []
         try:
             while True:

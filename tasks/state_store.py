@@ -98,7 +98,11 @@ class StateStore:
         return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_IDLE_TIMEOUT * 3)
 
     async def _list_parked(self, kv: KeyValue, parent_key: str) -> list[ParkedChild]:
-        watcher = await kv.watch(parked_filter(parent_key), ignore_deletes=True)
+        # Short inactive threshold: one watch per mapped outcome must not leave a
+        # consumer behind for nats-py's default 5 minutes (see ``tasks.deadletters``).
+        watcher = await kv.watch(
+            parked_filter(parent_key), ignore_deletes=True, inactive_threshold=LIST_IDLE_TIMEOUT
+        )
         children: list[ParkedChild] = []
         try:
             while True:
