@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from sandbox.keys import public_key_from_file
-from sandbox.samples import load_organizations, load_users
+from sandbox.samples import crowdfunding_slugs, load_organizations, load_users
 from sandbox.service import DEFAULT_TOKEN_LIFETIME, Sandbox
 from sync_core.logs import configure_logging
 
@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="know the users and organizations of the sample data set (sandbox/sample_data/)",
     )
     parser.add_argument(
+        "--crowdfunding-slugs",
+        default=_env("SANDBOX_CROWDFUNDING_SLUGS", ""),
+        help="comma-separated slugs: projects created with them are crowdfunded (deletable)",
+    )
+    parser.add_argument(
+        "--sample-crowdfunding",
+        action="store_true",
+        default=_env("SANDBOX_SAMPLE_CROWDFUNDING") == "true",
+        help="make the sample data set's crowdfunded projects crowdfunded (its deletes need it)",
+    )
+    parser.add_argument(
         "--stale-revision-status",
         type=int,
         choices=(400, 409, 412),
@@ -119,6 +130,9 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
         if not isinstance(extra, dict):
             raise ValueError(f"--users {args.users}: must hold a JSON object")
         users.update(extra)
+    slugs = {slug.strip() for slug in args.crowdfunding_slugs.split(",") if slug.strip()}
+    if args.sample_crowdfunding:
+        slugs |= crowdfunding_slugs()
     return Sandbox(
         heimdall_keys={args.heimdall_key_id: heimdall},
         auth0_clients=clients,
@@ -129,6 +143,7 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
         port=args.port,
         stale_revision_status=args.stale_revision_status,
         token_lifetime=args.token_lifetime,
+        crowdfunding_slugs=frozenset(slugs),
     )
 
 

@@ -283,8 +283,8 @@ class SandboxApp:
         return json_response(200, record)
 
     def _delete_project(self, request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
-        self._v2_call(request, notes, PROJECT_AUDIENCE, uid)
-        self.store.delete_project(uid, request.headers.get("If-Match"))
+        writer = self._v2_call(request, notes, PROJECT_AUDIENCE, uid)
+        self.store.delete_project(uid, request.headers.get("If-Match"), writer)
         return HttpResponse(204)
 
     # -- committees ------------------------------------------------------------
@@ -305,8 +305,8 @@ class SandboxApp:
         return json_response(200, record)
 
     def _delete_committee(self, request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
-        self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
-        self.store.delete_committee(uid, request.headers.get("If-Match"))
+        writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
+        self.store.delete_committee(uid, request.headers.get("If-Match"), writer)
         return HttpResponse(204)
 
     # -- committee members -------------------------------------------------------
@@ -340,8 +340,8 @@ class SandboxApp:
     def _delete_member(
         self, request: HttpRequest, notes: _CallNotes, committee_uid: str, uid: str
     ) -> HttpResponse:
-        self._v2_call(request, notes, COMMITTEE_AUDIENCE, committee_uid, uid)
-        self.store.delete_member(committee_uid, uid, request.headers.get("If-Match"))
+        writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, committee_uid, uid)
+        self.store.delete_member(committee_uid, uid, request.headers.get("If-Match"), writer)
         return HttpResponse(204)
 
     # -- the query service ------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +25,15 @@ import click
 import redis
 from cryptography.hazmat.primitives import serialization
 
-from sandbox.sample_check import differences
+from sandbox.sample_check import differences, expected_mappings
 from sandbox.sample_loader import load_samples
-from sandbox.samples import dead_letter_reasons, load_expected, load_organizations, load_users
+from sandbox.samples import (
+    crowdfunding_slugs,
+    dead_letter_reasons,
+    load_expected,
+    load_organizations,
+    load_users,
+)
 from sandbox.service import Sandbox
 from sandbox.stack import (
     AUTH0_CLIENT_ID,
@@ -48,6 +55,7 @@ from sandbox.stack import (
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 from tasks.deadletters import DeadLetterStore
+from tasks.mapping_store import MappingStore
 from tasks.outcomes import recent_outcomes
 
 EXTERNAL_MARKERS = ("NATS_URL", "REDIS_URL", "PROJECT_SERVICE_URL")
@@ -67,6 +75,9 @@ SUMMARY_OUTCOMES = (
     "skipped:not_in_v2",
     "skipped:deletes_disabled",
 )
+# The delete outcomes the sample set makes: the summary must count exactly its numbers.
+CHECKED_DELETE_OUTCOMES = ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2")
+MAPPINGS_BUCKET = "v1-mappings"
 
 
 def external_mode(environ: dict[str, str] | None = None) -> bool:
@@ -112,15 +123,51 @@ class Progress:
     members: int
     dead_letters: dict[str, str]
     queue_depth: int
+    deleted: int = 0
+    phase: int = 0
 
     def line(self, expected: dict[str, int]) -> str:
+        """One progress line against what V2 must hold at the end."""
         return (
-            f"  projects {self.projects}/{expected['projects']}  "
-            f"committees {self.committees}/{expected['committees']}  "
-            f"members {self.members}/{expected['members']}  "
+            f"  phase {self.phase}/{expected['phases']}  "
+            f"projects {self.projects}/{expected['projects_in_v2']}  "
+            f"committees {self.committees}/{expected['committees_in_v2']}  "
+            f"members {self.members}/{expected['members_in_v2']}  "
+            f"deleted {self.deleted}/{expected['deleted']}  "
             f"dead letters {len(self.dead_letters)}/{expected['dead_letters']}  "
             f"queue {self.queue_depth}"
         )
+
+
+@dataclass
+class SampleLoad:
+    """The phased sample load (``sandbox.sample_loader``), beside the progress display."""
+
+    nats_url: str
+    phase: int = 0
+    count: int = 0
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Write the phases in a thread: each waits for the one before to settle."""
+        self.thread = threading.Thread(target=self._run, name="sample-load", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.count = load_samples(self.nats_url, say=self._phase_written)
+        except BaseException as error:  # reported by the session, never lost in the thread
+            self.error = error
+
+    def _phase_written(self, text: str) -> None:
+        self.phase += 1
+        _say(text)
+
+    @property
+    def done(self) -> bool:
+        """Whether every phase is written (or the load failed)."""
+        return self.thread is not None and not self.thread.is_alive()
 
 
 @dataclass
@@ -135,6 +182,7 @@ class DevSession:
     supervisor: Supervisor | None = None
     redis_client: redis.Redis | None = None
     nats_client: SyncNats | None = None
+    load: SampleLoad | None = None
 
     def __post_init__(self) -> None:
         self.servers = EmbeddedServers(self.run_dir)
@@ -157,6 +205,8 @@ class DevSession:
             organizations=load_organizations(),
             nats_url=self.servers.nats.url,
             port=port_or_free(PREFERRED_PORTS["sandbox"]),
+            # V1 sends no funding model: the sample's crowdfunded projects are named.
+            crowdfunding_slugs=crowdfunding_slugs(),
         )
         self.sandbox.start()
         env = dict(os.environ)
@@ -221,6 +271,17 @@ class DevSession:
             self.nats_client = SyncNats(self.servers.nats.url, "dev-session")
         return DeadLetterStore(self.nats_client, DEFAULT_STATE_BUCKET)
 
+    def mappings(self) -> MappingStore:
+        """The ``v1-mappings`` of the local stack (read as they are, tombstones included)."""
+        self.dead_letters()  # opens the NATS client
+        assert self.nats_client is not None
+        return MappingStore(self.nats_client, MAPPINGS_BUCKET)
+
+    def start_loading(self, nats_url: str) -> None:
+        """Write the sample set, phase by phase, while the session watches."""
+        self.load = SampleLoad(nats_url)
+        self.load.start()
+
     def progress(self) -> Progress:
         assert self.sandbox is not None
         assert self.redis_client is not None
@@ -231,17 +292,34 @@ class DevSession:
             members=len(self.sandbox.members),
             dead_letters=letters,
             queue_depth=int(self.redis_client.llen("celery")),
+            deleted=len(self.sandbox.deleted),
+            phase=self.load.phase if self.load is not None else 0,
         )
 
-    def problems(self) -> list[str]:
-        """Everything that still differs from the expected end state."""
+    def state(self) -> dict[str, Any]:
+        """What the sandbox holds, in the shape ``sample_check.differences`` reads."""
         assert self.sandbox is not None
-        state = {
+        return {
             "root_uid": self.sandbox.root_uid,
             "projects": self.sandbox.projects,
             "committees": self.sandbox.committees,
             "members": self.sandbox.members,
+            "deleted": self.sandbox.deleted,
         }
+
+    def problems(self) -> list[str]:
+        """Everything that still differs from the expected end state.
+
+        Object by object first; once the sandbox matches, the mappings the
+        deletes touched (tombstones, kept mappings of refused deletes) and the
+        delete outcome counts of the summary.
+        """
+        assert self.redis_client is not None
+        if self.load is not None and self.load.error is not None:
+            return [f"the sample load failed: {self.load.error}"]
+        if self.load is not None and not self.load.done:
+            return ["the sample load is still writing its phases"]
+        state = self.state()
         found = differences(state, heimdall_client_id=HEIMDALL_CLIENT_ID)
         letters = self.progress().dead_letters
         wanted = dead_letter_reasons()
@@ -249,6 +327,16 @@ class DevSession:
             found.append(f"{key}: expected in the dead letters ({wanted[key]})")
         for key in sorted(set(letters) - set(wanted)):
             found.append(f"{key}: dead-lettered unexpectedly ({letters[key]})")
+        if found:
+            return found
+        store = self.mappings()
+        values = {key: store.read(key) for key in expected_mappings(state)}
+        found = differences(state, heimdall_client_id=HEIMDALL_CLIENT_ID, mappings=values)
+        counts = recent_outcomes(self.redis_client)
+        expected = load_expected()["counts"]
+        for name in CHECKED_DELETE_OUTCOMES:
+            if counts.get(name, 0) != expected[name]:
+                found.append(f"summary: {name} is {counts.get(name, 0)}, expected {expected[name]}")
         return found
 
     def wait_until_synced(self, expected_counts: dict[str, int]) -> list[str]:
@@ -274,13 +362,13 @@ class DevSession:
 
     def dump_state(self, path: Path) -> None:
         """Write what the sandbox and the dead letters hold, as JSON (for tests and CI)."""
-        assert self.sandbox is not None
+        state = self.state()
+        store = self.mappings()
         document = {
-            "root_uid": self.sandbox.root_uid,
-            "projects": self.sandbox.projects,
-            "committees": self.sandbox.committees,
-            "members": self.sandbox.members,
+            **state,
             "dead_letters": self.progress().dead_letters,
+            "mappings": {key: store.read(key) for key in expected_mappings(state)},
+            "outcomes": recent_outcomes(self.redis_client) if self.redis_client else {},
         }
         path.write_text(json.dumps(document, indent=1, sort_keys=True, default=str))
 
@@ -334,9 +422,12 @@ def run_embedded(
         try:
             env = session.start()
             _say(_banner(session, env))
-            count = load_samples(env["NATS_URL"])
             expected = load_expected()["counts"]
-            _say(f"Loaded {count} sample records into v1-objects; syncing:")
+            _say(
+                f"Loading {expected['puts']} sample records into v1-objects in "
+                f"{expected['phases']} phases (deletes once their records synced); syncing:"
+            )
+            session.start_loading(env["NATS_URL"])
             problems = session.wait_until_synced(expected)
             _say(session.summary(started))
             if dump_state is not None:
@@ -349,8 +440,9 @@ def run_embedded(
                     return 1
             else:
                 _say(
-                    "\nEvery sample object reached the sandbox; exactly the malformed ones "
-                    "are in the dead letters."
+                    "\nEvery sample object reached the sandbox, every accepted delete removed "
+                    "its object and left tombstones; exactly the malformed records and the "
+                    "refused deletes are in the dead letters."
                 )
             if exit_when_synced:
                 return 0

@@ -26,10 +26,13 @@ import json
 import random
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sandbox.samples import stays_in_v2
 from sandbox.validation import (
     COMMITTEE_CATEGORIES,
     COMMITTEE_DESCRIPTION_MAX,
@@ -959,9 +962,209 @@ def _add_members(sample: SampleSet) -> None:
             }
             index += 1
     for key, value, reason in _malformed_members(rng, people):
-        sample.put(key, _encoding(index), value)
+        if reason == "missing_committee":
+            # First in the load: they wait SYNC_PARENT_WAIT for a committee that
+            # never comes, and the deletes wait for them to settle; starting that
+            # wait at once keeps make run short.
+            sample.put_first(key, _encoding(index), value)
+        else:
+            sample.put(key, _encoding(index), value)
         sample.expected[key] = {"outcome": "dead_letter", "reason": reason}
         index += 1
+
+
+# -- deletes (phases 2 and 3) --------------------------------------------------------------
+#
+# The loader writes phase N+1 once every key of the phases before has settled:
+# a delete must find its object synced, a re-put must find the delete done.
+
+LOAD_PHASE = 1
+DELETE_PHASE = 2
+REPUT_PHASE = 3
+HARD_DELETES = ("DEL", "PURGE")
+SDC_DELETED = "_sdc_deleted_at"
+ISDELETED = "isdeleted"
+# When the loader saw the soft deletes; a deleting user's own edit is 0.4 s before it.
+DELETED_AT = "2025-11-30T12:00:00Z"
+DELETED_BY_USER_AT = "2025-11-30T11:59:59.600000+00:00"  # within 1 s: the user deletes
+EDITED_EARLIER_AT = "2025-11-30T09:45:00Z"  # hours before: the service deletes
+DELETER_WINDOW_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class DeleteSpec:
+    """One V1 delete: ``shape`` is ``DEL``, ``PURGE``, ``_sdc_deleted_at`` or ``isdeleted``.
+
+    ``user``: the handle in ``lastmodifiedbyid`` of a soft delete (None: keep
+    the record's); ``by_user``: whether ``lastmodifieddate`` is within 1 s of
+    ``_sdc_deleted_at`` (so that user deletes).
+    """
+
+    target: str
+    shape: str
+    user: str | None = None
+    by_user: bool = False
+
+
+# Crowdfunded projects are the only ones the project service deletes; V1 does
+# not send a funding model, so the sandbox is told these slugs.
+CROWDFUNDED_PROJECTS = ("minikube", "kind", "cosign", "fulcio")
+PROJECT_DELETES = (
+    DeleteSpec("minikube", "DEL"),
+    DeleteSpec("kind", "PURGE"),
+    DeleteSpec("cosign", SDC_DELETED, user="jsmith", by_user=True),
+    DeleteSpec("fulcio", "DEL"),  # then re-put in phase 3: ends skipped:tombstoned
+    DeleteSpec("nodegyp", "DEL"),  # not crowdfunded: refused
+    DeleteSpec("onnxmlir", ISDELETED, user="cgarcia"),  # not crowdfunded: refused
+)
+REPUT_PROJECTS = ("fulcio",)
+# Committees by their index in COMMITTEES (their members go with them).
+COMMITTEE_DELETES = (
+    DeleteSpec("20", "DEL"),
+    DeleteSpec("40", SDC_DELETED, user="jsmith", by_user=False),
+    DeleteSpec("60", ISDELETED, user="mwong"),
+)
+# Members by their position among the synced members (none of a deleted committee).
+MEMBER_DELETES = (
+    DeleteSpec("5", "DEL"),  # then re-put in phase 3: ends skipped:tombstoned
+    DeleteSpec("50", SDC_DELETED, user="cgarcia", by_user=True),
+    DeleteSpec("150", "PURGE"),
+)
+REPUT_MEMBERS = ("5",)
+
+
+def expected_deleter(record: dict[str, Any] | None) -> dict[str, Any]:
+    """Who V2 sees deleting: the V1 user only within 1 s of ``_sdc_deleted_at``.
+
+    Written from ``deletes-and-members.md`` (not the task's code): a hard delete
+    (no record), ``isdeleted`` and an older edit are the service itself.
+    """
+    if record is None or not record.get(SDC_DELETED):
+        return expected_writer(None)
+    deleted = datetime.fromisoformat(record[SDC_DELETED])
+    modified = datetime.fromisoformat(str(record.get("lastmodifieddate")))
+    if abs((deleted - modified).total_seconds()) > DELETER_WINDOW_SECONDS:
+        return expected_writer(None)
+    return expected_writer(record.get("lastmodifiedbyid"))
+
+
+def soft_deleted(record: dict[str, Any], spec: DeleteSpec) -> dict[str, Any]:
+    """``record`` as the loader writes it once V1 marked it deleted (``spec.shape``)."""
+    deleted = dict(record)
+    if spec.user is not None:
+        deleted["lastmodifiedbyid"] = USER_IDS[spec.user]
+    if spec.shape == SDC_DELETED:
+        deleted[SDC_DELETED] = DELETED_AT
+        deleted["lastmodifieddate"] = DELETED_BY_USER_AT if spec.by_user else EDITED_EARLIER_AT
+    else:
+        deleted[ISDELETED] = True
+        deleted["lastmodifieddate"] = DELETED_AT
+    return deleted
+
+
+def _write_delete(sample: SampleSet, key: str, spec: DeleteSpec, index: int) -> dict[str, Any]:
+    """Write the delete of ``key`` in the delete phase; the ``delete`` expectation."""
+    if spec.shape in HARD_DELETES:
+        sample.hard_delete(key, spec.shape, DELETE_PHASE)
+        record = None
+    else:
+        record = soft_deleted(sample.last_value(key), spec)
+        sample.put(key, _encoding(index), record, DELETE_PHASE)
+    return {"shape": spec.shape, "phase": DELETE_PHASE, "deleter": expected_deleter(record)}
+
+
+def _add_project_deletes(sample: SampleSet) -> None:
+    """Hard and soft deletes of synced leaf projects: crowdfunded ones go, the others stay."""
+    for index, spec in enumerate(PROJECT_DELETES):
+        key = PROJECT_PREFIX + PROJECT_BY_HANDLE[spec.target].sfid
+        expectation = sample.expected[key]
+        expectation["delete"] = _write_delete(sample, key, spec, index)
+        if spec.target in CROWDFUNDED_PROJECTS:
+            expectation.update(outcome="deleted", crowdfunded=True)
+            expectation["delete"]["accepted"] = True
+        else:
+            # V2 refuses: a dead letter of its own kind; the project and its mappings stay.
+            expectation.update(outcome="dead_letter", reason="delete_refused")
+            expectation["delete"]["accepted"] = False
+
+
+def _add_committee_deletes(sample: SampleSet) -> None:
+    """Hard and soft deletes of synced committees; V2 removes their members with them."""
+    for index, spec in enumerate(COMMITTEE_DELETES):
+        committee = COMMITTEES[int(spec.target)]
+        key = COMMITTEE_PREFIX + committee.sfid
+        expectation = sample.expected[key]
+        expectation["delete"] = {**_write_delete(sample, key, spec, index), "accepted": True}
+        expectation["outcome"] = "deleted"
+        for member in sample.expected.values():
+            if member.get("committee_sfid") == committee.sfid and member["outcome"] == "synced":
+                member["removed_with_committee"] = key
+
+
+def _synced_member_keys(sample: SampleSet) -> list[str]:
+    return [
+        key
+        for key, value in sample.expected.items()
+        if value.get("type") == "committee_member"
+        and value["outcome"] == "synced"
+        and "removed_with_committee" not in value
+    ]
+
+
+def _add_member_deletes(sample: SampleSet) -> None:
+    """Hard and soft deletes of synced committee members."""
+    members = _synced_member_keys(sample)
+    for index, spec in enumerate(MEMBER_DELETES):
+        key = members[int(spec.target)]
+        expectation = sample.expected[key]
+        expectation["delete"] = {**_write_delete(sample, key, spec, index), "accepted": True}
+        expectation["outcome"] = "deleted"
+
+
+def _add_never_synced_deletes(sample: SampleSet, rng: random.Random) -> None:
+    """Deletes of records V2 never had: ``skipped`` ``not_in_v2``."""
+    never_put = PROJECT_PREFIX + salesforce_id("a0941000002", rng)
+    sample.hard_delete(never_put, "DEL", DELETE_PHASE)
+    sample.expected[never_put] = {"outcome": "skipped", "reason": "not_in_v2"}
+    # A member V1 created and deleted before the loader first saw it.
+    committee = COMMITTEES[3]
+    person = Person(salesforce_id("0031000003", rng), "late.leaver@example.net", "Engineer", None)
+    sfid = platform_uuid(rng)
+    record = soft_deleted(
+        _member_record(sfid, committee, person, 7, rng),
+        DeleteSpec("", SDC_DELETED, user="praman", by_user=True),
+    )
+    sample.put(MEMBER_PREFIX + sfid, "msgpack", record, DELETE_PHASE)
+    sample.expected[MEMBER_PREFIX + sfid] = {"outcome": "skipped", "reason": "not_in_v2"}
+
+
+def _add_reputs(sample: SampleSet) -> None:
+    """Old rows re-emitted after their delete: the tombstone keeps them deleted."""
+    members = [
+        key
+        for key, value in sample.expected.items()
+        if value.get("type") == "committee_member" and "delete" in value
+    ]
+    keys = [PROJECT_PREFIX + PROJECT_BY_HANDLE[handle].sfid for handle in REPUT_PROJECTS]
+    keys += [
+        members[position]
+        for position, spec in enumerate(MEMBER_DELETES)
+        if spec.target in REPUT_MEMBERS
+    ]
+    for key in keys:
+        first_put = next(line for line in sample.lines if line["key"] == key)
+        sample.put(key, first_put["encoding"], first_put["value"], REPUT_PHASE)
+        sample.expected[key].update(outcome="skipped", reason="tombstoned")
+        sample.expected[key]["reput_phase"] = REPUT_PHASE
+
+
+def _add_deletes(sample: SampleSet) -> None:
+    """Every delete of the set, after everything else (phases 2 and 3)."""
+    _add_project_deletes(sample)
+    _add_committee_deletes(sample)
+    _add_member_deletes(sample)
+    _add_never_synced_deletes(sample, random.Random(SEED + 3))
+    _add_reputs(sample)
 
 
 # -- assembling the set -------------------------------------------------------------------
@@ -974,9 +1177,25 @@ class SampleSet:
     lines: list[dict[str, Any]] = field(default_factory=list)
     expected: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def put(self, key: str, encoding: str, value: Any) -> None:
-        """One KV put, in load order."""
-        self.lines.append({"key": key, "encoding": encoding, "value": value})
+    def put(self, key: str, encoding: str, value: Any, phase: int = LOAD_PHASE) -> None:
+        """One KV put, in load order (``phase`` is written only when it is not the first)."""
+        line: dict[str, Any] = {"key": key, "encoding": encoding, "value": value}
+        if phase != LOAD_PHASE:
+            line = {"phase": phase, **line}
+        self.lines.append(line)
+
+    def put_first(self, key: str, encoding: str, value: Any) -> None:
+        """One KV put of the first phase, ahead of every other write."""
+        self.lines.insert(0, {"key": key, "encoding": encoding, "value": value})
+
+    def hard_delete(self, key: str, operation: str, phase: int) -> None:
+        """One KV ``DEL`` or ``PURGE`` of ``key``, in load order."""
+        self.lines.append({"phase": phase, "key": key, "operation": operation})
+
+    def last_value(self, key: str) -> Any:
+        """A copy of the value of the last put of ``key``."""
+        value = next(line["value"] for line in reversed(self.lines) if line["key"] == key)
+        return dict(value)
 
 
 def _encoding(index: int) -> str:
@@ -1183,11 +1402,15 @@ def build() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     sample.expected[key]["revisions"] = 2
 
     _add_members(sample)
+    _add_deletes(sample)
 
     projects = [k for k, v in sample.expected.items() if v.get("type") == "project"]
     committees = [k for k, v in sample.expected.items() if v.get("type") == "committee"]
     members = [k for k, v in sample.expected.items() if v.get("type") == "committee_member"]
     outcomes = [v["outcome"] for v in sample.expected.values()]
+    reasons = Counter(v.get("reason") for v in sample.expected.values())
+    in_v2 = Counter(v["type"] for v in sample.expected.values() if stays_in_v2(v))
+    deleted = [v for v in sample.expected.values() if v.get("delete", {}).get("accepted")]
     expected = {
         "about": (
             "Per KV key of records.jsonl, the outcome of syncing the latest value. "
@@ -1204,7 +1427,21 @@ def build() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
             "members": len(members),
             "dead_letters": outcomes.count("dead_letter"),
             "skipped": outcomes.count("skipped"),
+            # What V2 holds at the end: the deleted objects (and the members of
+            # deleted committees) are gone.
+            "projects_in_v2": in_v2["project"],
+            "committees_in_v2": in_v2["committee"],
+            "members_in_v2": in_v2["committee_member"],
+            "phases": max(line.get("phase", LOAD_PHASE) for line in sample.lines),
+            # The delete outcomes of the run (make run's summary counts them).
+            "deleted": len(deleted),
+            "delete_refused": reasons["delete_refused"],
+            "skipped:tombstoned": reasons["tombstoned"],
+            "skipped:not_in_v2": reasons["not_in_v2"],
         },
+        "crowdfunding_slugs": sorted(
+            PROJECT_BY_HANDLE[handle].slug.lower() for handle in CROWDFUNDED_PROJECTS
+        ),
         "keys": sample.expected,
     }
     return sample.lines, dict(USERS), expected

@@ -182,6 +182,11 @@ class Sandbox:
         """uid -> committee member, with ``_revision`` and ``_last_write``."""
         return self._store.snapshot()["members"]
 
+    @property
+    def deleted(self) -> dict[str, dict[str, Any]]:
+        """uid -> what a client deleted, with ``_deleted_from`` (table) and ``_deleted_by``."""
+        return self._store.snapshot()["deleted"]
+
     def project_by_slug(self, slug: str) -> dict[str, Any] | None:
         """The stored project with this slug, or ``None``."""
         uid = self._store.uid_for_slug(slug)

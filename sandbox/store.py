@@ -33,6 +33,9 @@ CROWDFUNDING = ["Crowdfunding"]
 # Stale ETags on a committee DELETE: the committee service answers 409 or 412, never 400.
 COMMITTEE_DELETE_STALE_STATUSES = (409, 412)
 SEED_PRINCIPAL = "sandbox@clients"
+# On a record of the ``deleted`` table: who deleted it, and which table it was in.
+DELETED_BY_FIELD = "_deleted_by"
+DELETED_FROM_FIELD = "_deleted_from"
 _SSO_UNSAFE = re.compile(r"[^a-z0-9]+")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -126,6 +129,9 @@ class V2Store:
         self.projects: dict[str, Record] = {}
         self.committees: dict[str, Record] = {}
         self.members: dict[str, Record] = {}
+        # What clients deleted (not the members a committee delete took along), with
+        # the deleter: the read-only view shows who deleted what; the API never does.
+        self.deleted: dict[str, Record] = {}
         # The query service's index is eventually consistent: a committee is
         # listed ``index_delay`` seconds after its create (monotonic clock).
         self.index_delay = 0.0
@@ -215,7 +221,16 @@ class V2Store:
                     uid: {**self._member_view(record), **_internal(record)}
                     for uid, record in self.members.items()
                 },
+                "deleted": copy.deepcopy(self.deleted),
             }
+
+    def _remember_deleted(self, table: str, record: Record, writer: Writer | None) -> None:
+        """Keep the deleted ``record`` of ``table`` with its deleter (``None``: unknown)."""
+        self.deleted[record["uid"]] = {
+            **public_view(record),
+            DELETED_FROM_FIELD: table,
+            DELETED_BY_FIELD: writer.as_dict() if writer is not None else None,
+        }
 
     # -- projects ----------------------------------------------------------
 
@@ -271,7 +286,7 @@ class V2Store:
             self.projects[uid] = replaced
             return public_view(replaced)
 
-    def delete_project(self, uid: str, if_match: str | None) -> None:
+    def delete_project(self, uid: str, if_match: str | None, writer: Writer | None = None) -> None:
         """``DELETE /projects/{uid}``: a current ``If-Match`` (stale: 400 ``revision mismatch``).
 
         Refused (400) unless the project's ``funding_model`` is exactly ``["Crowdfunding"]``.
@@ -290,6 +305,7 @@ class V2Store:
                     f"project {record['slug']} has {record.get('funding_model') or []}",
                 )
             del self.projects[uid]
+            self._remember_deleted("projects", record, writer)
 
     # -- committees ----------------------------------------------------------
 
@@ -377,7 +393,9 @@ class V2Store:
             self.committees[uid] = replaced
             return self._committee_view(replaced)
 
-    def delete_committee(self, uid: str, if_match: str | None) -> None:
+    def delete_committee(
+        self, uid: str, if_match: str | None, writer: Writer | None = None
+    ) -> None:
         """``DELETE /committees/{uid}``: removes its members too; stale is 409 or 412."""
         with self._lock:
             record = self._get(self.committees, uid, "committee")
@@ -390,6 +408,7 @@ class V2Store:
                     status = COMMITTEE_DELETE_STALE_STATUSES[0]
                 raise ApiError(status, REVISION_MISMATCH_MESSAGE)
             del self.committees[uid]
+            self._remember_deleted("committees", record, writer)
             for member_uid in [m for m, v in self.members.items() if v["committee_uid"] == uid]:
                 del self.members[member_uid]
 
@@ -482,9 +501,12 @@ class V2Store:
             self.members[uid] = replaced
             return self._member_view(replaced)
 
-    def delete_member(self, committee_uid: str, uid: str, if_match: str | None) -> None:
+    def delete_member(
+        self, committee_uid: str, uid: str, if_match: str | None, writer: Writer | None = None
+    ) -> None:
         """``DELETE /committees/{uid}/members/{member_uid}``."""
         with self._lock:
             record = self._member_of(committee_uid, uid)
             self._check_revision(record, if_match)
             del self.members[uid]
+            self._remember_deleted("members", record, writer)

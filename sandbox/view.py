@@ -130,6 +130,27 @@ def _project_item(
     return "".join(parts)
 
 
+DELETED_LABELS = {"projects": "project", "committees": "committee", "members": "member"}
+
+
+def _deleted_items(deleted: dict[str, dict[str, Any]]) -> str:
+    """One line per object a client deleted, with who deleted it."""
+    items = []
+    for uid, record in sorted(deleted.items(), key=lambda item: str(item[1].get("_deleted_from"))):
+        by = record.get("_deleted_by") or {}
+        who = str(by.get("principal", "?"))
+        if by.get("on_behalf_of"):
+            who += f" on behalf of {by['on_behalf_of']}"
+        name = record.get("slug") or record.get("name") or record.get("email") or uid
+        what = DELETED_LABELS.get(str(record.get("_deleted_from")), "object")
+        items.append(
+            f'<li><span class="tag">{html.escape(what)}</span> '
+            f'<span class="slug">{html.escape(str(name))}</span> '
+            f'<span class="writer">deleted by {html.escape(who)}</span></li>'
+        )
+    return f"<h2>Deleted</h2><ul>{''.join(items)}</ul>" if items else ""
+
+
 def html_page(document: dict[str, Any]) -> str:
     """A self-contained HTML page of ``state()``: the project tree with committees."""
     projects: dict[str, dict[str, Any]] = document["projects"]
@@ -161,7 +182,7 @@ def html_page(document: dict[str, Any]) -> str:
     counts = document["counts"]
     summary = (
         f"{counts['projects']} projects (ROOT included), {counts['committees']} committees, "
-        f"{counts['members']} members"
+        f"{counts['members']} members, {counts.get('deleted', 0)} deleted"
     )
     orphan_block = f"<h2>Not under ROOT</h2><ul>{orphan_items}</ul>" if orphan_items else ""
     return (
@@ -172,5 +193,6 @@ def html_page(document: dict[str, Any]) -> str:
         "<h1>V2 sandbox: projects, committees and members</h1>"
         f'<div class="summary">{html.escape(summary)} · '
         '<a href="/_sandbox/state">JSON</a></div>'
-        f"<ul>{tree}</ul>{orphan_block}</body></html>"
+        f"<ul>{tree}</ul>{orphan_block}{_deleted_items(document.get('deleted', {}))}"
+        "</body></html>"
     )

@@ -1,7 +1,10 @@
 """``v1-sync-helper dev --exit-when-synced``: the whole pipeline on the local stack.
 
 Runs the real command (nats-server, valkey, sandbox, bridge, worker, Flower)
-and checks what reached the sandbox object by object against the sample data.
+and checks what reached the sandbox object by object against the sample data,
+the deletes included: deleted objects gone (deleted by the expected principal)
+with their mappings tombstoned, refused ones still there with their mappings,
+the re-puts not re-created, and the summary's delete counts.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import pytest
 from click.testing import CliRunner
 
 from sandbox.dev_session import external_mode
-from sandbox.samples import expected_writer, load_expected
+from sandbox.samples import (
+    delete_accepted,
+    expected_deleter,
+    expected_writer,
+    load_expected,
+    stays_in_v2,
+)
 from v1_sync_helper.cli import main
 
 HEIMDALL_CLIENT_ID = "v1_sync_helper"
@@ -66,14 +75,32 @@ def _expected() -> dict[str, dict[str, Any]]:
     return keys
 
 
+def _in_v2(kind: str) -> list[dict[str, Any]]:
+    """The expectations of ``kind`` whose object V2 holds at the end (refused deletes too)."""
+    return [v for v in _expected().values() if v.get("type") == kind and stays_in_v2(v)]
+
+
+def _summary_line(name: str, count: int) -> str:
+    return f"  {name:<14} {count}"
+
+
 def test_dev_exits_0_after_the_summary(dev_run: dict[str, Any]) -> None:
     result = dev_run["result"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Summary" in result.stdout
-    dead = sum(1 for v in _expected().values() if v["outcome"] == "dead_letter")
-    assert f"dead_lettered  {dead}" in result.stdout
-    members = sum(1 for v in _expected().values() if v.get("type") == "committee_member")
-    assert f"{members} committee members" in result.stdout
+    lines = result.stdout.splitlines()
+    dead = sum(
+        1
+        for v in _expected().values()
+        if v["outcome"] == "dead_letter" and v["reason"] != "delete_refused"
+    )
+    assert _summary_line("dead_lettered", dead) in lines
+    counts = load_expected()["counts"]
+    for name in ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2"):
+        assert _summary_line(name, counts[name]) in lines, name
+    assert counts["deleted"] > 0
+    assert f"{counts['members_in_v2']} committee members" in result.stdout
+    assert f"Phase {counts['phases']}/{counts['phases']}: wrote" in result.stdout
 
 
 def test_every_sample_project_has_its_fields_parent_and_writer(dev_run: dict[str, Any]) -> None:
@@ -83,9 +110,7 @@ def test_every_sample_project_has_its_fields_parent_and_writer(dev_run: dict[str
     slug_of = {
         v["sfid"]: v["fields"]["slug"] for v in expected.values() if v.get("type") == "project"
     }
-    projects = [
-        v for v in expected.values() if v.get("type") == "project" and v["outcome"] == "synced"
-    ]
+    projects = _in_v2("project")
     assert len(projects) >= 30
     for want in projects:
         slug = want["fields"]["slug"]
@@ -106,16 +131,12 @@ def test_every_sample_project_has_its_fields_parent_and_writer(dev_run: dict[str
 
 def test_every_sample_committee_is_under_its_project(dev_run: dict[str, Any]) -> None:
     state = dev_run["state"]
-    expected = _expected()
     uid_of_sfid = {}
-    for v in expected.values():
-        if v.get("type") == "project" and v["outcome"] == "synced":
-            uid_of_sfid[v["sfid"]] = next(
-                uid for uid, p in state["projects"].items() if p["slug"] == v["fields"]["slug"]
-            )
-    committees = [
-        v for v in expected.values() if v.get("type") == "committee" and v["outcome"] == "synced"
-    ]
+    for v in _in_v2("project"):
+        uid_of_sfid[v["sfid"]] = next(
+            uid for uid, p in state["projects"].items() if p["slug"] == v["fields"]["slug"]
+        )
+    committees = _in_v2("committee")
     assert len(committees) >= 60
     stored = {(c["project_uid"], c["name"]): c for c in state["committees"].values()}
     for want in committees:
@@ -131,13 +152,11 @@ def test_every_sample_committee_is_under_its_project(dev_run: dict[str, Any]) ->
 
 def test_every_sample_member_is_in_its_committee(dev_run: dict[str, Any]) -> None:
     state = dev_run["state"]
-    expected = _expected()
     project_uid = {
         v["sfid"]: next(
             uid for uid, p in state["projects"].items() if p["slug"] == v["fields"]["slug"]
         )
-        for v in expected.values()
-        if v.get("type") == "project"
+        for v in _in_v2("project")
     }
     committee_uid = {
         v["sfid"]: next(
@@ -146,10 +165,9 @@ def test_every_sample_member_is_in_its_committee(dev_run: dict[str, Any]) -> Non
             if (c["project_uid"], c["name"])
             == (project_uid[v["project_sfid"]], v["fields"]["name"])
         )
-        for v in expected.values()
-        if v.get("type") == "committee"
+        for v in _in_v2("committee")
     }
-    members = [v for v in expected.values() if v.get("type") == "committee_member"]
+    members = _in_v2("committee_member")
     assert len(members) >= 200
     stored = {
         (m["committee_uid"], m["email"].strip().lower()): m for m in state["members"].values()
@@ -171,6 +189,60 @@ def test_every_sample_member_is_in_its_committee(dev_run: dict[str, Any]) -> Non
 def test_exactly_the_malformed_records_are_dead_lettered(dev_run: dict[str, Any]) -> None:
     wanted = {k: v["reason"] for k, v in _expected().items() if v["outcome"] == "dead_letter"}
     assert dev_run["state"]["dead_letters"] == wanted
+
+
+def test_every_accepted_delete_removed_its_object_as_the_expected_principal(
+    dev_run: dict[str, Any],
+) -> None:
+    state = dev_run["state"]
+    deleted = state["deleted"]
+    accepted = [v for v in _expected().values() if delete_accepted(v)]
+    assert len(accepted) == len(deleted) == load_expected()["counts"]["deleted"]
+    for want in accepted:
+        label = f"{want['type']} {want['sfid']} ({want['delete']['shape']})"
+        found = [uid for uid, d in deleted.items() if _same_object(d, want)]
+        assert len(found) == 1, f"{label}: not deleted through the V2 API"
+        uid = found[0]
+        by = deleted[uid]["_deleted_by"]
+        writer = expected_deleter(want, HEIMDALL_CLIENT_ID)
+        assert {k: by.get(k) for k in writer} == writer, f"{label}: wrong deleter"
+        prefix = "committee_member" if want["type"] == "committee_member" else want["type"]
+        # Tombstones: forward and reverse, and a re-put did not bring the object back.
+        assert state["mappings"][f"{prefix}.sfid.{want['sfid']}"] == "!del", label
+        assert state["mappings"][f"{prefix}.uid.{uid}"] == "!del", label
+        live = {"project": "projects", "committee": "committees"}.get(want["type"], "members")
+        assert uid not in state[live], f"{label}: still in the sandbox"
+
+
+def _same_object(deleted: dict[str, Any], want: dict[str, Any]) -> bool:
+    fields = want["fields"]
+    if want["type"] == "project":
+        return bool(deleted["_deleted_from"] == "projects" and deleted["slug"] == fields["slug"])
+    if want["type"] == "committee":
+        return bool(deleted["_deleted_from"] == "committees" and deleted["name"] == fields["name"])
+    return bool(
+        deleted["_deleted_from"] == "members"
+        and deleted["email"].strip().lower() == fields["email"].strip().lower()
+    )
+
+
+def test_refused_deletes_keep_the_object_and_its_mappings(dev_run: dict[str, Any]) -> None:
+    state = dev_run["state"]
+    refused = {k: v for k, v in _expected().items() if "delete" in v and not delete_accepted(v)}
+    assert len(refused) == load_expected()["counts"]["delete_refused"] >= 2
+    for key, want in refused.items():
+        uid = next(u for u, p in state["projects"].items() if p["slug"] == want["fields"]["slug"])
+        assert state["mappings"][f"project.sfid.{want['sfid']}"] == uid
+        assert state["mappings"][f"project.uid.{uid}"] == want["sfid"]
+        assert state["dead_letters"][key] == "delete_refused"
+    assert state["outcomes"].get("delete_refused") == len(refused)
+
+
+def test_the_summary_counts_match_the_durable_outcomes(dev_run: dict[str, Any]) -> None:
+    outcomes = dev_run["state"]["outcomes"]
+    counts = load_expected()["counts"]
+    for name in ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2"):
+        assert outcomes.get(name, 0) == counts[name], name
 
 
 def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""The sample data set is what issue 6 asks for, consistent, and checkable.
+"""The sample data set is what issues 6 and 14 ask for, consistent, and checkable.
 
 Also proves ``sandbox.sample_check.differences``: a sandbox filled with exactly
-the expected objects (through the fake's HTTP API, as the expected writers)
-shows no difference, and each kind of mistake is reported.
+the expected objects (through the fake's HTTP API, as the expected writers),
+then with the expected deletes made (as the expected deleters), shows no
+difference, and each kind of mistake is reported.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from sandbox import sample_builder
-from sandbox.sample_check import differences
+from sandbox.sample_check import TOMBSTONE, differences, expected_mappings
 from sandbox.samples import (
     SAMPLE_DIR,
     SampleRecord,
+    crowdfunding_slugs,
     dead_letter_reasons,
+    delete_accepted,
     encode,
+    expected_deleter,
     expected_writer,
     load_expected,
+    load_phases,
     load_records,
     load_users,
+    stays_in_v2,
 )
 from sandbox.service import Sandbox
 from sandbox.validation import (
@@ -141,6 +147,10 @@ def test_json_and_msgpack_round_trip_and_both_occur(records: list[SampleRecord])
     assert encodings["raw"] >= 1
     assert encodings["empty"] == 1
     for record in records:
+        if record.is_delete:
+            assert record.encoding is None
+            assert record.value is None
+            continue
         data = encode(record)
         if record.encoding == "json":
             assert json.loads(data) == record.value
@@ -214,6 +224,7 @@ def test_malformed_records_are_really_malformed(
         "missing_parent": 1,
         "missing_project": 1,
         "missing_committee": 2,
+        "delete_refused": 2,  # deletes of projects that are not crowdfunded
     }
     all_committee_sfids = {
         r.value.get("sfid")
@@ -228,6 +239,8 @@ def test_malformed_records_are_really_malformed(
     }
     for key, reason in reasons.items():
         record = by_key[key]
+        if reason == "delete_refused":
+            continue  # a delete, not a malformed record: see the delete tests
         data = encode(record)
         if reason == "undecodable":
             with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)):
@@ -268,7 +281,12 @@ def test_invalid_enum_date_and_url_values_are_dropped_not_dead_lettered(
 
 def test_skipped_keys(records: list[SampleRecord], expected: dict[str, Any]) -> None:
     skipped = {k: v["reason"] for k, v in expected["keys"].items() if v["outcome"] == "skipped"}
-    assert Counter(skipped.values()) == {"other_prefix": 3, "empty_value": 1}
+    assert Counter(skipped.values()) == {
+        "other_prefix": 3,
+        "empty_value": 1,
+        "not_in_v2": 2,  # deletes of records V2 never had
+        "tombstoned": 2,  # re-puts of deleted records
+    }
     for key, reason in skipped.items():
         if reason == "other_prefix":
             assert not key.startswith((PROJECT, COMMITTEE, "platform-community__c."))
@@ -331,7 +349,11 @@ def _headers(key: RSAPrivateKey, audience: str, writer: dict[str, Any]) -> dict[
 def filled_sandbox(heimdall_key: RSAPrivateKey, expected: dict[str, Any]) -> Iterator[Sandbox]:
     """A sandbox holding exactly the expected objects, written over HTTP by their writers."""
     client_id = "sync-test"
-    with Sandbox(heimdall_keys={KID: heimdall_key.public_key()}, auth0_clients={}) as sb:
+    with Sandbox(
+        heimdall_keys={KID: heimdall_key.public_key()},
+        auth0_clients={},
+        crowdfunding_slugs=crowdfunding_slugs(expected),
+    ) as sb:
         session = requests.Session()
         keys = expected["keys"]
         uid_by_sfid: dict[str, str] = {}
@@ -379,8 +401,44 @@ def filled_sandbox(heimdall_key: RSAPrivateKey, expected: dict[str, Any]) -> Ite
                 timeout=10,
             )
             assert response.status_code == 201, response.text
+            uid_by_sfid[value["sfid"]] = response.json()["uid"]
+        _make_the_deletes(sb, session, heimdall_key, keys, uid_by_sfid, client_id)
         session.close()
         yield sb
+
+
+AUDIENCES = {
+    "project": "lfx-v2-project-service",
+    "committee": "lfx-v2-committee-service",
+    "committee_member": "lfx-v2-committee-service",
+}
+
+
+def _make_the_deletes(
+    sb: Sandbox,
+    session: requests.Session,
+    key: RSAPrivateKey,
+    keys: dict[str, Any],
+    uid_by_sfid: dict[str, str],
+    client_id: str,
+) -> None:
+    """Every expected delete through the HTTP API, as its deleter; refused ones answer 400."""
+    for value in keys.values():
+        if "delete" not in value:
+            continue
+        uid = uid_by_sfid[value["sfid"]]
+        if value["type"] == "project":
+            path = f"/projects/{uid}"
+        elif value["type"] == "committee":
+            path = f"/committees/{uid}"
+        else:
+            path = f"/committees/{uid_by_sfid[value['committee_sfid']]}/members/{uid}"
+        headers = _headers(key, AUDIENCES[value["type"]], expected_deleter(value, client_id))
+        etag = session.get(sb.url + path + "?v=1", headers=headers, timeout=10).headers["ETag"]
+        response = session.delete(
+            sb.url + path + "?v=1", headers={**headers, "If-Match": etag}, timeout=10
+        )
+        assert response.status_code == (204 if delete_accepted(value) else 400), response.text
 
 
 def _state(sb: Sandbox) -> dict[str, Any]:
@@ -392,8 +450,11 @@ def test_a_sandbox_with_exactly_the_expected_objects_shows_no_difference(
 ) -> None:
     state = _state(filled_sandbox)
     assert differences(state, expected, heimdall_client_id="sync-test") == []
-    assert state["counts"]["projects"] == expected["counts"]["projects"] + 1  # ROOT
-    assert state["counts"]["committees"] == expected["counts"]["committees"]
+    counts = expected["counts"]
+    assert state["counts"]["projects"] == counts["projects_in_v2"] + 1  # ROOT
+    assert state["counts"]["committees"] == counts["committees_in_v2"]
+    assert state["counts"]["members"] == counts["members_in_v2"]
+    assert state["counts"]["deleted"] == counts["deleted"]
 
 
 def test_each_kind_of_mistake_is_reported(
@@ -405,8 +466,8 @@ def test_each_kind_of_mistake_is_reported(
     by_slug = {p["slug"]: p for p in state["projects"].values()}
     by_slug["kubernetes"]["description"] = "stale"
     by_slug["helm"]["stage"] = "Incubation"
-    by_slug["minikube"]["parent_uid"] = state["root_uid"]
-    by_slug["kind"]["_last_write"]["on_behalf_of"] = "someone"
+    by_slug["kustomize"]["parent_uid"] = state["root_uid"]
+    by_slug["rekor"]["_last_write"]["on_behalf_of"] = "someone"
     del state["projects"][by_slug["envoy"]["uid"]]
     extra = str(uuid.uuid4())
     state["projects"][extra] = {
@@ -423,8 +484,8 @@ def test_each_kind_of_mistake_is_reported(
 
     assert reported("project kubernetes", "description is 'stale'")
     assert reported("project helm", "stage should have been dropped")
-    assert reported("project minikube", "parent_uid is")
-    assert reported("project kind", "on_behalf_of is 'someone'")
+    assert reported("project kustomize", "parent_uid is")
+    assert reported("project rekor", "on_behalf_of is 'someone'")
     assert reported("project envoy", "not in the sandbox")
     assert reported("project openmainframe", "not expected")
     assert reported("category is 'Board-ish'")
@@ -437,7 +498,7 @@ def test_members_cover_the_cases_of_the_issue(
 ) -> None:
     members = [v for v in expected["keys"].values() if v.get("type") == "committee_member"]
     assert len(members) >= 200
-    member_puts = [r for r in records if r.key.startswith(MEMBER)]
+    member_puts = [r for r in records if r.key.startswith(MEMBER) and not r.is_delete]
     assert {r.encoding for r in member_puts} == {"json", "msgpack"}
     committees_of: dict[str, set[str]] = {}
     for record in member_puts:
@@ -456,3 +517,157 @@ def test_members_cover_the_cases_of_the_issue(
     assert unknown[("role", "None")] >= 10
     assert unknown[("voting", "None")] >= 10
     assert any(r.value["role__c"] not in (None, *MEMBER_ROLES) for r in member_puts)
+
+
+# -- deletes (issue 14) ----------------------------------------------------------------------
+
+
+def _deletes(expected: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in expected["keys"].values() if "delete" in v]
+
+
+def test_deletes_cover_every_shape_for_every_object_type(expected: dict[str, Any]) -> None:
+    shapes = {(v["type"], v["delete"]["shape"]) for v in _deletes(expected)}
+    for kind in ("project", "committee", "committee_member"):
+        assert {(kind, "DEL"), (kind, "PURGE")} & shapes, kind  # a hard delete
+        assert {(kind, "_sdc_deleted_at"), (kind, "isdeleted")} & shapes, kind  # a soft one
+    assert {shape for _, shape in shapes} == {"DEL", "PURGE", "_sdc_deleted_at", "isdeleted"}
+    projects = [v for v in _deletes(expected) if v["type"] == "project"]
+    accepted = [v for v in projects if delete_accepted(v)]
+    refused = [v for v in projects if not delete_accepted(v)]
+    assert len(accepted) >= 2
+    assert len(refused) >= 2
+    assert {v["delete"]["shape"] for v in refused} >= {"DEL", "isdeleted"}  # hard and soft
+    for value in refused:
+        assert (value["outcome"], value["reason"]) == ("dead_letter", "delete_refused")
+        assert stays_in_v2(value)
+
+
+def test_only_the_accepted_project_deletes_are_crowdfunded(expected: dict[str, Any]) -> None:
+    projects = [v for v in _deletes(expected) if v["type"] == "project"]
+    assert crowdfunding_slugs(expected) == {
+        v["fields"]["slug"] for v in projects if delete_accepted(v)
+    }
+    # Deleted projects are leaves without committees: nothing in V2 points at them.
+    deleted = {v["sfid"] for v in projects if delete_accepted(v)}
+    for value in expected["keys"].values():
+        assert value.get("parent_sfid") not in deleted
+        assert value.get("project_sfid") not in deleted
+
+
+def test_the_principal_rule_is_visible(
+    records: list[SampleRecord], expected: dict[str, Any]
+) -> None:
+    """Soft deletes within 1 s of their last edit are the user's; the rest the service's."""
+    by_key = latest(records)
+    kinds = Counter()
+    for key, value in expected["keys"].items():
+        if "delete" not in value:
+            continue
+        record = (
+            by_key[key] if value["delete"]["shape"] in ("_sdc_deleted_at", "isdeleted") else None
+        )
+        if "reput_phase" in value:
+            record = None  # the latest put is the re-put; the delete was a hard one
+        deleter = value["delete"]["deleter"]
+        kinds[(value["delete"]["shape"], deleter["kind"])] += 1
+        if record is not None and deleter["kind"] == "user":
+            assert record.value["lastmodifiedbyid"] in load_users()
+    assert kinds[("_sdc_deleted_at", "user")] >= 2  # within 1 s: the V1 user
+    assert kinds[("_sdc_deleted_at", "fallback")] >= 1  # an older edit: the service
+    assert kinds[("isdeleted", "fallback")] >= 1  # no deletion time: the service
+    assert kinds[("DEL", "fallback")] >= 1
+    assert kinds[("DEL", "user")] == 0
+    assert kinds[("PURGE", "user")] == 0
+
+
+def test_members_of_deleted_committees_go_with_them(expected: dict[str, Any]) -> None:
+    deleted = {
+        v["sfid"] for v in _deletes(expected) if v["type"] == "committee" and delete_accepted(v)
+    }
+    assert len(deleted) >= 2
+    for key, value in expected["keys"].items():
+        if value.get("type") == "committee_member" and value["committee_sfid"] in deleted:
+            assert value["removed_with_committee"].endswith(
+                next(s for s in deleted if s == value["committee_sfid"])
+            ), key
+            assert not stays_in_v2(value)
+
+
+def test_phases_order_every_delete_after_its_record_and_every_reput_after_its_delete(
+    expected: dict[str, Any],
+) -> None:
+    phases = load_phases()
+    assert len(phases) == expected["counts"]["phases"] == 3
+    phase_of: dict[str, list[tuple[int, str]]] = {}
+    for number, records in enumerate(phases, start=1):
+        assert {r.phase for r in records} == {number}
+        for record in records:
+            phase_of.setdefault(record.key, []).append((number, record.operation))
+    for key, value in expected["keys"].items():
+        if "delete" not in value:
+            continue
+        writes = phase_of[key]
+        assert writes[0] == (1, "PUT"), key  # synced first
+        assert writes[1][0] == value["delete"]["phase"] == 2, key
+        if "reput_phase" in value:
+            assert writes[2] == (3, "PUT"), key
+            assert (value["outcome"], value["reason"]) == ("skipped", "tombstoned")
+    never = [k for k, v in expected["keys"].items() if v.get("reason") == "not_in_v2"]
+    assert {phase_of[k][0][1] for k in never} == {"DEL", "PUT"}  # hard and soft
+    assert all(len(phase_of[k]) == 1 and phase_of[k][0][0] == 2 for k in never)
+
+
+def test_delete_counts_match_the_expectations(expected: dict[str, Any]) -> None:
+    counts = expected["counts"]
+    keys = expected["keys"].values()
+    assert counts["deleted"] == sum(1 for v in keys if delete_accepted(v)) == 10
+    assert counts["delete_refused"] == 2
+    assert counts["skipped:tombstoned"] == 2
+    assert counts["skipped:not_in_v2"] == 2
+    assert counts["projects_in_v2"] == sum(
+        1 for v in keys if v.get("type") == "project" and stays_in_v2(v)
+    )
+
+
+def test_each_kind_of_delete_mistake_is_reported(
+    filled_sandbox: Sandbox, expected: dict[str, Any]
+) -> None:
+    state = _state(filled_sandbox)
+    wanted = expected_mappings(state, expected)
+    assert differences(state, expected, "sync-test", mappings=wanted) == []
+    deleted = {
+        (v["type"], v["delete"]["shape"]): v for v in _deletes(expected) if delete_accepted(v)
+    }
+    refused, kept = (v for v in _deletes(expected) if not delete_accepted(v))
+    by_slug = {p["slug"]: p for p in state["projects"].values()}
+    # A deleted project back in V2 (a re-put that re-created it), a refused one gone.
+    reput = next(v for v in _deletes(expected) if "reput_phase" in v and v["type"] == "project")
+    gone = next(uid for uid, p in state["deleted"].items() if p["slug"] == reput["fields"]["slug"])
+    state["projects"][gone] = {
+        k: v for k, v in state["deleted"].pop(gone).items() if not k.startswith("_deleted")
+    }
+    del state["projects"][by_slug[refused["fields"]["slug"]]["uid"]]
+    # The wrong deleter for the user's soft delete of a member.
+    member = deleted[("committee_member", "_sdc_deleted_at")]
+    member_uid = next(
+        uid
+        for uid, m in state["deleted"].items()
+        if m["_deleted_from"] == "members" and m["email"] == member["fields"]["email"]
+    )
+    state["deleted"][member_uid]["_deleted_by"]["principal"] = "v1_sync_helper@clients"
+    # A mapping not tombstoned, a refused one's mapping gone.
+    mappings = dict(wanted)
+    committee = deleted[("committee", "DEL")]
+    mappings[f"committee.sfid.{committee['sfid']}"] = "some-uid"
+    mappings[f"project.sfid.{kept['sfid']}"] = None
+    lines = differences(state, expected, "sync-test", mappings=mappings)
+
+    def reported(*parts: str) -> bool:
+        return any(all(part in line for part in parts) for line in lines)
+
+    assert reported(f"project {reput['fields']['slug']}", "still in the sandbox", "re-put")
+    assert reported(f"project {refused['fields']['slug']}", "not in the sandbox")
+    assert reported(f"member {member['fields']['email']}", "delete principal is")
+    assert reported(f"mapping committee.sfid.{committee['sfid']} is 'some-uid'", TOMBSTONE)
+    assert reported(f"mapping project.sfid.{kept['sfid']} is None")

@@ -86,7 +86,7 @@ def test_state_lists_every_object_with_its_last_writer(
     tsc = response.json()["uid"]
     state = requests.get(sandbox.url + "/_sandbox/state", timeout=10).json()
     assert state["root_uid"] == sandbox.root_uid
-    assert state["counts"] == {"projects": 4, "committees": 2, "members": 0}
+    assert state["counts"] == {"projects": 4, "committees": 2, "members": 0, "deleted": 0}
     assert set(state["projects"]) == {
         sandbox.root_uid,
         uids["cncf"],
@@ -156,6 +156,31 @@ def test_html_page_shows_members_under_their_committee(sandbox: Sandbox) -> None
     assert "Example &lt;Corp&gt;" in committee_block
     assert page.count("jane@example.com") == 1
     assert "1 members" in page
+
+
+def test_deleted_objects_are_listed_with_who_deleted_them(
+    sandbox: Sandbox, heimdall_key: RSAPrivateKey
+) -> None:
+    sandbox.add_crowdfunding_slug("gone")
+    uid = sandbox.add_project("Gone", "gone")
+    headers = {**_bearer(heimdall_key, "lfx-v2-project-service"), "X-On-Behalf-Of": "jdoe"}
+    etag = requests.get(f"{sandbox.url}/projects/{uid}?v=1", headers=headers, timeout=10).headers[
+        "ETag"
+    ]
+    response = requests.delete(
+        f"{sandbox.url}/projects/{uid}?v=1", headers={**headers, "If-Match": etag}, timeout=10
+    )
+    assert response.status_code == 204
+    state = requests.get(sandbox.url + "/_sandbox/state", timeout=10).json()
+    assert uid not in state["projects"]
+    assert state["counts"]["deleted"] == 1
+    gone = state["deleted"][uid]
+    assert (gone["slug"], gone["_deleted_from"]) == ("gone", "projects")
+    assert gone["_deleted_by"]["principal"] == "jdoe"
+    assert gone["_deleted_by"]["method"] == "DELETE"
+    page = requests.get(sandbox.url + "/", timeout=10).text
+    assert "deleted by jdoe on behalf of jdoe" in page
+    assert "1 deleted" in page
 
 
 def test_view_is_read_only(sandbox: Sandbox) -> None:
@@ -274,6 +299,9 @@ def test_python_m_sandbox_runs_until_sigterm(
             "--users",
             str(users_file),
             "--sample-users",
+            "--sample-crowdfunding",
+            "--crowdfunding-slugs",
+            "extra, more",
             "--nats-url",
             nats_server.url,
         ],
@@ -297,6 +325,21 @@ def test_python_m_sandbox_runs_until_sigterm(
         assert response.status_code == 200
         assert response.json()["slug"] == "ROOT"
         _check_users(url, _private(rsa_pems["auth0"]))
+        # The sample set's crowdfunded slugs and the listed ones; no other.
+        for slug, crowdfunded in (("minikube", True), ("extra", True), ("helm", False)):
+            created = requests.post(
+                f"{url}/projects?v=1",
+                json={
+                    "name": slug,
+                    "slug": slug,
+                    "description": "",
+                    "parent_uid": ready["root_uid"],
+                },
+                headers=_bearer(heimdall_key, "lfx-v2-project-service"),
+                timeout=10,
+            )
+            assert created.status_code == 201, created.text
+            assert (created.json().get("funding_model") == ["Crowdfunding"]) is crowdfunded, slug
         process.send_signal(signal.SIGTERM)
         assert process.wait(PROCESS_TIMEOUT) == 0
         assert json.loads(process.stdout.readline())["event"] == "sandbox_stopped"
