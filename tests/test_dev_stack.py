@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,12 @@ from v1_sync_helper.cli import main
 
 HEIMDALL_CLIENT_ID = "v1_sync_helper"
 DEV_TIMEOUT = 180
+# How long the stack gets to stop on SIGTERM before its process group is killed.
+STOP_GRACE_SECONDS = 15
+
+# The module's run takes up to DEV_TIMEOUT in the first test's setup: the
+# subprocess's own deadline must come first, so that its processes are stopped.
+pytestmark = pytest.mark.timeout(DEV_TIMEOUT + STOP_GRACE_SECONDS + 30)
 
 
 def _clean_env() -> dict[str, str]:
@@ -57,17 +64,40 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     state_file = workdir / "state.json"
     command = [sys.executable, "-m", "v1_sync_helper", "dev", "--exit-when-synced"]
     command += ["--timeout", "150", "--dump-state", str(state_file)]
-    result = subprocess.run(
-        command,
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=DEV_TIMEOUT,
-        cwd=workdir,
-    )
+    result = _run_in_own_group(command, workdir)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     stack = json.loads((run_dir / "stack.json").read_text())
     return {"result": result, "state": state, "stack": stack, "run_dir": run_dir}
+
+
+def _run_in_own_group(command: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``command``; past DEV_TIMEOUT, SIGTERM it so that it stops its stack.
+
+    ``subprocess.run``'s timeout (and pytest-timeout before it) SIGKILLs only
+    the child, and the servers and processes the dev command started outlived
+    the test. SIGTERM is the dev command's own stop (it stops everything it
+    started); SIGKILL of its group is the last resort.
+    """
+    process = subprocess.Popen(
+        command,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=DEV_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            stdout, stderr = process.communicate(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        pytest.fail(f"dev did not finish in {DEV_TIMEOUT}s:\n{stdout[-3000:]}{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def _expected() -> dict[str, dict[str, Any]]:
