@@ -15,6 +15,7 @@ function; ``tasks.users`` and ``tasks.organizations`` are its two users.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -319,6 +320,27 @@ class CachedDirectory(Generic[E]):
         finally:
             with self._refreshing_lock:
                 self._refreshing.discard(entry_id)
+
+
+def encode_entry(fields: dict[str, str], last_fetched: float, error: str | None) -> bytes:
+    """A cache entry's bytes: the V1 answer's ``fields`` plus ``_last_fetched[, _error]``."""
+    data: dict[str, Any] = {**fields, "_last_fetched": last_fetched}
+    if error:
+        data["_error"] = error
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode_entry(raw: bytes) -> tuple[dict[str, Any], float, str | None] | None:
+    """The fields, fetch time and error of a cache entry; None when it is not one."""
+    try:
+        data = json.loads(raw)
+        last_fetched = float(data["_last_fetched"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("_error")
+    return data, last_fetched, error if isinstance(error, str) and error else None
 
 
 def _lock_time(raw: bytes | None) -> float | None:

@@ -11,14 +11,13 @@ the sync.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tasks.auth0 import Auth0TokenSource
-from tasks.cached_directory import CachedDirectory, DirectorySpec
+from tasks.cached_directory import CachedDirectory, DirectorySpec, decode_entry, encode_entry
 from tasks.v1api import V1ApiFetcher
 
 if TYPE_CHECKING:
@@ -61,31 +60,21 @@ class CachedOrganization:
 
     def to_json(self) -> bytes:
         """``{ID, Name, _last_fetched[, _error]}``."""
-        data: dict[str, Any] = {
-            "ID": self.id,
-            "Name": self.name,
-            "_last_fetched": self.last_fetched,
-        }
-        if self.error:
-            data["_error"] = self.error
-        return json.dumps(data, separators=(",", ":")).encode()
+        return encode_entry({"ID": self.id, "Name": self.name}, self.last_fetched, self.error)
 
     @classmethod
     def from_json(cls, raw: bytes) -> CachedOrganization | None:
         """Parse a cache entry; None when it is not one (treated as absent)."""
-        try:
-            data = json.loads(raw)
-            last_fetched = float(data["_last_fetched"])
-        except (ValueError, TypeError, KeyError):
+        decoded = decode_entry(raw)
+        if decoded is None:
             return None
-        if not isinstance(data, dict):
-            return None
-        found, name, error = data.get("ID"), data.get("Name"), data.get("_error")
+        data, last_fetched, error = decoded
+        found, name = data.get("ID"), data.get("Name")
         return cls(
             id=found if isinstance(found, str) else "",
             name=name if isinstance(name, str) else "",
             last_fetched=last_fetched,
-            error=error if isinstance(error, str) and error else None,
+            error=error,
         )
 
 

@@ -12,7 +12,6 @@ the service's own identity.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,6 +29,8 @@ from tasks.cached_directory import (
     CachedDirectory,
     DirectorySpec,
     LookupFailure,
+    decode_entry,
+    encode_entry,
 )
 from tasks.identity import (
     MACHINE_SUFFIX,
@@ -124,29 +125,22 @@ class CachedUser:
 
     def to_json(self) -> bytes:
         """``{ID, Username, Email, FirstName, LastName, _last_fetched[, _error]}``."""
-        data: dict[str, Any] = {
+        fields = {
             "ID": self.id,
             "Username": self.username,
             "Email": self.email,
             "FirstName": self.first_name,
             "LastName": self.last_name,
-            "_last_fetched": self.last_fetched,
         }
-        if self.error:
-            data["_error"] = self.error
-        return json.dumps(data, separators=(",", ":")).encode()
+        return encode_entry(fields, self.last_fetched, self.error)
 
     @classmethod
     def from_json(cls, raw: bytes) -> CachedUser | None:
         """Parse a cache entry; None when it is not one (treated as absent)."""
-        try:
-            data = json.loads(raw)
-            last_fetched = float(data["_last_fetched"])
-        except (ValueError, TypeError, KeyError):
+        decoded = decode_entry(raw)
+        if decoded is None:
             return None
-        if not isinstance(data, dict):
-            return None
-        error = data.get("_error")
+        data, last_fetched, error = decoded
         return cls(
             id=_text(data.get("ID")),
             username=_text(data.get("Username")),
@@ -154,7 +148,7 @@ class CachedUser:
             first_name=_text(data.get("FirstName")),
             last_name=_text(data.get("LastName")),
             last_fetched=last_fetched,
-            error=error if isinstance(error, str) and error else None,
+            error=error,
         )
 
 
