@@ -8,7 +8,13 @@ import pytest
 
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
-from tasks.keylock import LEASE_TTL_SECONDS, KeyLock, LeaseLost, check_write_allowed
+from tasks.keylock import (
+    LEASE_TTL_SECONDS,
+    RENEWALS,
+    KeyLock,
+    LeaseLost,
+    check_write_allowed,
+)
 from tasks.mapping_store import MappingStore
 from tasks.state_store import StateStore
 
@@ -73,6 +79,27 @@ def test_renewal_keeps_a_long_run_holding(store: StateStore) -> None:
         assert lease.valid()
         assert not KeyLock(store, KEY).acquire()
     lease.release()
+
+
+def test_one_scheduler_renews_many_leases_and_drops_ended_ones(store: StateStore) -> None:
+    """Leases of concurrent runs are all renewed; a run that ended is renewed no more."""
+    leases = [KeyLock(store, f"{KEY}{n}", ttl=0.6, renew_every=0.1) for n in range(12)]
+    for lease in leases:
+        assert lease.acquire()
+        RENEWALS.schedule(lease)
+    ended = leases.pop()
+    ended.forget()  # the run ended, its lease left to expire (as after a lost release)
+    time.sleep(1.3)  # twice the TTL
+    assert all(lease.valid() for lease in leases)
+    for lease in leases:
+        stored = store.get(lease.key).lease
+        assert stored is not None
+        assert stored.expires > time.time()
+        lease.release()
+    stored = store.get(ended.key).lease
+    assert stored is not None
+    assert stored.expires < time.time()
+    assert KeyLock(store, ended.key).acquire()
 
 
 def test_a_run_that_lost_its_lease_does_not_write(store: StateStore, sync_nats: SyncNats) -> None:
