@@ -8,6 +8,10 @@ one V1 API call per id is in flight: the others wait for its result (up to
 background. A transient failure (an outage says nothing about the id) keeps
 the last good entry for another period.
 
+A fresh entry a lookup read or fetched is also kept in the process for up to
+``memo_for`` seconds (never past its freshness): most runs ask for the same
+few ids, and each saved read is a NATS round trip off the run.
+
 ``CachedDirectory`` is that machinery, parameterised by a ``DirectorySpec``
 (key prefixes, how an entry is built, parsed and serialised) and a fetch
 function; ``tasks.users`` and ``tasks.organizations`` are its two users.
@@ -19,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -40,6 +45,11 @@ LOCK_POLL_INTERVAL_SECONDS = 0.025
 LOCK_ATTEMPTS = 3
 # Background refreshes run on a small pool: many entries can go stale at once.
 REFRESH_THREADS = 4
+# How long a fresh entry is answered from the process's memory (a minute of
+# another worker's refresh may go unseen; the entry is fresh either way).
+DEFAULT_MEMO_SECONDS = 60.0
+# At most this many entries are kept in memory; the oldest go first.
+MEMO_MAX_ENTRIES = 10_000
 # Answers that say something about the id itself (not an outage).
 PERMANENT_LOOKUP_KINDS = frozenset({"not_found", "invalid_response"})
 
@@ -115,7 +125,8 @@ class CachedDirectory(Generic[E]):
         clock: the time source (Unix seconds) for entry ages and lock times.
         cache_writes: False for a dry run (``explain``): the cache is read, never
             written, no lock is taken and nothing is refreshed; an id not in the
-            cache is fetched and not cached.
+            cache is fetched and not cached (nor kept in memory).
+        memo_for: seconds a fresh entry is answered from memory (0: never).
 
     Thread-safe; one per worker process and spec. ``close()`` stops the refreshes.
     """
@@ -132,8 +143,13 @@ class CachedDirectory(Generic[E]):
         lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS,
         clock: Callable[[], float] = time.time,
         cache_writes: bool = True,
+        memo_for: float = DEFAULT_MEMO_SECONDS,
     ) -> None:
         self.cache_writes = cache_writes
+        self.memo_for = memo_for if cache_writes else 0.0
+        # id -> (entry, until): fresh entries answered without a read (``_remembered``).
+        self._memo: OrderedDict[str, tuple[E, float]] = OrderedDict()
+        self._memo_lock = threading.Lock()
         self._nats = nats
         self.bucket = bucket
         self.spec = spec
@@ -159,11 +175,16 @@ class CachedDirectory(Generic[E]):
 
         A stale entry is returned at once and refreshed in the background.
         """
+        remembered = self._remembered(entry_id)
+        if remembered is not None:
+            return remembered
         cached = self._read(entry_id)
         if not self.cache_writes:
             return cached if cached is not None else self._fetch(entry_id, previous=None)
         if cached is not None:
-            if not self._is_fresh(cached):
+            if self._is_fresh(cached):
+                self._remember(entry_id, cached)
+            else:
                 self._refresh_in_background(entry_id)
             return cached
         return self._fetch_under_lock(entry_id, wait=True)
@@ -197,6 +218,30 @@ class CachedDirectory(Generic[E]):
 
     def _write(self, entry_id: str, entry: E) -> None:
         self._nats.kv_put(self.bucket, self.spec.key_prefix + entry_id, entry.to_json())
+        self._remember(entry_id, entry)
+
+    def _remembered(self, entry_id: str) -> E | None:
+        """The entry kept in memory, while it is within ``memo_for`` and fresh."""
+        if self.memo_for <= 0:
+            return None
+        with self._memo_lock:
+            kept = self._memo.get(entry_id)
+            if kept is None:
+                return None
+            if self._clock() < kept[1]:
+                return kept[0]
+            del self._memo[entry_id]
+            return None
+
+    def _remember(self, entry_id: str, entry: E) -> None:
+        if self.memo_for <= 0:
+            return
+        until = min(self._clock() + self.memo_for, entry.last_fetched + self.fresh_for)
+        with self._memo_lock:
+            self._memo[entry_id] = (entry, until)
+            self._memo.move_to_end(entry_id)
+            while len(self._memo) > MEMO_MAX_ENTRIES:
+                self._memo.popitem(last=False)
 
     def _is_fresh(self, entry: E) -> bool:
         return self._clock() - entry.last_fetched < self.fresh_for

@@ -24,6 +24,7 @@ from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
+from tasks.cached_directory import DEFAULT_MEMO_SECONDS
 from tasks.identity import Identity
 from tasks.users import (
     CachedUser,
@@ -253,6 +254,37 @@ def test_a_platform_id_is_looked_up_cached_and_its_lock_released(
     assert _lock(sync_nats) is None
     assert directory.identity_for(USER_ID) == JDOE
     assert sandbox.count("GET", USERS_PATH) == 1
+
+
+def test_a_fresh_entry_is_answered_from_memory_for_a_minute_at_most(
+    directory: UserDirectory, sandbox: Sandbox, sync_nats: SyncNats, clock: Clock
+) -> None:
+    assert directory.identity_for(USER_ID) == JDOE
+    # Another worker's refresh lands in the bucket: this process still answers
+    # from memory (no round trip), for at most DEFAULT_MEMO_SECONDS.
+    newer = {**USER, "Username": "jdoe3", "_last_fetched": clock.now}
+    sync_nats.kv_put(MAPPINGS_BUCKET, f"v1_user.{USER_ID}", json.dumps(newer).encode())
+    clock.now += DEFAULT_MEMO_SECONDS - 1
+    assert directory.identity_for(USER_ID) == JDOE
+    clock.now += 2
+    assert directory.identity_for(USER_ID).principal == "jdoe3"
+    assert sandbox.count("GET", USERS_PATH) == 1
+
+
+def test_a_stale_entry_is_never_answered_from_memory(
+    directory: UserDirectory, sandbox: Sandbox, sync_nats: SyncNats, clock: Clock
+) -> None:
+    """An entry close to the end of its freshness is kept in memory only until then."""
+    aging = {**USER, "_last_fetched": clock.now - FRESH_FOR + 10}
+    sync_nats.kv_put(MAPPINGS_BUCKET, f"v1_user.{USER_ID}", json.dumps(aging).encode())
+    assert directory.identity_for(USER_ID) == JDOE  # fresh: no call
+    assert sandbox.count("GET", USERS_PATH) == 0
+    sandbox.add_user(USER_ID, {**USER, "Username": "jdoe2"})
+    clock.now += 11  # stale now, though well within DEFAULT_MEMO_SECONDS
+    directory.identity_for(USER_ID)
+    _wait_until(lambda: (_cached(sync_nats) or {}).get("Username") == "jdoe2")
+    assert sandbox.count("GET", USERS_PATH) == 1
+    assert directory.identity_for(USER_ID).principal == "jdoe2"
 
 
 def test_an_empty_email_is_left_out(directory: UserDirectory, sandbox: Sandbox) -> None:
