@@ -38,7 +38,7 @@ from typing import Any
 from sync_core.sync_state import KeyLease as LeaseRecord
 from sync_core.sync_state import SyncState
 from tasks.errors import TransientError
-from tasks.state_store import StateStore
+from tasks.state_store import NOT_READ, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class KeyLock:
         self.state: SyncState = SyncState(key)
         # The entry ``acquire(read=…)`` read alongside the state (None: absent or not read).
         self.entry: Any = None
+        # The entry ``acquire(then_read=…)`` read once the lease was taken (or ``NOT_READ``).
+        self.then_entry: Any = NOT_READ
         self.refused = False
         # The KV revision of ``state``, as last read or written by this lease.
         self.revision = 0
@@ -122,6 +124,7 @@ class KeyLock:
         self,
         read: str | None = None,
         wanted: Callable[[SyncState, Any], bool] | None = None,
+        then_read: tuple[str, str] | None = None,
     ) -> bool:
         """Take the lease if no live run holds it; True when we hold it now.
 
@@ -130,7 +133,9 @@ class KeyLock:
         ``entry``: the value the run syncs, never older than the state the
         lease was taken on. ``wanted(state, entry)`` False leaves the lease
         untaken (a duplicate or superseded run needs none); ``refused`` tells
-        that case from a lease another run holds.
+        that case from a lease another run holds. ``then_read`` (bucket, key):
+        an entry read in the same round trip right after the lease was taken,
+        kept as ``then_entry`` (``NOT_READ`` when the lease was not taken).
         """
         started = self._clock()
         self.refused = False
@@ -148,8 +153,8 @@ class KeyLock:
         if read is None:
             state, revision = self._store.modify_versioned(self.key, take)
         else:
-            (state, revision), self.entry = self._store.modify_reading(
-                self.key, take, read, self.key
+            (state, revision), self.entry, self.then_entry = self._store.modify_reading(
+                self.key, take, read, self.key, then_read
             )
         self.state, self.revision = state, revision
         if self.refused or state.lease is None or state.lease.token != self.token:

@@ -33,6 +33,7 @@ import asyncio
 import contextvars
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from nats.js.errors import APIError
 
@@ -73,13 +74,15 @@ class MappingStore:
         return f"MappingStore(bucket={self.bucket!r})"
 
     @contextmanager
-    def remembering(self, key: str) -> Iterator[None]:
+    def remembering(self, key: str, stored: Any = None, read: bool = False) -> Iterator[None]:
         """Within the block, ``key`` is read once and answered from memory (see the module).
 
         Only for a key no other run writes meanwhile: the run's own mapping under its lease.
+        ``read``: the caller read it already, under the lease; ``stored`` is that
+        KV entry (None when absent).
         """
         known = dict(_remembered.get() or {})
-        known[key] = self._read_stored(key)
+        known[key] = mapping_text(stored) if read else self._read_stored(key)
         token = _remembered.set(known)
         try:
             yield
@@ -95,11 +98,7 @@ class MappingStore:
 
     def _read_stored(self, key: str) -> str | None:
         _check_keys([key])
-        entry = self._nats.kv_get(self.bucket, key)
-        if entry is None or not entry.value:
-            return None
-        text = bytes(entry.value).decode("utf-8").strip()
-        return text or None
+        return mapping_text(self._nats.kv_get(self.bucket, key))
 
     def get(self, key: str) -> str | None:
         """The mapping's value, or None when absent, deleted, empty or tombstoned."""
@@ -222,6 +221,14 @@ class MappingStore:
                 MEMBER_SFID + sfid: f"{committee_uid}{MEMBER_PLACE_SEPARATOR}{member_uid}",
             }
         )
+
+
+def mapping_text(entry: Any) -> str | None:
+    """A mapping entry's value (the tombstone included); None when absent or empty."""
+    if entry is None or not entry.value:
+        return None
+    text = bytes(entry.value).decode("utf-8").strip()
+    return text or None
 
 
 def _note(values: Mapping[str, str | None]) -> None:

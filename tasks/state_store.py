@@ -34,6 +34,8 @@ from sync_core.sync_state import (
 LIST_TIMEOUT = 15.0
 # A sync state and the KV revision it was read or written at.
 Versioned = tuple[SyncState, int]
+# ``modify_reading``'s answer for a ``then_read`` entry it did not read.
+NOT_READ: Any = object()
 # How nats-py names a KV bucket's stream and subjects.
 KV_STREAM_PREFIX = "KV_"
 KV_SUBJECT_PREFIX = "$KV."
@@ -84,20 +86,37 @@ class StateStore:
         change: Callable[[SyncState, Any], SyncState | None],
         bucket: str,
         entry_key: str,
-    ) -> tuple[Versioned, Any]:
+        then_read: tuple[str, str] | None = None,
+    ) -> tuple[Versioned, Any, Any]:
         """``modify`` whose ``change`` also sees the current entry of ``entry_key`` in ``bucket``.
 
         Each try reads the state and the entry in one round trip (concurrently),
         so the entry is never older than the state revision the compare-and-set
         is conditioned on: a run that takes the key's lease with it has read
         the value after any run that held the lease before. ``change`` gets the
-        entry (None when absent or deleted). Returns (the state written or as
-        read with its KV revision, the entry).
+        entry (None when absent or deleted). ``then_read`` (bucket, key): an
+        entry read in the same call once the state was written (a run's own
+        mapping, read under the lease it just took). Returns (the state written
+        or as read with its KV revision, the entry, the ``then_read`` entry or
+        ``NOT_READ`` when nothing was written or nothing asked).
         """
         check_kv_key(entry_key)
         state_kv = self._nats.kv(self.bucket)
         entry_kv = self._nats.kv(bucket)
-        return self._nats.run(_modify_reading(state_kv, key, change, entry_kv, entry_key))
+        after_kv = None
+        if then_read is not None:
+            check_kv_key(then_read[1])
+            after_kv = self._nats.kv(then_read[0])
+
+        async def modify_then_read() -> tuple[Versioned, Any, Any]:
+            versioned, entry, written = await _modify_reading(
+                state_kv, key, change, entry_kv, entry_key
+            )
+            if after_kv is None or then_read is None or not written:
+                return versioned, entry, NOT_READ
+            return versioned, entry, await _entry_or_none(after_kv, then_read[1])
+
+        return self._nats.run(modify_then_read())
 
     def finish(
         self,
@@ -249,18 +268,19 @@ async def _modify_reading(
     change: Callable[[SyncState, Any], SyncState | None],
     entry_kv: KeyValue,
     entry_key: str,
-) -> tuple[Versioned, Any]:
-    """``sync_state.modify`` with another entry read alongside the state (``modify_reading``)."""
+) -> tuple[Versioned, Any, bool]:
+    """``sync_state.modify`` with another entry read alongside the state
+    (``modify_reading``); the last item says whether the state was written."""
     for _ in range(CAS_ATTEMPTS):
         (state, revision), entry = await asyncio.gather(
             read_state(state_kv, key), _entry_or_none(entry_kv, entry_key)
         )
         updated = change(state, entry)
         if updated is None or updated == state:
-            return (state, revision), entry
+            return (state, revision), entry, False
         written = await _write_state(state_kv, key, updated, revision)
         if written is not None:
-            return (updated, written), entry
+            return (updated, written), entry, True
     raise ConcurrentUpdate(f"sync state of {key!r} changed under {CAS_ATTEMPTS} writes in a row")
 
 

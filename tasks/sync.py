@@ -75,7 +75,7 @@ from tasks.projects import PROJECTS
 from tasks.record_ids import check_key_id
 from tasks.report import RunReport
 from tasks.runtime import Runtime, get_runtime
-from tasks.state_store import parked_pending, retry_pending
+from tasks.state_store import NOT_READ, parked_pending, retry_pending
 
 log = logging.getLogger(__name__)
 
@@ -401,11 +401,19 @@ def sync_entry(
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
     check_cached(runtime, report, force)
+    kind = KINDS[object_type]
+    _, sfid = parse_key(report.key)
+    own_mapping = kind.sfid_prefix + sfid
     # One round trip reads the durable state and the bucket's entry and takes the
-    # lease, unless the run turns out to be a duplicate or superseded.
+    # lease, unless the run turns out to be a duplicate or superseded; an upsert
+    # reads its own mapping in it too, once the lease is taken.
+    then_read = None
+    if report.operation not in DELETE_OPERATIONS and is_valid_kv_key(own_mapping):
+        then_read = (runtime.mappings.bucket, own_mapping)
     lease.acquire(
         read=runtime.settings.v1_objects_bucket,
         wanted=lambda state, entry: fresh_verdict(report, force, state, entry) is None,
+        then_read=then_read,
     )
     verdict = fresh_verdict(report, force, lease.state, lease.entry)
     if verdict is not None:
@@ -414,8 +422,6 @@ def sync_entry(
         raise KeyLocked()
     with lease:
         entry = lease.entry
-        kind = KINDS[object_type]
-        _, sfid = parse_key(report.key)
         if report.operation in DELETE_OPERATIONS:
             return run_delete(runtime, report, kind, sfid, None, release_delete_budget)
         assert entry is not None  # fresh_verdict ends a PUT whose key is gone
@@ -429,8 +435,9 @@ def sync_entry(
         if reading.soft_delete:
             return run_delete(runtime, report, kind, sfid, record, release_delete_budget)
         # The key's own mapping: read once for the tombstone check and the upsert.
-        with runtime.mappings.remembering(kind.sfid_prefix + sfid):
-            if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
+        read = lease.then_entry is not NOT_READ
+        with runtime.mappings.remembering(own_mapping, lease.then_entry, read=read):
+            if runtime.mappings.is_tombstoned(own_mapping):
                 # Deleted on purpose: a loader re-emitting old rows must not re-create it.
                 TOMBSTONED_UPSERTS.labels(object_type=kind.name).inc()
                 report.sfid = sfid
