@@ -26,7 +26,6 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from sync_core.keys import check_kv_key
 from sync_core.nats_kv import LeanKeyValue, ReplyInbox
@@ -106,7 +105,7 @@ class SyncNats:
             target=self._loop.run_forever, name=f"nats-{name}", daemon=True
         )
         self._thread.start()
-        self._kv: dict[str, KeyValue] = {}
+        self._kv: dict[str, LeanKeyValue] = {}
         self._replace_lock = threading.Lock()
         self._closing = False
         self._connector = connector
@@ -161,7 +160,7 @@ class SyncNats:
 
         return self.run(invoke(), timeout)
 
-    def kv(self, bucket: str) -> KeyValue:
+    def kv(self, bucket: str) -> LeanKeyValue:
         """The bucket handle of the live connection, looked up once per connection.
 
         A ``LeanKeyValue``: nats-py's handle with cheaper gets and writes.

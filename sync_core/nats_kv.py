@@ -163,6 +163,22 @@ class LeanKeyValue(KeyValue):
             raise KeyDeletedError(entry, operation)
         return entry
 
+    async def has_any(self, key_filter: str) -> bool:
+        """Whether any message (a value or a delete marker) is stored under ``key_filter``.
+
+        One message lookup (``next_by_subj`` from the first sequence); ``key_filter``
+        may end in a wildcard (``parked.project.sfid.X.>``).
+        """
+        request = json.dumps({"seq": 1, "next_by_subj": self._pre + key_filter}).encode()
+        msg = await self._api(f"{self._api_prefix}.STREAM.MSG.GET.{self._stream}", request)
+        error = json.loads(msg.data).get("error")
+        if error is None:
+            return True
+        if error.get("code") == NOT_FOUND_CODE:
+            return False
+        APIError.from_error(error)  # raises
+        return False
+
     async def put(self, key: str, value: bytes, validate_keys: bool = True) -> int:
         if validate_keys and not _is_key_valid(key):
             raise InvalidKeyError(key)

@@ -18,7 +18,9 @@ Nothing is cached across runs: another worker may write a mapping at any
 moment (a parent created after its child's first attempt). Within one run,
 ``remembering(key)`` reads the run's own forward mapping once and answers
 later reads of that key from memory: only a run holding the key's lease
-writes it, and this run's own writes update the remembered value.
+writes it, this run's own writes update the remembered value, and a write
+of the value a remembered key holds already is skipped (an update's unchanged
+forward mapping costs no round trip).
 
 Every key is checked before it is used (``sync_core.keys.check_kv_key``):
 ids are validated at the edge (``tasks.record_ids``), so a key that still fails
@@ -147,9 +149,18 @@ class MappingStore:
         """Write several mappings in one round trip (concurrently, so in no set order).
 
         Nothing is written when one of the keys is invalid, or without the run's lease.
+        A remembered key that holds its value already is not written again.
         """
         _check_keys(values)
         check_write_allowed()
+        known = _remembered.get() or {}
+        values = {
+            key: value
+            for key, value in values.items()
+            if key not in known or known[key] != ((value or "").strip() or None)
+        }
+        if not values:
+            return
         kv = self._nats.kv(self.bucket)
 
         async def put_all() -> None:

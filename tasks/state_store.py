@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from sync_core.keys import check_kv_key
 from sync_core.nats_client import SyncNats
+from sync_core.nats_kv import LeanKeyValue
 from sync_core.sync_state import (
     CAS_ATTEMPTS,
     ConcurrentUpdate,
@@ -151,7 +152,7 @@ class StateStore:
             if probe_parked is None:
                 return await _modify_versioned(kv, key, change, known), False
             return await asyncio.gather(
-                _modify_versioned(kv, key, change, known), self._any_parked(probe_parked)
+                _modify_versioned(kv, key, change, known), self._any_parked(kv, probe_parked)
             )
 
         (after, _), parked = self._nats.run(both())
@@ -191,19 +192,13 @@ class StateStore:
         """
         # The bucket handle first: looking it up inside the coroutine would block its own loop.
         kv = self._nats.kv(self.bucket)
-        if probe and not self._nats.run(self._any_parked(parent_key)):
+        if probe and not self._nats.run(self._any_parked(kv, parent_key)):
             return []
         return self._nats.run(self._list_parked(kv, parent_key), timeout=LIST_TIMEOUT)
 
-    async def _any_parked(self, parent_key: str) -> bool:
-        subject = f"{KV_SUBJECT_PREFIX}{self.bucket}.{parked_filter(parent_key)}"
-        try:
-            await self._nats.js.get_msg(
-                f"{KV_STREAM_PREFIX}{self.bucket}", seq=1, subject=subject, next=True
-            )
-        except NotFoundError:
-            return False
-        return True
+    @staticmethod
+    async def _any_parked(kv: LeanKeyValue, parent_key: str) -> bool:
+        return await kv.has_any(parked_filter(parent_key))
 
     async def _list_parked(self, kv: KeyValue, parent_key: str) -> list[ParkedChild]:
         subject_prefix = f"{KV_SUBJECT_PREFIX}{self.bucket}."

@@ -91,3 +91,25 @@ def test_a_remembered_mapping_is_read_once_and_follows_the_runs_own_writes(
     # Outside the block every read goes to the bucket again.
     sync_nats.kv_put("v1-mappings", key, b"uid-2")
     assert store.get(key) == "uid-2"
+
+
+def test_a_remembered_mapping_that_holds_its_value_is_not_written_again(
+    sync_nats: SyncNats,
+) -> None:
+    store = MappingStore(sync_nats, "v1-mappings")
+    sfid = "a0941000002wBz9AAE"
+    store.record_project(sfid, "slug", "uid-1")
+    forward = sync_nats.kv_get("v1-mappings", f"project.sfid.{sfid}")
+    reverse = sync_nats.kv_get("v1-mappings", "project.uid.uid-1")
+    assert forward is not None
+    assert reverse is not None
+    with store.remembering(f"project.sfid.{sfid}"):
+        store.record_project(sfid, "new-slug", "uid-1")
+    # The forward mapping was known to hold uid-1: no write; the others were written.
+    after = sync_nats.kv_get("v1-mappings", f"project.sfid.{sfid}")
+    assert after is not None
+    assert after.revision == forward.revision
+    rewritten = sync_nats.kv_get("v1-mappings", "project.uid.uid-1")
+    assert rewritten is not None
+    assert rewritten.revision > reverse.revision
+    assert store.project_uid_by_slug("new-slug") == "uid-1"

@@ -92,9 +92,11 @@ def test_reads_match_nats_py(nats_server: NatsServer) -> None:
         assert plain == lean
     # The cases are the ones meant: a value, two deleted keys, an empty value, absent keys.
     results = [plain for plain, _ in pairs[len(setup) :]]
-    assert results[0][0] == "ok" and results[0][1][1] == b"one"
+    assert results[0][0] == "ok"
+    assert results[0][1][1] == b"one"
     assert results[1] == results[2] == results[4] == results[5] == ("error", KeyNotFoundError)
-    assert results[3][0] == "ok" and not results[3][1][1]
+    assert results[3][0] == "ok"
+    assert not results[3][1][1]
 
 
 def test_writes_match_nats_py(nats_server: NatsServer) -> None:
@@ -231,5 +233,28 @@ def test_sync_nats_hands_out_lean_handles(sync_nats: SyncNats) -> None:
     assert isinstance(kv, LeanKeyValue)
     revision = sync_nats.kv_put(MAPPINGS_BUCKET, "project.sfid.x", b"uid-1")
     entry = sync_nats.kv_get(MAPPINGS_BUCKET, "project.sfid.x")
-    assert entry is not None and entry.value == b"uid-1" and entry.revision == revision
+    assert entry is not None
+    assert entry.value == b"uid-1"
+    assert entry.revision == revision
     assert sync_nats.kv_get(MAPPINGS_BUCKET, "project.sfid.absent") is None
+
+
+def test_has_any_sees_values_and_delete_markers_under_a_filter(nats_server: NatsServer) -> None:
+    async def scenario() -> list[bool]:
+        nc = await connect(nats_server.url, "lean-has-any")
+        try:
+            plain = await nc.jetstream().create_key_value(KeyValueConfig(bucket=BUCKET))
+            lean = LeanKeyValue(plain, ReplyInbox(nc))
+            await plain.put("parked.p.one.child", b"1")
+            await plain.put("parked.p.two.child", b"1")
+            await plain.delete("parked.p.two.child")
+            return [
+                await lean.has_any("parked.p.one.>"),
+                await lean.has_any("parked.p.two.>"),  # only a delete marker left
+                await lean.has_any("parked.p.three.>"),
+                await lean.has_any("parked.>"),
+            ]
+        finally:
+            await nc.close()
+
+    assert asyncio.run(scenario()) == [True, True, False, True]
