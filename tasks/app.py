@@ -77,6 +77,8 @@ app.conf.update(
 )
 # Task events for Flower leave in batches on a timer (see tasks.event_batching).
 app.steps["consumer"].add(EventBatching)
+# Acks leave Redis with the next delivery's script (see tasks.broker_transport).
+app.steps["consumer"].add(broker_transport.AckBatching)
 
 
 CELERY_TRACE_LOGGER = "celery.app.trace"
