@@ -68,11 +68,16 @@ def minute_key(now: float) -> str:
 
 def count_outcome(client: redis.Redis, outcome: str, now: float | None = None) -> None:
     """Add one ``outcome`` to the current minute's counts."""
-    key = minute_key(time.time() if now is None else now)
     with client.pipeline(transaction=False) as pipe:
-        pipe.hincrby(key, outcome, 1)
-        pipe.expire(key, OUTCOME_TTL_SECONDS)
+        add_outcome(pipe, outcome, now)
         pipe.execute()
+
+
+def add_outcome(pipe: redis.client.Pipeline, outcome: str, now: float | None = None) -> None:
+    """Queue ``count_outcome``'s commands on ``pipe`` (a caller's own round trip)."""
+    key = minute_key(time.time() if now is None else now)
+    pipe.hincrby(key, outcome, 1)
+    pipe.expire(key, OUTCOME_TTL_SECONDS)
 
 
 def recent_outcomes(

@@ -40,6 +40,8 @@ class RunReport:
     pending: PendingRun | None = None
     # The durable state needs no write for this run's outcome.
     settled_already: bool = False
+    # Set when the run's revision is to be cached in Redis as synced (with the outcome count).
+    cache_synced: bool = False
     # What the mapping dropped or changed (logged one line each, not in ``fields()``).
     warnings: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)

@@ -66,7 +66,7 @@ from tasks.metrics import (
 from tasks.objects import ObjectKind, sync_record
 from tasks.outcomes import (
     Outcome,
-    count_outcome,
+    add_outcome,
     dead_letter_outcome,
     ends_in_dead_letter,
     outcome_label,
@@ -167,7 +167,7 @@ def sync_kv_entry(
         report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
         report.countdown = max(1.0, _countdown(None, attempt, None))
         log.warning("worker resources unavailable", extra=report.context(), exc_info=True)
-        _emit(None, report, Outcome.RETRYING)
+        _emit(report, Outcome.RETRYING)
         raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
 
     outcome, retry_kwargs = run_sync(
@@ -177,7 +177,7 @@ def sync_kv_entry(
         lock_waits=lock_waits,
         release_delete_budget=release_delete_budget,
     )
-    _emit(runtime, report, outcome)
+    _emit(report, outcome)
     if retry_kwargs is not None:
         raise self.retry(
             countdown=report.countdown,
@@ -202,7 +202,8 @@ def run_sync(
 
     Sets ``report.countdown`` for a retry. Never raises a ``SyncError``. The
     outcome is recorded in the durable sync state before the key's lease is
-    dropped (one compare-and-set does both).
+    dropped (one compare-and-set does both), then counted in Redis with the
+    synced marker (``cache_outcome``).
     """
     lease = KeyLock(runtime.state, report.key)
     try:
@@ -210,6 +211,10 @@ def run_sync(
             runtime, report, lease, force, lock_waits, release_delete_budget
         )
         remember(runtime, report, outcome, lease)
+        try:
+            cache_outcome(runtime, report, outcome)
+        except redis.RedisError:
+            log.warning("could not count the outcome in Redis", extra=report.context())
         return outcome, retry_kwargs
     finally:
         try:
@@ -352,7 +357,8 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
     if outcome not in SUCCESSES:
         return
     if outcome is not Outcome.SKIPPED:
-        mark_synced(runtime, report)
+        # Written with the outcome count, in the run's last Redis round trip (``_emit``).
+        report.cache_synced = True
     if before.outcome == Outcome.DEAD_LETTERED.value:
         runtime.dead_letters.remove_settled(report.key, report.revision)
     pending = before.pending
@@ -535,14 +541,28 @@ def synced_revision(runtime: Runtime, key: str) -> int:
     return int(value) if value is not None else -1
 
 
-def mark_synced(runtime: Runtime, report: RunReport) -> None:
-    """Cache that ``report.revision`` of the key is in V2 (never lowers the marker)."""
-    try:
-        runtime.redis.eval(
-            _MARK_SYNCED_SCRIPT, 1, SYNCED_PREFIX + report.key, report.revision, SYNCED_TTL_SECONDS
+def cache_outcome(runtime: Runtime, report: RunReport, outcome: Outcome) -> None:
+    """Count the outcome per minute and, after a sync, cache its revision, in one round trip.
+
+    The synced marker never goes down (a script keeps the higher revision).
+    """
+    with runtime.redis.pipeline(transaction=False) as pipe:
+        add_outcome(pipe, outcome_label(outcome, report.reason))
+        if report.cache_synced:
+            pipe.eval(
+                _MARK_SYNCED_SCRIPT,
+                1,
+                SYNCED_PREFIX + report.key,
+                report.revision,
+                SYNCED_TTL_SECONDS,
+            )
+        replies = pipe.execute(raise_on_error=False)
+    failed = [reply for reply in replies if isinstance(reply, Exception)]
+    if failed:
+        log.warning(
+            "could not count the outcome or cache the synced revision in Redis",
+            extra=report.context() | {"error": type(failed[0]).__name__},
         )
-    except redis.RedisError:
-        log.warning("could not cache the synced revision", extra=report.context())
 
 
 def dead_letter(runtime: Runtime, report: RunReport, error: SyncError) -> None:
@@ -586,13 +606,7 @@ def _retry_kwargs(task: Task) -> dict[str, Any]:
     return dict(task.request.kwargs or {})
 
 
-def _emit(runtime: Runtime | None, report: RunReport, outcome: Outcome) -> None:
-    """The run's one INFO line, Prometheus count and Redis per-minute count."""
+def _emit(report: RunReport, outcome: Outcome) -> None:
+    """The run's Prometheus count and INFO line (``run_sync`` counted it in Redis)."""
     TASK_OUTCOMES.labels(object_type=report.object_type, outcome=outcome.value).inc()
     log.info("sync %s", outcome.value, extra=report.fields(outcome.value))
-    if runtime is None:
-        return
-    try:
-        count_outcome(runtime.redis, outcome_label(outcome, report.reason))
-    except redis.RedisError:
-        log.warning("could not count the outcome in Redis", extra=report.context())

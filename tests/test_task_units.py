@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 
+from sandbox.servers import ValkeyServer
 from sync_core.broker import TASK_HARD_TIME_LIMIT, visibility_timeout
 from tasks.backoff import backoff_cap, lock_wait_countdown, retry_countdown
 from tasks.metrics import serve_metrics
-from tasks.outcomes import OUTCOME_KEY_PREFIX, OUTCOME_TTL_SECONDS, count_outcome, recent_outcomes
+from tasks.outcomes import (
+    OUTCOME_KEY_PREFIX,
+    OUTCOME_TTL_SECONDS,
+    Outcome,
+    count_outcome,
+    recent_outcomes,
+)
+from tasks.report import RunReport
+from tasks.sync import SYNCED_PREFIX, cache_outcome
 
 
 @pytest.mark.parametrize(
@@ -45,6 +56,41 @@ def test_every_countdown_plus_hard_limit_stays_below_visibility_timeout() -> Non
 def test_lock_wait_is_about_a_second() -> None:
     assert lock_wait_countdown(draw=lambda: 0.0) == pytest.approx(0.5)
     assert lock_wait_countdown(draw=lambda: 1.0) == pytest.approx(1.5)
+
+
+def _report(revision: int, cache_synced: bool) -> RunReport:
+    report = RunReport(
+        key="salesforce-project__c.a0941000002wBz9AAE", revision=revision, operation="PUT"
+    )
+    report.cache_synced = cache_synced
+    return report
+
+
+def test_the_outcome_count_and_the_synced_marker_share_one_round_trip(
+    redis_client: redis.Redis,
+) -> None:
+    runtime = SimpleNamespace(redis=redis_client)
+    cache_outcome(runtime, _report(7, cache_synced=True), Outcome.UPDATED)  # type: ignore[arg-type]
+    cache_outcome(runtime, _report(5, cache_synced=True), Outcome.UNCHANGED)  # type: ignore[arg-type]
+    cache_outcome(runtime, _report(9, cache_synced=False), Outcome.SUPERSEDED)  # type: ignore[arg-type]
+    marker = SYNCED_PREFIX + "salesforce-project__c.a0941000002wBz9AAE"
+    assert redis_client.get(marker) == b"7"  # never lowered, not set without cache_synced
+    assert recent_outcomes(redis_client, 1) == {"updated": 1, "unchanged": 1, "superseded": 1}
+
+
+def test_a_broker_without_scripts_still_counts_the_outcome(
+    redis_server: ValkeyServer, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_client.execute_command(
+        "ACL", "SETUSER", "noscripts", "on", ">secret", "~*", "&*", "+@all", "-@scripting"
+    )
+    limited = redis.Redis.from_url(f"redis://noscripts:secret@127.0.0.1:{redis_server.port}/0")
+    runtime = SimpleNamespace(redis=limited)
+    with caplog.at_level(logging.WARNING):
+        cache_outcome(runtime, _report(3, cache_synced=True), Outcome.CREATED)  # type: ignore[arg-type]
+    limited.close()
+    assert recent_outcomes(redis_client, 1) == {"created": 1}
+    assert any("synced revision" in record.getMessage() for record in caplog.records)
 
 
 def test_outcome_counts_per_minute_expire_and_sum(redis_client: redis.Redis) -> None:
