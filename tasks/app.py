@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from celery.app import trace
 
 from sync_core import kombu_redis_fix
 from sync_core.broker import (
@@ -82,6 +83,7 @@ app.steps["consumer"].add(broker_transport.AckBatching)
 
 
 CELERY_TRACE_LOGGER = "celery.app.trace"
+CELERY_RECEIVED_LOGGER = "celery.worker.strategy"
 
 
 class _NoTracebackInData(logging.Filter):
@@ -100,6 +102,13 @@ class _NoTracebackInData(logging.Filter):
         return True
 
 
+class _NoSuccessLine(logging.Filter):
+    """Drop Celery's per-task "succeeded in" INFO line: the run's outcome line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg is not trace.LOG_SUCCESS
+
+
 @signals.setup_logging.connect
 def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
     """Worker logs, Celery's own included, as one JSON object a line."""
@@ -111,7 +120,13 @@ def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
     trace_log = logging.getLogger(CELERY_TRACE_LOGGER)
     if not any(isinstance(f, _NoTracebackInData) for f in trace_log.filters):
         trace_log.addFilter(_NoTracebackInData())
-    if loglevel:
-        level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
-        if isinstance(level, int):
-            logging.getLogger().setLevel(level)
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    if loglevel and isinstance(level, int):
+        logging.getLogger().setLevel(level)
+    if not APP_SETTINGS.debug and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # One INFO line per run, ours: Celery's "received" and "succeeded" lines
+        # repeat it (task id = key@revision) at a few percent of the worker's CPU.
+        # Failures and retries keep Celery's lines; DEBUG brings all of them back.
+        logging.getLogger(CELERY_RECEIVED_LOGGER).setLevel(logging.WARNING)
+        if not any(isinstance(f, _NoSuccessLine) for f in trace_log.filters):
+            trace_log.addFilter(_NoSuccessLine())

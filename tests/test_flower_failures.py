@@ -233,3 +233,11 @@ def test_flower_shows_dead_letters_as_failures_and_everything_else_as_it_ended(
     )
     assert response.status_code == 200, response.text
     assert pipeline.task(rejected, "SUCCESS")["result"] == "'created'"
+    # One INFO line per run is ours: Celery's "received" and "succeeded" lines are off.
+    entries = pipeline.log_entries()
+    outcomes = [
+        e for e in entries if e.get("key") == rejected_key and e.get("outcome") == "created"
+    ]
+    assert len(outcomes) == 1
+    celery_lines = [e["msg"] for e in entries if str(e.get("logger", "")).startswith("celery.")]
+    assert not [line for line in celery_lines if "succeeded in" in line or "] received" in line]

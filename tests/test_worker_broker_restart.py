@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
@@ -68,7 +69,12 @@ def test_worker_survives_a_valkey_restart_while_holding_tasks_then_syncs(
         # Countdown tasks sit in the worker as unacked deliveries: the state that killed it.
         held = [put_project(sync_nats, index) for index in range(HELD_TASKS)]
         publish_tasks(env, held, countdown=HELD_COUNTDOWN)
-        worker.wait_for(lambda: worker.log_count("] received") >= HELD_TASKS, DEADLINE, "receipt")
+        # Received: each delivery is in kombu's unacked hash until its countdown ends.
+        broker = redis.Redis.from_url(redis_server.url)
+        try:
+            worker.wait_for(lambda: broker.hlen("unacked") >= HELD_TASKS, DEADLINE, "receipt")
+        finally:
+            broker.close()
         connected = worker.log_count("Connected to redis")
 
         lost = worker.log_count("Connection to broker lost")
