@@ -51,6 +51,7 @@ class MemberKind(ObjectKind):
     read_only = MEMBER_READ_ONLY
     sfid_prefix = MEMBER_SFID
     uid_prefix = MEMBER_UID
+    has_children = False
 
     def desired(
         self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport

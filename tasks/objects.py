@@ -80,6 +80,9 @@ class ObjectKind:
     # mappings: the keys a delete tombstones.
     sfid_prefix: str = ""
     uid_prefix: str = ""
+    # Whether other records park on this type's forward mapping (a project's
+    # children, a committee's members); False: a run never looks for parked children.
+    has_children: bool = True
 
     def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
         """The V2 collection that holds the object ``uid`` (for its delete)."""

@@ -42,6 +42,9 @@ class RunReport:
     settled_already: bool = False
     # Set when the run's revision is to be cached in Redis as synced (with the outcome count).
     cache_synced: bool = False
+    # Set when the run wrote its own forward mapping (a new or changed uid): children
+    # parked on it are looked for.
+    mapped_anew: bool = False
     # What the mapping dropped or changed (logged one line each, not in ``fields()``).
     warnings: tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)

@@ -369,11 +369,18 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
 
 
 def children_parent_key(report: RunReport) -> str | None:
-    """The mapping key children of this run's key park on (``project.sfid.…``), if any."""
+    """The mapping key children of this run's key park on (``project.sfid.…``), when
+    this run may have to release them.
+
+    Only a run that wrote that mapping anew (a create, an adoption, a new uid):
+    a child finds an existing mapping and does not park, and one whose release
+    was lost to a crash is released by the reconciler's next sweep.
+    """
     object_type, _ = parse_key(report.key)
-    if object_type is None or report.sfid is None:
+    if object_type is None or report.sfid is None or not report.mapped_anew:
         return None
-    return KINDS[object_type].sfid_prefix + report.sfid
+    kind = KINDS[object_type]
+    return kind.sfid_prefix + report.sfid if kind.has_children else None
 
 
 def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
@@ -450,7 +457,10 @@ def sync_entry(
                 skip(report, "tombstoned", logging.WARNING)
             identity = runtime.identity_for(record.get("lastmodifiedbyid"))
             report.username = identity.username
+            mapped_before = runtime.mappings.read(own_mapping)
             outcome = sync_record(runtime, kind, record, identity, report)
+            # Both reads come from memory: the run's own writes update it.
+            report.mapped_anew = runtime.mappings.read(own_mapping) != mapped_before
         # The outcome is about to be recorded: a run that lost its key meanwhile retries.
         lease.check()
         return outcome

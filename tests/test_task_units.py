@@ -24,7 +24,7 @@ from tasks.outcomes import (
     recent_outcomes,
 )
 from tasks.report import RunReport
-from tasks.sync import SYNCED_PREFIX, cache_outcome
+from tasks.sync import SYNCED_PREFIX, cache_outcome, children_parent_key
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,22 @@ def test_a_stranded_task_comes_back_within_minutes_with_the_defaults() -> None:
     from sync_core.settings import RetrySettings
 
     assert visibility_timeout(RetrySettings().sync_retry_backoff_max) <= 10 * 60
+
+
+@pytest.mark.parametrize(
+    ("key", "mapped_anew", "expected"),
+    [
+        ("salesforce-project__c.a0941000002wBz9AAE", True, "project.sfid.a0941000002wBz9AAE"),
+        ("salesforce-project__c.a0941000002wBz9AAE", False, None),
+        ("platform-collaboration__c.a0941000002wBz9AAE", True, "committee.sfid.a0941000002wBz9AAE"),
+        ("platform-community__c.a0941000002wBz9AAE", True, None),
+    ],
+    ids=["project-created", "project-updated", "committee-created", "member-created"],
+)
+def test_only_a_run_that_mapped_its_key_anew_looks_for_parked_children(
+    key: str, mapped_anew: bool, expected: str | None
+) -> None:
+    report = RunReport(key=key, revision=1, operation="PUT")
+    report.sfid = "a0941000002wBz9AAE"
+    report.mapped_anew = mapped_anew
+    assert children_parent_key(report) == expected
