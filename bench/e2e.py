@@ -607,7 +607,8 @@ async def run(bench: Bench) -> int:
     stats = bench.fake_stats()
     print(
         f"V2 latency {args.v2_latency * 1000:.0f} ms; worker "
-        f"{' '.join(args.worker_args) or 'defaults'} ({DEFAULT_POOL} x{DEFAULT_CONCURRENCY}); "
+        f"{' '.join(args.worker_args) or 'defaults'} (defaults: {DEFAULT_POOL} "
+        f"x{DEFAULT_CONCURRENCY}); "
         f"the fake verified {stats['verifications']} distinct tokens"
     )
     worker_cpu = max(creates.cpu_ms["worker"], updates.cpu_ms["worker"])

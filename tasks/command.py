@@ -16,10 +16,12 @@ prefork x4    55/s       -           389 MiB
 prefork x8    95/s       -           688 MiB
 ============  =========  ==========  ==========
 
-The task is I/O bound and costs ~5 ms of worker CPU: one process with 32
-threads keeps enough calls in flight for V2 latencies up to ~150 ms at a
-fraction of prefork's memory; beyond one core, run more worker processes
-(pods). ``--pool prefork`` stays available.
+The task waits on V2 most of its time and costs 8-10 ms of worker CPU per
+synced object end to end on this shared machine (``make bench-e2e``; 8, 16,
+32 or 64 threads cost the same per object): one process with 32 threads
+keeps enough calls in flight for V2 latencies up to ~150 ms at a fraction of
+prefork's memory; beyond one core, run more worker processes (pods).
+``--pool prefork`` stays available.
 
 The command validates the configuration first (exit 2 on a bad one), logs
 JSON, serves ``/metrics`` on ``WORKER_METRICS_PORT`` from the main process
