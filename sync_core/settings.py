@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_core.identity_names import HEADER_VALUE_MAX_CHARS, is_safe_header_name
 from sync_core.redis_connection import RedisTarget
 
 CONFIG_ERROR_EXIT_CODE = 2
@@ -194,6 +195,17 @@ class WorkerSettings(CommonSettings, RetrySettings):
         if not value.strip():
             raise ValueError("is empty")
         return value.strip()
+
+    @field_validator("heimdall_client_id")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        # It becomes the tokens' sub and principal ({id}@clients) of every
+        # fallback write: a name V2 headers cannot carry would break them all.
+        if not is_safe_header_name(value):
+            raise ValueError(
+                f"must be 1 to {HEADER_VALUE_MAX_CHARS} visible ASCII characters without '@'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _backoff_order(self) -> WorkerSettings:

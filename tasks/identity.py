@@ -3,27 +3,24 @@
 Token minting (``tasks.tokens``) turns an ``Identity`` into JWT claims; user
 lookup (``tasks.users``) decides which identity a V1 change gets.
 
-What may go into ``principal``, ``sub`` and ``X-On-Behalf-Of`` is decided here,
-once: a name of visible ASCII characters (``!`` to ``~``) without ``@``, at
-most ``HEADER_VALUE_MAX_CHARS`` long. http.client encodes header values as
-Latin-1 (CJK or emoji raise ``UnicodeEncodeError``), the V2 services compare
-names byte for byte, and servers refuse oversized header lines (Python's
-http.server at 64 KiB, proxies from 8 KiB): anything else falls back to the
-service's own identity. An e-mail goes only into the token; one that is not
-plausible is left out.
+What may go into ``principal``, ``sub`` and ``X-On-Behalf-Of`` is
+``sync_core.identity_names.is_safe_header_name``: a name of visible ASCII
+characters (``!`` to ``~``) without ``@``, at most ``HEADER_VALUE_MAX_CHARS``
+long; anything else falls back to the service's own identity. An e-mail goes
+only into the token; one that is not plausible is left out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Re-exported: callers of this module check names with the shared rule.
+from sync_core.identity_names import HEADER_VALUE_MAX_CHARS as HEADER_VALUE_MAX_CHARS
+from sync_core.identity_names import is_safe_header_name as is_safe_header_name
+
 MACHINE_SUFFIX = "@clients"
-# Real V1 usernames and client ids are a few dozen characters; the bound keeps
-# the bearer token (which carries principal and sub) far below any header limit.
-HEADER_VALUE_MAX_CHARS = 256
 # RFC 5321's limit on an address.
 EMAIL_MAX_CHARS = 254
-FIRST_VISIBLE_ASCII, LAST_VISIBLE_ASCII = "!", "~"
 
 
 @dataclass(frozen=True)
@@ -41,20 +38,6 @@ class Identity:
     @property
     def username(self) -> str:
         return self.on_behalf_of or self.principal
-
-
-def is_safe_header_name(name: object) -> bool:
-    """Whether ``name`` may be a ``principal``/``sub`` and an ``X-On-Behalf-Of`` value.
-
-    A string of 1 to ``HEADER_VALUE_MAX_CHARS`` visible ASCII characters without
-    ``@`` (it would read as an e-mail or a machine client): no space, no control
-    character (header injection), nothing outside ASCII.
-    """
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= HEADER_VALUE_MAX_CHARS
-        and all(FIRST_VISIBLE_ASCII <= char <= LAST_VISIBLE_ASCII and char != "@" for char in name)
-    )
 
 
 def is_safe_identity(identity: Identity) -> bool:

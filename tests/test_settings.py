@@ -146,6 +146,30 @@ def test_malformed_values_are_rejected(
     assert describe_validation_error(caught.value).startswith(f"{name}: ")
 
 
+@pytest.mark.parametrize(
+    "client_id", ["v1 sync", "bot@clients", "客户端", "x" * 257, "tab\tid", "line\nbreak"]
+)
+def test_a_client_id_no_header_can_carry_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, rsa_pems: dict[str, str], client_id: str
+) -> None:
+    """HEIMDALL_CLIENT_ID is every fallback write's ``sub`` and ``principal``."""
+    worker_env(monkeypatch, rsa_pems)
+    monkeypatch.setenv("HEIMDALL_CLIENT_ID", client_id)
+    with pytest.raises(ValidationError) as caught:
+        WorkerSettings()
+    line = describe_validation_error(caught.value)
+    assert line.startswith("HEIMDALL_CLIENT_ID: ")
+    assert "visible ASCII" in line
+
+
+def test_a_client_id_with_dashes_dots_and_underscores_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, rsa_pems: dict[str, str]
+) -> None:
+    worker_env(monkeypatch, rsa_pems)
+    monkeypatch.setenv("HEIMDALL_CLIENT_ID", "  lfx-v1_sync.helper  ")
+    assert WorkerSettings().heimdall_client_id == "lfx-v1_sync.helper"
+
+
 def test_bridge_command_exits_2_naming_nats_url() -> None:
     env = {"NATS_URL": "not-a-url", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
