@@ -136,15 +136,9 @@ class LeanKeyValue(KeyValue):
         if revision is not None or self._direct:
             return await super()._get(key, revision)
         subject = self._pre + key
-        request = json.dumps({"last_by_subj": subject}).encode()
-        msg = await self._api(f"{self._api_prefix}.STREAM.MSG.GET.{self._stream}", request)
-        response = json.loads(msg.data)
-        error = response.get("error")
-        if error is not None:
-            if error.get("code") == NOT_FOUND_CODE:
-                raise KeyNotFoundError
-            APIError.from_error(error)  # raises the matching APIError
-        message = response["message"]
+        message = await self._stream_message({"last_by_subj": subject})
+        if message is None:
+            raise KeyNotFoundError
         stored = message.get("subject")
         if stored != subject:
             raise KeyNotFoundError(message=f"expected '{subject}', but got '{stored}'")
@@ -169,15 +163,8 @@ class LeanKeyValue(KeyValue):
         One message lookup (``next_by_subj`` from the first sequence); ``key_filter``
         may end in a wildcard (``parked.project.sfid.X.>``).
         """
-        request = json.dumps({"seq": 1, "next_by_subj": self._pre + key_filter}).encode()
-        msg = await self._api(f"{self._api_prefix}.STREAM.MSG.GET.{self._stream}", request)
-        error = json.loads(msg.data).get("error")
-        if error is None:
-            return True
-        if error.get("code") == NOT_FOUND_CODE:
-            return False
-        APIError.from_error(error)  # raises
-        return False
+        found = await self._stream_message({"seq": 1, "next_by_subj": self._pre + key_filter})
+        return found is not None
 
     async def put(self, key: str, value: bytes, validate_keys: bool = True) -> int:
         if validate_keys and not _is_key_valid(key):
@@ -214,11 +201,21 @@ class LeanKeyValue(KeyValue):
             APIError.from_error(response["error"])  # raises
         return int(response["seq"])
 
-    async def _api(self, subject: str, payload: bytes) -> Msg:
+    async def _stream_message(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The stream's ``STREAM.MSG.GET`` answer's message; None when there is none (404)."""
+        subject = f"{self._api_prefix}.STREAM.MSG.GET.{self._stream}"
         try:
-            return await self._inbox.request(subject, payload, self._timeout)
+            msg = await self._inbox.request(subject, json.dumps(request).encode(), self._timeout)
         except NoRespondersError:
             raise ServiceUnavailableError from None
+        response = json.loads(msg.data)
+        error = response.get("error")
+        if error is None:
+            return dict(response["message"])
+        if error.get("code") == NOT_FOUND_CODE:
+            return None
+        APIError.from_error(error)  # raises the matching APIError
+        raise AssertionError("unreachable")  # from_error always raises
 
 
 def _delete_operation(encoded_headers: Any) -> str | None:
