@@ -24,8 +24,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tasks.identity import Identity
-from tasks.tokens import PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.identity import Identity
+from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
 
 KEY_ID = "bench-kid"
 IDENTITY = Identity(principal="jdoe", sub="jdoe", email="jdoe@example.org", on_behalf_of="jdoe")

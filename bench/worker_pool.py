@@ -44,7 +44,7 @@ from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
-from tasks.outcomes import OUTCOME_KEY_PREFIX, recent_outcomes
+from tasks.run.outcomes import OUTCOME_KEY_PREFIX, recent_outcomes
 
 DEFAULT_CONFIGS = (
     "solo:1,threads:4,threads:8,threads:16,threads:32,threads:64,prefork:2,prefork:4,prefork:8"
@@ -169,7 +169,7 @@ def run_config(
     client: redis.Redis,
     nats: SyncNats,
 ) -> Result:
-    from tasks.app import app
+    from tasks.worker.app import app
 
     for key in client.scan_iter(f"{OUTCOME_KEY_PREFIX}*"):
         client.delete(key)

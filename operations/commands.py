@@ -147,7 +147,7 @@ def _open_store(settings: BridgeSettings) -> Iterator[Any]:
     """The dead letters (in JetStream), on a fail-fast NATS connection closed afterwards."""
     from operations.current_keys import open_nats
     from sync_core.nats_client import SyncNats
-    from tasks.deadletters import DeadLetterStore
+    from tasks.stores.dead_letters import DeadLetterStore
 
     nats = SyncNats(settings.nats_url, "v1-sync-helper-dlq", connector=open_nats)
     try:

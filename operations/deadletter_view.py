@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.deadletters import DeadLetter
+from tasks.stores.dead_letters import DeadLetter
 
 MESSAGE_EXCERPT_CHARS = 60
 KEY_COLUMN_CHARS = 48

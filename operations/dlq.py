@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from bridge.changes import KvChange
 from operations.enqueue import TaskQueue, wait_for_room
-from tasks.deadletters import DeadLetter, DeadLetterStore
+from tasks.stores.dead_letters import DeadLetter, DeadLetterStore
 
 # Tasks per broker round trip.
 REQUEUE_BATCH = 500

@@ -1,6 +1,6 @@
 """``explain KEY``: what a sync of one key would do, without doing it.
 
-A dry run through the task's own code: the decisions of ``tasks.decisions``,
+A dry run through the task's own code: the decisions of ``tasks.run.decisions``,
 the ``ObjectKind`` of the key's type (mapping, parent resolution, mappings),
 the user directory and the V2 client. Nothing is written anywhere:
 
@@ -24,25 +24,25 @@ from sync_core.broker import task_id_for
 from sync_core.keys import ObjectType, parse_key
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
-from tasks.auth0 import token_source_from_settings
-from tasks.deadletters import DeadLetterStore
-from tasks.decisions import delete_skip, read_value, should_retry, skip_for_key
-from tasks.deletes import DeleteBudget, delete_identity, deleting_user
+from tasks.clients.auth0 import token_source_from_settings
+from tasks.clients.identity import MACHINE_SUFFIX, Identity
+from tasks.clients.organizations import organization_directory_from_settings
+from tasks.clients.query_service import query_service
+from tasks.clients.tokens import minter_from_settings
+from tasks.clients.users import PLATFORM_ID_PATTERN, user_directory_from_settings
+from tasks.clients.v2 import committee_service, project_service
 from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, SyncError
-from tasks.identity import MACHINE_SUFFIX, Identity
-from tasks.mapping import field_changes
-from tasks.mapping_store import MappingStore
-from tasks.objects import ALREADY_GONE_REASON, Desired, ObjectKind, planned_update
-from tasks.organizations import organization_directory_from_settings
-from tasks.query_service import query_service
-from tasks.record_ids import check_key_id
-from tasks.report import OTHER_OBJECT_TYPE, RunReport
-from tasks.runtime import Runtime, redis_client_for
-from tasks.state_store import StateStore
-from tasks.sync import DELETE_OPERATIONS, KINDS, synced_revision
-from tasks.tokens import minter_from_settings
-from tasks.users import PLATFORM_ID_PATTERN, user_directory_from_settings
-from tasks.v2client import committee_service, project_service
+from tasks.mapping.fields import field_changes
+from tasks.mapping.record_ids import check_key_id
+from tasks.run.decisions import delete_skip, read_value, should_retry, skip_for_key
+from tasks.run.deletes import DeleteBudget, delete_identity, deleting_user
+from tasks.run.report import OTHER_OBJECT_TYPE, RunReport
+from tasks.run.runtime import Runtime, redis_client_for
+from tasks.run.sync import DELETE_OPERATIONS, KINDS, synced_revision
+from tasks.run.upsert import ALREADY_GONE_REASON, Desired, ObjectKind, planned_update
+from tasks.stores.dead_letters import DeadLetterStore
+from tasks.stores.id_mappings import MappingStore
+from tasks.stores.sync_state import StateStore
 
 NATS_CLIENT_NAME = "v1-sync-helper-explain"
 # What a create's mappings point at before V2 has answered with the uid.
@@ -257,7 +257,7 @@ def _explain_delete(
     kind: ObjectKind,
     record: dict[str, Any] | None,
 ) -> None:
-    """A hard (``record`` None) or soft delete: the decisions of ``tasks.deletes``."""
+    """A hard (``record`` None) or soft delete: the decisions of ``tasks.run.deletes``."""
     _, sfid = parse_key(report.key)
     forward = kind.sfid_prefix + sfid
     tombstoned = runtime.mappings.is_tombstoned(forward)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-CELERY_APP = "tasks.app:app"
+CELERY_APP = "tasks.worker.app:app"
 BASIC_AUTH_ENV = "FLOWER_BASIC_AUTH"
 
 # How often (ms) persistent state is written, so a killed pod loses at most this much.

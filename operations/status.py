@@ -25,8 +25,8 @@ from operations.enqueue import queue_depth, redis_client
 from sync_core.nats_client import SyncNats
 from sync_core.settings import CommonSettings
 from sync_core.sync_state import RECONCILER_SWEEP_KEY, SweepSummary
-from tasks.deadletters import DeadLetterStore
-from tasks.outcomes import recent_outcomes
+from tasks.run.outcomes import recent_outcomes
+from tasks.stores.dead_letters import DeadLetterStore
 
 OUTCOME_WINDOW_MINUTES = 60
 DEFAULT_PING_TIMEOUT = 1.0

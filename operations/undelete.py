@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from sync_core.keys import ObjectType, parse_key
 from sync_core.nats_client import SyncNats
-from tasks.mapping_store import COMMITTEE_SFID, PROJECT_SFID, MappingStore
+from tasks.stores.id_mappings import COMMITTEE_SFID, PROJECT_SFID, MappingStore
 
 NATS_CLIENT_NAME = "v1-sync-helper-undelete"
 # The forward mapping of each object type whose deletes leave a tombstone.

@@ -54,9 +54,9 @@ from sandbox.stack import (
 )
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
-from tasks.deadletters import DeadLetterStore
-from tasks.mapping_store import MappingStore
-from tasks.outcomes import recent_outcomes
+from tasks.run.outcomes import recent_outcomes
+from tasks.stores.dead_letters import DeadLetterStore
+from tasks.stores.id_mappings import MappingStore
 
 EXTERNAL_MARKERS = ("NATS_URL", "REDIS_URL", "PROJECT_SERVICE_URL")
 HEIMDALL_CLIENT_ID = "v1_sync_helper"

@@ -6,7 +6,7 @@ A name of visible ASCII characters (``!`` to ``~``) without ``@``, at most
 for byte, and servers refuse oversized header lines. The rule lives in the
 shared core because the settings check the service's own client id with it
 at start-up, and the workers check every V1 username with it
-(``tasks.identity``).
+(``tasks.clients.identity``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ on its own with a server-side filter:
   deleted, dead_lettered), the outcome, when, and the V2 uid; a ``PendingRun``
   when the key's latest run is not finished (parked on a parent, or a retry
   scheduled for a due time); the ``KeyLease`` of the run working on it.
-- ``deadletter.{v1 key}``: the key's dead letter (``tasks.deadletters``).
+- ``deadletter.{v1 key}``: the key's dead letter (``tasks.stores.dead_letters``).
 - ``parked.{parent mapping key}.{v1 key}``: an index entry saying the child
   waits for that mapping, so the run that writes it finds its children.
 - ``reconciler.lease`` / ``reconciler.sweep``: the reconciler's lease and the

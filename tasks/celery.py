@@ -1,5 +1,5 @@
 """Lets ``celery -A tasks worker`` find the app (Celery looks for ``tasks.celery``)."""
 
-from tasks.app import app
+from tasks.worker.app import app
 
 __all__ = ["app"]

@@ -19,14 +19,14 @@ from pydantic import SecretStr
 
 from sandbox.service import Sandbox
 from sync_core.settings import WorkerSettings
-from tasks.auth0 import (
+from tasks.clients.auth0 import (
     ASSERTION_LIFETIME_SECONDS,
     CLIENT_ASSERTION_TYPE,
     Auth0Error,
     Auth0TokenSource,
     token_source_from_settings,
 )
-from tasks.users import UserLookupError, V1UserFetcher
+from tasks.clients.users import UserLookupError, V1UserFetcher
 
 AUTH0_CLIENT_ID = "sync-helper-test-client"
 USER_ID = "0032M00002XyZabQAB"

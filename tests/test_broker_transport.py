@@ -10,7 +10,7 @@ import redis
 from kombu import Connection
 
 from sandbox.servers import ValkeyServer
-from tasks import broker_transport
+from tasks.worker.patches import broker_transport
 
 QUEUE = "transport-test"
 UNACKED, INDEX = "unacked", "unacked_index"

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync_core.keys import ObjectType, parse_key
-from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.errors import InvalidRecord, PermanentError
+from tasks.mapping.codec import decode_value, is_empty, is_soft_delete
 from tests.v1_examples import (
     COMMITTEE_JSON,
     COMMITTEE_KEY,

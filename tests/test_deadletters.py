@@ -8,7 +8,7 @@ import pytest
 
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
-from tasks.deadletters import DeadLetter, DeadLetterStore
+from tasks.stores.dead_letters import DeadLetter, DeadLetterStore
 
 KEY = "salesforce-project__c.a0941000002wBz9AAE"
 FIELDS = {

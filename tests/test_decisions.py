@@ -8,9 +8,9 @@ import pickle
 import pytest
 
 from sync_core.keys import ObjectType
-from tasks.decisions import read_value, should_retry, skip_for_key
 from tasks.errors import DeadLettered, InvalidRecord, PermanentError, TransientError
-from tasks.mapping import FieldChange, field_changes, needs_update
+from tasks.mapping.fields import FieldChange, field_changes, needs_update
+from tasks.run.decisions import read_value, should_retry, skip_for_key
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_dead_lettered_is_one_line_and_survives_pickling() -> None:
 
 
 def test_every_dead_lettering_outcome_ends_as_a_failure() -> None:
-    from tasks.outcomes import Outcome, ends_in_dead_letter
+    from tasks.run.outcomes import Outcome, ends_in_dead_letter
 
     failing = {o for o in Outcome if ends_in_dead_letter(o)}
     assert failing == {Outcome.DEAD_LETTERED, Outcome.DELETE_REFUSED}
@@ -99,7 +99,7 @@ def test_every_dead_lettering_outcome_ends_as_a_failure() -> None:
     ],
 )
 def test_delete_skip(tombstoned: bool, mapped: bool, enabled: bool, reason: str | None) -> None:
-    from tasks.decisions import delete_skip
+    from tasks.run.decisions import delete_skip
 
     skip = delete_skip(tombstoned, mapped, enabled)
     assert (skip.reason if skip else None) == reason

@@ -46,7 +46,7 @@ from sync_core.settings import (
     WorkerSettings,
     load_rsa_private_key,
 )
-from tasks.command import NODE_NAME
+from tasks.worker.command import NODE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = ROOT / "charts" / "lfx-v1-sync-helper"
@@ -471,7 +471,7 @@ def test_compose_flower_requires_basic_auth() -> None:
 def test_compose_probes_ping_the_workers_own_node() -> None:
     test = compose_config()["services"]["worker"]["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
-    assert "celery -A tasks.app:app inspect ping" in test[1]
+    assert "celery -A tasks.worker.app:app inspect ping" in test[1]
     assert f'--destination "{NODE_NAME.replace("%h", "$HOSTNAME")}"' in test[1]
 
 
@@ -890,7 +890,7 @@ def test_probes(default_objects: list[dict[str, Any]]) -> None:
     worker = container(deployment(default_objects, "worker"))
     command = worker["livenessProbe"]["exec"]["command"]
     assert command[:2] == ["/bin/sh", "-c"]
-    assert "celery -A tasks.app:app inspect ping" in command[2]
+    assert "celery -A tasks.worker.app:app inspect ping" in command[2]
     assert f'--destination "{NODE_NAME.replace("%h", "$HOSTNAME")}"' in command[2]
     assert "--timeout" in command[2]
 
@@ -943,7 +943,7 @@ def test_rendered_environment_satisfies_the_settings(
 
 
 def test_worker_arguments_are_ones_the_cli_accepts(default_objects: list[dict[str, Any]]) -> None:
-    from tasks.command import DEFAULT_CONCURRENCY
+    from tasks.worker.command import DEFAULT_CONCURRENCY
     from v1_sync_helper.cli import main
 
     args = container(deployment(default_objects, "worker"))["args"]
@@ -958,10 +958,10 @@ def test_worker_arguments_are_ones_the_cli_accepts(default_objects: list[dict[st
 
 
 def test_probe_app_imports_without_worker_secrets() -> None:
-    # The liveness probe runs `celery -A tasks.app:app` in the container: the
+    # The liveness probe runs `celery -A tasks.worker.app:app` in the container: the
     # app must load with only the broker settings (no keys in the probe's env).
     env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0"}
-    code = "from celery import Celery; from tasks.app import app; assert isinstance(app, Celery)"
+    code = "from celery import Celery; from tasks.celery import app; assert isinstance(app, Celery)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -1,4 +1,4 @@
-"""Task events leave the worker on a timer, in batches (tasks.event_batching).
+"""Task events leave the worker on a timer, in batches (tasks.worker.patches.event_batching).
 
 That Flower still sees every event of a real worker is shown by
 tests/test_flower_failures.py and tests/test_operations_flower.py.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.event_batching import FLUSH_INTERVAL_SECONDS, EventBatching
+from tasks.worker.patches.event_batching import FLUSH_INTERVAL_SECONDS, EventBatching
 
 
 class FakeHub:
@@ -40,7 +40,7 @@ class FakeConsumer:
 
 
 def test_the_worker_app_has_the_step() -> None:
-    from tasks.app import app
+    from tasks.worker.app import app
 
     assert EventBatching in app.steps["consumer"]
 

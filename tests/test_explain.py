@@ -27,9 +27,9 @@ from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import WorkerSettings
-from tasks.report import RunReport
-from tasks.runtime import Runtime
-from tasks.sync import run_sync
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.sync import run_sync
 from tests.v1_examples import PROJECT_JSON, record
 from v1_sync_helper.cli import main
 

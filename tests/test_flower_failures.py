@@ -28,7 +28,7 @@ from sandbox.servers import NatsServer, ValkeyServer, free_port
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats
-from tasks.app import app
+from tasks.worker.app import app
 from tests.test_operations_flower import PASSWORD, USER, RunningFlower, running_flower
 from tests.test_task_command import REPO, base_env
 from tests.test_task_sync import use_broker

@@ -14,19 +14,19 @@ import msgpack
 import pytest
 
 from sync_core.keys import ObjectType
-from tasks.codec import decode_value, is_soft_delete
-from tasks.errors import InvalidRecord
-from tasks.identity import (
+from tasks.clients.identity import (
     HEADER_VALUE_MAX_CHARS,
     Identity,
     fallback_identity,
     is_safe_header_name,
     safe_email,
 )
-from tasks.mapping import map_committee, map_project
-from tasks.parent_cycles import MAX_PARENT_DEPTH, find_parent_problem
-from tasks.record_ids import check_key_id, checked_record, is_v1_id
-from tasks.users import CachedUser, UserDirectory, user_identity
+from tasks.clients.users import CachedUser, UserDirectory, user_identity
+from tasks.errors import InvalidRecord
+from tasks.kinds.parent_cycles import MAX_PARENT_DEPTH, find_parent_problem
+from tasks.mapping.codec import decode_value, is_soft_delete
+from tasks.mapping.fields import map_committee, map_project
+from tasks.mapping.record_ids import check_key_id, checked_record, is_v1_id
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
 SFID = "a0941000002wBz9AAE"
@@ -348,8 +348,8 @@ def test_decoded_values_round_trip_through_json_logs() -> None:
 def test_the_minter_refuses_an_identity_headers_cannot_carry(
     identity: Identity, heimdall_key: Any
 ) -> None:
+    from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
     from tasks.errors import PermanentError
-    from tasks.tokens import PROJECT_AUDIENCE, TokenMinter
 
     minter = TokenMinter(heimdall_key, key_id="kid", jwks_url="http://127.0.0.1:9/jwks")
     with pytest.raises(PermanentError) as caught:

@@ -223,7 +223,7 @@ def test_hostile_records_each_end_in_one_terminal_state(piped: Stack) -> None:
     st = piped
     st.sandbox.reset_requests()
     handler = UnexpectedErrors()
-    sync_log = logging.getLogger("tasks.sync")
+    sync_log = logging.getLogger("tasks.run.sync")
     sync_log.addHandler(handler)
     try:
         changes = []

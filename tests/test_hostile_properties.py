@@ -35,10 +35,12 @@ from hypothesis import strategies as st
 
 from sandbox.validation import validate_committee, validate_project
 from sync_core.keys import ObjectType
-from tasks.codec import decode_value, is_soft_delete
+from tasks.clients.identity import MACHINE_SUFFIX, Identity, fallback_identity, is_safe_header_name
+from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.users import PLATFORM_ID_PATTERN, CachedUser, UserDirectory
 from tasks.errors import InvalidRecord
-from tasks.identity import MACHINE_SUFFIX, Identity, fallback_identity, is_safe_header_name
-from tasks.mapping import (
+from tasks.mapping.codec import decode_value, is_soft_delete
+from tasks.mapping.fields import (
     PROJECT_BOOL_FIELDS,
     PROJECT_DATE_FIELDS,
     PROJECT_ENUM_FIELDS,
@@ -48,9 +50,7 @@ from tasks.mapping import (
     map_committee,
     map_project,
 )
-from tasks.record_ids import check_key_id, checked_record
-from tasks.tokens import PROJECT_AUDIENCE, TokenMinter
-from tasks.users import PLATFORM_ID_PATTERN, CachedUser, UserDirectory
+from tasks.mapping.record_ids import check_key_id, checked_record
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
 SFID = "a0941000002wBz9AAE"

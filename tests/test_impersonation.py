@@ -34,8 +34,8 @@ from sandbox.traffic import RecordedRequest
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import WorkerSettings
-from tasks.app import app
-from tasks.runtime import Runtime, set_runtime
+from tasks.run.runtime import Runtime, set_runtime
+from tasks.worker.app import app
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
 KID = "impersonation-kid"
@@ -55,7 +55,7 @@ FALLBACK = {"principal": f"{HEIMDALL_CLIENT_ID}@clients", "sub": HEIMDALL_CLIENT
 
 
 class OutcomeLog(logging.Handler):
-    """Collects the one outcome line every run of ``tasks.sync`` ends with."""
+    """Collects the one outcome line every run of ``tasks.run.sync`` ends with."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -171,7 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
             previous = set_runtime(runtime)
             _use_broker(valkey.url)
             outcomes = OutcomeLog()
-            sync_log = logging.getLogger("tasks.sync")
+            sync_log = logging.getLogger("tasks.run.sync")
             sync_log.addHandler(outcomes)
             test_nats = SyncNats(nats_server.url, "impersonation-tests")
             try:

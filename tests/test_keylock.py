@@ -8,15 +8,15 @@ import pytest
 
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
-from tasks.keylock import (
+from tasks.stores.id_mappings import MappingStore
+from tasks.stores.leases import (
     LEASE_TTL_SECONDS,
     RENEWALS,
     KeyLock,
     LeaseLost,
     check_write_allowed,
 )
-from tasks.mapping_store import MappingStore
-from tasks.state_store import StateStore
+from tasks.stores.sync_state import StateStore
 
 KEY = "salesforce-project__c.a0941000002wBz9AAE"
 
@@ -121,8 +121,8 @@ def test_a_run_that_lost_its_lease_does_not_write(store: StateStore, sync_nats: 
 HOLDER = """
 import sys, time
 from sync_core.nats_client import SyncNats
-from tasks.keylock import KeyLock
-from tasks.state_store import StateStore
+from tasks.stores.leases import KeyLock
+from tasks.stores.sync_state import StateStore
 lease = KeyLock(StateStore(SyncNats(sys.argv[1], "holder"), "v1-sync-state"), sys.argv[2])
 assert lease.acquire()
 with lease:

@@ -127,18 +127,18 @@ def test_the_shared_core_imports_nothing_else_of_the_project() -> None:
     ("importer", "imported", "allowed"),
     [
         ("bridge.loop", "sync_core.settings", True),
-        ("bridge.loop", "tasks.codec", False),
-        ("tasks.sync", "bridge.changes", False),
-        ("sync_core.settings", "tasks.app", False),
+        ("bridge.loop", "tasks.mapping.codec", False),
+        ("tasks.run.sync", "bridge.changes", False),
+        ("sync_core.settings", "tasks.worker.app", False),
         ("sync_core.settings", "operations.status", False),
         ("operations.status", "bridge.messages", True),
         ("operations.status", "v1_sync_helper.cli", False),
-        ("tasks.sync", "sandbox.store", False),
+        ("tasks.run.sync", "sandbox.store", False),
         ("v1_sync_helper.cli", "sandbox.command", True),
         ("v1_sync_helper.cli", "sandbox.store", False),
         ("sandbox.stack", "operations.enqueue", True),
         ("sandbox.stack", "v1_sync_helper.cli", False),
-        ("tasks.sync", "celery", True),
+        ("tasks.run.sync", "celery", True),
     ],
 )
 def test_the_rule_allows_and_refuses(importer: str, imported: str, allowed: bool) -> None:
@@ -154,4 +154,4 @@ def test_relative_and_nested_imports_are_seen() -> None:
         "    import operations.status\n"
     )
     names = {name for _line, name in imported_modules(source, "bridge.loop", False)}
-    assert {"tasks", "tasks.app", "operations.status"} <= names
+    assert {"tasks", "tasks.worker.app", "operations.status"} <= names

@@ -1,7 +1,7 @@
 """V1 records to V2 bodies: field by field, fallback by fallback, drop by drop.
 
 The V2 rules are restated here from ``reference/v2-contract.md`` (not imported from
-``tasks.mapping``) so that a typo in the module's enums or patterns fails a test.
+``tasks.mapping.fields``) so that a typo in the module's enums or patterns fails a test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import InvalidRecord, PermanentError
-from tasks.mapping import (
+from tasks.mapping.fields import (
     COMMITTEE_READ_ONLY,
     PROJECT_READ_ONLY,
     CommitteeFields,
@@ -30,7 +30,7 @@ from tasks.mapping import (
     needs_update,
     to_date,
 )
-from tasks.record_ids import is_v1_id
+from tasks.mapping.record_ids import is_v1_id
 from tests.v1_examples import committee, project
 
 # --- The V2 contract, restated -------------------------------------------------------

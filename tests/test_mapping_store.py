@@ -6,7 +6,7 @@ import pytest
 
 from sync_core.nats_client import SyncNats
 from tasks.errors import PermanentError
-from tasks.mapping_store import MappingStore
+from tasks.stores.id_mappings import MappingStore
 
 BUCKET = "v1-mappings"
 SFID = "a0941000002wBz9AAE"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from sandbox.validation import is_email, validate_member
 from tasks.errors import InvalidRecord
-from tasks.mapping import (
+from tasks.mapping.fields import (
     MEMBER_APPOINTED_BY,
     MEMBER_ROLES,
     MEMBER_VOTING_STATUSES,

@@ -26,7 +26,7 @@ from operations.enqueue import TaskQueue, queue_depth, wait_for_room
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
-from tasks.deadletters import DeadLetterStore
+from tasks.stores.dead_letters import DeadLetterStore
 from v1_sync_helper.cli import main
 
 QUEUE = "celery"

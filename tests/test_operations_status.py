@@ -17,8 +17,8 @@ from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer, free_port
 from sync_core.nats_client import SyncNats, connect
 from sync_core.sync_state import DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY, SweepSummary
-from tasks.deadletters import DeadLetterStore
-from tasks.outcomes import count_outcome
+from tasks.run.outcomes import count_outcome
+from tasks.stores.dead_letters import DeadLetterStore
 from v1_sync_helper.cli import main
 
 CONSUMER = "v1-sync-helper-kv-consumer"

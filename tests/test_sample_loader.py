@@ -20,7 +20,7 @@ from sandbox.samples import SampleRecord, encode
 from sandbox.servers import NatsServer
 from sync_core.nats_client import SyncNats, connect
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
-from tasks.state_store import StateStore
+from tasks.stores.sync_state import StateStore
 
 OBJECTS = "v1-objects"
 A = "salesforce-project__c.a0941000002AAAAAAA"

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from sandbox.service import Sandbox
 from sandbox.traffic import RandomFaults
-from tasks.identity import Identity
-from tasks.query_service import exact_committee, find_committee
-from tasks.tokens import TokenMinter
+from tasks.clients.identity import Identity
+from tasks.clients.query_service import exact_committee, find_committee
+from tasks.clients.tokens import TokenMinter
 from tests.test_sandbox_v2 import KID, Client, claims, make_sandbox, token
 
 QUERY_AUD = "lfx-v2-query-service"
@@ -149,8 +149,8 @@ def test_random_faults_follow_their_rates_and_seed(client: Client, sandbox: Sand
 def test_find_committee_keeps_only_the_exact_name_of_the_project(
     client: Client, sandbox: Sandbox, heimdall_key: RSAPrivateKey
 ) -> None:
-    from tasks.query_service import QUERY_COLLECTION
-    from tasks.v2client import V2Service
+    from tasks.clients.query_service import QUERY_COLLECTION
+    from tasks.clients.v2 import V2Service
 
     project = client.create_project("kubernetes")["uid"]
     other = client.create_project("prometheus")["uid"]

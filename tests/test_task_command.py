@@ -98,7 +98,7 @@ def test_prefork_worker_syncs_logs_json_and_serves_summed_metrics(
         keys.append((key, sync_nats.kv_put("v1-objects", key, json.dumps(record).encode())))
     publish = (
         "import json, sys\n"
-        "from tasks.app import app\n"
+        "from tasks.worker.app import app\n"
         "for key, revision in json.loads(sys.argv[1]):\n"
         f"    app.send_task({SYNC_TASK_NAME!r}, args=[key, revision, 'PUT'],"
         " task_id=f'{key}@{revision}')\n"
@@ -140,7 +140,7 @@ def test_prefork_worker_syncs_logs_json_and_serves_summed_metrics(
                     "-m",
                     "celery",
                     "-A",
-                    "tasks.app:app",
+                    "tasks.worker.app:app",
                     "inspect",
                     "ping",
                     "--destination",
@@ -170,4 +170,4 @@ def test_prefork_worker_syncs_logs_json_and_serves_summed_metrics(
     entries = [json.loads(line) for line in lines]  # every stderr line is JSON
     created = [e for e in entries if e.get("outcome") == "created"]
     assert len(created) == len(keys)
-    assert {e["logger"] for e in entries} >= {"tasks.sync"}
+    assert {e["logger"] for e in entries} >= {"tasks.run.sync"}

@@ -16,7 +16,7 @@ from operations.dlq import requeue_letters
 from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
 from operations.undelete import clear_tombstones
 from sync_core.broker import task_id_for
-from tasks.deletes import BUDGET_KEY, deleting_user
+from tasks.run.deletes import BUDGET_KEY, deleting_user
 from tests import test_task_sync
 from tests.test_task_sync import (
     MACHINE_USER,
@@ -299,7 +299,7 @@ def test_with_deletes_off_nothing_is_called(st: Stack) -> None:
 
 
 def test_deletes_are_counted_for_status(st: Stack) -> None:
-    from tasks.outcomes import recent_outcomes
+    from tasks.run.outcomes import recent_outcomes
 
     before = recent_outcomes(st.redis)
     key, _, _ = synced_project(st)

@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from sync_core.broker import task_id_for
-from tasks.deadletters import DeadLetter
+from tasks.stores.dead_letters import DeadLetter
 from tests.test_task_sync import (  # noqa: F401 - fixtures
     MACHINE_USER,
     Stack,
@@ -32,7 +32,7 @@ UNEXPECTED = "unexpected error in the sync task"
 
 
 class UnexpectedErrors(logging.Handler):
-    """Counts the generic error path of ``tasks.sync``."""
+    """Counts the generic error path of ``tasks.run.sync``."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -49,7 +49,7 @@ class UnexpectedErrors(logging.Handler):
 def hs(st: Stack) -> Iterator[Stack]:  # noqa: F811 - the fixture of test_task_sync
     """The stack; the test fails if any run took the generic ``unexpected_error`` path."""
     handler = UnexpectedErrors()
-    logger = logging.getLogger("tasks.sync")
+    logger = logging.getLogger("tasks.run.sync")
     logger.addHandler(handler)
     try:
         yield st

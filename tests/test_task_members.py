@@ -13,9 +13,9 @@ import uuid
 from typing import Any
 
 from sync_core.broker import task_id_for
-from tasks.report import RunReport
-from tasks.runtime import Runtime
-from tasks.sync import run_sync
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.sync import run_sync
 from tests import test_task_sync
 from tests.test_task_sync import PLATFORM_ID, Stack, new_committee, new_project
 from tests.v1_examples import MEMBER_JSON, record

@@ -36,11 +36,11 @@ from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import BridgeSettings, WorkerSettings
 from sync_core.sync_state import SyncState
-from tasks.app import app
-from tasks.deadletters import DeadLetterStore
-from tasks.runtime import Runtime, set_runtime
-from tasks.state_store import StateStore
-from tasks.sync import SYNCED_PREFIX
+from tasks.run.runtime import Runtime, set_runtime
+from tasks.run.sync import SYNCED_PREFIX
+from tasks.stores.dead_letters import DeadLetterStore
+from tasks.stores.sync_state import StateStore
+from tasks.worker.app import app
 from tests.bridge_harness import BackgroundBridge
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
@@ -59,7 +59,7 @@ FINAL = frozenset(
 
 
 class OutcomeLog(logging.Handler):
-    """Collects the outcome lines of ``tasks.sync``."""
+    """Collects the outcome lines of ``tasks.run.sync``."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -202,7 +202,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
     assert isinstance(auth0_key, RSAPrivateKey)
     # A shared task of the same name defined by another test would have replaced ours.
     registered = app.tasks[SYNC_TASK_NAME].run
-    assert registered.__module__ == "tasks.sync", f"sync_kv_entry was replaced by {registered}"
+    assert registered.__module__ == "tasks.run.sync", f"sync_kv_entry was replaced by {registered}"
     with NatsServer(base / "nats") as nats_server, ValkeyServer(base / "valkey") as valkey:
         asyncio.run(_create_buckets(nats_server.url))
         sandbox = Sandbox(
@@ -243,7 +243,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
             previous = set_runtime(runtime)
             use_broker(valkey.url)
             handler = OutcomeLog()
-            sync_log = logging.getLogger("tasks.sync")
+            sync_log = logging.getLogger("tasks.run.sync")
             sync_log.addHandler(handler)
             client = redis.Redis.from_url(valkey.url)
             test_nats = SyncNats(nats_server.url, "task-tests")

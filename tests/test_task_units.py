@@ -14,17 +14,17 @@ import redis
 
 from sandbox.servers import ValkeyServer
 from sync_core.broker import TASK_HARD_TIME_LIMIT, visibility_timeout
-from tasks.backoff import backoff_cap, lock_wait_countdown, retry_countdown
-from tasks.metrics import serve_metrics
-from tasks.outcomes import (
+from tasks.run.backoff import backoff_cap, lock_wait_countdown, retry_countdown
+from tasks.run.metrics import serve_metrics
+from tasks.run.outcomes import (
     OUTCOME_KEY_PREFIX,
     OUTCOME_TTL_SECONDS,
     Outcome,
     count_outcome,
     recent_outcomes,
 )
-from tasks.report import RunReport
-from tasks.sync import SYNCED_PREFIX, cache_outcome, children_parent_key
+from tasks.run.report import RunReport
+from tasks.run.sync import SYNCED_PREFIX, cache_outcome, children_parent_key
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_outcome_counts_per_minute_expire_and_sum(redis_client: redis.Redis) -> 
 
 INCREMENT = """
 import sys
-from tasks.metrics import TASK_OUTCOMES
+from tasks.run.metrics import TASK_OUTCOMES
 TASK_OUTCOMES.labels(object_type="project", outcome="created").inc(int(sys.argv[1]))
 """
 

@@ -24,9 +24,9 @@ from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
-from tasks.cached_directory import DEFAULT_MEMO_SECONDS
-from tasks.identity import Identity
-from tasks.users import (
+from tasks.clients.cached_directory import DEFAULT_MEMO_SECONDS
+from tasks.clients.identity import Identity
+from tasks.clients.users import (
     CachedUser,
     UserDirectory,
     V1UserFetcher,
@@ -391,7 +391,7 @@ def test_a_failed_lookup_falls_back_and_is_cached_for_the_hour(
     provoke, error = FAILURES[failure]
     provoke(sandbox)
     directory = make_directory()
-    caplog.set_level(logging.WARNING, logger="tasks.users")
+    caplog.set_level(logging.WARNING, logger="tasks.clients.users")
 
     assert directory.identity_for(USER_ID) == FALLBACK
     assert _warnings_for(caplog, USER_ID)
@@ -426,7 +426,7 @@ def test_unsafe_usernames_fall_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sandbox.add_user(USER_ID, {**USER, "Username": username})
-    caplog.set_level(logging.WARNING, logger="tasks.users")
+    caplog.set_level(logging.WARNING, logger="tasks.clients.users")
     assert directory.identity_for(USER_ID) == FALLBACK
     [warning] = _warnings_for(caplog, USER_ID)
     assert warning.__dict__["username"] == username

@@ -24,16 +24,16 @@ from prometheus_client import REGISTRY
 from sandbox.servers import free_port
 from sandbox.service import Sandbox
 from sync_core.settings import WorkerSettings
-from tasks.errors import PermanentError, SlugConflict, StaleRevision, TransientError
-from tasks.identity import Identity, fallback_identity, machine_identity
-from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
-from tasks.v2client import (
+from tasks.clients.identity import Identity, fallback_identity, machine_identity
+from tasks.clients.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.v2 import (
     V2Service,
     Versioned,
     committee_service,
     parse_retry_after,
     project_service,
 )
+from tasks.errors import PermanentError, SlugConflict, StaleRevision, TransientError
 
 KID = "sandbox-kid"
 JWKS_PATH = "/.well-known/jwks"
@@ -480,9 +480,9 @@ def test_non_success_logged_at_warning(
     sandbox: Sandbox, projects: V2Service, caplog: pytest.LogCaptureFixture
 ) -> None:
     sandbox.inject_fault("GET", "/projects/", status=503)
-    with caplog.at_level(logging.WARNING, logger="tasks.v2client"), pytest.raises(TransientError):
+    with caplog.at_level(logging.WARNING, logger="tasks.clients.v2"), pytest.raises(TransientError):
         projects.get(sandbox.root_uid, USER)
-    records = [r for r in caplog.records if r.name == "tasks.v2client"]
+    records = [r for r in caplog.records if r.name == "tasks.clients.v2"]
     assert len(records) == 1
     record = records[0]
     assert record.levelno == logging.WARNING

@@ -4,7 +4,7 @@ then takes new work; a worker that stops on a broker error exits non-zero.
 Holding tasks matters: an idle worker always reconnected; one with unacked
 messages (countdown retries, prefetched tasks) died with ``Unrecoverable error:
 AttributeError("'NoneType' object has no attribute 'hostname'")`` and exit
-code 0 (see ``sync_core/kombu_redis_fix.py``).
+code 0 (see ``tasks/worker/patches/kombu_redis_fix.py``).
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def test_the_fix_turns_a_detached_transport_into_a_connection_error(
 ) -> None:
     from kombu import Connection
 
-    import tasks.app  # noqa: F401 - applies the fix at import
-    from sync_core import kombu_redis_fix
+    import tasks.worker.app  # noqa: F401 - applies the fix at import
+    from tasks.worker.patches import kombu_redis_fix
 
     assert kombu_redis_fix.is_applied()
     connection = Connection(redis_server.url)

@@ -59,7 +59,7 @@ def publish_tasks(
     """Send one ``sync_kv_entry`` per ``(key, revision)`` through the app, from a child."""
     script = (
         "import json, sys\n"
-        "from tasks.app import app\n"
+        "from tasks.worker.app import app\n"
         "countdown = json.loads(sys.argv[2])\n"
         "for key, revision in json.loads(sys.argv[1]):\n"
         f"    app.send_task({SYNC_TASK_NAME!r}, args=[key, revision, 'PUT'],"

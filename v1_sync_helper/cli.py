@@ -19,7 +19,7 @@ from operations.commands import (
 )
 from operations.explain_command import explain_command
 from sandbox.command import dev_command
-from tasks.command import worker_command
+from tasks.worker.command import worker_command
 from v1_sync_helper import __version__
 
 

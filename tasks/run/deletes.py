@@ -1,7 +1,7 @@
 """V1 deletes into V2: who deletes, the mass-delete guard, and the run's decisions.
 
 A delete reaches the task as a KV ``DEL``/``PURGE`` of the key (hard) or as a
-PUT whose record is marked deleted (soft, ``tasks.codec.is_soft_delete``). In
+PUT whose record is marked deleted (soft, ``tasks.mapping.codec.is_soft_delete``). In
 order, a delete run:
 
 1. reads the forward mapping: absent -> ``skipped`` ``not_in_v2`` (never
@@ -12,7 +12,7 @@ order, a delete run:
 3. takes one unit of the budget (``DeleteBudget``): over it, the delete is a
    dead letter ``delete_budget_exceeded`` until an operator re-queues it
    (``release_budget``);
-4. picks the principal (``deleting_user``) and runs ``tasks.objects.delete_object``.
+4. picks the principal (``deleting_user``) and runs ``tasks.run.upsert.delete_object``.
    A refusal or an object found already gone gives its budget unit back: no
    V2 object was removed.
 """
@@ -25,14 +25,14 @@ from typing import Any
 
 import redis
 
-from tasks.decisions import DELETES_DISABLED_REASON, delete_skip
+from tasks.clients.identity import Identity, fallback_identity
 from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, DeleteRefused, PermanentError
-from tasks.identity import Identity, fallback_identity
-from tasks.metrics import DELETES, record_skip
-from tasks.objects import ALREADY_GONE_REASON, ObjectKind, delete_object
-from tasks.outcomes import Outcome
-from tasks.report import RunReport
-from tasks.runtime import Runtime
+from tasks.run.decisions import DELETES_DISABLED_REASON, delete_skip
+from tasks.run.metrics import DELETES, record_skip
+from tasks.run.outcomes import Outcome
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.upsert import ALREADY_GONE_REASON, ObjectKind, delete_object
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,8 @@ import urllib3.exceptions
 from prometheus_client import Histogram
 from requests.utils import get_environ_proxies
 
+from tasks.clients.identity import Identity
+from tasks.clients.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
 from tasks.errors import (
     PermanentError,
     SlugConflict,
@@ -50,9 +52,7 @@ from tasks.errors import (
     SyncError,
     TransientError,
 )
-from tasks.identity import Identity
-from tasks.keylock import check_write_allowed
-from tasks.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
+from tasks.stores.leases import check_write_allowed
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings

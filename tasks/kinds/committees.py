@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.clients.identity import Identity
+from tasks.clients.query_service import adopt_committee
+from tasks.clients.v2 import V2Service
 from tasks.errors import MissingMapping, PermanentError, SlugConflict
-from tasks.identity import Identity
-from tasks.mapping import COMMITTEE_READ_ONLY, map_committee
-from tasks.mapping_store import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
-from tasks.objects import Desired, ObjectKind, log_mapping_warnings
-from tasks.query_service import adopt_committee
-from tasks.report import RunReport
-from tasks.runtime import Runtime
-from tasks.v2client import V2Service
+from tasks.mapping.fields import COMMITTEE_READ_ONLY, map_committee
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings
+from tasks.stores.id_mappings import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
 
 
 class CommitteeKind(ObjectKind):

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
-from tasks.auth0 import Auth0TokenSource
-from tasks.cached_directory import (
+from tasks.clients.auth0 import Auth0TokenSource
+from tasks.clients.cached_directory import (
     DEFAULT_FRESH_FOR_SECONDS,
     DEFAULT_LOCK_STALE_AFTER_SECONDS,
     DEFAULT_LOCK_WAIT_SECONDS,
@@ -32,7 +32,7 @@ from tasks.cached_directory import (
     decode_entry,
     encode_entry,
 )
-from tasks.identity import (
+from tasks.clients.identity import (
     MACHINE_SUFFIX,
     Identity,
     fallback_identity,
@@ -40,8 +40,8 @@ from tasks.identity import (
     machine_identity,
     safe_email,
 )
-from tasks.v1api import V1ApiFetcher
-from tasks.value_repr import short_repr, short_text, type_name
+from tasks.clients.v1api import V1ApiFetcher
+from tasks.mapping.value_repr import short_repr, short_text, type_name
 
 if TYPE_CHECKING:
     from sync_core.nats_client import SyncNats
@@ -160,7 +160,7 @@ def _text(value: Any) -> str:
 def is_safe_username(username: str) -> bool:
     """A username fit for ``principal``/``sub`` and the ``X-On-Behalf-Of`` header.
 
-    See ``tasks.identity.is_safe_header_name``: visible ASCII without ``@``,
+    See ``tasks.clients.identity.is_safe_header_name``: visible ASCII without ``@``,
     bounded in length.
     """
     return is_safe_header_name(username)
@@ -209,7 +209,7 @@ class UserDirectory:
             the cache is fetched from the user service and not cached.
 
     Thread-safe; one per worker process. ``close()`` stops the refresh threads.
-    The caching is ``tasks.cached_directory``'s.
+    The caching is ``tasks.clients.cached_directory``'s.
     """
 
     def __init__(

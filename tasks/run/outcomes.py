@@ -1,7 +1,7 @@
 """What a sync task run ended in, and the per-minute counts the ``status`` command shows.
 
 Every run ends in exactly one outcome. Besides the log line and the Prometheus
-counter (see ``tasks.sync``), the outcome is counted in Redis under
+counter (see ``tasks.run.sync``), the outcome is counted in Redis under
 ``v1sync:outcomes:{unix_minute}`` (a hash: outcome -> count) that expires
 after two hours, so any process can read the last hour without scraping
 workers.

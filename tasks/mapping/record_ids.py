@@ -25,7 +25,7 @@ from typing import Any
 
 from sync_core.keys import ObjectType, parse_key
 from tasks.errors import InvalidRecord
-from tasks.value_repr import short_repr
+from tasks.mapping.value_repr import short_repr
 
 SALESFORCE_ID_PATTERN = re.compile(r"[A-Za-z0-9]{18}", re.ASCII)
 UUID_PATTERN = re.compile(

@@ -99,8 +99,8 @@ def worker_command(concurrency: int, pool: str, loglevel: str) -> None:
     logging.captureWarnings(True)
 
     metrics_dir = prepare_multiprocess_dir()
-    from tasks.app import app
-    from tasks.metrics import serve_metrics
+    from tasks.run.metrics import serve_metrics
+    from tasks.worker.app import app
 
     server, _ = serve_metrics(settings.worker_metrics_port, settings.bind_host, metrics_dir)
     try:

@@ -4,7 +4,7 @@
   comes from ``committee.sfid.{sfid}`` (missing: ``MissingMapping``
   ``missing_committee``, waiting on that key). The member collection lives
   under it: ``/committees/{committee_uid}/members``.
-- **Body.** ``tasks.mapping.map_member`` (pure), then the names of the V1 user
+- **Body.** ``tasks.mapping.fields.map_member`` (pure), then the names of the V1 user
   behind ``contact_name__c`` and of the organization behind ``account__c``
   (``complete_member``); a failed lookup leaves them out and still syncs.
 - **Create.** ``X-Skip-Notification: true`` unless ``SYNC_MEMBER_NOTIFICATIONS``.
@@ -25,9 +25,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tasks.clients.identity import Identity
+from tasks.clients.v2 import V2Service, members_of
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
-from tasks.identity import Identity
-from tasks.mapping import (
+from tasks.mapping.fields import (
     MEMBER_READ_ONLY,
     MemberFields,
     MemberLookups,
@@ -35,11 +36,10 @@ from tasks.mapping import (
     map_member,
     normalized_email,
 )
-from tasks.mapping_store import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
-from tasks.objects import Desired, ObjectKind, delete_object, log_mapping_warnings
-from tasks.report import RunReport
-from tasks.runtime import Runtime
-from tasks.v2client import V2Service, members_of
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.upsert import Desired, ObjectKind, delete_object, log_mapping_warnings
+from tasks.stores.id_mappings import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
 
 log = logging.getLogger(__name__)
 

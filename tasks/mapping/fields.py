@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tasks.errors import InvalidRecord
-from tasks.record_ids import ID_SHAPES, is_v1_id
-from tasks.value_repr import short_repr, type_name
+from tasks.mapping.record_ids import ID_SHAPES, is_v1_id
+from tasks.mapping.value_repr import short_repr, type_name
 
 # --- The V2 write contract -------------------------------------------------------
 

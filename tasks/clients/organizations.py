@@ -4,7 +4,7 @@
 bearer as the user service answers ``{"ID", "Name", "Domains"}``. Entries are
 cached in ``v1-mappings`` as ``v1_org.{sfid}`` with the same freshness,
 background refresh and cross-worker lock as the users
-(``tasks.cached_directory``), so a thousand members of one company make one
+(``tasks.clients.cached_directory``), so a thousand members of one company make one
 call. A failed lookup leaves the organization's name unset; it never fails
 the sync.
 """
@@ -16,9 +16,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tasks.auth0 import Auth0TokenSource
-from tasks.cached_directory import CachedDirectory, DirectorySpec, decode_entry, encode_entry
-from tasks.v1api import V1ApiFetcher
+from tasks.clients.auth0 import Auth0TokenSource
+from tasks.clients.cached_directory import (
+    CachedDirectory,
+    DirectorySpec,
+    decode_entry,
+    encode_entry,
+)
+from tasks.clients.v1api import V1ApiFetcher
 
 if TYPE_CHECKING:
     from sync_core.nats_client import SyncNats

@@ -23,7 +23,7 @@ of the value a remembered key holds already is skipped (an update's unchanged
 forward mapping costs no round trip).
 
 Every key is checked before it is used (``sync_core.keys.check_kv_key``):
-ids are validated at the edge (``tasks.record_ids``), so a key that still fails
+ids are validated at the edge (``tasks.mapping.record_ids``), so a key that still fails
 (a V2 uid outside the KV alphabet, say) is a ``PermanentError``
 ``invalid_mapping_key``, never a write that would make the server drop the
 connection.
@@ -42,7 +42,7 @@ from nats.js.errors import APIError
 from sync_core.keys import InvalidKVKey, check_kv_key
 from sync_core.nats_client import SyncNats
 from tasks.errors import PermanentError
-from tasks.keylock import check_write_allowed
+from tasks.stores.leases import check_write_allowed
 
 PROJECT_SFID = "project.sfid."
 PROJECT_SLUG = "project.slug."

@@ -9,11 +9,11 @@ One run, in order:
    in ``v1-sync-state`` after it, so an empty Redis changes nothing); latest
    state wins: a newer revision in ``v1-objects`` ends as ``superseded`` (it
    has its own task).
-3. The key's lease (``tasks.keylock``): a few seconds, renewed while the run
+3. The key's lease (``tasks.stores.leases``): a few seconds, renewed while the run
    lives; a leased key comes back in about a second without spending the
    error budget. No V2 or mapping write happens without it.
 4. Decode (JSON or msgpack), skip empty values; deletes (KV ``DEL``/``PURGE``
-   and soft-deleted records) go to the delete path (``tasks.deletes``); an
+   and soft-deleted records) go to the delete path (``tasks.run.deletes``); an
    upsert of a record whose V2 object was deleted on purpose (tombstoned
    mapping) is ``skipped`` (``tombstoned``); otherwise resolve the user and
    sync the object.
@@ -48,34 +48,34 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
 from sync_core.keys import ObjectType, is_valid_kv_key, parse_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
-from tasks.app import APP_SETTINGS, app
-from tasks.backoff import lock_wait_countdown, retry_countdown
-from tasks.committees import COMMITTEES
-from tasks.decisions import read_value, should_retry, skip_for_key
-from tasks.deletes import sync_delete
 from tasks.errors import DeadLettered, MissingMapping, PermanentError, SyncError, TransientError
-from tasks.keylock import KeyLock
-from tasks.members import MEMBERS
-from tasks.metrics import (
+from tasks.kinds.committees import COMMITTEES
+from tasks.kinds.members import MEMBERS
+from tasks.kinds.projects import PROJECTS
+from tasks.mapping.record_ids import check_key_id
+from tasks.run.backoff import lock_wait_countdown, retry_countdown
+from tasks.run.decisions import read_value, should_retry, skip_for_key
+from tasks.run.deletes import sync_delete
+from tasks.run.metrics import (
     DEAD_LETTERS,
     KEY_LOCK_WAITS,
     TASK_OUTCOMES,
     TOMBSTONED_UPSERTS,
     record_skip,
 )
-from tasks.objects import ObjectKind, sync_record
-from tasks.outcomes import (
+from tasks.run.outcomes import (
     Outcome,
     add_outcome,
     dead_letter_outcome,
     ends_in_dead_letter,
     outcome_label,
 )
-from tasks.projects import PROJECTS
-from tasks.record_ids import check_key_id
-from tasks.report import RunReport
-from tasks.runtime import Runtime, get_runtime
-from tasks.state_store import NOT_READ, parked_pending, retry_pending
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime, get_runtime
+from tasks.run.upsert import ObjectKind, sync_record
+from tasks.stores.leases import KeyLock
+from tasks.stores.sync_state import NOT_READ, parked_pending, retry_pending
+from tasks.worker.app import APP_SETTINGS, app
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
-# The object types the task syncs, each through the shared path of tasks.objects.
+# The object types the task syncs, each through the shared path of tasks.run.upsert.
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
     ObjectType.COMMITTEE: COMMITTEES,
@@ -529,7 +529,7 @@ def run_delete(
     record: dict[str, Any] | None,
     release_budget: bool,
 ) -> Outcome:
-    """A hard (``record`` None) or soft delete through ``tasks.deletes``."""
+    """A hard (``record`` None) or soft delete through ``tasks.run.deletes``."""
     return sync_delete(
         runtime,
         kind,

@@ -32,13 +32,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.clients.identity import Identity
+from tasks.clients.v2 import V2Service
 from tasks.errors import DeleteRefused, PermanentError, SlugConflict, StaleRevision, TransientError
-from tasks.identity import Identity
-from tasks.mapping import merge_over, needs_update
-from tasks.outcomes import Outcome
-from tasks.report import RunReport
-from tasks.runtime import Runtime
-from tasks.v2client import V2Service
+from tasks.mapping.fields import merge_over, needs_update
+from tasks.run.outcomes import Outcome
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

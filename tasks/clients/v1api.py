@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import requests
 
-from tasks.auth0 import Auth0Error, Auth0TokenSource, token_source_from_settings
-from tasks.cached_directory import LookupFailure
+from tasks.clients.auth0 import Auth0Error, Auth0TokenSource, token_source_from_settings
+from tasks.clients.cached_directory import LookupFailure
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings

@@ -20,15 +20,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from tasks.clients.identity import Identity
+from tasks.clients.tokens import QUERY_AUDIENCE, TokenMinter
+from tasks.clients.v2 import V2Service
 from tasks.errors import PermanentError, TransientError
-from tasks.identity import Identity
-from tasks.report import RunReport
-from tasks.tokens import QUERY_AUDIENCE, TokenMinter
-from tasks.v2client import V2Service
+from tasks.run.report import RunReport
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings
-    from tasks.runtime import Runtime
+    from tasks.run.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

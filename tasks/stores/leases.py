@@ -7,8 +7,8 @@ compare-and-set. While the run lives, a background thread renews it every
 free again ``LEASE_TTL_SECONDS`` later (not after the task's hard time limit).
 
 A run that may have lost its lease must not write: ``check_write_allowed()``
-is called before every V2 write and every mapping write (``tasks.v2client``,
-``tasks.mapping_store``) and raises ``LeaseLost`` (transient: the run retries)
+is called before every V2 write and every mapping write (``tasks.clients.v2``,
+``tasks.stores.id_mappings``) and raises ``LeaseLost`` (transient: the run retries)
 once the lease is not known to be held. "Known to be held" is judged locally:
 until the expiry the last successful renewal wrote, minus a safety margin for
 clock differences between pods, so the check costs no round trip.
@@ -38,7 +38,7 @@ from typing import Any
 from sync_core.sync_state import KeyLease as LeaseRecord
 from sync_core.sync_state import SyncState
 from tasks.errors import TransientError
-from tasks.state_store import NOT_READ, StateStore
+from tasks.stores.sync_state import NOT_READ, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from tasks.clients.identity import Identity, is_safe_identity
 from tasks.errors import PermanentError, TransientError
-from tasks.identity import Identity, is_safe_identity
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings
@@ -112,7 +112,7 @@ class TokenMinter:
         left, else signs a new one. Raises ``TransientError`` when the kid must
         come from the JWKS and the JWKS cannot be fetched, and
         ``PermanentError(unsafe_identity)`` for an identity whose ``principal``,
-        ``sub`` or ``X-On-Behalf-Of`` fails ``tasks.identity.is_safe_identity``
+        ``sub`` or ``X-On-Behalf-Of`` fails ``tasks.clients.identity.is_safe_identity``
         (the user directory never hands one out: this is the last guard before
         a header a server would refuse).
         """

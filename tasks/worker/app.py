@@ -1,10 +1,10 @@
-"""The Celery app of the sync workers: ``celery -A tasks.app`` (or ``-A tasks``).
+"""The Celery app of the sync workers: ``celery -A tasks.worker.app`` (or ``-A tasks``).
 
 Configured from the environment at import with light settings only (the
 broker, the queue, the retry policy): importing the app needs no signing keys,
-so ``celery -A tasks.app inspect ping`` works anywhere. A worker loads the full
+so ``celery -A tasks.worker.app inspect ping`` works anywhere. A worker loads the full
 ``WorkerSettings`` when it starts and exits 2 on bad configuration (see
-``tasks.runtime``).
+``tasks.run.runtime``).
 
 No result backend: outcomes go to logs, Prometheus and Redis counters, and
 Flower follows tasks through events.
@@ -18,7 +18,6 @@ from typing import Any
 from celery import Celery, signals
 from celery.app import trace
 
-from sync_core import kombu_redis_fix
 from sync_core.broker import (
     TASK_HARD_TIME_LIMIT,
     TASK_SOFT_TIME_LIMIT,
@@ -26,11 +25,11 @@ from sync_core.broker import (
 )
 from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
-from tasks import broker_transport
-from tasks.event_batching import EventBatching
+from tasks.worker.patches import broker_transport, kombu_redis_fix
+from tasks.worker.patches.event_batching import EventBatching
 
 APP_NAME = "v1-sync-helper"
-TASK_MODULES = ["tasks.sync"]
+TASK_MODULES = ["tasks.run.sync"]
 
 
 class AppSettings(CommonSettings, RetrySettings):
@@ -76,9 +75,9 @@ app.conf.update(
     worker_hijack_root_logger=False,
     enable_utc=True,
 )
-# Task events for Flower leave in batches on a timer (see tasks.event_batching).
+# Task events for Flower leave in batches on a timer (see tasks.worker.patches.event_batching).
 app.steps["consumer"].add(EventBatching)
-# Acks leave Redis with the next delivery's script (see tasks.broker_transport).
+# Acks leave Redis with the next delivery's script (see tasks.worker.patches.broker_transport).
 app.steps["consumer"].add(broker_transport.AckBatching)
 
 

@@ -1,7 +1,7 @@
 """Who a V2 write is attributed to: the claims and header of one identity.
 
-Token minting (``tasks.tokens``) turns an ``Identity`` into JWT claims; user
-lookup (``tasks.users``) decides which identity a V1 change gets.
+Token minting (``tasks.clients.tokens``) turns an ``Identity`` into JWT claims; user
+lookup (``tasks.clients.users``) decides which identity a V1 change gets.
 
 What may go into ``principal``, ``sub`` and ``X-On-Behalf-Of`` is
 ``sync_core.identity_names.is_safe_header_name``: a name of visible ASCII

@@ -1,7 +1,7 @@
 """The pure decisions of a sync run, shared by the task and ``explain``.
 
 Which keys are skipped, what a KV value asks for, and whether an error is
-retried or dead-lettered: the task (``tasks.sync``) acts on these answers,
+retried or dead-lettered: the task (``tasks.run.sync``) acts on these answers,
 and ``v1-sync-helper explain`` reports them without acting, so the two can
 never disagree. Nothing here does I/O.
 """
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_core.keys import ObjectType
-from tasks.codec import decode_value, is_empty, is_soft_delete
 from tasks.errors import SyncError
-from tasks.record_ids import checked_record
+from tasks.mapping.codec import decode_value, is_empty, is_soft_delete
+from tasks.mapping.record_ids import checked_record
 
 DELETES_DISABLED_REASON = "deletes_disabled"
 
@@ -54,7 +54,7 @@ def read_value(value: bytes, object_type: ObjectType, key_id: str) -> ValueReadi
     """Read the value of a key with id ``key_id``.
 
     Raises ``InvalidRecord`` when it cannot be decoded, or when its ids do not
-    fit (``tasks.record_ids.checked_record``: checked before anything acts on
+    fit (``tasks.mapping.record_ids.checked_record``: checked before anything acts on
     the record, a soft delete included).
     """
     if is_empty(value):
@@ -64,7 +64,7 @@ def read_value(value: bytes, object_type: ObjectType, key_id: str) -> ValueReadi
 
 
 def delete_skip(tombstoned: bool, mapped: bool, deletes_enabled: bool) -> Skip | None:
-    """Why a delete calls no V2 (``tasks.deletes``), or None when it goes ahead.
+    """Why a delete calls no V2 (``tasks.run.deletes``), or None when it goes ahead.
 
     ``tombstoned``: the forward mapping holds the tombstone; ``mapped``: it holds a uid.
     """

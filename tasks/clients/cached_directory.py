@@ -14,7 +14,7 @@ few ids, and each saved read is a NATS round trip off the run.
 
 ``CachedDirectory`` is that machinery, parameterised by a ``DirectorySpec``
 (key prefixes, how an entry is built, parsed and serialised) and a fetch
-function; ``tasks.users`` and ``tasks.organizations`` are its two users.
+function; ``tasks.clients.users`` and ``tasks.clients.organizations`` are its two users.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ its samples to files there and the main process serves their sum on
 default registry of this one process is served.
 
 The V2 call latency histogram (``v1sync_v2_request_seconds``) lives beside the
-client that measures it, in ``tasks.v2client``.
+client that measures it, in ``tasks.clients.v2``.
 """
 
 from __future__ import annotations

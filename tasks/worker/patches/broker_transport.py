@@ -11,7 +11,7 @@ of the worker's consumer thread (three events and two index updates per task).
 out instead. A ``redis.Redis`` over a pool is thread-safe (every command takes
 a pool connection), commands and replies are the same, and a new pool (after a
 reconnect or a Sentinel failover) gets a new client. It patches kombu's base
-channel in place, like ``sync_core.kombu_redis_fix``, rather than naming a
+channel in place, like ``tasks.worker.patches.kombu_redis_fix``, rather than naming a
 transport class of our own: every scheme of ``sync_core.redis_connection``
 (``redis``, ``rediss``, ``sentinel``, whose channel subclasses the base one)
 gets it, and Celery's log lines keep the broker URL's own scheme

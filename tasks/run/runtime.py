@@ -28,19 +28,19 @@ from sync_core.nats_client import SyncNats
 from sync_core.redis_connection import RedisTarget
 from sync_core.redis_connection import redis_client as connect_redis
 from sync_core.settings import WorkerSettings, load_settings
-from tasks.app import app
-from tasks.auth0 import token_source_from_settings
-from tasks.deadletters import DeadLetterStore
+from tasks.clients.auth0 import token_source_from_settings
+from tasks.clients.identity import Identity
+from tasks.clients.organizations import OrganizationDirectory, organization_directory_from_settings
+from tasks.clients.query_service import query_service
+from tasks.clients.tokens import TokenMinter, minter_from_settings
+from tasks.clients.users import UserDirectory, user_directory_from_settings
+from tasks.clients.v2 import V2Service, committee_service, project_service
 from tasks.errors import TransientError
-from tasks.identity import Identity
-from tasks.mapping_store import MappingStore
-from tasks.metrics import mark_process_dead
-from tasks.organizations import OrganizationDirectory, organization_directory_from_settings
-from tasks.query_service import query_service
-from tasks.state_store import StateStore
-from tasks.tokens import TokenMinter, minter_from_settings
-from tasks.users import UserDirectory, user_directory_from_settings
-from tasks.v2client import V2Service, committee_service, project_service
+from tasks.run.metrics import mark_process_dead
+from tasks.stores.dead_letters import DeadLetterStore
+from tasks.stores.id_mappings import MappingStore
+from tasks.stores.sync_state import StateStore
+from tasks.worker.app import app
 
 log = logging.getLogger(__name__)
 

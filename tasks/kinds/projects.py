@@ -5,7 +5,7 @@ Parent first: ``parent_project__c`` through the mapping ``project.sfid.{parent}`
 parent means ROOT. A 409 on create (the slug exists) adopts the project that
 ``slug_to_uid`` names, unless it belongs to another V1 project. An update that
 moves a project under itself or one of its descendants in V2 is refused
-(``parent_cycle``, see ``tasks.parent_cycles``).
+(``parent_cycle``, see ``tasks.kinds.parent_cycles``).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tasks.clients.identity import Identity
+from tasks.clients.v2 import V2Service
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
-from tasks.identity import Identity
-from tasks.mapping import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
-from tasks.mapping_store import PROJECT_SFID, PROJECT_UID
-from tasks.objects import Desired, ObjectKind, log_mapping_warnings
-from tasks.parent_cycles import find_parent_problem
-from tasks.report import RunReport
-from tasks.runtime import Runtime
-from tasks.v2client import V2Service
+from tasks.kinds.parent_cycles import find_parent_problem
+from tasks.mapping.fields import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings
+from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
 log = logging.getLogger(__name__)
 

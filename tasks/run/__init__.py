@@ -1,0 +1,6 @@
+"""One run of ``sync_kv_entry``: decisions, the create/update/delete path, outcomes, retries.
+
+``sync.py`` is the task; ``upsert.py`` the one create/update/delete path every
+object kind goes through; ``decisions.py`` the pure choices ``explain`` shares;
+``runtime.py`` the per-process resources a run uses.
+"""
