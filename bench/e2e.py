@@ -14,7 +14,7 @@ one run measures:
     timed from each KV put to the moment the fake V2 applied its write;
 (b) a sequential loop shaped like the original Go design, in this process, on
     buckets of its own against the same fake: fetch one KV change, read the
-    key, map it (``tasks.mapping.fields``), read the user cache and the mapping, one
+    key, map it (``tasks.mapping``), read the user cache and the mapping, one
     V2 call (a create; GET and PUT for an update), write the mappings, ack.
 
 It prints creates/s and updates/s of both, the ratio (a)/(b), the CPU of each
@@ -58,13 +58,8 @@ from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port, wait
 from sync_core.nats_client import connect, ensure_buckets
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
-from tasks.mapping.fields import (
-    PROJECT_READ_ONLY,
-    default_public,
-    map_project,
-    merge_over,
-    needs_update,
-)
+from tasks.mapping.merge import merge_over, needs_update
+from tasks.mapping.projects import PROJECT_READ_ONLY, default_public, map_project
 from tasks.run.outcomes import recent_outcomes
 from tasks.worker.command import DEFAULT_CONCURRENCY, DEFAULT_POOL
 

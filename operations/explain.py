@@ -32,7 +32,7 @@ from tasks.clients.tokens import minter_from_settings
 from tasks.clients.users import PLATFORM_ID_PATTERN, user_directory_from_settings
 from tasks.clients.v2 import committee_service, project_service
 from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, SyncError
-from tasks.mapping.fields import field_changes
+from tasks.mapping.merge import field_changes
 from tasks.mapping.record_ids import check_key_id
 from tasks.run.decisions import delete_skip, read_value, should_retry, skip_for_key
 from tasks.run.deletes import DeleteBudget, delete_identity, deleting_user

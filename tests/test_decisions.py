@@ -9,7 +9,7 @@ import pytest
 
 from sync_core.keys import ObjectType
 from tasks.errors import DeadLettered, InvalidRecord, PermanentError, TransientError
-from tasks.mapping.fields import FieldChange, field_changes, needs_update
+from tasks.mapping.merge import FieldChange, field_changes, needs_update
 from tasks.run.decisions import read_value, should_retry, skip_for_key
 
 

@@ -25,7 +25,8 @@ from tasks.clients.users import CachedUser, UserDirectory, user_identity
 from tasks.errors import InvalidRecord
 from tasks.kinds.parent_cycles import MAX_PARENT_DEPTH, find_parent_problem
 from tasks.mapping.codec import decode_value, is_soft_delete
-from tasks.mapping.fields import map_committee, map_project
+from tasks.mapping.committees import map_committee
+from tasks.mapping.projects import map_project
 from tasks.mapping.record_ids import check_key_id, checked_record, is_v1_id
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 

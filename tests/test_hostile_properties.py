@@ -40,14 +40,14 @@ from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
 from tasks.clients.users import PLATFORM_ID_PATTERN, CachedUser, UserDirectory
 from tasks.errors import InvalidRecord
 from tasks.mapping.codec import decode_value, is_soft_delete
-from tasks.mapping.fields import (
+from tasks.mapping.committees import map_committee
+from tasks.mapping.projects import (
     PROJECT_BOOL_FIELDS,
     PROJECT_DATE_FIELDS,
     PROJECT_ENUM_FIELDS,
     PROJECT_TEXT_FIELDS,
     PROJECT_URL_FIELDS,
     default_public,
-    map_committee,
     map_project,
 )
 from tasks.mapping.record_ids import check_key_id, checked_record

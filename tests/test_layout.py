@@ -154,4 +154,4 @@ def test_relative_and_nested_imports_are_seen() -> None:
         "    import operations.status\n"
     )
     names = {name for _line, name in imported_modules(source, "bridge.loop", False)}
-    assert {"tasks", "tasks.worker.app", "operations.status"} <= names
+    assert {"tasks", "tasks.app", "operations.status"} <= names

@@ -1,7 +1,7 @@
 """V1 records to V2 bodies: field by field, fallback by fallback, drop by drop.
 
 The V2 rules are restated here from ``reference/v2-contract.md`` (not imported from
-``tasks.mapping.fields``) so that a typo in the module's enums or patterns fails a test.
+``tasks.mapping``) so that a typo in the module's enums or patterns fails a test.
 """
 
 from __future__ import annotations
@@ -17,20 +17,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import InvalidRecord, PermanentError
-from tasks.mapping.fields import (
-    COMMITTEE_READ_ONLY,
-    PROJECT_READ_ONLY,
-    CommitteeFields,
-    ProjectFields,
-    clean_url,
-    default_public,
-    map_committee,
-    map_project,
-    merge_over,
-    needs_update,
-    to_date,
-)
+from tasks.mapping.committees import COMMITTEE_READ_ONLY, CommitteeFields, map_committee
+from tasks.mapping.merge import merge_over, needs_update
+from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.mapping.record_ids import is_v1_id
+from tasks.mapping.values import clean_url, to_date
 from tests.v1_examples import committee, project
 
 # --- The V2 contract, restated -------------------------------------------------------

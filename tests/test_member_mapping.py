@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 
 from sandbox.validation import is_email, validate_member
 from tasks.errors import InvalidRecord
-from tasks.mapping.fields import (
+from tasks.mapping.members import (
     MEMBER_APPOINTED_BY,
     MEMBER_ROLES,
     MEMBER_VOTING_STATUSES,
     MemberLookups,
     complete_member,
     map_member,
-    merge_over,
     normalized_email,
 )
+from tasks.mapping.merge import merge_over
 from tests.v1_examples import MEMBER_JSON, record
 
 

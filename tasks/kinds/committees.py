@@ -14,7 +14,7 @@ from tasks.clients.identity import Identity
 from tasks.clients.query_service import adopt_committee
 from tasks.clients.v2 import V2Service
 from tasks.errors import MissingMapping, PermanentError, SlugConflict
-from tasks.mapping.fields import COMMITTEE_READ_ONLY, map_committee
+from tasks.mapping.committees import COMMITTEE_READ_ONLY, map_committee
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings

@@ -4,7 +4,7 @@
   comes from ``committee.sfid.{sfid}`` (missing: ``MissingMapping``
   ``missing_committee``, waiting on that key). The member collection lives
   under it: ``/committees/{committee_uid}/members``.
-- **Body.** ``tasks.mapping.fields.map_member`` (pure), then the names of the V1 user
+- **Body.** ``tasks.mapping.members.map_member`` (pure), then the names of the V1 user
   behind ``contact_name__c`` and of the organization behind ``account__c``
   (``complete_member``); a failed lookup leaves them out and still syncs.
 - **Create.** ``X-Skip-Notification: true`` unless ``SYNC_MEMBER_NOTIFICATIONS``.
@@ -28,7 +28,7 @@ from typing import Any
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service, members_of
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
-from tasks.mapping.fields import (
+from tasks.mapping.members import (
     MEMBER_READ_ONLY,
     MemberFields,
     MemberLookups,

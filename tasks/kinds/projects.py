@@ -17,7 +17,7 @@ from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
 from tasks.kinds.parent_cycles import find_parent_problem
-from tasks.mapping.fields import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
+from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings

@@ -35,7 +35,7 @@ from typing import Any
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service
 from tasks.errors import DeleteRefused, PermanentError, SlugConflict, StaleRevision, TransientError
-from tasks.mapping.fields import merge_over, needs_update
+from tasks.mapping.merge import merge_over, needs_update
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
