@@ -14,7 +14,7 @@
   dev extra, entrypoint ``v1-sync-helper``).
 
 Building the image, ``docker compose up`` and installing the chart need a
-Docker engine and a cluster: README.md (Deployment) says what remains to check.
+Docker engine and a cluster: docs/deployment.md says what remains to check.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ MINIMAL_VALUES: dict[str, Any] = {
 }
 VALUE_SETS = {"defaults": REQUIRED_VALUES, "all": ALL_FEATURES_VALUES, "minimal": MINIMAL_VALUES}
 
-# The documented consumer (README, issue 3): the bridge creates it the same way.
+# The documented consumer (README.md, "What it does"; issue 3): the bridge creates it the same way.
 DOCUMENTED_CONSUMER = {
     "durableName": "v1-sync-helper-kv-consumer",
     "streamName": "KV_v1-objects",

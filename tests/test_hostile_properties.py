@@ -222,7 +222,10 @@ def assert_sendable(identity: Identity, minter: TokenMinter) -> None:
 
 
 def assert_promised_identity(identity: Identity, value: Any, username: Any) -> None:
-    """The identity the README's table promises for ``value`` (and the looked-up ``username``)."""
+    """What docs/architecture.md ("Who wrote it") promises for ``value`` and ``username``.
+
+    ``username`` is what the user lookup gives for ``value``.
+    """
     text = value.strip() if isinstance(value, str) else ""
     if text.endswith(MACHINE_SUFFIX):
         name = text.removesuffix(MACHINE_SUFFIX)
