@@ -187,6 +187,9 @@ URL, and reads a password only from a Secret: the chart refuses what it cannot t
 {{- $hosts := list }}
 {{- range $i, $url := splitList ";" (replace "," ";" .Values.config.redisUrl) }}
 {{- $parsed := urlParse $url }}
+{{- if eq $parsed.scheme "unix" }}
+{{- fail "worker.keda.redis.address is required when config.redisUrl is a unix socket: KEDA reaches Redis over TCP (host:port)" }}
+{{- end }}
 {{- if and $parsed.userinfo (contains ":" $parsed.userinfo) (not $values.passwordSecret.name) }}
 {{- fail "config.redisUrl carries a password: set worker.keda.redis.passwordSecret, a Secret with it for KEDA's TriggerAuthentication" }}
 {{- end }}
