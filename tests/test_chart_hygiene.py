@@ -316,8 +316,8 @@ def test_unhealthy_pod_eviction_policy_where_the_cluster_knows_it(
     kubernetes_version: str, expected: str | None
 ) -> None:
     objects = rendered_objects(REQUIRED_VALUES, kubernetes_version)
-    budgets = objects_by_kind(objects, "PodDisruptionBudget").values()
-    assert [b["spec"].get("unhealthyPodEvictionPolicy") for b in budgets] == [expected, expected]
+    defaults = objects_by_kind(objects, "PodDisruptionBudget").values()
+    assert [b["spec"].get("unhealthyPodEvictionPolicy") for b in defaults] == [expected, expected]
     values = deep_merge(
         REQUIRED_VALUES,
         {

@@ -336,7 +336,7 @@ def keda_list_length(objects: list[dict[str, Any]], secrets: dict[tuple[str, str
         host=host, port=int(port), db=int(metadata["databaseIndex"]), password=password
     )
     try:
-        return int(client.eval(KEDA_LIST_LENGTH_SCRIPT, 1, metadata["listName"]))  # type: ignore[arg-type]
+        return int(client.eval(KEDA_LIST_LENGTH_SCRIPT, 1, metadata["listName"]))
     finally:
         client.close()
 
