@@ -283,6 +283,10 @@ def test_explicit_connection_values_win() -> None:
     ("values", "message"),
     [
         (
+            {"worker": {"keda": {"minReplicaCount": 5, "maxReplicaCount": 3}}},
+            "worker.keda.minReplicaCount (5) is above worker.keda.maxReplicaCount (3)",
+        ),
+        (
             {"worker": {"autoscaling": {"enabled": True}}},
             "worker.keda.enabled and worker.autoscaling.enabled are exclusive",
         ),
