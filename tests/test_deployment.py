@@ -223,16 +223,48 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def render_chart(values: dict[str, Any]) -> dict[str, str]:
-    """Helm's own offline render of the chart: template path -> manifest text."""
+def render_chart(values: dict[str, Any], kube_version: str | None = None) -> dict[str, str]:
+    """Helm's own offline render of the chart: template path -> manifest text.
+
+    ``kube_version`` is the cluster version the templates see in
+    ``.Capabilities.KubeVersion`` (default: Helm's built-in one, a recent release).
+    """
     with helm_python.Chart.load(str(CHART_DIR)) as chart:
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        if kube_version is None:
+            return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        return render_for_kubernetes(chart, values, kube_version)
 
 
-def rendered_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+def render_for_kubernetes(
+    chart: helm_python.Chart, values: dict[str, Any], kube_version: str
+) -> dict[str, str]:
+    """``chart`` rendered as for a cluster of ``kube_version`` (``helm template --kube-version``).
+
+    Private parts of helm-python-sdk (pinned ==0.2.2): ``Chart.render`` does not
+    pass the native renderer's ``kube_version`` option on, so this calls
+    ``helm_python._native.call_string("helm_render", chart._raw(), ...)`` as
+    ``Chart.render`` does, with that option added.
+    test_render_for_kubernetes_still_sets_the_capabilities guards it.
+    """
+    options = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "is_install": True,
+        "kube_version": f"v{kube_version}",
+    }
+    rendered = helm_python._native.call_string(
+        "helm_render", chart._raw(), json.dumps(values), json.dumps(options)
+    )
+    manifests: dict[str, str] = json.loads(rendered)
+    return manifests
+
+
+def rendered_objects(
+    values: dict[str, Any], kube_version: str | None = None
+) -> list[dict[str, Any]]:
     """Every Kubernetes object the chart renders with ``values``."""
     objects: list[dict[str, Any]] = []
-    for path, text in render_chart(values).items():
+    for path, text in render_chart(values, kube_version).items():
         if path.endswith(".txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
@@ -658,15 +690,16 @@ def missing_values_paths(text: str, values: dict[str, Any]) -> list[str]:
     return missing
 
 
-TEMPLATES = sorted(TEMPLATES_DIR.glob("*"))
+# Every template file, those of templates/tests/ (the `helm test` pods) too.
+TEMPLATES = sorted(path for path in TEMPLATES_DIR.rglob("*") if path.is_file())
 
 
-@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: str(p.relative_to(TEMPLATES_DIR)))
 def test_template_uses_only_values_that_exist(template: Path) -> None:
     assert missing_values_paths(template.read_text(), load_yaml(VALUES_FILE)) == []
 
 
-@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: str(p.relative_to(TEMPLATES_DIR)))
 def test_template_is_balanced(template: Path) -> None:
     assert balance_problems(template.read_text()) == []
 
@@ -741,10 +774,12 @@ def all_objects() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
 def test_rendered_objects_match_the_kubernetes_schemas(
-    value_set: tuple[str, list[dict[str, Any]]], kubernetes_version: str
+    values_name: str, kubernetes_version: str
 ) -> None:
-    _, objects = value_set
+    # Rendered as for that cluster version: some fields are only set where it knows them.
+    objects = rendered_objects(VALUE_SETS[values_name], kubernetes_version)
     checked = 0
     for obj in objects:
         if obj["apiVersion"].startswith("jetstream.nats.io/"):
@@ -768,6 +803,22 @@ def test_rendered_nack_resources_use_known_fields(
             assert type(value) is fields[key], f"{obj['kind']}.spec.{key}={value!r}"
             if key in NACK_ENUMS:
                 assert value in NACK_ENUMS[key], f"{obj['kind']}.spec.{key}={value!r}"
+
+
+def test_render_for_kubernetes_still_sets_the_capabilities() -> None:
+    # Guards render_for_kubernetes (private helm-python-sdk parts): the PDB's
+    # unhealthyPodEvictionPolicy is rendered only for Kubernetes 1.27 and later.
+    assert callable(helm_python._native.call_string), "helm_python._native.call_string is gone"
+    assert callable(helm_python.Chart._raw), "helm_python.Chart._raw is gone"
+
+    def policies(kube_version: str) -> list[str | None]:
+        budgets = objects_by_kind(
+            rendered_objects(REQUIRED_VALUES, kube_version), "PodDisruptionBudget"
+        )
+        return [b["spec"].get("unhealthyPodEvictionPolicy") for b in budgets.values()]
+
+    assert policies("1.25.0") == [None, None], "kube_version did not reach .Capabilities"
+    assert policies("1.27.0") == ["AlwaysAllow", "AlwaysAllow"]
 
 
 def test_selectors_match_their_pods(value_set: tuple[str, list[dict[str, Any]]]) -> None:

@@ -144,3 +144,72 @@ scrapeTimeout: {{ .Values.monitoring.scrapeTimeout }}
 {{- define "lfx-v1-sync-helper.workerJob" -}}
 {{- default (printf "%s/%s-worker" .Release.Namespace (include "lfx-v1-sync-helper.fullname" .)) .Values.monitoring.prometheusRule.workerJob }}
 {{- end }}
+
+{{/*
+Scheduling knobs of one component's pods: (dict "root" $ "component" "bridge" "values" .Values.bridge).
+A topology spread constraint without a labelSelector gets the component's selector labels, so the
+common case (spread over zones or nodes) needs no label copied into the values.
+*/}}
+{{- define "lfx-v1-sync-helper.scheduling" -}}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range . }}
+{{- $constraint := . }}
+{{- if not (hasKey . "labelSelector") }}
+{{- $selector := include "lfx-v1-sync-helper.selectorLabels" (dict "root" $.root "component" $.component) | fromYaml }}
+{{- $constraint = set (deepCopy .) "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+  - {{- toYaml $constraint | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+
+{{/*
+Where KEDA finds the broker, as YAML (address, databaseIndex, enableTLS, sentinel): the
+worker.keda.redis values, else what config.redisUrl says. KEDA's scaler takes host:port, never a
+URL, and reads a password only from a Secret: the chart refuses what it cannot translate.
+*/}}
+{{- define "lfx-v1-sync-helper.kedaRedis" -}}
+{{- $values := .Values.worker.keda.redis }}
+{{- $sentinel := ne .Values.config.redisSentinelMaster "" }}
+{{- $address := $values.address }}
+{{- $database := "0" }}
+{{- $tls := false }}
+{{- if .Values.config.redisUrlSecret.name }}
+{{- if not $address }}
+{{- fail "worker.keda.redis.address is required when config.redisUrlSecret is set: KEDA cannot read the Redis URL from that Secret (give host:port, and the password in worker.keda.redis.passwordSecret)" }}
+{{- end }}
+{{- else }}
+{{- $hosts := list }}
+{{- range $i, $url := splitList ";" (replace "," ";" .Values.config.redisUrl) }}
+{{- $parsed := urlParse $url }}
+{{- if eq $parsed.scheme "unix" }}
+{{- fail "worker.keda.redis.address is required when config.redisUrl is a unix socket: KEDA reaches Redis over TCP (host:port)" }}
+{{- end }}
+{{- if and $parsed.userinfo (contains ":" $parsed.userinfo) (not $values.passwordSecret.name) }}
+{{- fail "config.redisUrl carries a password: set worker.keda.redis.passwordSecret, a Secret with it for KEDA's TriggerAuthentication" }}
+{{- end }}
+{{- $port := ternary "26379" "6379" $sentinel }}
+{{- $hosts = append $hosts (ternary $parsed.host (printf "%s:%s" $parsed.host $port) (contains ":" $parsed.host)) }}
+{{- if eq $i 0 }}
+{{- $database = default "0" (trimPrefix "/" $parsed.path) }}
+{{- $tls = eq $parsed.scheme "rediss" }}
+{{- end }}
+{{- end }}
+{{- $address = default (join "," $hosts) $address }}
+{{- end }}
+{{- if ne (toString $values.databaseIndex) "" }}
+{{- $database = toString $values.databaseIndex }}
+{{- end }}
+{{- if ne (toString $values.enableTLS) "" }}
+{{- $tls = $values.enableTLS }}
+{{- end }}
+address: {{ $address | quote }}
+databaseIndex: {{ $database | quote }}
+enableTLS: {{ $tls | toString | quote }}
+sentinel: {{ $sentinel }}
+{{- end }}
