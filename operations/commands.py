@@ -149,7 +149,7 @@ def _open_store(settings: BridgeSettings) -> Iterator[Any]:
     from sync_core.nats_client import SyncNats
     from tasks.deadletters import DeadLetterStore
 
-    nats = SyncNats(settings.nats_url, "v1-sync-helper-dlq", connector=open_nats)
+    nats = SyncNats(settings.nats_target, "v1-sync-helper-dlq", connector=open_nats)
     try:
         yield DeadLetterStore(nats, settings.sync_state_bucket)
     finally:
@@ -320,10 +320,10 @@ def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
             from operations.undelete import clear_tombstones
 
             for key, cleared in clear_tombstones(
-                settings.nats_url, settings.v1_mappings_bucket, keys
+                settings.nats_target, settings.v1_mappings_bucket, keys
             ).items():
                 click.echo(f"{'cleared the tombstone of' if cleared else 'no tombstone for'} {key}")
-        found = current_changes(settings.nats_url, settings.v1_objects_bucket, keys)
+        found = current_changes(settings.nats_target, settings.v1_objects_bucket, keys)
         requests = [request for request in found.values() if request is not None]
         with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
             queue.publish(requests)
@@ -384,7 +384,7 @@ def replay_command(prefix: str) -> None:
     settings = _settings()
     with _expected_failures():
         click.echo(f"listing keys of {settings.v1_objects_bucket}…", err=True)
-        requests = list_current(settings.nats_url, settings.v1_objects_bucket, prefix)
+        requests = list_current(settings.nats_target, settings.v1_objects_bucket, prefix)
         with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
             _enqueue_with_progress(queue, requests, settings.bridge_max_queue_depth)
     where = f" with prefix {prefix!r}" if prefix else ""

@@ -23,6 +23,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from sync_core.nats_connection import NatsTarget, connect_options
+
 log = logging.getLogger(__name__)
 
 SLUG_TO_UID_SUBJECT = "lfx.projects-api.slug_to_uid"
@@ -37,7 +39,7 @@ class NatsResponder:
 
     def __init__(
         self,
-        nats_url: str,
+        nats_url: NatsTarget | str,
         lookup: Callable[[str], str | None],
         members: Callable[[str], list[dict[str, Any]]],
     ) -> None:
@@ -63,7 +65,7 @@ class NatsResponder:
 
     async def _start(self) -> None:
         self._nc = await nats.connect(
-            servers=[u.strip() for u in self.nats_url.split(",")],
+            **connect_options(self.nats_url),
             name="sandbox-nats-responder",
             connect_timeout=5,
             max_reconnect_attempts=-1,
