@@ -29,6 +29,22 @@ def forward_mapping_key(key: str) -> str | None:
     return None if prefix is None else prefix + record_id
 
 
+def find_tombstones(
+    nats_url: NatsTarget | str, mappings_bucket: str, keys: Iterable[str]
+) -> dict[str, bool]:
+    """Whether each V1 key's V2 object is tombstoned (read only: ``--dry-run``)."""
+    nats = SyncNats(nats_url, NATS_CLIENT_NAME, connector=open_nats)
+    try:
+        mappings = MappingStore(nats, mappings_bucket)
+        found: dict[str, bool] = {}
+        for key in dict.fromkeys(keys):
+            mapping_key = forward_mapping_key(key)
+            found[key] = mapping_key is not None and mappings.is_tombstoned(mapping_key)
+        return found
+    finally:
+        nats.close()
+
+
 def clear_tombstones(
     nats_url: NatsTarget | str, mappings_bucket: str, keys: Iterable[str]
 ) -> dict[str, bool]:
