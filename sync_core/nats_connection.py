@@ -11,9 +11,9 @@ configured once, with the same variables everywhere:
 - ``NATS_TLS_CA``: the CA bundle that verifies the server's certificate;
 - ``NATS_TLS_CERT`` and ``NATS_TLS_KEY``: the client certificate of mutual TLS.
 
-nats-py upgrades the connection to TLS when the server requires it (a
-``tls {}`` block in its configuration) or the URL says ``tls://``; the CA and
-client certificate given here are then the ones used. Secrets never appear in
+nats-py upgrades the connection to TLS when the server's greeting requires it
+(a ``tls {}`` block in its configuration), whatever the URL's scheme; the CA
+and client certificate given here are then the ones used. Secrets never appear in
 ``repr`` or in messages: URLs are shown through ``redact_url``.
 """
 
