@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import nkeys
 import pytest
+import redis
 from click.testing import CliRunner
 from pydantic import ValidationError
 
 from operations.current_keys import KvUnavailable, open_nats
-from sandbox.servers import NatsServer, ValkeyServer
-from sync_core.nats_client import SyncNats, connect, ensure_bucket
+from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
+from sync_core.nats_client import SyncNats, connect, ensure_bucket, ensure_buckets
 from sync_core.nats_connection import NatsTarget, redact_url
 from sync_core.settings import BridgeSettings, NatsSettings, describe_validation_error
 from tests.nats_auth_material import (
@@ -314,3 +318,67 @@ def test_the_long_running_connection_logs_the_refusal_without_the_secret(
     warnings = [getattr(r, "error", "") for r in caplog.records if r.getMessage() == "nats error"]
     assert any("authorization failed" in text for text in warnings)
     assert not any("tok-wrong-9" in text for text in warnings)
+
+
+# ------------------------------------------------------------ a real bridge
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_bridge_process_syncs_through_a_creds_file_and_reports_a_refusal(
+    nats_server_with_config: StartNats, redis_server: ValkeyServer, tmp_path: Path
+) -> None:
+    """The bridge reads NATS_CREDS like every command: a put becomes a queued task."""
+    trusted = new_operator()
+    server = nats_server_with_config(trusted.server_config())
+    creds = trusted.user_creds(tmp_path, "sync")
+    foreign = new_operator().user_creds(tmp_path, "foreign")
+    setup = SyncNats(NatsTarget(server.url, creds_file=str(creds)), "setup", connector=open_nats)
+    try:
+        setup.run(ensure_buckets(setup.js, "v1-objects", "v1-mappings"))
+        setup.kv_put("v1-objects", "salesforce-project__c.secured1", b'{"Name": "x"}')
+    finally:
+        setup.close()
+    queue = redis.Redis.from_url(redis_server.url)
+
+    def start_bridge(creds_file: Path, log: Path) -> subprocess.Popen[bytes]:
+        env = child_env(
+            NATS_URL=server.url,
+            NATS_CREDS=str(creds_file),
+            REDIS_URL=redis_server.url,
+            PORT=str(free_port()),
+            BIND="127.0.0.1",
+        )
+        with log.open("wb") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-m", "v1_sync_helper", "bridge"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    refused_log = tmp_path / "refused.log"
+    refused = start_bridge(foreign, refused_log)
+    try:
+        wait_for(lambda: b"authorization failed" in refused_log.read_bytes(), "the refusal")
+        assert queue.llen("celery") == 0
+    finally:
+        refused.terminate()
+        refused.wait(20)
+    secrets = [line for line in foreign.read_text().splitlines() if line.startswith(("SU", "eyJ"))]
+    assert not any(secret.encode() in refused_log.read_bytes() for secret in secrets)
+
+    allowed_log = tmp_path / "allowed.log"
+    allowed = start_bridge(creds, allowed_log)
+    try:
+        wait_for(lambda: queue.llen("celery") == 1, "the task of the put")
+        assert b"salesforce-project__c.secured1" in queue.lindex("celery", 0)
+    finally:
+        allowed.terminate()
+        allowed.wait(20)
+        queue.close()
