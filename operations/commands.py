@@ -179,8 +179,10 @@ def _store_errors() -> Iterator[None]:
 
 @dlq_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print every field as JSON.")
-def dlq_list_command(as_json: bool) -> None:
-    """List dead letters, newest first.
+@kind_option
+@type_option
+def dlq_list_command(as_json: bool, kinds: tuple[str, ...], object_types: tuple[str, ...]) -> None:
+    """List dead letters, newest first (--kind/--type narrow the list).
 
     Columns: key, revision, error kind, attempts, age of the last failure and
     the start of the error message.
@@ -189,7 +191,7 @@ def dlq_list_command(as_json: bool) -> None:
 
     settings = _settings()
     with _store_errors(), _open_store(settings) as store:
-        letters = store.list()
+        letters = _letter_selection(store.list(), kinds, object_types)
     if as_json:
         _echo_json([as_dict(letter) for letter in letters])
     else:

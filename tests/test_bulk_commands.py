@@ -174,6 +174,23 @@ def test_replay_asks_on_a_terminal_and_a_no_changes_nothing(
     ]
 
 
+# ------------------------------------------------------------------- dlq list
+
+
+def test_dlq_list_by_kind_and_type(env: dict[str, str], letters: DeadLetterStore) -> None:
+    result = run(env, "dlq", "list", "--type", "committee", "--json")
+    assert result.exit_code == 0, result.output
+    assert [entry["id"] for entry in json.loads(result.stdout)] == [
+        f"{COMMITTEE}.c2@5",
+        f"{COMMITTEE}.c1@4",
+    ]
+
+    table = run(env, "dlq", "list", "--kind", "retries_exhausted")
+    assert table.exit_code == 0, table.output
+    assert f"{MEMBER}.m1" in table.stdout
+    assert "1 dead letter(s)" in table.stdout
+
+
 # ---------------------------------------------------------------- dlq requeue
 
 
