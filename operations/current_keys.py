@@ -24,6 +24,7 @@ from sync_core.nats_connection import (
     as_target,
     connect_options,
     describe_connect_error,
+    new_client,
 )
 
 PUT = "PUT"
@@ -58,20 +59,21 @@ async def open_nats(url: NatsTarget | str, name: str) -> Client:
 
     target = as_target(url)
     options = connect_options(target)
+    # nats-py retries each server until ``max_reconnect_attempts`` is exceeded,
+    # even on the first connect: 1 means two quick tries per server. (Its
+    # annotations say int for the times; floats work and are what we mean.)
+    options.update(
+        connect_timeout=CONNECT_TIMEOUT,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=RECONNECT_WAIT,
+    )
     try:
-        # nats-py retries each server until ``max_reconnect_attempts`` is exceeded,
-        # even on the first connect: 1 means two quick tries per server.
-        return await asyncio.wait_for(
-            nats.connect(
-                **options,
-                name=name,
-                connect_timeout=CONNECT_TIMEOUT,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=RECONNECT_WAIT,
-                error_cb=quiet,
-            ),
+        nc = new_client(target)
+        await asyncio.wait_for(
+            nc.connect(**options, name=name, error_cb=quiet),
             timeout=CONNECT_DEADLINE * len(target.servers),
         )
+        return nc
     except (OSError, TimeoutError, NatsError) as error:
         cause = seen[-1] if seen else error
         raise KvUnavailable(

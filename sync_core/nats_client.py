@@ -28,7 +28,12 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from sync_core.keys import check_kv_key
-from sync_core.nats_connection import NatsTarget, connect_options, describe_connect_error
+from sync_core.nats_connection import (
+    NatsTarget,
+    connect_options,
+    describe_connect_error,
+    new_client,
+)
 from sync_core.nats_kv import LeanKeyValue, ReplyInbox
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 
@@ -54,7 +59,7 @@ async def connect(target: NatsTarget | str, name: str) -> Client:
     async def on_error(error: Exception) -> None:
         log.warning("nats error", extra={"error": describe_connect_error(error)})
 
-    nc = Client()
+    nc = new_client(target)
 
     async def on_disconnect() -> None:
         # A deliberate close also reports a disconnect: only a lost link is news.

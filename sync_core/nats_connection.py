@@ -13,8 +13,11 @@ configured once, with the same variables everywhere:
 
 nats-py upgrades the connection to TLS when the server's greeting requires it
 (a ``tls {}`` block in its configuration), whatever the URL's scheme; the CA
-and client certificate given here are then the ones used. Secrets never appear in
-``repr`` or in messages: URLs are shown through ``redact_url``.
+and client certificate given here are then the ones used. nats-py 2.x does not
+refuse a server that does not require TLS when the client asked for it (a
+``tls://`` URL or TLS files): it would send the credentials in clear.
+``TlsEnforcingClient`` closes that gap. Secrets never appear in ``repr`` or in
+messages: URLs are shown through ``redact_url``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
 # An NKey user seed: base32, 'S' (seed) then 'U' (user role), 58 characters.
 NKEY_USER_SEED_PREFIX = "SU"
 NKEY_SEED_CHARS = 58
 REDACTED = "***"
+# Schemes whose TLS nats-py negotiates after the server's INFO (wss is TLS from the start).
+INFO_NEGOTIATED_SCHEMES = ("nats", "tls")
 
 
 def split_servers(url: str) -> list[str]:
@@ -102,6 +110,54 @@ class NatsTarget:
         """Whether a CA or a client certificate is configured."""
         return bool(self.tls_ca or self.tls_cert)
 
+    @property
+    def wants_tls(self) -> bool:
+        """Whether the connection must be TLS: a ``tls://`` URL or TLS files given.
+
+        Only for ``nats``/``tls`` URLs, where TLS is agreed after the server's
+        greeting (``wss`` is TLS from the first byte; ``ws`` cannot be upgraded).
+        """
+        schemes = {urlsplit(server).scheme for server in self.servers}
+        if not schemes <= set(INFO_NEGOTIATED_SCHEMES):
+            return False
+        return "tls" in schemes or self.uses_tls_files
+
+
+class TlsNotOffered(NatsError):
+    """The client wants TLS and the server's greeting does not require it."""
+
+    def __str__(self) -> str:
+        return (
+            "TLS required by this client (a tls:// URL or NATS_TLS_CA/NATS_TLS_CERT) but the "
+            "server does not require TLS: refusing to connect in clear (turn TLS on at the server)"
+        )
+
+
+class TlsEnforcingClient(Client):
+    """nats-py's client that refuses a plain connection when TLS was asked for.
+
+    nats-py 2.x upgrades to TLS only when the server's INFO says
+    ``tls_required``; a server without TLS (misconfigured, or an impostor)
+    would get the CONNECT line, credentials included, in clear. The check sits
+    in ``_process_info`` (private, pinned: tests/test_private_symbols.py), which
+    nats-py calls on each connect and reconnect after reading INFO and before it
+    decides on TLS and writes CONNECT; raising there fails that attempt.
+    """
+
+    def __init__(self, require_tls: bool) -> None:
+        super().__init__()
+        self.require_tls = require_tls
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if initial_connection and self.require_tls and not info.get("tls_required"):
+            raise TlsNotOffered
+        await super()._process_info(info, initial_connection)
+
+
+def new_client(target: NatsTarget | str) -> Client:
+    """An unconnected client for ``target``: one that insists on TLS when the target wants it."""
+    return TlsEnforcingClient(require_tls=as_target(target).wants_tls)
+
 
 def as_target(target: NatsTarget | str) -> NatsTarget:
     """A ``NatsTarget`` from a target or a bare URL (tests, benches, local servers)."""
@@ -148,6 +204,8 @@ def describe_connect_error(error: BaseException) -> str:
     reason, an address), so they are kept and a hint added.
     """
     text = str(error) or type(error).__name__
+    if isinstance(error, TlsNotOffered):
+        return text
     lowered = text.lower()
     if isinstance(error, ssl.SSLError) or "ssl" in lowered or "certificate" in lowered:
         return f"TLS failed: {text} (check NATS_TLS_CA, NATS_TLS_CERT and NATS_TLS_KEY)"

@@ -262,6 +262,39 @@ def test_mutual_tls_needs_a_client_certificate_of_the_servers_ca(
     assert kv_round_trip(mutual.nats_target) == b"hello"
 
 
+@pytest.mark.parametrize(
+    "config",
+    ["", "tls_optional"],
+    ids=["server-without-tls", "server-with-optional-tls"],
+)
+def test_a_client_that_asked_for_tls_refuses_a_plain_connection(
+    config: str,
+    nats_server_with_config: StartNats,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """nats-py 2.x alone would connect in clear and send the password in CONNECT."""
+    authority = new_authority(tmp_path, "nats")
+    cert, key = issue(authority, tmp_path, "server", server=True)
+    server_config = f'authorization {{ users = [ {{ user: sync, password: "{PASSWORD}" }} ] }}\n'
+    if config == "tls_optional":  # TLS offered, plain allowed: nats-py would not upgrade
+        server_config += "allow_non_tls: true\n" + tls_server_config(cert, key)
+    server = nats_server_with_config(server_config)
+    userinfo = f"sync:{PASSWORD}@127.0.0.1:{server.port}"
+
+    by_scheme = refusal(NatsTarget(f"tls://{userinfo}"))
+    assert "the server does not require TLS: refusing to connect in clear" in by_scheme
+    assert PASSWORD not in by_scheme
+
+    by_ca = settings_from_env(
+        monkeypatch, NATS_URL=f"nats://{userinfo}", NATS_TLS_CA=str(authority.cert_file)
+    )
+    assert "refusing to connect in clear" in refusal(by_ca.nats_target)
+
+    # Without a TLS wish, the plain server is fine: the check only enforces what was asked.
+    assert kv_round_trip(NatsTarget(f"nats://{userinfo}")) == b"hello"
+
+
 # ------------------------------------------------------- settings and logs
 
 

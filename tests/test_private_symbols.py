@@ -3,9 +3,10 @@
 ``tasks/broker_transport.py`` and ``sync_core/kombu_redis_fix.py`` patch
 kombu's Redis transport, ``tasks/event_batching.py`` reaches into Celery's
 consumer, ``sync_core/nats_kv.py`` subclasses nats-py's ``KeyValue`` and
-``tasks/runtime.py`` imports from ``celery._state``. A release that renames or
-reshapes one of these would break a patch or, worse, silently turn off a fast
-path. The versions are pinned (``constraints.txt``, upper bounds in
+``tasks/runtime.py`` imports from ``celery._state``, and
+``sync_core/nats_connection.py`` hooks nats-py's INFO handling to insist on
+TLS. A release that renames or reshapes one of these would break a patch or,
+worse, silently turn off a fast path. The versions are pinned (``constraints.txt``, upper bounds in
 pyproject.toml); this test is what a version bump must pass: each symbol
 exists, with the parameters we call or override it with, and the library
 still calls the methods we override. A failure names the symbol and its user.
@@ -108,6 +109,19 @@ SYMBOLS = (
         calls="on_send_buffered=c.on_send_event_buffered",
     ),
     PrivateSymbol("celery._state:get_current_app", "tasks/runtime.py", ()),
+    # sync_core/nats_connection.py: TlsEnforcingClient checks the server's INFO
+    # in _process_info, which the connect (and each reconnect) runs before it
+    # decides on TLS and writes CONNECT.
+    PrivateSymbol(
+        "nats.aio.client:Client._process_info",
+        "sync_core/nats_connection.py",
+        ("self", "info", "initial_connection"),
+    ),
+    PrivateSymbol(
+        "nats.aio.client:Client._process_connect_init",
+        "sync_core/nats_connection.py",
+        calls="await self._process_info(srv_info, initial_connection=True)",
+    ),
     # sync_core/nats_kv.py: LeanKeyValue rebuilds nats-py's KeyValue from its attributes
     # and overrides _get and _update, which the public get/create/update call.
     PrivateSymbol(
