@@ -19,7 +19,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY sync_core ./sync_core
 COPY operations ./operations
 COPY v1_sync_helper ./v1_sync_helper
@@ -29,14 +29,16 @@ COPY sandbox ./sandbox
 # The project becomes one wheel; the venv gets no pip of its own (pip --python
 # installs into it from outside). --only-binary: every dependency ships wheels,
 # so a dependency that would need a compiler fails the build instead.
+# -c constraints.txt: the versions the tests ran with (`make lock`).
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/venv \
- && pip --python /opt/venv/bin/python install --only-binary=:all: /wheels/*.whl
+ && pip --python /opt/venv/bin/python install --only-binary=:all: -c constraints.txt \
+        /wheels/*.whl
 
 # ---------------------------------------------------------------------------
 FROM build AS build-dev
 # The sandbox (dev only) needs the dev extra: never copied into `runtime`.
-RUN pip --python /opt/venv/bin/python install --only-binary=:all: \
+RUN pip --python /opt/venv/bin/python install --only-binary=:all: -c constraints.txt \
         "$(echo /wheels/lfx_v1_sync_helper-*.whl)[dev]"
 
 # ---------------------------------------------------------------------------

@@ -1,20 +1,34 @@
 # The two commands a newcomer needs are `make run` and `make test`; each
 # creates .venv and installs the project with its dev extra when missing or
-# older than pyproject.toml.
+# older than pyproject.toml or constraints.txt (the tested versions: `make lock`).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 IMAGE  ?= lfx-v1-sync-helper:dev
 
-.PHONY: run test check lint format test-coverage bench bench-e2e bench-reconcile chaos build docker-build docker-run clean
+.PHONY: run test check lint format test-coverage bench bench-e2e bench-reconcile chaos build docker-build docker-run clean lock
 
-$(STAMP): pyproject.toml
+CONSTRAINTS := constraints.txt
+LOCK_VENV   := .lock-venv
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve every dependency to the newest release pyproject.toml allows, in a
+# throw-away venv, and write the result to constraints.txt. Then `make check`.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 run: $(STAMP)
 	$(BIN)/v1-sync-helper dev
@@ -60,7 +74,7 @@ docker-run:
 	docker compose up --build
 
 clean:
-	rm -rf $(VENV) .run build dist *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) .run build dist *.egg-info
 
 # End to end: bridge + worker against a sequential loop (see bench/e2e.py).
 # Quick by default; e.g. `make bench-e2e E2E_ARGS="--count 1500"`.

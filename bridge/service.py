@@ -79,7 +79,7 @@ class BridgeService:
         nc: Client | None = None
         try:
             # nats-py retries the first connection forever: a stop must cut that short.
-            nc = await _unless_stopped(connect(self.settings.nats_url, NATS_CLIENT_NAME), stop)
+            nc = await _unless_stopped(connect(self.settings.nats_target, NATS_CLIENT_NAME), stop)
             if nc is None:
                 return
             app = producer_app(

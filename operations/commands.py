@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from operations.bulk import dry_run_option, json_option, kind_option, type_option, yes_option
+
 if TYPE_CHECKING:
     from bridge.changes import KvChange
     from operations.enqueue import TaskQueue
@@ -149,7 +151,7 @@ def _open_store(settings: BridgeSettings) -> Iterator[Any]:
     from sync_core.nats_client import SyncNats
     from tasks.stores.dead_letters import DeadLetterStore
 
-    nats = SyncNats(settings.nats_url, "v1-sync-helper-dlq", connector=open_nats)
+    nats = SyncNats(settings.nats_target, "v1-sync-helper-dlq", connector=open_nats)
     try:
         yield DeadLetterStore(nats, settings.sync_state_bucket)
     finally:
@@ -177,8 +179,10 @@ def _store_errors() -> Iterator[None]:
 
 @dlq_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print every field as JSON.")
-def dlq_list_command(as_json: bool) -> None:
-    """List dead letters, newest first.
+@kind_option
+@type_option
+def dlq_list_command(as_json: bool, kinds: tuple[str, ...], object_types: tuple[str, ...]) -> None:
+    """List dead letters, newest first (--kind/--type narrow the list).
 
     Columns: key, revision, error kind, attempts, age of the last failure and
     the start of the error message.
@@ -187,7 +191,7 @@ def dlq_list_command(as_json: bool) -> None:
 
     settings = _settings()
     with _store_errors(), _open_store(settings) as store:
-        letters = store.list()
+        letters = _letter_selection(store.list(), kinds, object_types)
     if as_json:
         _echo_json([as_dict(letter) for letter in letters])
     else:
@@ -215,11 +219,52 @@ def dlq_show_command(task_id: str, as_json: bool) -> None:
         click.echo(render_one(letter, time.time()))
 
 
+def _letter_selection(
+    letters: Sequence[Any], kinds: Sequence[str], object_types: Sequence[str]
+) -> list[Any]:
+    """The dead letters of the given error kinds and object types (all when none given)."""
+    from operations.bulk import object_type_of
+
+    return [
+        letter
+        for letter in letters
+        if (not kinds or letter.error_kind in kinds)
+        and (not object_types or object_type_of(letter.key) in object_types)
+    ]
+
+
+def _letters_summary(letters: Sequence[Any]) -> dict[str, Any]:
+    from operations.bulk import count_by, object_type_of
+
+    return {
+        "count": len(letters),
+        "by_kind": count_by(letters, lambda letter: letter.error_kind),
+        "by_type": count_by(letters, lambda letter: object_type_of(letter.key)),
+    }
+
+
 @dlq_group.command("requeue")
 @click.argument("task_ids", nargs=-1, metavar="[KEY@REV]...")
 @click.option("--all", "requeue_all", is_flag=True, help="Re-queue every dead letter.")
-def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
+@kind_option
+@type_option
+@dry_run_option
+@yes_option
+@json_option
+def dlq_requeue_command(
+    task_ids: tuple[str, ...],
+    requeue_all: bool,
+    kinds: tuple[str, ...],
+    object_types: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Put dead-lettered tasks back into the Celery queue.
+
+    Give KEY@REV ids, or select in bulk: --all, or --kind/--type (each
+    repeatable; with --all they narrow it). A bulk re-queue asks for
+    confirmation unless --yes; --dry-run shows what would be re-queued.
 
     Each task is enqueued again with its original key, revision, operation and
     task id; its dead letter is removed only once the broker has accepted the
@@ -228,30 +273,28 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
     SYNC_DELETE_BUDGET is spent (this is how a delete held back as
     `delete_budget_exceeded` is released).
     """
-    if requeue_all == bool(task_ids):
-        raise click.UsageError("give one or more KEY@REV ids, or --all (not both)")
+    bulk = requeue_all or bool(kinds) or bool(object_types)
+    if bulk == bool(task_ids):
+        raise click.UsageError(
+            "give one or more KEY@REV ids, or --all / --kind / --type (not both)"
+        )
+    from operations.bulk import confirm_bulk, describe_counts
     from operations.dlq import requeue_letters
     from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
 
     settings = _settings()
     missing: list[str] = []
-    requeued = 0
+    requeued: list[str] = []
 
     def report(batch: Sequence[Any]) -> None:
-        nonlocal requeued
-        requeued += len(batch)
         for letter in batch:
-            click.echo(f"re-queued {letter.id}")
+            requeued.append(letter.id)
+            if not as_json:
+                click.echo(f"re-queued {letter.id}")
 
-    with (
-        _expected_failures(),
-        _store_errors(),
-        TaskQueue(settings.redis_target, settings.celery_queue, DEAD_LETTER_TASK_KWARGS) as queue,
-        _open_store(settings) as store,
-    ):
-        if requeue_all:
-            letters = store.list()
-            max_depth: int | None = settings.bridge_max_queue_depth
+    with _expected_failures(), _store_errors(), _open_store(settings) as store:
+        if bulk:
+            letters = _letter_selection(store.list(), kinds, object_types)
         else:
             letters = []
             for task_id in dict.fromkeys(task_ids):
@@ -260,47 +303,133 @@ def dlq_requeue_command(task_ids: tuple[str, ...], requeue_all: bool) -> None:
                     missing.append(task_id)
                 else:
                     letters.append(letter)
-            max_depth = None
-        requeue_letters(queue, store, letters, max_depth, _say_waiting(max_depth or 0), report)
-    if requeue_all and not requeued:
-        click.echo("No dead letters to re-queue.")
+        summary = _letters_summary(letters)
+        if dry_run:
+            _report_dry_letters("re-queue", letters, summary, missing, as_json)
+        else:
+            if bulk and letters:
+                confirm_bulk(
+                    f"Re-queue {len(letters)} dead letter(s) "
+                    f"(by kind: {describe_counts(summary['by_kind'])})",
+                    yes,
+                )
+            max_depth = settings.bridge_max_queue_depth if bulk else None
+            with TaskQueue(
+                settings.redis_target, settings.celery_queue, DEAD_LETTER_TASK_KWARGS
+            ) as queue:
+                requeue_letters(
+                    queue, store, letters, max_depth, _say_waiting(max_depth or 0), report
+                )
+    if not dry_run:
+        if as_json:
+            _echo_json({"dry_run": False, **summary, "requeued": requeued, "missing": missing})
+        elif bulk and not requeued:
+            click.echo("No dead letters to re-queue.")
+        else:
+            click.echo(f"re-queued {len(requeued)} dead letter(s)")
     for task_id in missing:
         click.echo(f"Error: no dead letter {task_id!r}", err=True)
     if missing:
         sys.exit(1)
 
 
+def _report_dry_letters(
+    verb: str,
+    letters: Sequence[Any],
+    summary: dict[str, Any],
+    missing: Sequence[str],
+    as_json: bool,
+) -> None:
+    from operations.bulk import describe_counts
+
+    if as_json:
+        _echo_json(
+            {
+                "dry_run": True,
+                **summary,
+                "letters": [letter.id for letter in letters],
+                "missing": list(missing),
+            }
+        )
+        return
+    for letter in letters:
+        click.echo(f"would {verb} {letter.id} ({letter.error_kind})")
+    click.echo(
+        f"dry run: {len(letters)} dead letter(s) would be {verb}d "
+        f"(by kind: {describe_counts(summary['by_kind'])}; "
+        f"by type: {describe_counts(summary['by_type'])}); nothing was changed"
+    )
+
+
 @dlq_group.command("purge")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def dlq_purge_command(yes: bool) -> None:
-    """Delete every dead letter for good (asks first unless --yes)."""
+@kind_option
+@type_option
+@dry_run_option
+@yes_option
+@json_option
+def dlq_purge_command(
+    kinds: tuple[str, ...],
+    object_types: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete dead letters for good: all of them, or those of --kind/--type.
+
+    Asks first unless --yes; --dry-run shows what would be deleted. A letter
+    rewritten by a new failure while the command runs is kept.
+    """
+    from operations.bulk import confirm_bulk, describe_counts
+
     settings = _settings()
     with _store_errors(), _open_store(settings) as store:
-        count = store.count()
-        if count == 0:
-            click.echo("No dead letters.")
+        letters = _letter_selection(store.list(), kinds, object_types)
+        summary = _letters_summary(letters)
+        if dry_run:
+            _report_dry_letters("purge", letters, summary, [], as_json)
             return
-        if not yes:
-            click.confirm(f"Delete all {count} dead letter(s)? This cannot be undone", abort=True)
-        store.purge()
-    click.echo(f"Purged {count} dead letter(s).")
+        if not letters:
+            if as_json:
+                _echo_json({"dry_run": False, **summary, "purged": []})
+            else:
+                click.echo("No dead letters.")
+            return
+        confirm_bulk(
+            f"Delete {len(letters)} dead letter(s) for good "
+            f"(by kind: {describe_counts(summary['by_kind'])}); this cannot be undone",
+            yes,
+        )
+        purged = store.remove_unchanged(letters)
+    if as_json:
+        _echo_json({"dry_run": False, **summary, "purged": purged})
+    else:
+        click.echo(f"Purged {len(purged)} dead letter(s).")
 
 
 # -------------------------------------------------------------------- requeue
 
 
 @click.command("requeue")
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY[@REV]...")
 @click.option(
     "--undelete",
     is_flag=True,
     help="First clear the tombstone of each key's deleted V2 object, so that the sync "
-    "creates it again (a new V2 object with a new uid).",
+    "creates it again (a new V2 object with a new uid). Asks first unless --yes.",
 )
-def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
+@dry_run_option
+@yes_option
+@json_option
+def requeue_command(
+    keys: tuple[str, ...], undelete: bool, dry_run: bool, yes: bool, as_json: bool
+) -> None:
     """Sync KEY(s) of v1-objects again, at their current revision.
 
     Example: v1-sync-helper requeue salesforce-project__c.a0941000002wBz4AAE
+
+    KEY@REV (a task id as Flower shows it) is accepted: the revision is only
+    informational. A sync always runs at the key's current revision (an older
+    one would end as `superseded`); when it differs, the output says so.
 
     Each key gets a sync_kv_entry task with id KEY@REVISION (a deleted key is
     queued as its delete). An unknown key is reported and the command exits
@@ -310,27 +439,74 @@ def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
     and later puts of that record are skipped as `tombstoned`. --undelete
     removes the tombstone first (on purpose: the record is wanted again).
     """
+    from operations.bulk import confirm_bulk, parse_task_ref
     from operations.current_keys import current_changes
     from operations.enqueue import TaskQueue
     from sync_core.broker import task_id_for
 
+    asked: dict[str, int | None] = {}
+    for ref in keys:
+        key, revision = parse_task_ref(ref)
+        asked.setdefault(key, revision)
     settings = _settings()
+    tombstones: dict[str, bool] = {}
     with _expected_failures():
         if undelete:
-            from operations.undelete import clear_tombstones
+            from operations.undelete import clear_tombstones, find_tombstones
 
-            for key, cleared in clear_tombstones(
-                settings.nats_url, settings.v1_mappings_bucket, keys
-            ).items():
-                click.echo(f"{'cleared the tombstone of' if cleared else 'no tombstone for'} {key}")
-        found = current_changes(settings.nats_url, settings.v1_objects_bucket, keys)
+            tombstones = find_tombstones(settings.nats_target, settings.v1_mappings_bucket, asked)
+        found = current_changes(settings.nats_target, settings.v1_objects_bucket, asked)
         requests = [request for request in found.values() if request is not None]
-        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
-            queue.publish(requests)
-    for request in requests:
-        suffix = "" if request.operation == "PUT" else f" ({request.operation})"
-        click.echo(f"queued {task_id_for(request.key, request.revision)}{suffix}")
+        to_clear = [key for key, tombstoned in tombstones.items() if tombstoned]
+        if to_clear and not dry_run:
+            confirm_bulk(
+                f"Clear the tombstone of {len(to_clear)} deleted V2 object(s); the sync then "
+                "creates each again under a new uid",
+                yes,
+            )
+            tombstones = clear_tombstones(
+                settings.nats_target, settings.v1_mappings_bucket, to_clear
+            )
+            tombstones.update({key: False for key in asked if key not in tombstones})
+        if not dry_run:
+            with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
+                queue.publish(requests)
     unknown = [key for key, request in found.items() if request is None]
+    tasks = [
+        {
+            "id": task_id_for(request.key, request.revision),
+            "key": request.key,
+            "revision": request.revision,
+            "operation": request.operation,
+            "requested_revision": asked[request.key],
+        }
+        for request in requests
+    ]
+    if as_json:
+        _echo_json(
+            {
+                "dry_run": dry_run,
+                "count": len(tasks),
+                "tasks": tasks,
+                "unknown": unknown,
+                "tombstones": sorted(key for key, cleared in tombstones.items() if cleared),
+            }
+        )
+    else:
+        would = "would " if dry_run else ""
+        for key, tombstoned in tombstones.items():
+            if tombstoned:
+                click.echo(f"{would}{'clear' if dry_run else 'cleared'} the tombstone of {key}")
+            else:
+                click.echo(f"no tombstone for {key}")
+        for task in tasks:
+            suffix = "" if task["operation"] == "PUT" else f" ({task['operation']})"
+            requested = task["requested_revision"]
+            if requested is not None and requested != task["revision"]:
+                suffix += f" (asked for @{requested}; the key is at {task['revision']} now)"
+            click.echo(f"{would}{'queue' if dry_run else 'queued'} {task['id']}{suffix}")
+        if dry_run:
+            click.echo(f"dry run: {len(tasks)} task(s) would be queued; nothing was changed")
     for key in unknown:
         click.echo(f"Error: key {key!r} is not in {settings.v1_objects_bucket}", err=True)
     if unknown:
@@ -370,25 +546,62 @@ def _enqueue_with_progress(queue: TaskQueue, requests: Sequence[KvChange], max_d
     default="",
     help="Only keys starting with this, e.g. salesforce-project__c. (default: every key).",
 )
-def replay_command(prefix: str) -> None:
+@type_option
+@dry_run_option
+@yes_option
+@json_option
+def replay_command(
+    prefix: str, object_types: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
+) -> None:
     """Re-sync every current key of v1-objects (a full resync).
 
     Run it after a mapping fix. Each live key gets a sync_kv_entry task at its
-    current revision; deleted keys are left out. While the Celery queue holds
-    more than BRIDGE_MAX_QUEUE_DEPTH tasks the replay pauses until the workers
-    drain it. Safe to run twice: a task that finds nothing changed does nothing.
+    current revision; deleted keys are left out. --prefix and --type narrow
+    it; --dry-run counts the keys by type and changes nothing; it asks for
+    confirmation unless --yes. While the Celery queue holds more than
+    BRIDGE_MAX_QUEUE_DEPTH tasks the replay pauses until the workers drain it.
+    Safe to run twice: a task that finds nothing changed does nothing.
     """
+    from operations.bulk import confirm_bulk, count_by, describe_counts, object_type_of
     from operations.current_keys import list_current
     from operations.enqueue import TaskQueue
 
     settings = _settings()
     with _expected_failures():
         click.echo(f"listing keys of {settings.v1_objects_bucket}…", err=True)
-        requests = list_current(settings.nats_url, settings.v1_objects_bucket, prefix)
-        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
-            _enqueue_with_progress(queue, requests, settings.bridge_max_queue_depth)
+        requests = [
+            request
+            for request in list_current(settings.nats_target, settings.v1_objects_bucket, prefix)
+            if not object_types or object_type_of(request.key) in object_types
+        ]
+        by_type = count_by(requests, lambda request: object_type_of(request.key))
+        result = {
+            "dry_run": dry_run,
+            "bucket": settings.v1_objects_bucket,
+            "prefix": prefix,
+            "types": list(object_types),
+            "count": len(requests),
+            "by_type": by_type,
+        }
+        if not dry_run and requests:
+            confirm_bulk(
+                f"Re-sync {len(requests)} key(s) of {settings.v1_objects_bucket} "
+                f"({describe_counts(by_type)})",
+                yes,
+            )
+            with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
+                _enqueue_with_progress(queue, requests, settings.bridge_max_queue_depth)
+    if as_json:
+        _echo_json(result)
+        return
     where = f" with prefix {prefix!r}" if prefix else ""
-    click.echo(f"queued {len(requests)} key(s){where}")
+    if dry_run:
+        click.echo(
+            f"dry run: {len(requests)} key(s){where} would be queued "
+            f"({describe_counts(by_type)}); nothing was changed"
+        )
+    else:
+        click.echo(f"queued {len(requests)} key(s){where} ({describe_counts(by_type)})")
 
 
 # --------------------------------------------------------------------- status

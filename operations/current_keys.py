@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -20,6 +19,14 @@ from nats.js.kv import KeyValue
 from bridge.changes import KvChange
 from sync_core.keys import ObjectType, parse_key
 from sync_core.nats_client import LISTING_CONSUMER_TTL
+from sync_core.nats_connection import (
+    NatsTarget,
+    as_target,
+    connect_options,
+    describe_connect_error,
+    most_telling_error,
+    new_client,
+)
 
 PUT = "PUT"
 # A committee's task needs its project's mapping; members need their committee's.
@@ -37,39 +44,42 @@ class KvUnavailable(RuntimeError):
     """NATS cannot be reached or the bucket does not exist."""
 
 
-async def open_nats(url: str, name: str) -> Client:
-    """Connect once, failing fast: the operations commands are not long-lived."""
+async def open_nats(url: NatsTarget | str, name: str) -> Client:
+    """Connect once, failing fast: the operations commands are not long-lived.
+
+    ``url``: the servers and credentials (``settings.nats_target``) or a bare URL.
+    """
+
+    seen: list[Exception] = []
 
     async def quiet(error: Exception) -> None:
-        # The failure is reported once, by the exception below, not per attempt.
+        # The failure is reported once, by the exception below, not per attempt;
+        # the last error seen is its cause (nats-py ends with "no servers available").
+        seen.append(error)
         log.debug("nats error", extra={"error": str(error)})
 
-    servers = [u.strip() for u in url.split(",")]
+    target = as_target(url)
+    options = connect_options(target)
+    # nats-py retries each server until ``max_reconnect_attempts`` is exceeded,
+    # even on the first connect: 1 means two quick tries per server. (Its
+    # annotations say int for the times; floats work and are what we mean.)
+    options.update(
+        connect_timeout=CONNECT_TIMEOUT,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=RECONNECT_WAIT,
+    )
     try:
-        # nats-py retries each server until ``max_reconnect_attempts`` is exceeded,
-        # even on the first connect: 1 means two quick tries per server.
-        return await asyncio.wait_for(
-            nats.connect(
-                servers=servers,
-                name=name,
-                connect_timeout=CONNECT_TIMEOUT,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=RECONNECT_WAIT,
-                error_cb=quiet,
-            ),
-            timeout=CONNECT_DEADLINE * len(servers),
+        nc = new_client(target)
+        await asyncio.wait_for(
+            nc.connect(**options, name=name, error_cb=quiet),
+            timeout=CONNECT_DEADLINE * len(target.servers),
         )
+        return nc
     except (OSError, TimeoutError, NatsError) as error:
-        raise KvUnavailable(f"cannot connect to NATS at {_safe_url(url)}: {error}") from None
-
-
-def _safe_url(url: str) -> str:
-    """The URL without credentials, for error messages."""
-    parts = []
-    for item in url.split(","):
-        split = urlsplit(item.strip())
-        parts.append(f"{split.scheme}://{split.hostname}:{split.port or ''}".rstrip(":"))
-    return ",".join(parts)
+        cause = most_telling_error([*seen, error])
+        raise KvUnavailable(
+            f"cannot connect to NATS at {target.safe_url}: {describe_connect_error(cause)}"
+        ) from None
 
 
 async def _bucket(nc: Client, bucket: str) -> KeyValue:
@@ -91,7 +101,9 @@ async def lookup_change(kv: KeyValue, key: str) -> KvChange | None:
     return KvChange(key, int(entry.revision or 0), PUT)
 
 
-async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, KvChange | None]:
+async def _lookup_all(
+    url: NatsTarget | str, bucket: str, keys: list[str]
+) -> dict[str, KvChange | None]:
     nc = await open_nats(url, "v1-sync-helper-requeue")
     try:
         kv = await _bucket(nc, bucket)
@@ -100,7 +112,9 @@ async def _lookup_all(url: str, bucket: str, keys: list[str]) -> dict[str, KvCha
         await nc.close()
 
 
-def current_changes(url: str, bucket: str, keys: Iterable[str]) -> dict[str, KvChange | None]:
+def current_changes(
+    url: NatsTarget | str, bucket: str, keys: Iterable[str]
+) -> dict[str, KvChange | None]:
     """Each key's current revision and operation; None for a key the bucket never held."""
     return asyncio.run(_lookup_all(url, bucket, list(keys)))
 
@@ -110,7 +124,7 @@ def watch_subject(prefix: str) -> str:
     return f"{prefix}>" if prefix.endswith(".") else ">"
 
 
-async def _list(url: str, bucket: str, prefix: str) -> list[KvChange]:
+async def _list(url: NatsTarget | str, bucket: str, prefix: str) -> list[KvChange]:
     nc = await open_nats(url, "v1-sync-helper-replay")
     try:
         kv = await _bucket(nc, bucket)
@@ -140,7 +154,7 @@ async def _list(url: str, bucket: str, prefix: str) -> list[KvChange]:
         await nc.close()
 
 
-def list_current(url: str, bucket: str, prefix: str = "") -> list[KvChange]:
+def list_current(url: NatsTarget | str, bucket: str, prefix: str = "") -> list[KvChange]:
     """Every live key of ``bucket`` starting with ``prefix``, at its current revision.
 
     Projects come first, then committees, then the rest (each in stream order):

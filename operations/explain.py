@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from operations.current_keys import lookup_change
+from operations.current_keys import lookup_change, open_nats
 from sync_core.broker import task_id_for
 from sync_core.keys import ObjectType, parse_key
 from sync_core.nats_client import SyncNats
@@ -125,7 +125,7 @@ def open_dry_runtime(settings: WorkerSettings) -> Runtime:
 
     The state store and dead letters are only read by ``explain_key``.
     """
-    nats = SyncNats(settings.nats_url, NATS_CLIENT_NAME)
+    nats = SyncNats(settings.nats_target, NATS_CLIENT_NAME, connector=open_nats)
     try:
         redis_client = redis_client_for(settings.redis_url)
         minter = minter_from_settings(settings)

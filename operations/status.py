@@ -90,7 +90,7 @@ class Status:
 
 
 async def _consumer_info(settings: CommonSettings, status: ConsumerStatus) -> None:
-    nc = await open_nats(settings.nats_url, "v1-sync-helper-status")
+    nc = await open_nats(settings.nats_target, "v1-sync-helper-status")
     try:
         info = await nc.jetstream(timeout=CONSUMER_INFO_TIMEOUT).consumer_info(
             status.stream, status.name
@@ -142,7 +142,7 @@ def collect_sync_state(settings: CommonSettings) -> SyncStateStatus:
     """The dead-letter count and the reconciler's last sweep, from the state bucket."""
     status = SyncStateStatus()
     try:
-        nats = SyncNats(settings.nats_url, "v1-sync-helper-status", connector=open_nats)
+        nats = SyncNats(settings.nats_target, "v1-sync-helper-status", connector=open_nats)
     except (KvUnavailable, NatsError, OSError, TimeoutError) as error:
         status.error = str(error) or type(error).__name__
         return status

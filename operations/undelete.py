@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from operations.current_keys import open_nats
 from sync_core.keys import ObjectType, parse_key
 from sync_core.nats_client import SyncNats
+from sync_core.nats_connection import NatsTarget
 from tasks.stores.id_mappings import COMMITTEE_SFID, PROJECT_SFID, MappingStore
 
 NATS_CLIENT_NAME = "v1-sync-helper-undelete"
@@ -27,9 +29,27 @@ def forward_mapping_key(key: str) -> str | None:
     return None if prefix is None else prefix + record_id
 
 
-def clear_tombstones(nats_url: str, mappings_bucket: str, keys: Iterable[str]) -> dict[str, bool]:
+def find_tombstones(
+    nats_url: NatsTarget | str, mappings_bucket: str, keys: Iterable[str]
+) -> dict[str, bool]:
+    """Whether each V1 key's V2 object is tombstoned (read only: ``--dry-run``)."""
+    nats = SyncNats(nats_url, NATS_CLIENT_NAME, connector=open_nats)
+    try:
+        mappings = MappingStore(nats, mappings_bucket)
+        found: dict[str, bool] = {}
+        for key in dict.fromkeys(keys):
+            mapping_key = forward_mapping_key(key)
+            found[key] = mapping_key is not None and mappings.is_tombstoned(mapping_key)
+        return found
+    finally:
+        nats.close()
+
+
+def clear_tombstones(
+    nats_url: NatsTarget | str, mappings_bucket: str, keys: Iterable[str]
+) -> dict[str, bool]:
     """Remove the tombstone of each V1 key; key -> whether there was one to remove."""
-    nats = SyncNats(nats_url, NATS_CLIENT_NAME)
+    nats = SyncNats(nats_url, NATS_CLIENT_NAME, connector=open_nats)
     try:
         mappings = MappingStore(nats, mappings_bucket)
         cleared: dict[str, bool] = {}

@@ -26,6 +26,7 @@ from sandbox.keys import public_key_from_file
 from sandbox.samples import crowdfunding_slugs, load_organizations, load_users
 from sandbox.service import DEFAULT_TOKEN_LIFETIME, Sandbox
 from sync_core.logs import configure_logging
+from sync_core.settings import NatsSettings, load_settings
 
 USAGE_EXIT_CODE = 2
 START_FAILURE_EXIT_CODE = 1
@@ -138,7 +139,10 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
         auth0_clients=clients,
         users=users,
         organizations=load_organizations() if args.sample_users else {},
-        nats_url=args.nats_url,
+        # With a NATS URL, the credentials and TLS settings of the environment apply too.
+        nats_url=load_settings(NatsSettings, nats_url=args.nats_url).nats_target
+        if args.nats_url
+        else None,
         host=args.host,
         port=args.port,
         stale_revision_status=args.stale_revision_status,

@@ -53,6 +53,7 @@ from sandbox.stack import (
     write_stack_file,
 )
 from sync_core.nats_client import SyncNats
+from sync_core.nats_connection import redact_url
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 from tasks.run.outcomes import recent_outcomes
 from tasks.stores.dead_letters import DeadLetterStore
@@ -484,7 +485,8 @@ def run_external(run_dir: Path) -> int:
     )
     _say(
         "Running the bridge, a worker and Flower against "
-        f"NATS {os.environ['NATS_URL']} and the configured services; logs in {run_dir / 'logs'}/"
+        f"NATS {redact_url(os.environ['NATS_URL'])} and the configured services; "
+        f"logs in {run_dir / 'logs'}/"
     )
     with _stop_on_sigterm():
         try:

@@ -18,10 +18,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from sync_core.nats_connection import NatsTarget, connect_options, new_client
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class NatsResponder:
 
     def __init__(
         self,
-        nats_url: str,
+        nats_url: NatsTarget | str,
         lookup: Callable[[str], str | None],
         members: Callable[[str], list[dict[str, Any]]],
     ) -> None:
@@ -62,13 +63,11 @@ class NatsResponder:
             raise
 
     async def _start(self) -> None:
-        self._nc = await nats.connect(
-            servers=[u.strip() for u in self.nats_url.split(",")],
-            name="sandbox-nats-responder",
-            connect_timeout=5,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-        )
+        options = connect_options(self.nats_url)
+        # (nats-py annotates the wait as int; a float works and is what we mean.)
+        options.update(connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self._nc = new_client(self.nats_url)
+        await self._nc.connect(**options, name="sandbox-nats-responder")
         self._subscriptions = [
             await self._nc.subscribe(SLUG_TO_UID_SUBJECT, cb=self._answer),
             await self._nc.subscribe(LIST_MEMBERS_SUBJECT, cb=self._answer_members),

@@ -30,6 +30,8 @@ from nats.js.kv import KeyValue
 from sandbox.samples import SampleRecord, encode, load_phases
 from sync_core.keys import parse_key
 from sync_core.nats_client import connect
+from sync_core.nats_connection import NatsTarget
+from sync_core.settings import NatsSettings, load_settings
 from sync_core.sync_state import DEFAULT_STATE_BUCKET, decode_state
 
 DEFAULT_PHASE_TIMEOUT = 300.0
@@ -103,7 +105,7 @@ async def open_state_bucket(js: JetStreamContext, name: str, timeout: float) -> 
 
 
 async def load_in_phases(
-    nats_url: str,
+    nats_url: NatsTarget | str,
     bucket: str = "v1-objects",
     state_bucket: str = DEFAULT_STATE_BUCKET,
     phase_timeout: float = DEFAULT_PHASE_TIMEOUT,
@@ -140,7 +142,7 @@ async def load_in_phases(
 
 
 def load_samples(
-    nats_url: str,
+    nats_url: NatsTarget | str,
     bucket: str = "v1-objects",
     state_bucket: str = DEFAULT_STATE_BUCKET,
     phase_timeout: float = DEFAULT_PHASE_TIMEOUT,
@@ -151,7 +153,8 @@ def load_samples(
 
 
 def main() -> int:
-    nats_url = os.environ.get("NATS_URL", "nats://localhost:4222")
+    # NATS_URL and its credentials and TLS settings (NATS_CREDS, NATS_TLS_CA, ...).
+    nats_url = load_settings(NatsSettings).nats_target
     bucket = os.environ.get("V1_OBJECTS_BUCKET", "v1-objects")
     state_bucket = os.environ.get("SYNC_STATE_BUCKET", DEFAULT_STATE_BUCKET)
     timeout = float(os.environ.get("SAMPLE_PHASE_TIMEOUT", DEFAULT_PHASE_TIMEOUT))

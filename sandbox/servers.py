@@ -151,13 +151,25 @@ class ManagedServer:
 
 
 class NatsServer(ManagedServer):
-    """``nats-server -js`` with its store under ``data_dir``."""
+    """``nats-server -js`` with its store under ``data_dir``.
+
+    ``config_file``: a server configuration (accounts, authorization, TLS) read
+    first; the address, port, store and name given here override its own.
+    """
 
     name = "nats-server"
 
+    def __init__(
+        self, data_dir: Path, port: int | None = None, config_file: Path | None = None
+    ) -> None:
+        super().__init__(data_dir, port)
+        self.config_file = config_file
+
     def command(self) -> list[str]:
+        config = ["-c", str(self.config_file)] if self.config_file is not None else []
         return [
             nats_server_binary(),
+            *config,
             "-js",
             "-a",
             "127.0.0.1",

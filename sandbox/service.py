@@ -28,6 +28,7 @@ from sandbox.http_server import SandboxHttpServer
 from sandbox.nats_responder import NatsResponder
 from sandbox.store import SEED_WRITER, V2Store
 from sandbox.traffic import DROPS, Fault, RandomFaults, RecordedRequest, TrafficLog
+from sync_core.nats_connection import NatsTarget
 
 DEFAULT_TOKEN_LIFETIME = 86400
 JWKS_PATH = "/.well-known/jwks"
@@ -57,7 +58,7 @@ class Sandbox:
         heimdall_keys: Mapping[str, RSAPublicKey],
         auth0_clients: Mapping[str, RSAPublicKey],
         users: Mapping[str, dict[str, Any]] | None = None,
-        nats_url: str | None = None,
+        nats_url: NatsTarget | str | None = None,
         organizations: Mapping[str, dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,

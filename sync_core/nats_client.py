@@ -28,6 +28,12 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from sync_core.keys import check_kv_key
+from sync_core.nats_connection import (
+    NatsTarget,
+    connect_options,
+    describe_connect_error,
+    new_client,
+)
 from sync_core.nats_kv import LeanKeyValue, ReplyInbox
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 
@@ -43,13 +49,17 @@ LISTING_CONSUMER_TTL = 10.0
 T = TypeVar("T")
 
 
-async def connect(url: str, name: str) -> Client:
-    """Connect with endless reconnects: a worker or bridge outlives NATS restarts."""
+async def connect(target: NatsTarget | str, name: str) -> Client:
+    """Connect with endless reconnects: a worker or bridge outlives NATS restarts.
+
+    ``target``: the servers, credentials and TLS (``settings.nats_target``), or a
+    bare URL for an unsecured server (tests, benches, the local stack).
+    """
 
     async def on_error(error: Exception) -> None:
-        log.warning("nats error", extra={"error": str(error)})
+        log.warning("nats error", extra={"error": describe_connect_error(error)})
 
-    nc = Client()
+    nc = new_client(target)
 
     async def on_disconnect() -> None:
         # A deliberate close also reports a disconnect: only a lost link is news.
@@ -60,7 +70,7 @@ async def connect(url: str, name: str) -> Client:
         log.info("nats reconnected")
 
     await nc.connect(
-        servers=[u.strip() for u in url.split(",")],
+        **connect_options(target),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -93,11 +103,14 @@ class SyncNats:
 
     def __init__(
         self,
-        url: str,
+        url: NatsTarget | str,
         name: str,
-        connector: Callable[[str, str], Coroutine[Any, Any, Client]] = connect,
+        connector: Callable[[NatsTarget | str, str], Coroutine[Any, Any, Client]] = connect,
     ) -> None:
-        """Connect to ``url`` with ``connector`` (one-shot commands pass a fail-fast one)."""
+        """Connect to ``url`` (a ``NatsTarget`` or a bare URL) with ``connector``.
+
+        One-shot commands pass a fail-fast connector.
+        """
         self._url = url
         self._name = name
         self._loop = asyncio.new_event_loop()

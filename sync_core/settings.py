@@ -9,6 +9,7 @@ variable; secret values never appear in that line, in ``repr`` or in logs.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync_core.identity_names import HEADER_VALUE_MAX_CHARS, is_safe_header_name
+from sync_core.nats_connection import NatsTarget, is_seed_value, url_has_credentials
 from sync_core.redis_connection import RedisTarget
 
 CONFIG_ERROR_EXIT_CODE = 2
@@ -75,12 +77,92 @@ def _validate_pem(secret: SecretStr | None) -> SecretStr | None:
     return secret
 
 
-class CommonSettings(BaseSettings):
+def _readable_file(value: str | None) -> str | None:
+    """``value`` stripped (None when blank), or raise when it names no readable file."""
+    if value is None or not value.strip():
+        return None
+    path = os.path.expanduser(value.strip())
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ValueError(f"is not a readable file: {path}")
+    return path
+
+
+class NatsSettings(BaseSettings):
+    """Where NATS is and how to authenticate: what every process that talks to NATS reads.
+
+    Credentials: user/password or a token in ``NATS_URL``, or a ``.creds``
+    file, or an NKey seed; TLS: a CA bundle and a client certificate
+    (``sync_core.nats_connection`` turns them into nats-py's options).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # repr=False: the URL may carry a password or token.
+    nats_url: str = Field(default="nats://localhost:4222", repr=False)
+    nats_creds: str | None = None
+    nats_nkey_seed: SecretStr | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, value: str) -> str:
+        return _check_url(value, NATS_SCHEMES)
+
+    @field_validator("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+    @classmethod
+    def _nats_file(cls, value: str | None) -> str | None:
+        return _readable_file(value)
+
+    @field_validator("nats_nkey_seed")
+    @classmethod
+    def _nkey_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        seed = value.get_secret_value().strip()
+        if is_seed_value(seed):
+            return SecretStr(seed)
+        path = os.path.expanduser(seed)
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            # Never echo the value: it may be a mistyped seed.
+            raise ValueError(
+                "is neither an NKey user seed (SU..., 58 characters) nor a readable file"
+            )
+        return SecretStr(path)
+
+    @model_validator(mode="after")
+    def _nats_auth_combination(self) -> NatsSettings:
+        if self.nats_creds and self.nats_nkey_seed:
+            raise ValueError("NATS_CREDS and NATS_NKEY_SEED exclude each other: set one")
+        if (self.nats_creds or self.nats_nkey_seed) and url_has_credentials(self.nats_url):
+            raise ValueError(
+                "NATS_URL carries a user or token: "
+                "do not combine it with NATS_CREDS or NATS_NKEY_SEED"
+            )
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ValueError("NATS_TLS_CERT and NATS_TLS_KEY go together: set both or neither")
+        return self
+
+    @property
+    def nats_target(self) -> NatsTarget:
+        """The servers and credentials every NATS connection of the process uses."""
+        seed = self.nats_nkey_seed
+        return NatsTarget(
+            self.nats_url,
+            creds_file=self.nats_creds,
+            nkey_seed=seed.get_secret_value() if seed else None,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+        )
+
+
+class CommonSettings(NatsSettings):
     """What every process needs: NATS, the broker, names, logging, HTTP."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
-    nats_url: str = "nats://localhost:4222"
     redis_url: str = "redis://localhost:6379/0"
     redis_sentinel_master: str | None = None
     redis_sentinel_password: SecretStr | None = None
@@ -94,11 +176,6 @@ class CommonSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     bind: str = "*"
     debug: bool = False
-
-    @field_validator("nats_url")
-    @classmethod
-    def _nats_url(cls, value: str) -> str:
-        return _check_url(value, NATS_SCHEMES)
 
     @field_validator("redis_url")
     @classmethod

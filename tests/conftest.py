@@ -7,7 +7,7 @@ when the test fails. Nothing here mocks NATS or Redis.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +38,32 @@ def _running(server: ServerT) -> Iterator[ServerT]:
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real ``nats-server -js`` on a free port."""
     yield from _running(NatsServer(tmp_path / "nats"))
+
+
+@pytest.fixture
+def nats_server_with_config(tmp_path: Path) -> Iterator[Callable[[str], NatsServer]]:
+    """Start real ``nats-server -js`` processes from a configuration text (accounts, TLS).
+
+    The text is written to a file the server reads with ``-c``; every server
+    started is stopped at teardown.
+    """
+    started: list[NatsServer] = []
+
+    def start(config: str) -> NatsServer:
+        data_dir = tmp_path / f"nats-configured-{len(started)}"
+        data_dir.mkdir()
+        config_file = data_dir / "server.conf"
+        config_file.write_text(config)
+        server = NatsServer(data_dir, config_file=config_file)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture

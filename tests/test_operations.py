@@ -140,7 +140,7 @@ def test_requeue_undelete_clears_only_the_tombstone_and_enqueues(
     sync_nats.kv_put("v1-mappings", "project.uid.old-uid", b"!del")
     sync_nats.kv_put("v1-mappings", "committee.sfid.live", b"some-uid")
 
-    result = run(env, "requeue", "--undelete", f"{PROJECT}.back", f"{COMMITTEE}.live")
+    result = run(env, "requeue", "--undelete", "--yes", f"{PROJECT}.back", f"{COMMITTEE}.live")
 
     assert result.exit_code == 0, result.output
     assert f"cleared the tombstone of {PROJECT}.back" in result.stdout
@@ -195,7 +195,7 @@ def test_replay_enqueues_every_live_key_with_the_prefix(
     put(sync_nats, f"{PROJECT}.deleted")
     sync_nats.run(sync_nats.kv(OBJECTS).delete(f"{PROJECT}.deleted"))
 
-    result = run(env, "replay", "--prefix", f"{PROJECT}.")
+    result = run(env, "replay", "--prefix", f"{PROJECT}.", "--yes")
 
     assert result.exit_code == 0, result.output
     tasks = queued_tasks(redis_client)
@@ -204,6 +204,7 @@ def test_replay_enqueues_every_live_key_with_the_prefix(
     assert len(tasks) == len(expected)
     assert "enqueueing" in result.stderr  # the progress bar
     assert "queued 30 key(s)" in result.stdout
+    assert "(project 30)" in result.stdout
 
 
 def test_replay_twice_enqueues_the_same_task_ids(
@@ -212,10 +213,10 @@ def test_replay_twice_enqueues_the_same_task_ids(
     put(sync_nats, f"{PROJECT}.p1")
     put(sync_nats, f"{COMMITTEE}.c1")
 
-    assert run(env, "replay").exit_code == 0
+    assert run(env, "replay", "--yes").exit_code == 0
     first = [t.id for t in queued_tasks(redis_client)]
     redis_client.delete(QUEUE)
-    assert run(env, "replay").exit_code == 0
+    assert run(env, "replay", "--yes").exit_code == 0
 
     assert sorted(first) == sorted(t.id for t in queued_tasks(redis_client))
     assert len(first) == 2
@@ -230,7 +231,7 @@ def test_replay_enqueues_projects_before_committees(
     put(sync_nats, f"{COMMITTEE}.c2")
     put(sync_nats, f"{PROJECT}.p2")
 
-    assert run(env, "replay").exit_code == 0
+    assert run(env, "replay", "--yes").exit_code == 0
 
     assert [t.args[0] for t in queued_tasks(redis_client)] == [
         f"{PROJECT}.p1",
@@ -258,7 +259,7 @@ def test_replay_pauses_while_the_queue_is_over_the_limit(
     stderr_path = tmp_path / "replay.err"
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "v1_sync_helper", "replay"],
+            [sys.executable, "-m", "v1_sync_helper", "replay", "--yes"],
             env=child_env(**env, BRIDGE_MAX_QUEUE_DEPTH="5"),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -388,7 +389,7 @@ def test_dlq_requeue_enqueues_and_removes_the_letter(
 def test_dlq_requeue_all(
     env: dict[str, str], letters: DeadLetterStore, redis_client: redis.Redis
 ) -> None:
-    result = run(env, "dlq", "requeue", "--all")
+    result = run(env, "dlq", "requeue", "--all", "--yes")
 
     assert result.exit_code == 0, result.output
     assert sorted(t.id for t in queued_tasks(redis_client, kwargs=DLQ_KWARGS)) == [
@@ -433,7 +434,7 @@ def test_dlq_requeue_with_redis_down_fails_cleanly(
     buckets: NatsServer, letters: DeadLetterStore
 ) -> None:
     env = {"NATS_URL": buckets.url, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    result = run(env, "dlq", "requeue", "--all")
+    result = run(env, "dlq", "requeue", "--all", "--yes")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "Error:" in result.stderr
@@ -448,17 +449,6 @@ def test_dlq_list_works_with_redis_empty_or_down(
     result = run(env, "dlq", "list", "--json")
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 2
-
-
-def test_dlq_purge_asks_first(env: dict[str, str], letters: DeadLetterStore) -> None:
-    declined = run(env, "dlq", "purge", input="n\n")
-    assert declined.exit_code == 1
-    assert letters.count() == 2
-
-    accepted = run(env, "dlq", "purge", input="y\n")
-    assert accepted.exit_code == 0, accepted.output
-    assert "Purged 2" in accepted.stdout
-    assert letters.count() == 0
 
 
 def test_dlq_purge_yes_does_not_ask(env: dict[str, str], letters: DeadLetterStore) -> None:

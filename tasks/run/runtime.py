@@ -75,7 +75,7 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> Runtime:
         """Open every connection for ``settings`` (NATS first: it fails fastest)."""
-        nats_client = SyncNats(settings.nats_url, f"{NATS_CLIENT_NAME}-{os.getpid()}")
+        nats_client = SyncNats(settings.nats_target, f"{NATS_CLIENT_NAME}-{os.getpid()}")
         try:
             redis_client = redis_client_for(settings.redis_target)
             minter = minter_from_settings(settings)

@@ -63,7 +63,15 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Environment every process reads (CommonSettings). */}}
 {{- define "lfx-v1-sync-helper.commonEnv" -}}
 - name: NATS_URL
+{{- if .Values.config.natsUrlSecret.name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.config.natsUrlSecret.name }}
+      key: {{ .Values.config.natsUrlSecret.key }}
+{{- else }}
   value: {{ .Values.config.natsUrl | quote }}
+{{- end }}
+{{- include "lfx-v1-sync-helper.natsFileEnv" . }}
 {{- if .Values.config.redisUrlSecret.name }}
 - name: REDIS_URL
   valueFrom:
@@ -101,6 +109,71 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.config.debug | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Where the NATS credential and TLS files are mounted (one directory per Secret). */}}
+{{- define "lfx-v1-sync-helper.natsFilesDir" -}}
+/etc/v1-sync-helper/nats
+{{- end }}
+
+{{/* The NATS credential and TLS files of config.natsAuth and config.natsTls: (volume, Secret, key, file, env). */}}
+{{- define "lfx-v1-sync-helper.natsFiles" -}}
+{{- $files := list }}
+{{- with .Values.config.natsAuth.credsSecret }}{{ if .name }}
+{{- $files = append $files (dict "volume" "nats-creds" "secret" .name "key" .key "file" "nats.creds" "env" "NATS_CREDS") }}
+{{- end }}{{ end }}
+{{- with .Values.config.natsAuth.nkeySeedSecret }}{{ if .name }}
+{{- $files = append $files (dict "volume" "nats-nkey" "secret" .name "key" .key "file" "nkey.seed" "env" "NATS_NKEY_SEED") }}
+{{- end }}{{ end }}
+{{- with .Values.config.natsTls.caSecret }}{{ if .name }}
+{{- $files = append $files (dict "volume" "nats-tls-ca" "secret" .name "key" .key "file" "ca.crt" "env" "NATS_TLS_CA") }}
+{{- end }}{{ end }}
+{{- with .Values.config.natsTls.clientCertSecret }}{{ if .name }}
+{{- $files = append $files (dict "volume" "nats-tls-client" "secret" .name "key" .certKey "file" "tls.crt" "env" "NATS_TLS_CERT") }}
+{{- $files = append $files (dict "volume" "nats-tls-client" "secret" .name "key" .keyKey "file" "tls.key" "env" "NATS_TLS_KEY") }}
+{{- end }}{{ end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* NATS_CREDS, NATS_NKEY_SEED, NATS_TLS_*: the paths of the mounted files. */}}
+{{- define "lfx-v1-sync-helper.natsFileEnv" -}}
+{{- $dir := include "lfx-v1-sync-helper.natsFilesDir" . }}
+{{- range (include "lfx-v1-sync-helper.natsFiles" . | fromJsonArray) }}
+- name: {{ .env }}
+  value: {{ printf "%s/%s/%s" $dir .volume .file | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret volumes of the NATS files (read-only for the app group; items pick the keys). */}}
+{{- define "lfx-v1-sync-helper.natsVolumes" -}}
+{{- $byVolume := dict }}
+{{- range (include "lfx-v1-sync-helper.natsFiles" . | fromJsonArray) }}
+{{- $volume := get $byVolume .volume | default (dict "secret" .secret "items" list) }}
+{{- $_ := set $volume "items" (append $volume.items (dict "key" .key "path" .file)) }}
+{{- $_ := set $byVolume .volume $volume }}
+{{- end }}
+{{- range $name, $volume := $byVolume }}
+- name: {{ $name }}
+  secret:
+    secretName: {{ $volume.secret }}
+    defaultMode: 0440
+    items:
+      {{- toYaml $volume.items | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* The mounts of natsVolumes. */}}
+{{- define "lfx-v1-sync-helper.natsVolumeMounts" -}}
+{{- $dir := include "lfx-v1-sync-helper.natsFilesDir" . }}
+{{- $seen := dict }}
+{{- range (include "lfx-v1-sync-helper.natsFiles" . | fromJsonArray) }}
+{{- if not (hasKey $seen .volume) }}
+{{- $_ := set $seen .volume true }}
+- name: {{ .volume }}
+  mountPath: {{ printf "%s/%s" $dir .volume }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 
