@@ -36,11 +36,12 @@ from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import BridgeSettings, WorkerSettings
 from sync_core.sync_state import SyncState
-from tasks.run.runtime import Runtime, set_runtime
+from tasks.run.runtime import Runtime
 from tasks.run.sync import SYNCED_PREFIX
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
+from tasks.worker.process import set_runtime
 from tests.bridge_harness import BackgroundBridge
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 

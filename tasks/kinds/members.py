@@ -15,7 +15,7 @@
 - **Mappings.** ``committee_member.sfid.{sfid}`` = ``{committee_uid}:{member_uid}``,
   ``committee_member.uid.{member_uid}`` = sfid.
 - **Moves.** A record whose committee changed is deleted from the old
-  committee (``delete_object``, mappings kept) and created in the new one; the
+  committee (``moved_from``: the shared path deletes it there) and created in the new one; the
   old reverse mapping becomes the tombstone. Killed anywhere in between, the
   next run deletes again (404: already gone) and creates or adopts.
 """
@@ -23,11 +23,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sync_core.keys import MEMBER_KEYS
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service, members_of
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
+from tasks.kinds.base import Desired, ObjectKind, Place, log_mapping_warnings
+from tasks.kinds.committees import COMMITTEE_SERVICE
 from tasks.mapping.members import (
     MEMBER_READ_ONLY,
     MemberFields,
@@ -36,10 +39,11 @@ from tasks.mapping.members import (
     map_member,
     normalized_email,
 )
-from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, delete_object, log_mapping_warnings
 from tasks.stores.id_mappings import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
+
+if TYPE_CHECKING:
+    from tasks.run.report import RunReport
+    from tasks.run.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,14 @@ log = logging.getLogger(__name__)
 class MemberKind(ObjectKind):
     """Committee members in the V2 Committee Service."""
 
-    name = "committee_member"
+    keys = MEMBER_KEYS
+    v2 = COMMITTEE_SERVICE
     read_only = MEMBER_READ_ONLY
+    reference_columns = ("collaboration_name__c", "project_name__c")
     sfid_prefix = MEMBER_SFID
     uid_prefix = MEMBER_UID
     has_children = False
+    uid_field = "member_uid"
 
     def desired(
         self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
@@ -74,35 +81,25 @@ class MemberKind(ObjectKind):
         assert desired.parent_uid is not None  # desired() always sets the committee
         return self._members(runtime, desired.parent_uid)
 
-    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
-        """Members are addressed through their committee: see ``locate``."""
-        raise NotImplementedError("a member's collection needs its committee uid (locate)")
-
-    def locate(self, runtime: Runtime, sfid: str) -> tuple[str, V2Service] | None:
+    def locate(self, runtime: Runtime, sfid: str) -> Place | None:
+        """The member's uid under its committee (the forward mapping holds both)."""
         place = runtime.mappings.member_place(sfid)
         if place is None:
             return None
         committee_uid, member_uid = place
-        return member_uid, self._members(runtime, committee_uid)
+        return Place(member_uid, self._members(runtime, committee_uid))
 
-    def relocate(
-        self, runtime: Runtime, desired: Desired, identity: Identity, report: RunReport
-    ) -> None:
-        """Delete the member from its old committee when ``collaboration_name__c`` changed."""
+    def moved_from(self, runtime: Runtime, desired: Desired) -> Place | None:
+        """The member in its old committee when ``collaboration_name__c`` changed."""
         place = runtime.mappings.member_place(desired.sfid)
         if place is None or place[0] == desired.parent_uid:
-            return
+            return None
         old_committee, old_member = place
-        log.info(
-            "member moves to another committee: deleting it from the old one",
-            extra=report.context() | {"from_committee_uid": old_committee},
+        return Place(
+            old_member,
+            self._members(runtime, old_committee),
+            {"from_committee_uid": old_committee},
         )
-        delete_object(runtime, self, desired.sfid, identity, report, tombstone=False)
-        # The old V2 member is gone; the forward mapping is rewritten by the create.
-        runtime.mappings.tombstone([MEMBER_UID + old_member])
-        report.committee_uid = desired.parent_uid
-        report.member_uid = None
-        report.reason = None
 
     def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
         place = runtime.mappings.member_place(desired.sfid)
@@ -155,13 +152,8 @@ class MemberKind(ObjectKind):
             )
         return uid
 
-    def note_uid(self, report: RunReport, uid: str) -> None:
-        report.member_uid = uid
-
-    @staticmethod
-    def _members(runtime: Runtime, committee_uid: str) -> V2Service:
-        assert runtime.committees is not None  # the task skips members without the service
-        return members_of(runtime.committees, committee_uid, runtime.settings)
+    def _members(self, runtime: Runtime, committee_uid: str) -> V2Service:
+        return members_of(self.top_service(runtime), committee_uid, runtime.settings)
 
 
 MEMBERS = MemberKind()

@@ -11,28 +11,51 @@ moves a project under itself or one of its descendants in V2 is refused
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sync_core.keys import PROJECT_KEYS
 from tasks.clients.identity import Identity
-from tasks.clients.v2 import V2Service
+from tasks.clients.v2 import V2ServiceSpec
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
+from tasks.kinds.base import Desired, ObjectKind, log_mapping_warnings
 from tasks.kinds.parent_cycles import find_parent_problem
 from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
-from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings
 from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
+if TYPE_CHECKING:
+    from sync_core.settings import WorkerSettings
+    from tasks.run.report import RunReport
+    from tasks.run.runtime import Runtime
+
 log = logging.getLogger(__name__)
+
+PROJECT_AUDIENCE = "lfx-v2-project-service"
+
+
+def project_service_url(settings: WorkerSettings) -> str | None:
+    """``PROJECT_SERVICE_URL`` (required: a worker always has it)."""
+    return settings.project_service_url
+
+
+PROJECT_SERVICE = V2ServiceSpec(
+    name="project",
+    collection="projects",
+    audience=PROJECT_AUDIENCE,
+    base_url=project_service_url,
+    missing_reason="no_project_service",
+)
 
 
 class ProjectKind(ObjectKind):
     """Projects in the V2 Project Service."""
 
-    name = "project"
+    keys = PROJECT_KEYS
+    v2 = PROJECT_SERVICE
     read_only = PROJECT_READ_ONLY
+    reference_columns = ("parent_project__c",)
     sfid_prefix = PROJECT_SFID
     uid_prefix = PROJECT_UID
+    uid_field = "project_uid"
 
     def desired(
         self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
@@ -43,12 +66,6 @@ class ProjectKind(ObjectKind):
         return Desired(
             sfid=fields.sfid, body=project_body(runtime, fields, identity), slug=fields.slug
         )
-
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
-        return runtime.projects
-
-    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
-        return runtime.projects
 
     def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
         return runtime.mappings.project_uid(desired.sfid)
@@ -78,7 +95,7 @@ class ProjectKind(ObjectKind):
                 kind="conflict_unresolved",
                 status=409,
             )
-        owner = runtime.mappings.project_sfid(uid)
+        owner = self.sfid_of(runtime, uid)
         if owner is not None and owner != desired.sfid:
             raise PermanentError(
                 f"slug {slug!r} belongs to project {uid} of V1 project {owner}",
@@ -86,9 +103,6 @@ class ProjectKind(ObjectKind):
                 status=409,
             )
         return uid
-
-    def note_uid(self, report: RunReport, uid: str) -> None:
-        report.project_uid = uid
 
     def check_update(
         self,
@@ -107,7 +121,7 @@ class ProjectKind(ObjectKind):
             return
 
         def parent_of(ancestor: str) -> str | None:
-            value = runtime.projects.get(ancestor, identity).record.get("parent_uid")
+            value = self.top_service(runtime).get(ancestor, identity).record.get("parent_uid")
             return value if isinstance(value, str) and value else None
 
         problem = find_parent_problem(uid, parent_uid, parent_of, runtime.root_uid())
@@ -135,7 +149,7 @@ def project_body(runtime: Runtime, fields: ProjectFields, identity: Identity) ->
         body["parent_uid"] = parent_uid
         parent_public = None
         if "public" not in body:
-            parent = runtime.projects.get(parent_uid, identity)
+            parent = PROJECTS.top_service(runtime).get(parent_uid, identity)
             parent_public = parent.record.get("public") is True
     if "public" not in body:
         body["public"] = default_public(body.get("stage"), parent_public)

@@ -46,12 +46,11 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
-from sync_core.keys import ObjectType, is_valid_kv_key, parse_key
+from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
 from tasks.errors import DeadLettered, MissingMapping, PermanentError, SyncError, TransientError
-from tasks.kinds.committees import COMMITTEES
-from tasks.kinds.members import MEMBERS
-from tasks.kinds.projects import PROJECTS
+from tasks.kinds.base import ObjectKind
+from tasks.kinds.registry import kind_for_key
 from tasks.mapping.record_ids import check_key_id
 from tasks.run.backoff import lock_wait_countdown, retry_countdown
 from tasks.run.decisions import read_value, should_retry, skip_for_key
@@ -71,11 +70,12 @@ from tasks.run.outcomes import (
     outcome_label,
 )
 from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime, get_runtime
-from tasks.run.upsert import ObjectKind, sync_record
+from tasks.run.runtime import Runtime
+from tasks.run.upsert import sync_record
 from tasks.stores.leases import KeyLock
 from tasks.stores.sync_state import NOT_READ, parked_pending, retry_pending
 from tasks.worker.app import APP_SETTINGS, app
+from tasks.worker.process import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,6 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
-# The object types the task syncs, each through the shared path of tasks.run.upsert.
-KINDS: dict[ObjectType, ObjectKind] = {
-    ObjectType.PROJECT: PROJECTS,
-    ObjectType.COMMITTEE: COMMITTEES,
-    ObjectType.COMMITTEE_MEMBER: MEMBERS,
-}
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -376,11 +370,10 @@ def children_parent_key(report: RunReport) -> str | None:
     a child finds an existing mapping and does not park, and one whose release
     was lost to a crash is released by the reconciler's next sweep.
     """
-    object_type, _ = parse_key(report.key)
-    if object_type is None or report.sfid is None or not report.mapped_anew:
+    kind, _ = kind_for_key(report.key)
+    if kind is None or report.sfid is None or not report.mapped_anew:
         return None
-    kind = KINDS[object_type]
-    return kind.sfid_prefix + report.sfid if kind.has_children else None
+    return kind.forward_key(report.sfid) if kind.has_children else None
 
 
 def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
@@ -408,15 +401,14 @@ def sync_entry(
     release_delete_budget: bool = False,
 ) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
-    object_type = check_object_type(runtime, report)
+    kind = check_object_type(runtime, report)
     # Before the key is used at all: ids are validated at the edge (invalid_record).
     key_id = check_key_id(report.key)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
     check_cached(runtime, report, force)
-    kind = KINDS[object_type]
-    _, sfid = parse_key(report.key)
-    own_mapping = kind.sfid_prefix + sfid
+    sfid = key_id
+    own_mapping = kind.forward_key(sfid)
     # One round trip reads the durable state and the bucket's entry and takes the
     # lease, unless the run turns out to be a duplicate or superseded; an upsert
     # reads its own mapping in it too, once the lease is taken.
@@ -441,7 +433,7 @@ def sync_entry(
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
             raise Finished(Outcome.SKIPPED, "revision_not_in_bucket", settled_already=True)
-        reading = read_value(bytes(entry.value or b""), object_type, key_id)
+        reading = read_value(bytes(entry.value or b""), kind.reference_columns, key_id)
         if reading.skip is not None:
             skip(report, reading.skip.reason, reading.skip.log_level)
         record = reading.record or {}
@@ -466,20 +458,20 @@ def sync_entry(
         return outcome
 
 
-def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
-    """The key's object type, or ``Finished(skipped)`` for what we do not sync."""
-    object_type, _ = parse_key(report.key)
-    reason = skip_for_key(object_type, runtime.committees is not None)
-    if object_type is None:
+def check_object_type(runtime: Runtime, report: RunReport) -> ObjectKind:
+    """The key's object kind, or ``Finished(skipped)`` for what we do not sync."""
+    kind, _ = kind_for_key(report.key)
+    reason = skip_for_key(kind, kind is not None and kind.available(runtime))
+    if kind is None:
         # Not one of ours: no sync state either (the reconciler never looks at it).
         assert reason is not None
         record_skip(report.object_type, reason.reason)
         log.debug("skipping", extra=report.context() | {"reason": reason.reason})
         raise Finished(Outcome.SKIPPED, reason.reason, settled_already=True)
-    report.object_type = object_type.value
+    report.object_type = kind.name
     if reason is not None:
         skip(report, reason.reason, reason.log_level)
-    return object_type
+    return kind
 
 
 def check_cached(runtime: Runtime, report: RunReport, force: bool) -> None:

@@ -4,7 +4,7 @@ Configured from the environment at import with light settings only (the
 broker, the queue, the retry policy): importing the app needs no signing keys,
 so ``celery -A tasks.worker.app inspect ping`` works anywhere. A worker loads the full
 ``WorkerSettings`` when it starts and exits 2 on bad configuration (see
-``tasks.run.runtime``).
+``tasks.worker.process``).
 
 No result backend: outcomes go to logs, Prometheus and Redis counters, and
 Flower follows tasks through events.
