@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis
@@ -42,7 +42,7 @@ from sync_core.sync_state import DEFAULT_STATE_BUCKET, SweepSummary
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2ServiceSpec
 from tasks.errors import DeadLettered, InvalidRecord, MissingMapping
-from tasks.kinds.base import Desired, ObjectKind
+from tasks.kinds.base import Desired, KindReport, KindRuntime, ObjectKind
 from tasks.kinds.registry import kind_for_key, registered
 from tasks.run.runtime import Runtime
 from tasks.run.sync import sync_kv_entry
@@ -52,9 +52,6 @@ from tasks.worker.app import app
 from tasks.worker.process import set_runtime
 from tests.test_bridge_loop import queued_tasks, task_ids
 from v1_sync_helper.cli import main
-
-if TYPE_CHECKING:
-    from tasks.run.report import RunReport
 
 KID = "toy-kid"
 AUTH0_CLIENT = "v1-sync-helper-toy"
@@ -104,10 +101,10 @@ class GadgetKind(ObjectKind):
 
     def desired(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         record: dict[str, Any],
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
     ) -> Desired:
         sfid, body, project_sfid = map_gadget(record)
         report.sfid = sfid

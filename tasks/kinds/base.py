@@ -14,8 +14,9 @@ builds every per-type table from the registered kinds:
   how a 409 on create is resolved (``adopt_existing``), and where it moved
   (``moved_from``), which the shared path of ``tasks.run.upsert`` calls.
 
-Importing a kind reads no settings and opens nothing: the runtime and the run
-report are type hints only.
+Importing a kind reads no settings and opens nothing. A kind sees the worker's
+runtime and the run's report through the two protocols below (``KindRuntime``,
+``KindReport``): ``tasks.run`` provides them, and no kind imports it.
 """
 
 from __future__ import annotations
@@ -23,18 +24,70 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sync_core.keys import KeySpec
 from tasks.clients.identity import Identity
+from tasks.clients.organizations import OrganizationDirectory
+from tasks.clients.users import UserDirectory
 from tasks.clients.v2 import V2Service, V2ServiceSpec
 from tasks.errors import SlugConflict
+from tasks.stores.id_mappings import MappingStore
 
 if TYPE_CHECKING:
-    from tasks.run.report import RunReport
-    from tasks.run.runtime import Runtime
+    from sync_core.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+class KindRuntime(Protocol):
+    """What a kind uses of a worker's resources (``tasks.run.runtime.Runtime`` is one)."""
+
+    @property
+    def settings(self) -> WorkerSettings: ...
+
+    @property
+    def mappings(self) -> MappingStore: ...
+
+    @property
+    def services(self) -> dict[str, V2Service | None]: ...
+
+    @property
+    def query(self) -> V2Service | None: ...
+
+    @property
+    def users(self) -> UserDirectory: ...
+
+    @property
+    def organizations(self) -> OrganizationDirectory: ...
+
+    def slug_to_uid(self, slug: str) -> str | None:
+        """The V2 uid of the project ``slug`` (the project service's NATS responder)."""
+        ...
+
+    def list_members(self, committee_uid: str) -> list[dict[str, Any]]:
+        """The members of a committee (the committee service's NATS responder)."""
+        ...
+
+    def root_uid(self) -> str:
+        """The uid of the ROOT project."""
+        ...
+
+
+class KindReport(Protocol):
+    """What a kind notes on a run's report (``tasks.run.report.KindReport`` is one)."""
+
+    sfid: str | None
+    slug: str | None
+    project_uid: str | None
+    committee_uid: str | None
+    member_uid: str | None
+    object_uid: str | None
+    warnings: tuple[str, ...]
+
+    def context(self) -> dict[str, Any]:
+        """The standard log fields known so far."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -98,17 +151,17 @@ class ObjectKind:
 
     # -- the V2 service -----------------------------------------------------------
 
-    def available(self, runtime: Runtime) -> bool:
+    def available(self, runtime: KindRuntime) -> bool:
         """Whether the worker has this type's V2 service (else its keys are skipped)."""
         return runtime.services.get(self.v2.name) is not None
 
-    def top_service(self, runtime: Runtime) -> V2Service:
+    def top_service(self, runtime: KindRuntime) -> V2Service:
         """The type's V2 service as the runtime opened it (the run checked ``available``)."""
         service = runtime.services.get(self.v2.name)
         assert service is not None, f"{self.v2.name} service not configured"
         return service
 
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+    def service(self, runtime: KindRuntime, desired: Desired) -> V2Service:
         """The V2 collection that holds the object (default: the service's own)."""
         return self.top_service(runtime)
 
@@ -126,7 +179,7 @@ class ObjectKind:
         """The mapping keys that become ``!del`` once the object is deleted."""
         return [self.forward_key(sfid), self.uid_prefix + uid]
 
-    def locate(self, runtime: Runtime, sfid: str) -> Place | None:
+    def locate(self, runtime: KindRuntime, sfid: str) -> Place | None:
         """Where the object mapped to ``sfid`` is; None when unmapped.
 
         The forward mapping holds the uid itself; a kind whose mapping holds
@@ -135,32 +188,32 @@ class ObjectKind:
         uid = runtime.mappings.get(self.forward_key(sfid))
         return None if uid is None else Place(uid, self.top_service(runtime))
 
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         """The V2 uid the mappings hold for the record, or None when never synced.
 
         Default: the forward mapping (a kind whose objects may move overrides it).
         """
         return runtime.mappings.get(self.forward_key(desired.sfid))
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         """Write the forward and reverse mappings of ``uid`` (default: those two only)."""
         runtime.mappings.put_many(
             {self.forward_key(desired.sfid): uid, self.uid_prefix + uid: desired.sfid}
         )
 
-    def sfid_of(self, runtime: Runtime, uid: str) -> str | None:
+    def sfid_of(self, runtime: KindRuntime, uid: str) -> str | None:
         """The V1 record the reverse mapping gives for ``uid`` (an adoption's owner check)."""
         return runtime.mappings.get(self.uid_prefix + uid)
 
     # -- the record ---------------------------------------------------------------
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         """Map ``record`` to its V2 body; raises ``InvalidRecord`` or ``MissingMapping``."""
         raise NotImplementedError
 
-    def moved_from(self, runtime: Runtime, desired: Desired) -> Place | None:
+    def moved_from(self, runtime: KindRuntime, desired: Desired) -> Place | None:
         """Before the upsert: where the object was when its parent changed, else None.
 
         The shared path deletes it there (a member moving between committees is
@@ -170,10 +223,10 @@ class ObjectKind:
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """After a 409 (``conflict``) on create: the uid of the V2 object already there.
@@ -184,7 +237,7 @@ class ObjectKind:
         """
         raise conflict
 
-    def note_uid(self, report: RunReport, uid: str) -> None:
+    def note_uid(self, report: KindReport, uid: str) -> None:
         """Put ``uid`` into the run's report (and its log field, ``uid_field``)."""
         report.object_uid = uid
         if self.uid_field is not None:
@@ -192,7 +245,7 @@ class ObjectKind:
 
     def check_update(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         uid: str,
         current: dict[str, Any],
         merged: dict[str, Any],
@@ -204,7 +257,7 @@ class ObjectKind:
         """
 
 
-def log_mapping_warnings(warnings: tuple[str, ...], report: RunReport) -> None:
+def log_mapping_warnings(warnings: tuple[str, ...], report: KindReport) -> None:
     """One WARNING per value the mapping dropped or changed (kept on the report too)."""
     report.warnings = warnings
     for warning in warnings:

@@ -18,14 +18,18 @@ from tasks.clients.identity import Identity
 from tasks.clients.query_service import find_committee
 from tasks.clients.v2 import V2ServiceSpec
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
-from tasks.kinds.base import Desired, ObjectKind, log_mapping_warnings
+from tasks.kinds.base import (
+    Desired,
+    KindReport,
+    KindRuntime,
+    ObjectKind,
+    log_mapping_warnings,
+)
 from tasks.mapping.committees import COMMITTEE_READ_ONLY, map_committee
 from tasks.stores.id_mappings import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings
-    from tasks.run.report import RunReport
-    from tasks.run.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class CommitteeKind(ObjectKind):
     uid_field = "committee_uid"
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         fields = map_committee(record)
         report.sfid = fields.sfid
@@ -73,18 +77,18 @@ class CommitteeKind(ObjectKind):
         report.project_uid = project_uid
         return Desired(sfid=fields.sfid, body={**fields.body, "project_uid": project_uid})
 
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         return runtime.mappings.committee_uid(desired.sfid)
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         runtime.mappings.record_committee(desired.sfid, uid)
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """The committee of that name in the project (query service), unless another V1 one owns it.
@@ -109,7 +113,7 @@ COMMITTEES = CommitteeKind()
 
 
 def adopt_committee(
-    runtime: Runtime, project_uid: str, name: str, identity: Identity, report: RunReport
+    runtime: KindRuntime, project_uid: str, name: str, identity: Identity, report: KindReport
 ) -> str:
     """After a 409 on create: the uid of the committee V2 already has, to adopt.
 

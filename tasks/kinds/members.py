@@ -23,13 +23,20 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sync_core.keys import MEMBER_KEYS
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service, members_of
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
-from tasks.kinds.base import Desired, ObjectKind, Place, log_mapping_warnings
+from tasks.kinds.base import (
+    Desired,
+    KindReport,
+    KindRuntime,
+    ObjectKind,
+    Place,
+    log_mapping_warnings,
+)
 from tasks.kinds.committees import COMMITTEE_SERVICE
 from tasks.mapping.members import (
     MEMBER_READ_ONLY,
@@ -40,10 +47,6 @@ from tasks.mapping.members import (
     normalized_email,
 )
 from tasks.stores.id_mappings import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
-
-if TYPE_CHECKING:
-    from tasks.run.report import RunReport
-    from tasks.run.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class MemberKind(ObjectKind):
     uid_field = "member_uid"
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         fields = map_member(record)
         report.sfid = fields.sfid
@@ -77,11 +80,11 @@ class MemberKind(ObjectKind):
         log_mapping_warnings(warnings, report)
         return Desired(sfid=fields.sfid, body=body, parent_uid=committee_uid)
 
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+    def service(self, runtime: KindRuntime, desired: Desired) -> V2Service:
         assert desired.parent_uid is not None  # desired() always sets the committee
         return self._members(runtime, desired.parent_uid)
 
-    def locate(self, runtime: Runtime, sfid: str) -> Place | None:
+    def locate(self, runtime: KindRuntime, sfid: str) -> Place | None:
         """The member's uid under its committee (the forward mapping holds both)."""
         place = runtime.mappings.member_place(sfid)
         if place is None:
@@ -89,7 +92,7 @@ class MemberKind(ObjectKind):
         committee_uid, member_uid = place
         return Place(member_uid, self._members(runtime, committee_uid))
 
-    def moved_from(self, runtime: Runtime, desired: Desired) -> Place | None:
+    def moved_from(self, runtime: KindRuntime, desired: Desired) -> Place | None:
         """The member in its old committee when ``collaboration_name__c`` changed."""
         place = runtime.mappings.member_place(desired.sfid)
         if place is None or place[0] == desired.parent_uid:
@@ -101,22 +104,22 @@ class MemberKind(ObjectKind):
             {"from_committee_uid": old_committee},
         )
 
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         place = runtime.mappings.member_place(desired.sfid)
         if place is None or place[0] != desired.parent_uid:
             return None
         return place[1]
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         assert desired.parent_uid is not None
         runtime.mappings.record_member(desired.sfid, desired.parent_uid, uid)
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """The member of the committee with the same email, unless another V1 record owns it.
@@ -152,14 +155,14 @@ class MemberKind(ObjectKind):
             )
         return uid
 
-    def _members(self, runtime: Runtime, committee_uid: str) -> V2Service:
+    def _members(self, runtime: KindRuntime, committee_uid: str) -> V2Service:
         return members_of(self.top_service(runtime), committee_uid, runtime.settings)
 
 
 MEMBERS = MemberKind()
 
 
-def lookups(runtime: Runtime, fields: MemberFields) -> MemberLookups:
+def lookups(runtime: KindRuntime, fields: MemberFields) -> MemberLookups:
     """What the V1 user and organization services know of the member (cached)."""
     person = runtime.users.person(fields.contact_id) if fields.contact_id else None
     organization_name = (

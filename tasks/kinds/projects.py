@@ -17,15 +17,19 @@ from sync_core.keys import PROJECT_KEYS
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2ServiceSpec
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
-from tasks.kinds.base import Desired, ObjectKind, log_mapping_warnings
+from tasks.kinds.base import (
+    Desired,
+    KindReport,
+    KindRuntime,
+    ObjectKind,
+    log_mapping_warnings,
+)
 from tasks.kinds.parent_cycles import find_parent_problem
 from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings
-    from tasks.run.report import RunReport
-    from tasks.run.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class ProjectKind(ObjectKind):
     uid_field = "project_uid"
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         fields = map_project(record)
         report.sfid, report.slug = fields.sfid, fields.slug
@@ -67,18 +71,18 @@ class ProjectKind(ObjectKind):
             sfid=fields.sfid, body=project_body(runtime, fields, identity), slug=fields.slug
         )
 
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         return runtime.mappings.project_uid(desired.sfid)
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         runtime.mappings.record_project(desired.sfid, desired.slug, uid)
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """The project ``slug_to_uid`` names for the slug, unless another V1 project owns it.
@@ -106,7 +110,7 @@ class ProjectKind(ObjectKind):
 
     def check_update(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         uid: str,
         current: dict[str, Any],
         merged: dict[str, Any],
@@ -132,7 +136,7 @@ class ProjectKind(ObjectKind):
 PROJECTS = ProjectKind()
 
 
-def project_body(runtime: Runtime, fields: ProjectFields, identity: Identity) -> dict[str, Any]:
+def project_body(runtime: KindRuntime, fields: ProjectFields, identity: Identity) -> dict[str, Any]:
     """The full V2 body: the mapped fields plus ``parent_uid`` and, when V1 has none, ``public``."""
     body = dict(fields.body)
     if fields.parent_sfid is None:
