@@ -203,7 +203,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
     assert isinstance(auth0_key, RSAPrivateKey)
     # A shared task of the same name defined by another test would have replaced ours.
     registered = app.tasks[SYNC_TASK_NAME].run
-    assert registered.__module__ == "tasks.run.sync", f"sync_kv_entry was replaced by {registered}"
+    assert registered.__module__ == "tasks.worker.task", f"sync_kv_entry replaced by {registered}"
     with NatsServer(base / "nats") as nats_server, ValkeyServer(base / "valkey") as valkey:
         asyncio.run(_create_buckets(nats_server.url))
         sandbox = Sandbox(

@@ -45,11 +45,11 @@ from tasks.errors import DeadLettered, InvalidRecord, MissingMapping
 from tasks.kinds.base import Desired, KindReport, KindRuntime, ObjectKind
 from tasks.kinds.registry import kind_for_key, registered
 from tasks.run.runtime import Runtime
-from tasks.run.sync import sync_kv_entry
 from tasks.stores.id_mappings import PROJECT_SFID, TOMBSTONE
 from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
 from tasks.worker.process import set_runtime
+from tasks.worker.task import sync_kv_entry
 from tests.test_bridge_loop import queued_tasks, task_ids
 from v1_sync_helper.cli import main
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,11 +70,16 @@ class Runtime:
     mappings: MappingStore
     dead_letters: DeadLetterStore
     state: StateStore
+    # Enqueues a task (``Celery.send_task``): how a run releases its parked children.
+    # None (a dry run, a bare runtime): the reconciler releases them instead.
+    send_task: Callable[..., Any] | None = field(default=None, repr=False)
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> Runtime:
+    def from_settings(
+        cls, settings: WorkerSettings, send_task: Callable[..., Any] | None = None
+    ) -> Runtime:
         """Open every connection for ``settings`` (NATS first: it fails fastest)."""
         nats_client = SyncNats(settings.nats_url, f"{NATS_CLIENT_NAME}-{os.getpid()}")
         try:
@@ -92,6 +98,7 @@ class Runtime:
                 mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
                 dead_letters=DeadLetterStore(nats_client, settings.sync_state_bucket),
                 state=StateStore(nats_client, settings.sync_state_bucket),
+                send_task=send_task,
             )
         except BaseException:
             nats_client.close()

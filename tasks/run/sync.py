@@ -1,6 +1,7 @@
-"""The task ``sync_kv_entry(key, revision, operation)``: one V1 change into V2.
+"""The run of the task ``sync_kv_entry(key, revision, operation)``: one V1 change into V2.
 
-One run, in order:
+The Celery binding (the task itself, its retries) is ``tasks.worker.task``; this
+is the run it calls (``run_sync``). One run, in order:
 
 1. Keys of object types we do not sync are skipped (committees and committee
    members when there is no committee service).
@@ -42,13 +43,12 @@ import time
 from typing import Any, NoReturn
 
 import redis
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
-from tasks.errors import DeadLettered, MissingMapping, PermanentError, SyncError, TransientError
+from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
 from tasks.kinds.base import ObjectKind
 from tasks.kinds.registry import kind_for_key
 from tasks.mapping.record_ids import check_key_id
@@ -62,20 +62,12 @@ from tasks.run.metrics import (
     TOMBSTONED_UPSERTS,
     record_skip,
 )
-from tasks.run.outcomes import (
-    Outcome,
-    add_outcome,
-    dead_letter_outcome,
-    ends_in_dead_letter,
-    outcome_label,
-)
+from tasks.run.outcomes import Outcome, add_outcome, dead_letter_outcome, outcome_label
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.upsert import sync_record
 from tasks.stores.leases import KeyLock
 from tasks.stores.sync_state import NOT_READ, parked_pending, retry_pending
-from tasks.worker.app import APP_SETTINGS, app
-from tasks.worker.process import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -121,67 +113,6 @@ class Finished(Exception):
         self.outcome = outcome
         self.reason = reason
         self.settled_already = settled_already
-
-
-# shared=False: a shared task would join every Celery app of the process.
-# throws: a dead letter ends the run as FAILURE, logged as one INFO line (no traceback).
-@app.task(
-    name=SYNC_TASK_NAME,
-    bind=True,
-    max_retries=None,
-    ignore_result=True,
-    shared=False,
-    throws=(DeadLettered,),
-)
-def sync_kv_entry(
-    self: Task,
-    key: str,
-    revision: int,
-    operation: str = "PUT",
-    attempt: int = 0,
-    lock_waits: int = 0,
-    force: bool = False,
-    release_delete_budget: bool = False,
-) -> str:
-    """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
-
-    A dead-lettered run raises ``DeadLettered`` instead (FAILURE in Flower).
-
-    ``attempt`` counts the error retries so far, ``lock_waits`` the returns
-    after finding the key locked; ``force`` (re-syncs by hand) ignores the
-    "already synced" marker, but still makes no PUT when nothing changed;
-    ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
-    delete past ``SYNC_DELETE_BUDGET``.
-    """
-    report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
-    try:
-        runtime = get_runtime()
-    except Exception as error:
-        # NATS or Redis unreachable when the process opened its connections.
-        report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
-        report.countdown = max(1.0, _countdown(None, attempt, None))
-        log.warning("worker resources unavailable", extra=report.context(), exc_info=True)
-        _emit(report, Outcome.RETRYING)
-        raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
-
-    outcome, retry_kwargs = run_sync(
-        runtime,
-        report,
-        force=force,
-        lock_waits=lock_waits,
-        release_delete_budget=release_delete_budget,
-    )
-    _emit(report, outcome)
-    if retry_kwargs is not None:
-        raise self.retry(
-            countdown=report.countdown,
-            max_retries=None,
-            kwargs={**_retry_kwargs(self), **retry_kwargs},
-        )
-    if ends_in_dead_letter(outcome):
-        # The dead letter is stored: FAILURE in Flower, with its kind and message.
-        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
-    return outcome.value
 
 
 def run_sync(
@@ -258,7 +189,7 @@ def attempt_run(
         if parked is not None:
             return parked
     elif should_retry(failure, report.attempt, settings.sync_retry_max):
-        report.countdown = _countdown(runtime, report.attempt, failure.retry_after)
+        report.countdown = countdown_for(runtime, report.attempt, failure.retry_after)
         return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
     try:
         dead_letter(runtime, report, failure)
@@ -351,7 +282,7 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
     if outcome not in SUCCESSES:
         return
     if outcome is not Outcome.SKIPPED:
-        # Written with the outcome count, in the run's last Redis round trip (``_emit``).
+        # Written with the outcome count, in the run's last Redis round trip (``emit``).
         report.cache_synced = True
     if before.outcome == Outcome.DEAD_LETTERED.value:
         runtime.dead_letters.remove_settled(report.key, report.revision)
@@ -378,10 +309,16 @@ def children_parent_key(report: RunReport) -> str | None:
 
 def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
     """Enqueue every child parked on ``parent_key``, this key's mapping (it exists now)."""
+    if runtime.send_task is None:
+        log.warning(
+            "no task sender in this runtime: the reconciler releases the parked children",
+            extra=report.context() | {"parent_key": parent_key},
+        )
+        return
     for child in runtime.state.parked_children(parent_key, probe=False):
         # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
         # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
-        app.send_task(
+        runtime.send_task(
             SYNC_TASK_NAME,
             args=[child.key, child.revision, "PUT"],
             kwargs={"force": True},
@@ -593,22 +530,22 @@ def dead_letter(runtime: Runtime, report: RunReport, error: SyncError) -> None:
     )
 
 
-def _countdown(runtime: Runtime | None, attempt: int, retry_after: float | None) -> float:
-    """The backoff before the next try, from the runtime's settings (or the defaults)."""
-    if runtime is not None:
-        base = runtime.settings.sync_retry_backoff_base
-        maximum = runtime.settings.sync_retry_backoff_max
-    else:
-        base, maximum = APP_SETTINGS.sync_retry_backoff_base, APP_SETTINGS.sync_retry_backoff_max
-    return retry_countdown(attempt, base, maximum, retry_after)
+def countdown_for(runtime: Runtime, attempt: int, retry_after: float | None) -> float:
+    """The backoff before the next try, from the runtime's settings."""
+    settings = runtime.settings
+    return retry_countdown(
+        attempt, settings.sync_retry_backoff_base, settings.sync_retry_backoff_max, retry_after
+    )
 
 
-def _retry_kwargs(task: Task) -> dict[str, Any]:
-    """The current run's keyword arguments, so a retry keeps ``force`` and friends."""
-    return dict(task.request.kwargs or {})
+def runtime_unavailable(report: RunReport, countdown: float) -> None:
+    """The run of a worker whose connections could not be opened: logged, counted, retried."""
+    report.countdown = countdown
+    log.warning("worker resources unavailable", extra=report.context(), exc_info=True)
+    emit(report, Outcome.RETRYING)
 
 
-def _emit(report: RunReport, outcome: Outcome) -> None:
+def emit(report: RunReport, outcome: Outcome) -> None:
     """The run's Prometheus count and INFO line (``run_sync`` counted it in Redis)."""
     TASK_OUTCOMES.labels(object_type=report.object_type, outcome=outcome.value).inc()
     log.info("sync %s", outcome.value, extra=report.fields(outcome.value))

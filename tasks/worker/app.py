@@ -29,7 +29,7 @@ from tasks.worker.patches import broker_transport, kombu_redis_fix
 from tasks.worker.patches.event_batching import EventBatching
 
 APP_NAME = "v1-sync-helper"
-TASK_MODULES = ["tasks.run.sync"]
+TASK_MODULES = ["tasks.worker.task"]
 
 
 class AppSettings(CommonSettings, RetrySettings):

@@ -38,14 +38,19 @@ def get_runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None or _runtime_pid != os.getpid():
             # A runtime inherited through fork has a dead NATS thread: never reuse it.
-            _runtime = Runtime.from_settings(load_settings(WorkerSettings))
+            _runtime = Runtime.from_settings(load_settings(WorkerSettings), send_task=app.send_task)
             _runtime_pid = os.getpid()
         return _runtime
 
 
 def set_runtime(runtime: Runtime | None) -> Runtime | None:
-    """Install ``runtime`` for this process (tests); returns the one it replaces."""
+    """Install ``runtime`` for this process (tests); returns the one it replaces.
+
+    A runtime without a task sender gets the app's, as the process's own would.
+    """
     global _runtime, _runtime_pid
+    if runtime is not None and runtime.send_task is None:
+        runtime.send_task = app.send_task
     with _runtime_lock:
         previous, _runtime = _runtime, runtime
         _runtime_pid = os.getpid() if runtime is not None else None
