@@ -14,6 +14,7 @@ from sync_core.keys import (
     parse_key,
     sync_rank,
 )
+from sync_core.settings import WorkerSettings
 from tasks.clients.v2 import V2ServiceSpec
 from tasks.kinds.base import ObjectKind
 from tasks.kinds.committees import COMMITTEES
@@ -39,6 +40,8 @@ def test_the_builtin_kinds_in_sync_order_with_their_keys_and_services() -> None:
         assert kind_for_key(f"{kind.keys.prefix}.{ID}") == (kind, ID)
         assert kind_named(kind.name) is kind
     assert [spec.name for spec in service_specs()] == ["project", "committee"]
+    for spec in service_specs():
+        assert spec.url_setting in WorkerSettings.model_fields, spec
 
 
 def test_parse_key_answers_the_enum_members_for_the_builtin_types() -> None:
@@ -61,7 +64,7 @@ def test_sync_rank_puts_parents_first_and_unknown_types_last() -> None:
 
 class _Toy(ObjectKind):
     keys = KeySpec("toy", "platform-toy__c", rank=1)
-    v2 = V2ServiceSpec("toy", "toys", "lfx-v2-toy-service", lambda _: None, "no_toy_service")
+    v2 = V2ServiceSpec("toy", "toys", "lfx-v2-toy-service", "toy_service_url", "no_toy_service")
     sfid_prefix = "toy.sfid."
     uid_prefix = "toy.uid."
 

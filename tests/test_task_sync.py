@@ -34,7 +34,7 @@ from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
-from sync_core.settings import BridgeSettings, WorkerSettings
+from sync_core.settings import BridgeSettings
 from sync_core.sync_state import SyncState
 from tasks.run.runtime import Runtime
 from tasks.run.sync import SYNCED_PREFIX
@@ -44,6 +44,7 @@ from tasks.worker.app import app
 from tasks.worker.process import set_runtime
 from tests.bridge_harness import BackgroundBridge
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
+from tests.worker_process import sandbox_worker_settings
 
 KID = "test-kid"
 AUTH0_CLIENT = "v1-sync-helper-test"
@@ -221,21 +222,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
             nats_url=nats_server.url,
         )
         with sandbox:
-            settings = WorkerSettings(
-                nats_url=nats_server.url,
-                redis_url=valkey.url,
-                project_service_url=sandbox.url,
+            settings = sandbox_worker_settings(
+                sandbox,
+                nats_server.url,
+                valkey.url,
+                rsa_pems,
+                kid=KID,
+                auth0_client=AUTH0_CLIENT,
                 committee_service_url=sandbox.url,
                 query_service_url=sandbox.url,
-                heimdall_private_key=rsa_pems["heimdall"],
-                heimdall_key_id=KID,
-                heimdall_jwks_url=sandbox.env()["HEIMDALL_JWKS_URL"],
-                auth0_tenant="test",
-                auth0_client_id=AUTH0_CLIENT,
-                auth0_private_key=rsa_pems["auth0"],
-                auth0_base_url=sandbox.url,
-                lfx_api_gw=sandbox.env()["LFX_API_GW"],
-                http_timeout=5.0,
                 sync_retry_max=3,
                 sync_retry_backoff_base=0.05,
                 sync_retry_backoff_max=0.2,

@@ -27,17 +27,13 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bridge.messages import TaskMessageEncoder, producer_app
-from bridge.metrics import BridgeMetrics
-from bridge.publisher import BrokerPublisher, broker_client, database_of
-from bridge.reconciler import Reconciler, ReconcileTuning
+from bridge.publisher import BrokerPublisher, broker_client
 from sandbox.collection import FakeCollection
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import broker_transport_options, task_id_for
 from sync_core.keys import KeySpec, key_specs, parse_key
-from sync_core.nats_client import SyncNats, connect, ensure_buckets
-from sync_core.settings import WorkerSettings
+from sync_core.nats_client import SyncNats, connect
 from sync_core.sync_state import DEFAULT_STATE_BUCKET, SweepSummary
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2ServiceSpec
@@ -47,14 +43,15 @@ from tasks.kinds.registry import kind_for_key, registered
 from tasks.run.runtime import Runtime
 from tasks.stores.id_mappings import PROJECT_SFID, TOMBSTONE
 from tasks.stores.sync_state import StateStore
-from tasks.worker.app import app
 from tasks.worker.process import set_runtime
 from tasks.worker.task import sync_kv_entry
 from tests.test_bridge_loop import queued_tasks, task_ids
+from tests.test_reconciler import reconciler
+from tests.test_task_sync import _create_buckets as create_buckets
+from tests.test_task_sync import use_broker
+from tests.worker_process import AUTH0_CLIENT, KID, sandbox_worker_settings
 from v1_sync_helper.cli import main
 
-KID = "toy-kid"
-AUTH0_CLIENT = "v1-sync-helper-toy"
 MACHINE_USER = "v1_sync_helper@clients"
 OBJECTS = "v1-objects"
 MAPPINGS = "v1-mappings"
@@ -78,11 +75,6 @@ def map_gadget(record: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]
     return str(record["sfid"]), body, record.get("project_name__c")
 
 
-def gadget_service_url(settings: WorkerSettings) -> str | None:
-    # The sandbox serves every fake on one address: the project service's.
-    return settings.project_service_url
-
-
 class GadgetKind(ObjectKind):
     """Gadgets in a (fake) V2 Gadget Service, optionally under a project."""
 
@@ -91,7 +83,8 @@ class GadgetKind(ObjectKind):
         name="gadget",
         collection="gadgets",
         audience=GADGET_AUDIENCE,
-        base_url=gadget_service_url,
+        # The sandbox serves every fake on one address: the project service's.
+        url_setting="project_service_url",
         missing_reason="no_gadget_service",
     )
     reference_columns = ("project_name__c",)
@@ -172,21 +165,6 @@ def new_gadget(**changes: Any) -> tuple[str, dict[str, Any]]:
     return f"{GADGET_PREFIX}.{sfid}", gadget
 
 
-async def _create_buckets(url: str) -> None:
-    nc = await connect(url, "toy-setup")
-    try:
-        await ensure_buckets(nc.jetstream(), OBJECTS, MAPPINGS)
-    finally:
-        await nc.close()
-
-
-def _use_broker(url: str) -> None:
-    """Point the app's producer at ``url`` (another test module may have used another)."""
-    app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) -> Iterator[Stack]:
     base: Path = tmp_path_factory.mktemp("toy-stack")
@@ -199,7 +177,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
         ValkeyServer(base / "valkey") as valkey,
         registered(GADGETS),
     ):
-        asyncio.run(_create_buckets(nats_server.url))
+        asyncio.run(create_buckets(nats_server.url))
         sandbox = Sandbox(
             heimdall_keys={KID: heimdall.public_key()},
             auth0_clients={AUTH0_CLIENT: auth0.public_key()},
@@ -207,24 +185,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
         )
         gadgets = sandbox.mount(FakeCollection("gadgets", GADGET_AUDIENCE, unique_field="name"))
         with sandbox:
-            settings = WorkerSettings(
-                nats_url=nats_server.url,
-                redis_url=valkey.url,
-                project_service_url=sandbox.url,
-                heimdall_private_key=rsa_pems["heimdall"],
-                heimdall_key_id=KID,
-                heimdall_jwks_url=sandbox.env()["HEIMDALL_JWKS_URL"],
-                auth0_tenant="test",
-                auth0_client_id=AUTH0_CLIENT,
-                auth0_private_key=rsa_pems["auth0"],
-                auth0_base_url=sandbox.url,
-                lfx_api_gw=sandbox.env()["LFX_API_GW"],
-                http_timeout=5.0,
-                sync_retry_max=0,
+            settings = sandbox_worker_settings(
+                sandbox, nats_server.url, valkey.url, rsa_pems, sync_retry_max=0
             )
             runtime = Runtime.from_settings(settings)
             previous = set_runtime(runtime)
-            _use_broker(valkey.url)
+            use_broker(valkey.url)
             client = redis.Redis.from_url(valkey.url)
             test_nats = SyncNats(nats_server.url, "toy-tests")
             env = {"NATS_URL": nats_server.url, "REDIS_URL": valkey.url}
@@ -349,23 +315,7 @@ def sweep(st: Stack) -> SweepSummary:
         nc = await connect(st.env["NATS_URL"], "toy-reconciler")
         publisher = BrokerPublisher(broker_client(redis_url, broker_transport_options()))
         try:
-            encoder = TaskMessageEncoder(
-                producer_app(redis_url, QUEUE, broker_transport_options()),
-                QUEUE,
-                database_of(publisher.client),
-            )
-            reconciler = Reconciler(
-                nc,
-                objects_bucket=OBJECTS,
-                mappings_bucket=MAPPINGS,
-                state_bucket=DEFAULT_STATE_BUCKET,
-                consumer="no-consumer-in-these-tests",
-                encoder=encoder,
-                publisher=publisher,
-                metrics=BridgeMetrics(),
-                tuning=ReconcileTuning(interval=0.2, grace=GRACE),
-            )
-            return await reconciler.sweep()
+            return await reconciler(nc, redis_url, publisher, grace=GRACE).sweep()
         finally:
             publisher.close()
             await nc.close()

@@ -32,7 +32,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -462,20 +462,20 @@ class V2ServiceSpec:
             and its key in ``Runtime.services``.
         collection: the top-level REST collection (``projects``).
         audience: the ``aud`` of the tokens the service accepts.
-        base_url: the service root from the settings; None or empty when the
-            service is not configured (its types are then skipped).
+        url_setting: the ``WorkerSettings`` field with the service root; None or
+            empty when the service is not configured (its types are then skipped).
         missing_reason: the skip reason of a key whose service is not configured.
     """
 
     name: str
     collection: str
     audience: str
-    base_url: Callable[[WorkerSettings], str | None]
+    url_setting: str
     missing_reason: str
 
     def open(self, settings: WorkerSettings, minter: TokenMinter) -> V2Service | None:
         """The service's collection, or None when the settings do not configure it."""
-        url = self.base_url(settings)
+        url = getattr(settings, self.url_setting)
         if not url:
             return None
         return V2Service(

@@ -11,7 +11,7 @@ name exists in the project) adopts the committee the V2 query service lists
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sync_core.keys import COMMITTEE_KEYS
 from tasks.clients.identity import Identity
@@ -28,24 +28,16 @@ from tasks.kinds.base import (
 from tasks.mapping.committees import COMMITTEE_READ_ONLY, map_committee
 from tasks.stores.id_mappings import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
 
-if TYPE_CHECKING:
-    from sync_core.settings import WorkerSettings
-
 log = logging.getLogger(__name__)
 
 COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
 
-
-def committee_service_url(settings: WorkerSettings) -> str | None:
-    """``COMMITTEE_SERVICE_URL``: optional, committees and members are skipped without it."""
-    return settings.committee_service_url
-
-
+# COMMITTEE_SERVICE_URL is optional: committees and members are skipped without it.
 COMMITTEE_SERVICE = V2ServiceSpec(
     name="committee",
     collection="committees",
     audience=COMMITTEE_AUDIENCE,
-    base_url=committee_service_url,
+    url_setting="committee_service_url",
     missing_reason="no_committee_service",
 )
 

@@ -11,7 +11,7 @@ moves a project under itself or one of its descendants in V2 is refused
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sync_core.keys import PROJECT_KEYS
 from tasks.clients.identity import Identity
@@ -28,24 +28,16 @@ from tasks.kinds.parent_cycles import find_parent_problem
 from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
-if TYPE_CHECKING:
-    from sync_core.settings import WorkerSettings
-
 log = logging.getLogger(__name__)
 
 PROJECT_AUDIENCE = "lfx-v2-project-service"
 
-
-def project_service_url(settings: WorkerSettings) -> str | None:
-    """``PROJECT_SERVICE_URL`` (required: a worker always has it)."""
-    return settings.project_service_url
-
-
+# PROJECT_SERVICE_URL is required: a worker always has the project service.
 PROJECT_SERVICE = V2ServiceSpec(
     name="project",
     collection="projects",
     audience=PROJECT_AUDIENCE,
-    base_url=project_service_url,
+    url_setting="project_service_url",
     missing_reason="no_project_service",
 )
 
