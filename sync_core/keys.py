@@ -88,7 +88,9 @@ def unregister_keys(spec: KeySpec) -> None:
 
 def key_specs() -> tuple[KeySpec, ...]:
     """Every registered spec, in sync order (rank, then prefix)."""
-    return tuple(sorted(_specs.values(), key=lambda spec: (spec.rank, spec.prefix)))
+    with _specs_lock:
+        registered_now = list(_specs.values())
+    return tuple(sorted(registered_now, key=lambda spec: (spec.rank, spec.prefix)))
 
 
 for _builtin in BUILTIN_KEYS:

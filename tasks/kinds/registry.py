@@ -7,7 +7,8 @@ and registering a kind registers its ``KeySpec`` in ``sync_core.keys`` (so
 ``parse_key``, the reconciler's prefixes and the bulk sync order know it).
 
 The built-in kinds are registered when this module is imported. A test's toy
-type comes and goes with ``registered(kind)``. Registration is checked: two
+type comes and goes with ``registered(kind)``, registered before the runtime
+opens (the runtime opens the V2 services of the kinds registered then). Registration is checked: two
 kinds may not share a name, a key prefix, or a mapping prefix.
 """
 
@@ -76,7 +77,9 @@ def mapping_prefixes(kind: ObjectKind) -> tuple[str, ...]:
 
 def kinds() -> tuple[ObjectKind, ...]:
     """Every registered kind, parents first (sync rank, then name)."""
-    return tuple(sorted(_kinds.values(), key=lambda kind: (kind.keys.rank, kind.name)))
+    with _lock:
+        registered_now = list(_kinds.values())
+    return tuple(sorted(registered_now, key=lambda kind: (kind.keys.rank, kind.name)))
 
 
 def kind_named(object_type: str | None) -> ObjectKind | None:
