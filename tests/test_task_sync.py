@@ -29,6 +29,7 @@ from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+import tasks.worker.task  # noqa: F401  (registers sync_kv_entry on the app)
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
