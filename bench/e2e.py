@@ -57,7 +57,8 @@ from bench.worker_pool import cpu_seconds, pem
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port, wait_for_port
 from sync_core.nats_client import connect, ensure_buckets
 from tasks.clients.identity import Identity
-from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.tokens import TokenMinter
+from tasks.kinds.projects import PROJECT_AUDIENCE
 from tasks.mapping.merge import merge_over, needs_update
 from tasks.mapping.projects import PROJECT_READ_ONLY, default_public, map_project
 from tasks.run.outcomes import recent_outcomes

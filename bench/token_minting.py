@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tasks.clients.identity import Identity
-from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.tokens import TokenMinter
+from tasks.kinds.projects import PROJECT_AUDIENCE
 
 KEY_ID = "bench-kid"
 IDENTITY = Identity(principal="jdoe", sub="jdoe", email="jdoe@example.org", on_behalf_of="jdoe")

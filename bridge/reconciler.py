@@ -56,7 +56,7 @@ from bridge.changes import KvChange, operation_of
 from bridge.messages import TaskMessageEncoder, queued_revision
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
-from sync_core.keys import KEY_PREFIXES
+from sync_core.keys import key_specs
 from sync_core.sync_state import (
     RECONCILER_LEASE_KEY,
     RECONCILER_SWEEP_KEY,
@@ -492,5 +492,5 @@ class Reconciler:
 
 
 def prefixes() -> Iterable[str]:
-    """The ``v1-objects`` key prefixes the service syncs."""
-    return KEY_PREFIXES.keys()
+    """The ``v1-objects`` key prefixes of the registered object types (``sync_core.keys``)."""
+    return [spec.prefix for spec in key_specs()]

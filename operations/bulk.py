@@ -24,10 +24,9 @@ from typing import Any, TypeVar
 
 import click
 
-from sync_core.keys import ObjectType, parse_key
+from sync_core.keys import key_specs, parse_key
 
 OTHER_TYPE = "other"
-OBJECT_TYPES = [object_type.value for object_type in ObjectType]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -40,7 +39,23 @@ class ConfirmationNeeded(click.ClickException):
 def object_type_of(key: str) -> str:
     """The object type a ``v1-objects`` key names, or ``other``."""
     object_type, _ = parse_key(key)
-    return object_type.value if object_type is not None else OTHER_TYPE
+    return object_type or OTHER_TYPE
+
+
+def registered_types() -> list[str]:
+    """The object types of the registered kinds (read at call time: a kind may be added)."""
+    return [spec.object_type for spec in key_specs()]
+
+
+def check_object_types(
+    _context: click.Context, _parameter: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``--type`` values, each one a registered object type."""
+    known = registered_types()
+    for value in values:
+        if value not in known:
+            raise click.BadParameter(f"{value!r} is not one of {', '.join(known)}")
+    return values
 
 
 def count_by(items: Iterable[T], label: Callable[[T], str]) -> dict[str, int]:
@@ -126,8 +141,9 @@ def type_option(command: F) -> F:
         "--type",
         "object_types",
         multiple=True,
-        type=click.Choice(OBJECT_TYPES),
-        help="Only keys of this object type (repeatable).",
+        metavar="TYPE",
+        callback=check_object_types,
+        help="Only keys of this object type (repeatable): project, committee, committee_member.",
     )(command)
 
 

@@ -17,7 +17,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
-from sync_core.keys import ObjectType, parse_key
+from sync_core.keys import sync_rank
 from sync_core.nats_client import LISTING_CONSUMER_TTL
 from sync_core.nats_connection import (
     NatsTarget,
@@ -29,8 +29,6 @@ from sync_core.nats_connection import (
 )
 
 PUT = "PUT"
-# A committee's task needs its project's mapping; members need their committee's.
-SYNC_ORDER = (ObjectType.PROJECT, ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER)
 CONNECT_TIMEOUT = 3.0
 RECONNECT_WAIT = 0.2
 CONNECT_DEADLINE = 2 * CONNECT_TIMEOUT + 1
@@ -157,13 +155,13 @@ async def _list(url: NatsTarget | str, bucket: str, prefix: str) -> list[KvChang
 def list_current(url: NatsTarget | str, bucket: str, prefix: str = "") -> list[KvChange]:
     """Every live key of ``bucket`` starting with ``prefix``, at its current revision.
 
-    Projects come first, then committees, then the rest (each in stream order):
-    a committee needs its project's mapping, so this order saves retries.
+    Parents come first (``sync_core.keys.sync_rank``: projects, committees, members,
+    then keys of types we do not sync), each rank in stream order: a committee
+    needs its project's mapping, so this order saves retries.
     """
     return sorted(asyncio.run(_list(url, bucket, prefix)), key=dependency_rank)
 
 
 def dependency_rank(change: KvChange) -> int:
-    """The position of the change's object type in ``SYNC_ORDER`` (unknown types last)."""
-    object_type, _ = parse_key(change.key)
-    return SYNC_ORDER.index(object_type) if object_type in SYNC_ORDER else len(SYNC_ORDER)
+    """The sync rank of the change's object type (unknown types last)."""
+    return sync_rank(change.key)

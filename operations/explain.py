@@ -21,7 +21,7 @@ from typing import Any
 
 from operations.current_keys import lookup_change, open_nats
 from sync_core.broker import task_id_for
-from sync_core.keys import ObjectType, parse_key
+from sync_core.keys import parse_key
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
 from tasks.clients.auth0 import token_source_from_settings
@@ -30,16 +30,17 @@ from tasks.clients.organizations import organization_directory_from_settings
 from tasks.clients.query_service import query_service
 from tasks.clients.tokens import minter_from_settings
 from tasks.clients.users import PLATFORM_ID_PATTERN, user_directory_from_settings
-from tasks.clients.v2 import committee_service, project_service
 from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, SyncError
+from tasks.kinds.base import ObjectKind
+from tasks.kinds.registry import kind_for_key
 from tasks.mapping.merge import field_changes
 from tasks.mapping.record_ids import check_key_id
 from tasks.run.decisions import delete_skip, read_value, should_retry, skip_for_key
 from tasks.run.deletes import DeleteBudget, delete_identity, deleting_user
 from tasks.run.report import OTHER_OBJECT_TYPE, RunReport
-from tasks.run.runtime import Runtime, redis_client_for
-from tasks.run.sync import DELETE_OPERATIONS, KINDS, synced_revision
-from tasks.run.upsert import ALREADY_GONE_REASON, Desired, ObjectKind, planned_update
+from tasks.run.runtime import Runtime, open_services, redis_client_for
+from tasks.run.sync import DELETE_OPERATIONS, synced_revision
+from tasks.run.upsert import ALREADY_GONE_REASON, planned_update
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
 from tasks.stores.sync_state import StateStore
@@ -135,8 +136,7 @@ def open_dry_runtime(settings: WorkerSettings) -> Runtime:
             nats=nats,
             redis=redis_client,
             minter=minter,
-            projects=project_service(settings, minter),
-            committees=committee_service(settings, minter),
+            services=open_services(settings, minter),
             query=query_service(settings, minter),
             users=user_directory_from_settings(settings, nats, auth0, cache_writes=False),
             organizations=organization_directory_from_settings(
@@ -159,13 +159,13 @@ def explain_key(runtime: Runtime, key: str) -> Explanation:
     """What a task for the key's current revision would do (``UnknownKey`` if there is none)."""
     assert isinstance(runtime.mappings, DryRunMappings), "explain needs a dry-run runtime"
     found = Explanation(key=key)
-    object_type, _ = parse_key(key)
-    if object_type is not None:
-        found.object_type = object_type.value
-    skip = skip_for_key(object_type, runtime.committees is not None)
+    kind, _ = kind_for_key(key)
+    if kind is not None:
+        found.object_type = kind.name
+    skip = skip_for_key(kind, kind is not None and kind.available(runtime))
     if skip is not None:
         return _ends(found, Verdict.SKIP, skip.reason)
-    assert object_type is not None
+    assert kind is not None
     bucket = runtime.nats.kv(runtime.settings.v1_objects_bucket)
     change = runtime.nats.run(lookup_change(bucket, key))
     if change is None:
@@ -176,9 +176,9 @@ def explain_key(runtime: Runtime, key: str) -> Explanation:
     if letter is not None:
         found.dead_letter = asdict(letter)
     report = RunReport(key=key, revision=change.revision, operation=change.operation)
-    report.object_type = object_type.value
+    report.object_type = kind.name
     try:
-        _explain_change(runtime, found, report, KINDS[object_type])
+        _explain_change(runtime, found, report, kind)
     except SyncError as error:
         found.warnings = list(report.warnings)
         retry_max = runtime.settings.sync_retry_max
@@ -206,7 +206,7 @@ def _explain_change(
     entry = runtime.nats.kv_get(runtime.settings.v1_objects_bucket, report.key)
     reading = read_value(
         bytes(entry.value or b"") if entry is not None else b"",
-        ObjectType(report.object_type),
+        kind.reference_columns,
         check_key_id(report.key),
     )
     if reading.skip is not None:
@@ -218,7 +218,7 @@ def _explain_change(
         _explain_delete(runtime, found, report, kind, record)
         return
     _, sfid = parse_key(report.key)
-    if runtime.mappings.is_tombstoned(kind.sfid_prefix + sfid):
+    if runtime.mappings.is_tombstoned(kind.forward_key(sfid)):
         _ends(found, Verdict.SKIP, "tombstoned")
         found.notes.append("deleted in V2 on purpose: `requeue --undelete` re-creates it")
         return
@@ -259,14 +259,15 @@ def _explain_delete(
 ) -> None:
     """A hard (``record`` None) or soft delete: the decisions of ``tasks.run.deletes``."""
     _, sfid = parse_key(report.key)
-    forward = kind.sfid_prefix + sfid
+    forward = kind.forward_key(sfid)
     tombstoned = runtime.mappings.is_tombstoned(forward)
-    uid = None if tombstoned else runtime.mappings.get(forward)
-    skip = delete_skip(tombstoned, uid is not None, runtime.settings.sync_deletes)
+    place = None if tombstoned else kind.locate(runtime, sfid)
+    skip = delete_skip(tombstoned, place is not None, runtime.settings.sync_deletes)
     if skip is not None:
         _ends(found, Verdict.SKIP, skip.reason)
         return
-    assert uid is not None
+    assert place is not None
+    uid = place.uid
     found.v2_uid = uid
     identity = delete_identity(runtime, record)
     found.identity = describe_identity(runtime, identity, deleting_user(record))
@@ -275,9 +276,8 @@ def _explain_delete(
         _ends(found, Verdict.DEAD_LETTER, DELETE_BUDGET_EXCEEDED_KIND)
         found.notes.append("the hour's delete budget looks spent; `dlq requeue` releases it")
         return
-    service = kind.service(runtime, Desired(sfid=sfid, body={}))
     try:
-        found.v2_current = service.get(uid, identity).record
+        found.v2_current = place.service.get(uid, identity).record
     except SyncError as error:
         if error.status != HTTP_NOT_FOUND:
             raise

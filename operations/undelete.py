@@ -1,7 +1,8 @@
 """``requeue --undelete``: clear the tombstones of deleted V2 objects on purpose.
 
 A delete that V2 accepted turns the object's forward mapping (``project.sfid.{sfid}``,
-``committee.sfid.{sfid}``) into the tombstone ``!del``; a later put of the
+``committee.sfid.{sfid}``, ``committee_member.sfid.{sfid}``: ``ObjectKind.undelete_key``
+of the key's kind) into the tombstone ``!del``; a later put of the
 record is then skipped as ``tombstoned``. Removing the tombstone (only when it
 still is one) lets the next sync create the object again, under a new uid.
 The reverse mapping of the old uid stays ``!del``: that V2 object is gone.
@@ -12,21 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from operations.current_keys import open_nats
-from sync_core.keys import ObjectType, parse_key
 from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import NatsTarget
-from tasks.stores.id_mappings import COMMITTEE_SFID, PROJECT_SFID, MappingStore
+from tasks.kinds.registry import kind_for_key
+from tasks.stores.id_mappings import MappingStore
 
 NATS_CLIENT_NAME = "v1-sync-helper-undelete"
-# The forward mapping of each object type whose deletes leave a tombstone.
-FORWARD_PREFIXES = {ObjectType.PROJECT: PROJECT_SFID, ObjectType.COMMITTEE: COMMITTEE_SFID}
 
 
 def forward_mapping_key(key: str) -> str | None:
     """The ``v1-mappings`` key that holds ``key``'s tombstone, or None for other keys."""
-    object_type, record_id = parse_key(key)
-    prefix = FORWARD_PREFIXES.get(object_type) if object_type is not None else None
-    return None if prefix is None else prefix + record_id
+    kind, record_id = kind_for_key(key)
+    return None if kind is None or not record_id else kind.undelete_key(record_id)
 
 
 def find_tombstones(

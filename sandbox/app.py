@@ -7,6 +7,8 @@ HTTP plumbing lives in ``sandbox.http_server``. Routes:
 - V2 Committee Service: ``/committees``, ``/committees/{uid}``,
   ``/committees/{uid}/members``, ``/committees/{uid}/members/{member_uid}``;
 - V2 Query Service: ``/query/resources`` (committees, typeahead on ``name``);
+- any collection mounted with ``mount`` (``sandbox.collection``): ``/{name}``,
+  ``/{name}/{uid}``;
 - Heimdall JWKS: ``/.well-known/jwks``;
 - Auth0 token endpoint: ``/oauth/token``; V1 user service: ``/v1/users/{id}``;
 - V1 organization service: ``/organization-service/v1/orgs/{sfid}``;
@@ -29,6 +31,7 @@ from requests.structures import CaseInsensitiveDict
 from sandbox import view
 from sandbox.api_error import ApiError
 from sandbox.auth import Auth0Issuer, HeimdallVerifier
+from sandbox.collection import FakeCollection
 from sandbox.store import V2Store, Writer
 from sandbox.traffic import DROP_AFTER, DROP_BEFORE, Fault, RecordedRequest, TrafficLog
 from sandbox.validation import is_uuid
@@ -160,6 +163,36 @@ class SandboxApp:
             ),
             (re.compile(r"^/_sandbox/state$"), {"GET": self._state}),
             (re.compile(r"^/$"), {"GET": self._page}),
+        ]
+
+    def mount(self, collection: FakeCollection) -> None:
+        """Serve ``collection`` at ``/{name}`` and ``/{name}/{uid}`` (a new type's fake)."""
+
+        def create(request: HttpRequest, notes: _CallNotes) -> HttpResponse:
+            writer = self._v2_call(request, notes, collection.audience)
+            return json_response(201, collection.create(self._json(request, notes), writer))
+
+        def get(request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
+            self._v2_call(request, notes, collection.audience, uid)
+            record, revision = collection.get(uid)
+            return json_response(200, record, _etag(revision))
+
+        def update(request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
+            writer = self._v2_call(request, notes, collection.audience, uid)
+            body = self._json(request, notes)
+            return json_response(
+                200, collection.update(uid, body, request.headers.get("If-Match"), writer)
+            )
+
+        def delete(request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
+            self._v2_call(request, notes, collection.audience, uid)
+            collection.delete(uid, request.headers.get("If-Match"))
+            return HttpResponse(204)
+
+        name = re.escape(collection.name)
+        self._routes[:0] = [
+            (re.compile(rf"^/{name}$"), {"POST": create}),
+            (re.compile(rf"^/{name}/([^/]+)$"), {"GET": get, "PUT": update, "DELETE": delete}),
         ]
 
     # -- entry point -----------------------------------------------------------

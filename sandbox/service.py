@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from sandbox.app import SandboxApp
 from sandbox.auth import Auth0Issuer, HeimdallVerifier
+from sandbox.collection import FakeCollection
 from sandbox.http_server import SandboxHttpServer
 from sandbox.nats_responder import NatsResponder
 from sandbox.store import SEED_WRITER, V2Store
@@ -81,6 +82,7 @@ class Sandbox:
         self._responder: NatsResponder | None = None
         self._app: SandboxApp | None = None
         self._auth0: Auth0Issuer | None = None
+        self._collections: list[FakeCollection] = []
 
     # -- life cycle ----------------------------------------------------------
 
@@ -100,6 +102,8 @@ class Sandbox:
             self._stopping,
             self._organizations,
         )
+        for collection in self._collections:
+            self._app.mount(collection)
         self._http = SandboxHttpServer(self._app, self.host, self._requested_port)
         self._auth0 = Auth0Issuer(
             self._auth0_clients, self.url, self.url + "/", self._token_lifetime
@@ -116,6 +120,13 @@ class Sandbox:
                 self._responder = None
                 self.stop()
                 raise
+
+    def mount(self, collection: FakeCollection) -> FakeCollection:
+        """Serve a new type's fake collection too (``sandbox.collection``); returns it."""
+        self._collections.append(collection)
+        if self._app is not None:
+            self._app.mount(collection)
+        return collection
 
     def stop(self) -> None:
         """Stop the NATS responder and the HTTP server; joins every thread."""

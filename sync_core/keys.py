@@ -3,13 +3,22 @@
 Keys are ``<schema>-<table>.<id>``. Both the bridge and the operator commands need
 this, so it sits in the shared core; it does no I/O. It also holds the rules of
 a key NATS KV accepts (``is_valid_kv_key``), which every KV write checks.
+
+Each object type's key-level facts are one ``KeySpec`` (its prefix, its name,
+its sync rank): the only facts of a type that the bridge needs, which cannot
+import ``tasks/``. The type's ``ObjectKind`` (``tasks.kinds``) references its
+spec and owns everything else; registering a kind registers its spec here, so
+``parse_key``, ``KEY_PREFIXES`` and ``sync_rank`` know every registered type.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 KEY_SEPARATOR = "."
 
@@ -22,24 +31,91 @@ class ObjectType(enum.StrEnum):
     COMMITTEE_MEMBER = "committee_member"
 
 
-KEY_PREFIXES: Mapping[str, ObjectType] = {
-    "salesforce-project__c": ObjectType.PROJECT,
-    "platform-collaboration__c": ObjectType.COMMITTEE,
-    "platform-community__c": ObjectType.COMMITTEE_MEMBER,
-}
+@dataclass(frozen=True)
+class KeySpec:
+    """The key-level facts of one object type.
+
+    Parameters:
+        object_type: the type's name (``object_type`` of logs and metrics).
+        prefix: the ``<schema>-<table>`` of its ``v1-objects`` keys.
+        rank: its place in a bulk sync, parents first (a committee needs its
+            project's mapping, a member its committee's).
+    """
+
+    object_type: str
+    prefix: str
+    rank: int
 
 
-def parse_key(key: str) -> tuple[ObjectType | None, str]:
+PROJECT_KEYS = KeySpec(ObjectType.PROJECT, "salesforce-project__c", rank=0)
+COMMITTEE_KEYS = KeySpec(ObjectType.COMMITTEE, "platform-collaboration__c", rank=1)
+MEMBER_KEYS = KeySpec(ObjectType.COMMITTEE_MEMBER, "platform-community__c", rank=2)
+# The types every process knows (the bridge's reconciler sweeps their prefixes).
+BUILTIN_KEYS = (PROJECT_KEYS, COMMITTEE_KEYS, MEMBER_KEYS)
+
+_specs: dict[str, KeySpec] = {}
+_prefix_types: dict[str, str] = {}
+_specs_lock = threading.Lock()
+# prefix -> object type of every registered spec (a live, read-only view).
+KEY_PREFIXES: Mapping[str, str] = MappingProxyType(_prefix_types)
+
+
+class KeySpecConflict(ValueError):
+    """Another type already claims the prefix or the name."""
+
+
+def register_keys(spec: KeySpec) -> None:
+    """Make ``spec``'s keys known (idempotent for the same spec)."""
+    with _specs_lock:
+        current = _specs.get(spec.prefix)
+        if current == spec:
+            return
+        if current is not None:
+            raise KeySpecConflict(f"prefix {spec.prefix!r} is {current.object_type}'s already")
+        if any(other.object_type == spec.object_type for other in _specs.values()):
+            raise KeySpecConflict(f"object type {spec.object_type!r} has another prefix already")
+        _specs[spec.prefix] = spec
+        _prefix_types[spec.prefix] = spec.object_type
+
+
+def unregister_keys(spec: KeySpec) -> None:
+    """Forget ``spec`` (a test's toy type); unknown specs are ignored."""
+    with _specs_lock:
+        if _specs.get(spec.prefix) == spec:
+            del _specs[spec.prefix]
+            del _prefix_types[spec.prefix]
+
+
+def key_specs() -> tuple[KeySpec, ...]:
+    """Every registered spec, in sync order (rank, then prefix)."""
+    with _specs_lock:
+        registered_now = list(_specs.values())
+    return tuple(sorted(registered_now, key=lambda spec: (spec.rank, spec.prefix)))
+
+
+for _builtin in BUILTIN_KEYS:
+    register_keys(_builtin)
+
+
+def parse_key(key: str) -> tuple[str | None, str]:
     """Split a ``v1-objects`` key into its object type and record id.
 
     Everything after the first ``.`` is the id (ids may contain dots). A prefix we
     do not sync, a key without a ``.``, or a key with an empty id gives
-    ``(None, id)``: the caller skips it quietly.
+    ``(None, id)``: the caller skips it quietly. The built-in types come back as
+    their ``ObjectType`` member (a ``str``).
     """
     prefix, separator, record_id = key.partition(KEY_SEPARATOR)
     if not separator or not record_id:
         return None, record_id
     return KEY_PREFIXES.get(prefix), record_id
+
+
+def sync_rank(key: str) -> int:
+    """The rank of ``key``'s type in a bulk sync (parents first); unknown types last."""
+    prefix, _, _ = key.partition(KEY_SEPARATOR)
+    spec = _specs.get(prefix)
+    return spec.rank if spec is not None else max((s.rank for s in key_specs()), default=0) + 1
 
 
 # The key alphabet of NATS KV (nats.go's and nats-py's check), with the subject

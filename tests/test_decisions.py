@@ -9,28 +9,30 @@ import pytest
 
 from sync_core.keys import ObjectType
 from tasks.errors import DeadLettered, InvalidRecord, PermanentError, TransientError
+from tasks.kinds.projects import PROJECTS
+from tasks.kinds.registry import kind_named
 from tasks.mapping.merge import FieldChange, field_changes, needs_update
 from tasks.run.decisions import read_value, should_retry, skip_for_key
 
 
 @pytest.mark.parametrize(
-    ("object_type", "committees", "reason"),
+    ("object_type", "available", "reason"),
     [
         (None, True, "unknown_prefix"),
         (ObjectType.COMMITTEE_MEMBER, True, None),
         (ObjectType.COMMITTEE_MEMBER, False, "no_committee_service"),
         (ObjectType.COMMITTEE, False, "no_committee_service"),
         (ObjectType.COMMITTEE, True, None),
-        (ObjectType.PROJECT, False, None),
+        (ObjectType.PROJECT, True, None),
     ],
 )
-def test_skip_for_key(object_type: ObjectType | None, committees: bool, reason: str | None) -> None:
-    skip = skip_for_key(object_type, committees)
+def test_skip_for_key(object_type: ObjectType | None, available: bool, reason: str | None) -> None:
+    skip = skip_for_key(kind_named(object_type), available)
     assert (skip.reason if skip else None) == reason
 
 
 SFID = "a0941000002wBz9AAE"
-PROJECT = ObjectType.PROJECT
+PROJECT = PROJECTS.reference_columns
 
 
 def test_read_value_skips_empty_values_and_spots_soft_deletes() -> None:

@@ -13,7 +13,6 @@ from typing import Any
 import msgpack
 import pytest
 
-from sync_core.keys import ObjectType
 from tasks.clients.identity import (
     HEADER_VALUE_MAX_CHARS,
     Identity,
@@ -23,7 +22,9 @@ from tasks.clients.identity import (
 )
 from tasks.clients.users import CachedUser, UserDirectory, user_identity
 from tasks.errors import InvalidRecord
+from tasks.kinds.committees import COMMITTEES
 from tasks.kinds.parent_cycles import MAX_PARENT_DEPTH, find_parent_problem
+from tasks.kinds.projects import PROJECTS
 from tasks.mapping.codec import decode_value, is_soft_delete
 from tasks.mapping.committees import map_committee
 from tasks.mapping.projects import map_project
@@ -84,7 +85,7 @@ def test_a_key_whose_id_is_not_a_v1_id_is_an_invalid_record(key_id: str) -> None
 def test_a_record_whose_sfid_is_not_the_keys_id_is_an_invalid_record() -> None:
     project = record(PROJECT_JSON, sfid=OTHER_SFID)
     with pytest.raises(InvalidRecord) as caught:
-        checked_record(ObjectType.PROJECT, SFID, project)
+        checked_record(PROJECTS.reference_columns, SFID, project)
     assert caught.value.kind == "invalid_record"
     assert OTHER_SFID in caught.value.message
     assert SFID in caught.value.message
@@ -93,26 +94,28 @@ def test_a_record_whose_sfid_is_not_the_keys_id_is_an_invalid_record() -> None:
 def test_a_huge_sfid_is_an_invalid_record_with_a_short_message() -> None:
     project = record(PROJECT_JSON, sfid="a" * 5000)
     with pytest.raises(InvalidRecord) as caught:
-        checked_record(ObjectType.PROJECT, SFID, project)
+        checked_record(PROJECTS.reference_columns, SFID, project)
     assert "sfid" in caught.value.message
     assert len(caught.value.message) < 400
 
 
 def test_ids_with_surrounding_spaces_are_trimmed() -> None:
     project = record(PROJECT_JSON, sfid=f"  {SFID}\t", parent_project__c=f" {OTHER_SFID} ")
-    checked = checked_record(ObjectType.PROJECT, SFID, project)
+    checked = checked_record(PROJECTS.reference_columns, SFID, project)
     assert checked["sfid"] == SFID
     assert checked["parent_project__c"] == OTHER_SFID
     assert map_project(checked).parent_sfid == OTHER_SFID
     committee = record(COMMITTEE_JSON, sfid=f" {COMMITTEE_ID} ", project_name__c=f"{SFID} ")
-    checked = checked_record(ObjectType.COMMITTEE, COMMITTEE_ID, committee)
+    checked = checked_record(COMMITTEES.reference_columns, COMMITTEE_ID, committee)
     assert map_committee(checked).project_sfid == SFID
 
 
 @pytest.mark.parametrize("parent", ["x" * 5000, 42, ["a"], "a0941000002wBz9"])
 def test_a_parent_that_is_not_a_v1_id_is_an_invalid_record(parent: Any) -> None:
     with pytest.raises(InvalidRecord) as caught:
-        checked_record(ObjectType.PROJECT, SFID, record(PROJECT_JSON, parent_project__c=parent))
+        checked_record(
+            PROJECTS.reference_columns, SFID, record(PROJECT_JSON, parent_project__c=parent)
+        )
     assert "parent_project__c" in caught.value.message
     assert len(caught.value.message) < 400
 
@@ -349,8 +352,9 @@ def test_decoded_values_round_trip_through_json_logs() -> None:
 def test_the_minter_refuses_an_identity_headers_cannot_carry(
     identity: Identity, heimdall_key: Any
 ) -> None:
-    from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
+    from tasks.clients.tokens import TokenMinter
     from tasks.errors import PermanentError
+    from tasks.kinds.projects import PROJECT_AUDIENCE
 
     minter = TokenMinter(heimdall_key, key_id="kid", jwks_url="http://127.0.0.1:9/jwks")
     with pytest.raises(PermanentError) as caught:

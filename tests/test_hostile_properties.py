@@ -34,11 +34,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox.validation import validate_committee, validate_project
-from sync_core.keys import ObjectType
 from tasks.clients.identity import MACHINE_SUFFIX, Identity, fallback_identity, is_safe_header_name
-from tasks.clients.tokens import PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.tokens import TokenMinter
 from tasks.clients.users import PLATFORM_ID_PATTERN, CachedUser, UserDirectory
 from tasks.errors import InvalidRecord
+from tasks.kinds.base import ObjectKind
+from tasks.kinds.committees import COMMITTEES
+from tasks.kinds.projects import PROJECT_AUDIENCE, PROJECTS
 from tasks.mapping.codec import decode_value, is_soft_delete
 from tasks.mapping.committees import map_committee
 from tasks.mapping.projects import (
@@ -307,10 +309,10 @@ def assert_defined(error: InvalidRecord, kinds: set[str]) -> None:
     assert 0 < len(error.message) < MESSAGE_MAX_CHARS
 
 
-def through_the_edge(object_type: ObjectType, key: str, data: bytes) -> dict[str, Any] | None:
+def through_the_edge(kind: ObjectKind, key: str, data: bytes) -> dict[str, Any] | None:
     """decode + id checks: the record, or None for a defined InvalidRecord."""
     try:
-        return checked_record(object_type, check_key_id(key), decode_value(data))
+        return checked_record(kind.reference_columns, check_key_id(key), decode_value(data))
     except InvalidRecord as error:
         assert_defined(error, {"invalid_record", "undecodable"})
         return None
@@ -330,7 +332,7 @@ def check_project(value: dict[str, Any], encoding: str) -> None:
         data = encode(value, encoding)
     except (ValueError, TypeError, OverflowError):
         return  # not representable in that encoding: cannot be in the bucket
-    record_ = through_the_edge(ObjectType.PROJECT, f"salesforce-project__c.{SFID}", data)
+    record_ = through_the_edge(PROJECTS, f"salesforce-project__c.{SFID}", data)
     if record_ is None:
         return
     assert is_soft_delete(record_) is soft_deleted(value)
@@ -370,9 +372,7 @@ def check_committee(value: dict[str, Any], encoding: str) -> None:
         data = encode(value, encoding)
     except (ValueError, TypeError, OverflowError):
         return
-    record_ = through_the_edge(
-        ObjectType.COMMITTEE, f"platform-collaboration__c.{COMMITTEE_ID}", data
-    )
+    record_ = through_the_edge(COMMITTEES, f"platform-collaboration__c.{COMMITTEE_ID}", data)
     if record_ is None:
         return
     assert is_soft_delete(record_) is soft_deleted(value)

@@ -34,8 +34,9 @@ from sandbox.traffic import RecordedRequest
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import WorkerSettings
-from tasks.run.runtime import Runtime, set_runtime
+from tasks.run.runtime import Runtime
 from tasks.worker.app import app
+from tasks.worker.process import set_runtime
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 
 KID = "impersonation-kid"

@@ -29,20 +29,23 @@ from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+import tasks.worker.task  # noqa: F401  (registers sync_kv_entry on the app)
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
-from sync_core.settings import BridgeSettings, WorkerSettings
+from sync_core.settings import BridgeSettings
 from sync_core.sync_state import SyncState
-from tasks.run.runtime import Runtime, set_runtime
+from tasks.run.runtime import Runtime
 from tasks.run.sync import SYNCED_PREFIX
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
+from tasks.worker.process import set_runtime
 from tests.bridge_harness import BackgroundBridge
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
+from tests.worker_process import sandbox_worker_settings
 
 KID = "test-kid"
 AUTH0_CLIENT = "v1-sync-helper-test"
@@ -202,7 +205,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
     assert isinstance(auth0_key, RSAPrivateKey)
     # A shared task of the same name defined by another test would have replaced ours.
     registered = app.tasks[SYNC_TASK_NAME].run
-    assert registered.__module__ == "tasks.run.sync", f"sync_kv_entry was replaced by {registered}"
+    assert registered.__module__ == "tasks.worker.task", f"sync_kv_entry replaced by {registered}"
     with NatsServer(base / "nats") as nats_server, ValkeyServer(base / "valkey") as valkey:
         asyncio.run(_create_buckets(nats_server.url))
         sandbox = Sandbox(
@@ -220,21 +223,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
             nats_url=nats_server.url,
         )
         with sandbox:
-            settings = WorkerSettings(
-                nats_url=nats_server.url,
-                redis_url=valkey.url,
-                project_service_url=sandbox.url,
+            settings = sandbox_worker_settings(
+                sandbox,
+                nats_server.url,
+                valkey.url,
+                rsa_pems,
+                kid=KID,
+                auth0_client=AUTH0_CLIENT,
                 committee_service_url=sandbox.url,
                 query_service_url=sandbox.url,
-                heimdall_private_key=rsa_pems["heimdall"],
-                heimdall_key_id=KID,
-                heimdall_jwks_url=sandbox.env()["HEIMDALL_JWKS_URL"],
-                auth0_tenant="test",
-                auth0_client_id=AUTH0_CLIENT,
-                auth0_private_key=rsa_pems["auth0"],
-                auth0_base_url=sandbox.url,
-                lfx_api_gw=sandbox.env()["LFX_API_GW"],
-                http_timeout=5.0,
                 sync_retry_max=3,
                 sync_retry_backoff_base=0.05,
                 sync_retry_backoff_max=0.2,

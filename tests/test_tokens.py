@@ -22,14 +22,10 @@ from pydantic import SecretStr
 from sandbox.servers import free_port
 from sync_core.settings import WorkerSettings
 from tasks.clients.identity import Identity, fallback_identity
-from tasks.clients.tokens import (
-    COMMITTEE_AUDIENCE,
-    PROJECT_AUDIENCE,
-    REUSE_MARGIN_SECONDS,
-    TokenMinter,
-    minter_from_settings,
-)
+from tasks.clients.tokens import REUSE_MARGIN_SECONDS, TokenMinter, minter_from_settings
 from tasks.errors import TransientError
+from tasks.kinds.committees import COMMITTEE_AUDIENCE
+from tasks.kinds.projects import PROJECT_AUDIENCE
 
 START = 1_900_000_000.0
 USER = Identity(principal="jdoe", sub="jdoe", email="jdoe@example.org", on_behalf_of="jdoe")

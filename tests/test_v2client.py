@@ -25,15 +25,11 @@ from sandbox.servers import free_port
 from sandbox.service import Sandbox
 from sync_core.settings import WorkerSettings
 from tasks.clients.identity import Identity, fallback_identity, machine_identity
-from tasks.clients.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
-from tasks.clients.v2 import (
-    V2Service,
-    Versioned,
-    committee_service,
-    parse_retry_after,
-    project_service,
-)
+from tasks.clients.tokens import TokenMinter
+from tasks.clients.v2 import V2Service, Versioned, parse_retry_after
 from tasks.errors import PermanentError, SlugConflict, StaleRevision, TransientError
+from tasks.kinds.committees import COMMITTEE_AUDIENCE, COMMITTEE_SERVICE
+from tasks.kinds.projects import PROJECT_AUDIENCE, PROJECT_SERVICE
 
 KID = "sandbox-kid"
 JWKS_PATH = "/.well-known/jwks"
@@ -538,8 +534,9 @@ def test_service_factories_follow_settings(
 ) -> None:
     monkeypatch.delenv("COMMITTEE_SERVICE_URL", raising=False)
     settings = worker_settings(rsa_pems, committee_service_url="http://127.0.0.1:2")
-    project = project_service(settings, minter)
-    committee = committee_service(settings, minter)
+    project = PROJECT_SERVICE.open(settings, minter)
+    committee = COMMITTEE_SERVICE.open(settings, minter)
+    assert project is not None
     assert (project.base_url, project.collection, project.audience, project.timeout) == (
         "http://127.0.0.1:1",
         "projects",
@@ -553,7 +550,7 @@ def test_service_factories_follow_settings(
         COMMITTEE_AUDIENCE,
         "committee",
     )
-    assert committee_service(worker_settings(rsa_pems), minter) is None
+    assert COMMITTEE_SERVICE.open(worker_settings(rsa_pems), minter) is None
 
 
 # -- Retry-After parsing ---------------------------------------------------------

@@ -16,11 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sandbox.servers import free_port
 from sandbox.service import Sandbox
 from sync_core.broker import SYNC_TASK_NAME
+from sync_core.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 KID = "command-kid"
@@ -51,6 +52,34 @@ def worker_environment(
         "WORKER_METRICS_PORT": str(free_port()),
         "BIND": "127.0.0.1",
     }
+
+
+def sandbox_worker_settings(
+    sandbox: Sandbox,
+    nats_url: str,
+    redis_url: str,
+    rsa_pems: dict[str, str],
+    *,
+    kid: str = KID,
+    auth0_client: str = AUTH0_CLIENT,
+    **overrides: Any,
+) -> WorkerSettings:
+    """The settings of an in-process worker against ``sandbox`` (``overrides`` on top)."""
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "redis_url": redis_url,
+        "project_service_url": sandbox.url,
+        "heimdall_private_key": rsa_pems["heimdall"],
+        "heimdall_key_id": kid,
+        "heimdall_jwks_url": sandbox.env()["HEIMDALL_JWKS_URL"],
+        "auth0_tenant": "test",
+        "auth0_client_id": auth0_client,
+        "auth0_private_key": rsa_pems["auth0"],
+        "auth0_base_url": sandbox.url,
+        "lfx_api_gw": sandbox.env()["LFX_API_GW"],
+        "http_timeout": 5.0,
+    }
+    return WorkerSettings(**(values | overrides))
 
 
 def publish_tasks(

@@ -8,7 +8,8 @@ through ``slug_to_uid``; committees through the query service::
     GET {QUERY_SERVICE_URL}/query/resources?v=1&type=committee
         &parent=project:{project_uid}&name={name}
 
-(audience ``lfx-v2-query-service``). ``name`` matches by words, like a
+(audience ``lfx-v2-query-service``). The committee kind adopts what it finds
+(``tasks.kinds.committees.adopt_committee``). ``name`` matches by words, like a
 typeahead, so only the resource whose ``data.name`` is exactly the name and
 whose ``data.project_uid`` is the project counts. The index is eventually
 consistent: a committee created a moment ago may not be listed yet, which is
@@ -17,20 +18,16 @@ a transient error (the task retries with backoff), never a dead letter at once.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from tasks.clients.identity import Identity
-from tasks.clients.tokens import QUERY_AUDIENCE, TokenMinter
+from tasks.clients.tokens import TokenMinter
 from tasks.clients.v2 import V2Service
-from tasks.errors import PermanentError, TransientError
-from tasks.run.report import RunReport
 
 if TYPE_CHECKING:
     from sync_core.settings import WorkerSettings
-    from tasks.run.runtime import Runtime
 
-log = logging.getLogger(__name__)
+QUERY_AUDIENCE = "lfx-v2-query-service"
 
 QUERY_COLLECTION = "query/resources"
 COMMITTEE_TYPE = "committee"
@@ -84,35 +81,3 @@ def find_committee(query: V2Service, project_uid: str, name: str, identity: Iden
             return None
         params = {**params, "page_token": token}
     return None
-
-
-def adopt_committee(
-    runtime: Runtime, project_uid: str, name: str, identity: Identity, report: RunReport
-) -> str:
-    """After a 409 on create: the uid of the committee V2 already has, to adopt.
-
-    Without ``QUERY_SERVICE_URL``: a ``PermanentError`` whose message says what
-    happened and what to do. Not listed yet: a ``TransientError``, retried with
-    backoff while the index catches up.
-    """
-    if runtime.query is None:
-        raise PermanentError(
-            f"V2 already has a committee named {name!r} in project {project_uid} (409 on "
-            "create, usually a create whose answer was lost), and QUERY_SERVICE_URL is not "
-            "set, so its uid cannot be looked up. Set QUERY_SERVICE_URL to the V2 query "
-            "service and re-queue this dead letter (dlq requeue), or write the "
-            "committee's mapping by hand.",
-            kind="committee_conflict",
-        )
-    uid = find_committee(runtime.query, project_uid, name, identity)
-    if uid is None:
-        raise TransientError(
-            f"V2 answered 409 for committee {name!r} in project {project_uid}, but the "
-            "query service does not list it yet (its index is eventually consistent)",
-            kind="committee_not_indexed",
-        )
-    log.info(
-        "found the existing committee through the query service",
-        extra=report.context() | {"committee_uid": uid},
-    )
-    return uid

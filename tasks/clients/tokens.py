@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROJECT_AUDIENCE = "lfx-v2-project-service"
-COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
-QUERY_AUDIENCE = "lfx-v2-query-service"
-
 SIGNING_ALGORITHM = "PS256"
 DEFAULT_ISSUER = "heimdall"
 DEFAULT_LIFETIME_SECONDS = 300

@@ -1,6 +1,7 @@
-"""HTTP client of the V2 Project and Committee services.
+"""HTTP client of the V2 services (Project, Committee, and any other a type lives in).
 
-One ``V2Service`` per REST collection. Every call carries a Heimdall bearer
+One ``V2Service`` per REST collection; a ``V2ServiceSpec`` says how a worker
+opens one (each object kind names its own, ``tasks.kinds``). Every call carries a Heimdall bearer
 token (and ``X-On-Behalf-Of`` when impersonating), and every answer that is not
 a success becomes one of the ``tasks.errors`` classes, so the task decides on
 retries from the exception type alone:
@@ -44,7 +45,7 @@ from prometheus_client import Histogram
 from requests.utils import get_environ_proxies
 
 from tasks.clients.identity import Identity
-from tasks.clients.tokens import COMMITTEE_AUDIENCE, PROJECT_AUDIENCE, TokenMinter
+from tasks.clients.tokens import TokenMinter
 from tasks.errors import (
     PermanentError,
     SlugConflict,
@@ -452,30 +453,39 @@ def parse_retry_after(response: _HasHeaders, now: float | None = None) -> float 
     return max(0.0, (when - current).total_seconds())
 
 
-def project_service(settings: WorkerSettings, minter: TokenMinter) -> V2Service:
-    """The Project Service's ``projects`` collection at ``PROJECT_SERVICE_URL``."""
-    return V2Service(
-        settings.project_service_url,
-        "projects",
-        PROJECT_AUDIENCE,
-        minter,
-        timeout=settings.http_timeout,
-        service="project",
-    )
+@dataclass(frozen=True)
+class V2ServiceSpec:
+    """A V2 service an object type lives in, and how a worker opens it.
 
+    Parameters:
+        name: the service's name: the ``service`` label of the V2 call metrics,
+            and its key in ``Runtime.services``.
+        collection: the top-level REST collection (``projects``).
+        audience: the ``aud`` of the tokens the service accepts.
+        url_setting: the ``WorkerSettings`` field with the service root; None or
+            empty when the service is not configured (its types are then skipped).
+        missing_reason: the skip reason of a key whose service is not configured.
+    """
 
-def committee_service(settings: WorkerSettings, minter: TokenMinter) -> V2Service | None:
-    """The Committee Service's ``committees``, or ``None`` without ``COMMITTEE_SERVICE_URL``."""
-    if not settings.committee_service_url:
-        return None
-    return V2Service(
-        settings.committee_service_url,
-        "committees",
-        COMMITTEE_AUDIENCE,
-        minter,
-        timeout=settings.http_timeout,
-        service="committee",
-    )
+    name: str
+    collection: str
+    audience: str
+    url_setting: str
+    missing_reason: str
+
+    def open(self, settings: WorkerSettings, minter: TokenMinter) -> V2Service | None:
+        """The service's collection, or None when the settings do not configure it."""
+        url = getattr(settings, self.url_setting)
+        if not url:
+            return None
+        return V2Service(
+            url,
+            self.collection,
+            self.audience,
+            minter,
+            timeout=settings.http_timeout,
+            service=self.name,
+        )
 
 
 def member_create_headers(settings: WorkerSettings) -> dict[str, str]:

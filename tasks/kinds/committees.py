@@ -3,34 +3,58 @@
 ``project_name__c`` holds the project's sfid: its V2 uid comes from the
 mapping ``project.sfid.{sfid}`` (missing: ``MissingMapping``). The committee
 service is optional (``COMMITTEE_SERVICE_URL``); without it the task skips
-committees before they get here.
+committees (and their members) before they get here. A 409 on create (the
+name exists in the project) adopts the committee the V2 query service lists
+(``tasks.clients.query_service``), unless it belongs to another V1 committee.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from sync_core.keys import COMMITTEE_KEYS
 from tasks.clients.identity import Identity
-from tasks.clients.query_service import adopt_committee
-from tasks.clients.v2 import V2Service
-from tasks.errors import MissingMapping, PermanentError, SlugConflict
+from tasks.clients.query_service import find_committee
+from tasks.clients.v2 import V2ServiceSpec
+from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
+from tasks.kinds.base import (
+    Desired,
+    KindReport,
+    KindRuntime,
+    ObjectKind,
+    log_mapping_warnings,
+)
 from tasks.mapping.committees import COMMITTEE_READ_ONLY, map_committee
-from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings
 from tasks.stores.id_mappings import COMMITTEE_SFID, COMMITTEE_UID, PROJECT_SFID
+
+log = logging.getLogger(__name__)
+
+COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
+
+# COMMITTEE_SERVICE_URL is optional: committees and members are skipped without it.
+COMMITTEE_SERVICE = V2ServiceSpec(
+    name="committee",
+    collection="committees",
+    audience=COMMITTEE_AUDIENCE,
+    url_setting="committee_service_url",
+    missing_reason="no_committee_service",
+)
 
 
 class CommitteeKind(ObjectKind):
     """Committees in the V2 Committee Service."""
 
-    name = "committee"
+    keys = COMMITTEE_KEYS
+    v2 = COMMITTEE_SERVICE
     read_only = COMMITTEE_READ_ONLY
+    reference_columns = ("project_name__c",)
     sfid_prefix = COMMITTEE_SFID
     uid_prefix = COMMITTEE_UID
+    uid_field = "committee_uid"
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         fields = map_committee(record)
         report.sfid = fields.sfid
@@ -45,25 +69,18 @@ class CommitteeKind(ObjectKind):
         report.project_uid = project_uid
         return Desired(sfid=fields.sfid, body={**fields.body, "project_uid": project_uid})
 
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
-        return self.delete_service(runtime, desired.sfid)
-
-    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
-        assert runtime.committees is not None  # the task skips committees without the service
-        return runtime.committees
-
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         return runtime.mappings.committee_uid(desired.sfid)
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         runtime.mappings.record_committee(desired.sfid, uid)
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """The committee of that name in the project (query service), unless another V1 one owns it.
@@ -83,8 +100,37 @@ class CommitteeKind(ObjectKind):
             )
         return uid
 
-    def note_uid(self, report: RunReport, uid: str) -> None:
-        report.committee_uid = uid
-
 
 COMMITTEES = CommitteeKind()
+
+
+def adopt_committee(
+    runtime: KindRuntime, project_uid: str, name: str, identity: Identity, report: KindReport
+) -> str:
+    """After a 409 on create: the uid of the committee V2 already has, to adopt.
+
+    Without ``QUERY_SERVICE_URL``: a ``PermanentError`` whose message says what
+    happened and what to do. Not listed yet: a ``TransientError``, retried with
+    backoff while the index catches up.
+    """
+    if runtime.query is None:
+        raise PermanentError(
+            f"V2 already has a committee named {name!r} in project {project_uid} (409 on "
+            "create, usually a create whose answer was lost), and QUERY_SERVICE_URL is not "
+            "set, so its uid cannot be looked up. Set QUERY_SERVICE_URL to the V2 query "
+            "service and re-queue this dead letter (dlq requeue), or write the "
+            "committee's mapping by hand.",
+            kind="committee_conflict",
+        )
+    uid = find_committee(runtime.query, project_uid, name, identity)
+    if uid is None:
+        raise TransientError(
+            f"V2 answered 409 for committee {name!r} in project {project_uid}, but the "
+            "query service does not list it yet (its index is eventually consistent)",
+            kind="committee_not_indexed",
+        )
+    log.info(
+        "found the existing committee through the query service",
+        extra=report.context() | {"committee_uid": uid},
+    )
+    return uid

@@ -15,7 +15,7 @@
 - **Mappings.** ``committee_member.sfid.{sfid}`` = ``{committee_uid}:{member_uid}``,
   ``committee_member.uid.{member_uid}`` = sfid.
 - **Moves.** A record whose committee changed is deleted from the old
-  committee (``delete_object``, mappings kept) and created in the new one; the
+  committee (``moved_from``: the shared path deletes it there) and created in the new one; the
   old reverse mapping becomes the tombstone. Killed anywhere in between, the
   next run deletes again (404: already gone) and creates or adopts.
 """
@@ -25,9 +25,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sync_core.keys import MEMBER_KEYS
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service, members_of
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
+from tasks.kinds.base import (
+    Desired,
+    KindReport,
+    KindRuntime,
+    ObjectKind,
+    Place,
+    log_mapping_warnings,
+)
+from tasks.kinds.committees import COMMITTEE_SERVICE
 from tasks.mapping.members import (
     MEMBER_READ_ONLY,
     MemberFields,
@@ -36,9 +46,6 @@ from tasks.mapping.members import (
     map_member,
     normalized_email,
 )
-from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, delete_object, log_mapping_warnings
 from tasks.stores.id_mappings import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
 
 log = logging.getLogger(__name__)
@@ -47,14 +54,17 @@ log = logging.getLogger(__name__)
 class MemberKind(ObjectKind):
     """Committee members in the V2 Committee Service."""
 
-    name = "committee_member"
+    keys = MEMBER_KEYS
+    v2 = COMMITTEE_SERVICE
     read_only = MEMBER_READ_ONLY
+    reference_columns = ("collaboration_name__c", "project_name__c")
     sfid_prefix = MEMBER_SFID
     uid_prefix = MEMBER_UID
     has_children = False
+    uid_field = "member_uid"
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         fields = map_member(record)
         report.sfid = fields.sfid
@@ -70,56 +80,46 @@ class MemberKind(ObjectKind):
         log_mapping_warnings(warnings, report)
         return Desired(sfid=fields.sfid, body=body, parent_uid=committee_uid)
 
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
+    def service(self, runtime: KindRuntime, desired: Desired) -> V2Service:
         assert desired.parent_uid is not None  # desired() always sets the committee
         return self._members(runtime, desired.parent_uid)
 
-    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
-        """Members are addressed through their committee: see ``locate``."""
-        raise NotImplementedError("a member's collection needs its committee uid (locate)")
-
-    def locate(self, runtime: Runtime, sfid: str) -> tuple[str, V2Service] | None:
+    def locate(self, runtime: KindRuntime, sfid: str) -> Place | None:
+        """The member's uid under its committee (the forward mapping holds both)."""
         place = runtime.mappings.member_place(sfid)
         if place is None:
             return None
         committee_uid, member_uid = place
-        return member_uid, self._members(runtime, committee_uid)
+        return Place(member_uid, self._members(runtime, committee_uid))
 
-    def relocate(
-        self, runtime: Runtime, desired: Desired, identity: Identity, report: RunReport
-    ) -> None:
-        """Delete the member from its old committee when ``collaboration_name__c`` changed."""
+    def moved_from(self, runtime: KindRuntime, desired: Desired) -> Place | None:
+        """The member in its old committee when ``collaboration_name__c`` changed."""
         place = runtime.mappings.member_place(desired.sfid)
         if place is None or place[0] == desired.parent_uid:
-            return
+            return None
         old_committee, old_member = place
-        log.info(
-            "member moves to another committee: deleting it from the old one",
-            extra=report.context() | {"from_committee_uid": old_committee},
+        return Place(
+            old_member,
+            self._members(runtime, old_committee),
+            {"from_committee_uid": old_committee},
         )
-        delete_object(runtime, self, desired.sfid, identity, report, tombstone=False)
-        # The old V2 member is gone; the forward mapping is rewritten by the create.
-        runtime.mappings.tombstone([MEMBER_UID + old_member])
-        report.committee_uid = desired.parent_uid
-        report.member_uid = None
-        report.reason = None
 
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         place = runtime.mappings.member_place(desired.sfid)
         if place is None or place[0] != desired.parent_uid:
             return None
         return place[1]
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         assert desired.parent_uid is not None
         runtime.mappings.record_member(desired.sfid, desired.parent_uid, uid)
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """The member of the committee with the same email, unless another V1 record owns it.
@@ -155,19 +155,14 @@ class MemberKind(ObjectKind):
             )
         return uid
 
-    def note_uid(self, report: RunReport, uid: str) -> None:
-        report.member_uid = uid
-
-    @staticmethod
-    def _members(runtime: Runtime, committee_uid: str) -> V2Service:
-        assert runtime.committees is not None  # the task skips members without the service
-        return members_of(runtime.committees, committee_uid, runtime.settings)
+    def _members(self, runtime: KindRuntime, committee_uid: str) -> V2Service:
+        return members_of(self.top_service(runtime), committee_uid, runtime.settings)
 
 
 MEMBERS = MemberKind()
 
 
-def lookups(runtime: Runtime, fields: MemberFields) -> MemberLookups:
+def lookups(runtime: KindRuntime, fields: MemberFields) -> MemberLookups:
     """What the V1 user and organization services know of the member (cached)."""
     person = runtime.users.person(fields.contact_id) if fields.contact_id else None
     organization_name = (

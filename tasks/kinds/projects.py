@@ -13,29 +13,48 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sync_core.keys import PROJECT_KEYS
 from tasks.clients.identity import Identity
-from tasks.clients.v2 import V2Service
+from tasks.clients.v2 import V2ServiceSpec
 from tasks.errors import MissingMapping, PermanentError, SlugConflict, TransientError
+from tasks.kinds.base import (
+    Desired,
+    KindReport,
+    KindRuntime,
+    ObjectKind,
+    log_mapping_warnings,
+)
 from tasks.kinds.parent_cycles import find_parent_problem
 from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
-from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings
 from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
 log = logging.getLogger(__name__)
+
+PROJECT_AUDIENCE = "lfx-v2-project-service"
+
+# PROJECT_SERVICE_URL is required: a worker always has the project service.
+PROJECT_SERVICE = V2ServiceSpec(
+    name="project",
+    collection="projects",
+    audience=PROJECT_AUDIENCE,
+    url_setting="project_service_url",
+    missing_reason="no_project_service",
+)
 
 
 class ProjectKind(ObjectKind):
     """Projects in the V2 Project Service."""
 
-    name = "project"
+    keys = PROJECT_KEYS
+    v2 = PROJECT_SERVICE
     read_only = PROJECT_READ_ONLY
+    reference_columns = ("parent_project__c",)
     sfid_prefix = PROJECT_SFID
     uid_prefix = PROJECT_UID
+    uid_field = "project_uid"
 
     def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
+        self, runtime: KindRuntime, record: dict[str, Any], identity: Identity, report: KindReport
     ) -> Desired:
         fields = map_project(record)
         report.sfid, report.slug = fields.sfid, fields.slug
@@ -44,24 +63,18 @@ class ProjectKind(ObjectKind):
             sfid=fields.sfid, body=project_body(runtime, fields, identity), slug=fields.slug
         )
 
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
-        return runtime.projects
-
-    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
-        return runtime.projects
-
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
+    def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         return runtime.mappings.project_uid(desired.sfid)
 
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
+    def record_mappings(self, runtime: KindRuntime, desired: Desired, uid: str) -> None:
         runtime.mappings.record_project(desired.sfid, desired.slug, uid)
 
     def adopt_existing(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         desired: Desired,
         identity: Identity,
-        report: RunReport,
+        report: KindReport,
         conflict: SlugConflict,
     ) -> str:
         """The project ``slug_to_uid`` names for the slug, unless another V1 project owns it.
@@ -78,7 +91,7 @@ class ProjectKind(ObjectKind):
                 kind="conflict_unresolved",
                 status=409,
             )
-        owner = runtime.mappings.project_sfid(uid)
+        owner = self.sfid_of(runtime, uid)
         if owner is not None and owner != desired.sfid:
             raise PermanentError(
                 f"slug {slug!r} belongs to project {uid} of V1 project {owner}",
@@ -87,12 +100,9 @@ class ProjectKind(ObjectKind):
             )
         return uid
 
-    def note_uid(self, report: RunReport, uid: str) -> None:
-        report.project_uid = uid
-
     def check_update(
         self,
-        runtime: Runtime,
+        runtime: KindRuntime,
         uid: str,
         current: dict[str, Any],
         merged: dict[str, Any],
@@ -107,7 +117,7 @@ class ProjectKind(ObjectKind):
             return
 
         def parent_of(ancestor: str) -> str | None:
-            value = runtime.projects.get(ancestor, identity).record.get("parent_uid")
+            value = self.top_service(runtime).get(ancestor, identity).record.get("parent_uid")
             return value if isinstance(value, str) and value else None
 
         problem = find_parent_problem(uid, parent_uid, parent_of, runtime.root_uid())
@@ -118,7 +128,7 @@ class ProjectKind(ObjectKind):
 PROJECTS = ProjectKind()
 
 
-def project_body(runtime: Runtime, fields: ProjectFields, identity: Identity) -> dict[str, Any]:
+def project_body(runtime: KindRuntime, fields: ProjectFields, identity: Identity) -> dict[str, Any]:
     """The full V2 body: the mapped fields plus ``parent_uid`` and, when V1 has none, ``public``."""
     body = dict(fields.body)
     if fields.parent_sfid is None:
@@ -135,7 +145,7 @@ def project_body(runtime: Runtime, fields: ProjectFields, identity: Identity) ->
         body["parent_uid"] = parent_uid
         parent_public = None
         if "public" not in body:
-            parent = runtime.projects.get(parent_uid, identity)
+            parent = PROJECTS.top_service(runtime).get(parent_uid, identity)
             parent_public = parent.record.get("public") is True
     if "public" not in body:
         body["public"] = default_public(body.get("stage"), parent_public)

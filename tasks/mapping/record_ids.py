@@ -10,8 +10,8 @@ before anything reaches V2 or the mappings:
 - the key's id (everything after the first ``.``) is not a V1 id;
 - ``sfid`` is missing, not a V1 id, or not the key's id (a record under key
   ``…A`` that says ``sfid: B`` would otherwise update B's V2 object);
-- a reference column (``parent_project__c``, ``project_name__c``) is set but is
-  not a V1 id.
+- a reference column (``parent_project__c``, ``project_name__c``: each kind's
+  ``reference_columns``) is set but is not a V1 id.
 
 String ids are trimmed of surrounding whitespace first; a reference that is
 blank after trimming counts as absent. Pure functions, no I/O.
@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sync_core.keys import ObjectType, parse_key
+from sync_core.keys import parse_key
 from tasks.errors import InvalidRecord
 from tasks.mapping.value_repr import short_repr
 
@@ -33,12 +33,6 @@ UUID_PATTERN = re.compile(
 )
 ID_SHAPES = "an 18-character Salesforce id or a UUID"
 SFID_COLUMN = "sfid"
-# The columns that name another V1 record, per object type.
-REFERENCE_COLUMNS: Mapping[ObjectType, tuple[str, ...]] = {
-    ObjectType.PROJECT: ("parent_project__c",),
-    ObjectType.COMMITTEE: ("project_name__c",),
-    ObjectType.COMMITTEE_MEMBER: ("collaboration_name__c", "project_name__c"),
-}
 
 
 def is_v1_id(value: object) -> bool:
@@ -61,9 +55,12 @@ def check_key_id(key: str) -> str:
 
 
 def checked_record(
-    object_type: ObjectType, key_id: str, record: Mapping[str, Any]
+    reference_columns: tuple[str, ...], key_id: str, record: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """``record`` with its id columns trimmed; ``InvalidRecord`` naming the first problem."""
+    """``record`` with its id columns trimmed; ``InvalidRecord`` naming the first problem.
+
+    ``reference_columns``: the columns naming other V1 records (the kind's).
+    """
     checked = dict(record)
     sfid = _trimmed(record.get(SFID_COLUMN))
     if sfid is None:
@@ -73,7 +70,7 @@ def checked_record(
     if sfid != key_id:
         raise InvalidRecord(f"{SFID_COLUMN} {sfid!r} is not the id of its key ({key_id!r})")
     checked[SFID_COLUMN] = sfid
-    for column in REFERENCE_COLUMNS.get(object_type, ()):
+    for column in reference_columns:
         value = record.get(column)
         if value is None:
             continue

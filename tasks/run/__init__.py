@@ -1,6 +1,7 @@
 """One run of ``sync_kv_entry``: decisions, the create/update/delete path, outcomes, retries.
 
-``sync.py`` is the task; ``upsert.py`` the one create/update/delete path every
+``sync.py`` is the run (``run_sync``; the Celery task that calls it is
+``tasks.worker.task``); ``upsert.py`` the one create/update/delete path every
 object kind goes through; ``decisions.py`` the pure choices ``explain`` shares;
-``runtime.py`` the per-process resources a run uses.
+``runtime.py`` the per-process resources a run uses (a plain container).
 """

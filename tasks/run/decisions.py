@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sync_core.keys import ObjectType
 from tasks.errors import SyncError
+from tasks.kinds.base import ObjectKind
 from tasks.mapping.codec import decode_value, is_empty, is_soft_delete
 from tasks.mapping.record_ids import checked_record
 
@@ -28,16 +28,15 @@ class Skip:
     log_level: int
 
 
-# The object types that live in the committee service.
-COMMITTEE_SERVICE_TYPES = frozenset({ObjectType.COMMITTEE, ObjectType.COMMITTEE_MEMBER})
+def skip_for_key(kind: ObjectKind | None, service_available: bool) -> Skip | None:
+    """Why a key of ``kind`` (None: not a type we sync) is not synced, or None when it is.
 
-
-def skip_for_key(object_type: ObjectType | None, committees_enabled: bool) -> Skip | None:
-    """Why a key of ``object_type`` is not synced, or None when it is."""
-    if object_type is None:
+    ``service_available``: the worker has the kind's V2 service (``kind.available``).
+    """
+    if kind is None:
         return Skip("unknown_prefix", logging.DEBUG)
-    if object_type in COMMITTEE_SERVICE_TYPES and not committees_enabled:
-        return Skip("no_committee_service", logging.WARNING)
+    if not service_available:
+        return Skip(kind.v2.missing_reason, logging.WARNING)
     return None
 
 
@@ -50,8 +49,8 @@ class ValueReading:
     skip: Skip | None = None
 
 
-def read_value(value: bytes, object_type: ObjectType, key_id: str) -> ValueReading:
-    """Read the value of a key with id ``key_id``.
+def read_value(value: bytes, reference_columns: tuple[str, ...], key_id: str) -> ValueReading:
+    """Read the value of a key with id ``key_id`` (``reference_columns``: its kind's).
 
     Raises ``InvalidRecord`` when it cannot be decoded, or when its ids do not
     fit (``tasks.mapping.record_ids.checked_record``: checked before anything acts on
@@ -59,7 +58,7 @@ def read_value(value: bytes, object_type: ObjectType, key_id: str) -> ValueReadi
     """
     if is_empty(value):
         return ValueReading(skip=Skip("empty_value", logging.INFO))
-    record = checked_record(object_type, key_id, decode_value(value))
+    record = checked_record(reference_columns, key_id, decode_value(value))
     return ValueReading(record=record, soft_delete=is_soft_delete(record))
 
 

@@ -27,12 +27,13 @@ import redis
 
 from tasks.clients.identity import Identity, fallback_identity
 from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, DeleteRefused, PermanentError
+from tasks.kinds.base import ObjectKind
 from tasks.run.decisions import DELETES_DISABLED_REASON, delete_skip
 from tasks.run.metrics import DELETES, record_skip
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
-from tasks.run.upsert import ALREADY_GONE_REASON, ObjectKind, delete_object
+from tasks.run.upsert import ALREADY_GONE_REASON, delete_object
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def sync_delete(
     ``SyncError`` of the V2 call.
     """
     report.sfid = sfid
-    forward = kind.sfid_prefix + sfid
+    forward = kind.forward_key(sfid)
     tombstoned = runtime.mappings.is_tombstoned(forward)
     mapped = not tombstoned and runtime.mappings.get(forward) is not None
     skip = delete_skip(tombstoned, mapped, runtime.settings.sync_deletes)

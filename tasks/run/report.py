@@ -30,6 +30,8 @@ class RunReport:
     project_uid: str | None = None
     committee_uid: str | None = None
     member_uid: str | None = None
+    # The V2 uid of the object itself, whatever its type (``ObjectKind.note_uid``).
+    object_uid: str | None = None
     username: str | None = None
     reason: str | None = None
     error_kind: str | None = None
@@ -50,8 +52,9 @@ class RunReport:
     started: float = field(default_factory=time.perf_counter)
 
     def uid(self) -> str | None:
-        """The V2 uid of the object the run synced (a committee's own, else the project's)."""
-        return self.committee_uid or self.project_uid
+        """The uid the sync state records: a committee's own (a member's committee's),
+        else the project's, else the object's own (a type without those fields)."""
+        return self.committee_uid or self.project_uid or self.object_uid
 
     def context(self) -> dict[str, Any]:
         """The standard log fields known so far (for log lines during the run)."""

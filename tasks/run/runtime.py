@@ -1,13 +1,14 @@
 """Per-process resources of a worker, opened once and shared by the task's threads.
 
 One ``Runtime`` per worker process: the settings, one NATS connection (which
-reconnects on its own), one Redis client, the token minter, the V2 clients, the
-user and organization directories (one Auth0 token source for both), the
+reconnects on its own), one Redis client, the token minter, the V2 service of
+every registered object kind (``tasks.kinds.registry``) and the query service,
+the user and organization directories (one Auth0 token source for both), the
 mapping store, and the sync state and dead-letter stores (both in JetStream).
-A prefork child opens its own at ``worker_process_init`` (a NATS loop thread
-does not survive ``fork``); the threads and solo pools, and tests, create it
-on first use. Tests build one for their servers and install it with
-``set_runtime``.
+
+A plain container: importing it reads no settings and touches no Celery.
+When a worker process opens its runtime, and how tests install theirs
+(``set_runtime``), is ``tasks.worker.process``.
 """
 
 from __future__ import annotations
@@ -16,31 +17,31 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
 import redis
-from celery import signals
-from celery._state import get_current_app
 
 from sync_core.nats_client import SyncNats
 from sync_core.redis_connection import RedisTarget
 from sync_core.redis_connection import redis_client as connect_redis
-from sync_core.settings import WorkerSettings, load_settings
+from sync_core.settings import WorkerSettings
 from tasks.clients.auth0 import token_source_from_settings
 from tasks.clients.identity import Identity
 from tasks.clients.organizations import OrganizationDirectory, organization_directory_from_settings
 from tasks.clients.query_service import query_service
 from tasks.clients.tokens import TokenMinter, minter_from_settings
 from tasks.clients.users import UserDirectory, user_directory_from_settings
-from tasks.clients.v2 import V2Service, committee_service, project_service
+from tasks.clients.v2 import V2Service
 from tasks.errors import TransientError
-from tasks.run.metrics import mark_process_dead
+from tasks.kinds.committees import COMMITTEE_SERVICE
+from tasks.kinds.projects import PROJECT_SERVICE
+from tasks.kinds.registry import service_specs
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
 from tasks.stores.sync_state import StateStore
-from tasks.worker.app import app
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,24 @@ class Runtime:
     nats: SyncNats
     redis: redis.Redis
     minter: TokenMinter
-    projects: V2Service
-    committees: V2Service | None
+    # The V2 service of each registered kind by ``V2ServiceSpec.name`` (None: not configured).
+    services: dict[str, V2Service | None]
     query: V2Service | None
     users: UserDirectory
     organizations: OrganizationDirectory
     mappings: MappingStore
     dead_letters: DeadLetterStore
     state: StateStore
+    # Enqueues a task (``Celery.send_task``): how a run releases its parked children.
+    # None (a dry run, a bare runtime): the reconciler releases them instead.
+    send_task: Callable[..., Any] | None = field(default=None, repr=False)
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> Runtime:
+    def from_settings(
+        cls, settings: WorkerSettings, send_task: Callable[..., Any] | None = None
+    ) -> Runtime:
         """Open every connection for ``settings`` (NATS first: it fails fastest)."""
         nats_client = SyncNats(settings.nats_target, f"{NATS_CLIENT_NAME}-{os.getpid()}")
         try:
@@ -85,18 +91,34 @@ class Runtime:
                 nats=nats_client,
                 redis=redis_client,
                 minter=minter,
-                projects=project_service(settings, minter),
-                committees=committee_service(settings, minter),
+                services=open_services(settings, minter),
                 query=query_service(settings, minter),
                 users=user_directory_from_settings(settings, nats_client, auth0),
                 organizations=organization_directory_from_settings(settings, nats_client, auth0),
                 mappings=MappingStore(nats_client, settings.v1_mappings_bucket),
                 dead_letters=DeadLetterStore(nats_client, settings.sync_state_bucket),
                 state=StateStore(nats_client, settings.sync_state_bucket),
+                send_task=send_task,
             )
         except BaseException:
             nats_client.close()
             raise
+
+    @property
+    def projects(self) -> V2Service:
+        """The Project Service (always configured)."""
+        service = self.services.get(PROJECT_SERVICE.name)
+        assert service is not None, "PROJECT_SERVICE_URL is required"
+        return service
+
+    @property
+    def committees(self) -> V2Service | None:
+        """The Committee Service, or None without ``COMMITTEE_SERVICE_URL``."""
+        return self.services.get(COMMITTEE_SERVICE.name)
+
+    @committees.setter
+    def committees(self, service: V2Service | None) -> None:
+        self.services[COMMITTEE_SERVICE.name] = service
 
     def identity_for(self, last_modified_by: object) -> Identity:
         """The identity V2 calls for a record modified by ``last_modified_by`` are made as."""
@@ -161,14 +183,8 @@ class Runtime:
 
     def close(self) -> None:
         """Close every connection (errors are logged, not raised)."""
-        closers: list[Any] = [
-            self.users.close,
-            self.organizations.close,
-            self.projects.close,
-            self.redis.close,
-        ]
-        if self.committees is not None:
-            closers.append(self.committees.close)
+        closers: list[Any] = [self.users.close, self.organizations.close, self.redis.close]
+        closers.extend(service.close for service in self.services.values() if service is not None)
         if self.query is not None:
             closers.append(self.query.close)
         closers.append(self.nats.close)
@@ -191,86 +207,6 @@ def redis_client_for(target: RedisTarget | str) -> redis.Redis:
     )
 
 
-_runtime: Runtime | None = None
-_runtime_pid: int | None = None
-_runtime_lock = threading.Lock()
-
-
-def get_runtime() -> Runtime:
-    """This process's runtime, opened from the environment on first use."""
-    global _runtime, _runtime_pid
-    runtime = _runtime
-    if runtime is not None and _runtime_pid == os.getpid():
-        return runtime
-    with _runtime_lock:
-        if _runtime is None or _runtime_pid != os.getpid():
-            # A runtime inherited through fork has a dead NATS thread: never reuse it.
-            _runtime = Runtime.from_settings(load_settings(WorkerSettings))
-            _runtime_pid = os.getpid()
-        return _runtime
-
-
-def set_runtime(runtime: Runtime | None) -> Runtime | None:
-    """Install ``runtime`` for this process (tests); returns the one it replaces."""
-    global _runtime, _runtime_pid
-    with _runtime_lock:
-        previous, _runtime = _runtime, runtime
-        _runtime_pid = os.getpid() if runtime is not None else None
-    return previous
-
-
-def has_runtime() -> bool:
-    """Whether this process has a runtime open already."""
-    return _runtime is not None and _runtime_pid == os.getpid()
-
-
-def close_runtime() -> None:
-    """Close and forget this process's runtime, if it opened one."""
-    global _runtime, _runtime_pid
-    with _runtime_lock:
-        runtime, owned = _runtime, _runtime_pid == os.getpid()
-        _runtime, _runtime_pid = None, None
-    if runtime is not None and owned:
-        runtime.close()
-
-
-# Celery signals are process-wide: every handler first checks that the worker
-# is ours, so other apps in the same process (tests) are left alone.
-
-
-def _ours(worker: Any = None) -> bool:
-    """Whether the signalling worker (or, without one, this process's current app) is ours."""
-    owner = getattr(worker, "app", None) if worker is not None else get_current_app()
-    return owner is app
-
-
-@signals.worker_init.connect
-def _check_settings(sender: Any = None, **_: Any) -> None:
-    """Stop a worker with bad configuration before it takes any task (exit code 2)."""
-    if _ours(sender) and not has_runtime():
-        load_settings(WorkerSettings)
-
-
-@signals.worker_process_init.connect
-def _open_in_child(**_: Any) -> None:
-    """A prefork child opens its own connections before its first task."""
-    if not _ours():
-        return
-    try:
-        get_runtime()
-    except Exception:
-        # The first task tries again and retries with backoff if it still fails.
-        log.exception("could not open the worker's connections")
-
-
-@signals.worker_process_shutdown.connect
-def _close_in_child(pid: int | None = None, **_: Any) -> None:
-    if _ours():
-        close_runtime()
-        mark_process_dead(pid or os.getpid())
-
-
-@signals.worker_shutdown.connect
-def _close_in_main(sender: Any = None, **_: Any) -> None:
-    if _ours(sender):
-        close_runtime()
+def open_services(settings: WorkerSettings, minter: TokenMinter) -> dict[str, V2Service | None]:
+    """The V2 service of every registered kind, by name (None where not configured)."""
+    return {spec.name: spec.open(settings, minter) for spec in service_specs()}

@@ -1,6 +1,7 @@
-"""The task ``sync_kv_entry(key, revision, operation)``: one V1 change into V2.
+"""The run of the task ``sync_kv_entry(key, revision, operation)``: one V1 change into V2.
 
-One run, in order:
+The Celery binding (the task itself, its retries) is ``tasks.worker.task``; this
+is the run it calls (``run_sync``). One run, in order:
 
 1. Keys of object types we do not sync are skipped (committees and committee
    members when there is no committee service).
@@ -42,16 +43,14 @@ import time
 from typing import Any, NoReturn
 
 import redis
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
-from sync_core.keys import ObjectType, is_valid_kv_key, parse_key
+from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
-from tasks.errors import DeadLettered, MissingMapping, PermanentError, SyncError, TransientError
-from tasks.kinds.committees import COMMITTEES
-from tasks.kinds.members import MEMBERS
-from tasks.kinds.projects import PROJECTS
+from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
+from tasks.kinds.base import ObjectKind
+from tasks.kinds.registry import kind_for_key
 from tasks.mapping.record_ids import check_key_id
 from tasks.run.backoff import lock_wait_countdown, retry_countdown
 from tasks.run.decisions import read_value, should_retry, skip_for_key
@@ -63,19 +62,12 @@ from tasks.run.metrics import (
     TOMBSTONED_UPSERTS,
     record_skip,
 )
-from tasks.run.outcomes import (
-    Outcome,
-    add_outcome,
-    dead_letter_outcome,
-    ends_in_dead_letter,
-    outcome_label,
-)
+from tasks.run.outcomes import Outcome, add_outcome, dead_letter_outcome, outcome_label
 from tasks.run.report import RunReport
-from tasks.run.runtime import Runtime, get_runtime
-from tasks.run.upsert import ObjectKind, sync_record
+from tasks.run.runtime import Runtime
+from tasks.run.upsert import sync_record
 from tasks.stores.leases import KeyLock
 from tasks.stores.sync_state import NOT_READ, parked_pending, retry_pending
-from tasks.worker.app import APP_SETTINGS, app
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +83,6 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
-# The object types the task syncs, each through the shared path of tasks.run.upsert.
-KINDS: dict[ObjectType, ObjectKind] = {
-    ObjectType.PROJECT: PROJECTS,
-    ObjectType.COMMITTEE: COMMITTEES,
-    ObjectType.COMMITTEE_MEMBER: MEMBERS,
-}
 
 # Store ``revision`` unless the stored one is at least as new.
 _MARK_SYNCED_SCRIPT = """
@@ -127,67 +113,6 @@ class Finished(Exception):
         self.outcome = outcome
         self.reason = reason
         self.settled_already = settled_already
-
-
-# shared=False: a shared task would join every Celery app of the process.
-# throws: a dead letter ends the run as FAILURE, logged as one INFO line (no traceback).
-@app.task(
-    name=SYNC_TASK_NAME,
-    bind=True,
-    max_retries=None,
-    ignore_result=True,
-    shared=False,
-    throws=(DeadLettered,),
-)
-def sync_kv_entry(
-    self: Task,
-    key: str,
-    revision: int,
-    operation: str = "PUT",
-    attempt: int = 0,
-    lock_waits: int = 0,
-    force: bool = False,
-    release_delete_budget: bool = False,
-) -> str:
-    """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
-
-    A dead-lettered run raises ``DeadLettered`` instead (FAILURE in Flower).
-
-    ``attempt`` counts the error retries so far, ``lock_waits`` the returns
-    after finding the key locked; ``force`` (re-syncs by hand) ignores the
-    "already synced" marker, but still makes no PUT when nothing changed;
-    ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
-    delete past ``SYNC_DELETE_BUDGET``.
-    """
-    report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
-    try:
-        runtime = get_runtime()
-    except Exception as error:
-        # NATS or Redis unreachable when the process opened its connections.
-        report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
-        report.countdown = max(1.0, _countdown(None, attempt, None))
-        log.warning("worker resources unavailable", extra=report.context(), exc_info=True)
-        _emit(report, Outcome.RETRYING)
-        raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
-
-    outcome, retry_kwargs = run_sync(
-        runtime,
-        report,
-        force=force,
-        lock_waits=lock_waits,
-        release_delete_budget=release_delete_budget,
-    )
-    _emit(report, outcome)
-    if retry_kwargs is not None:
-        raise self.retry(
-            countdown=report.countdown,
-            max_retries=None,
-            kwargs={**_retry_kwargs(self), **retry_kwargs},
-        )
-    if ends_in_dead_letter(outcome):
-        # The dead letter is stored: FAILURE in Flower, with its kind and message.
-        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
-    return outcome.value
 
 
 def run_sync(
@@ -264,7 +189,7 @@ def attempt_run(
         if parked is not None:
             return parked
     elif should_retry(failure, report.attempt, settings.sync_retry_max):
-        report.countdown = _countdown(runtime, report.attempt, failure.retry_after)
+        report.countdown = countdown_for(runtime, report.attempt, failure.retry_after)
         return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
     try:
         dead_letter(runtime, report, failure)
@@ -357,7 +282,7 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
     if outcome not in SUCCESSES:
         return
     if outcome is not Outcome.SKIPPED:
-        # Written with the outcome count, in the run's last Redis round trip (``_emit``).
+        # Written with the outcome count, in the run's last Redis round trip (``emit``).
         report.cache_synced = True
     if before.outcome == Outcome.DEAD_LETTERED.value:
         runtime.dead_letters.remove_settled(report.key, report.revision)
@@ -376,19 +301,24 @@ def children_parent_key(report: RunReport) -> str | None:
     a child finds an existing mapping and does not park, and one whose release
     was lost to a crash is released by the reconciler's next sweep.
     """
-    object_type, _ = parse_key(report.key)
-    if object_type is None or report.sfid is None or not report.mapped_anew:
+    kind, _ = kind_for_key(report.key)
+    if kind is None or report.sfid is None or not report.mapped_anew:
         return None
-    kind = KINDS[object_type]
-    return kind.sfid_prefix + report.sfid if kind.has_children else None
+    return kind.forward_key(report.sfid) if kind.has_children else None
 
 
 def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
     """Enqueue every child parked on ``parent_key``, this key's mapping (it exists now)."""
+    if runtime.send_task is None:
+        log.warning(
+            "no task sender in this runtime: the reconciler releases the parked children",
+            extra=report.context() | {"parent_key": parent_key},
+        )
+        return
     for child in runtime.state.parked_children(parent_key, probe=False):
         # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
         # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
-        app.send_task(
+        runtime.send_task(
             SYNC_TASK_NAME,
             args=[child.key, child.revision, "PUT"],
             kwargs={"force": True},
@@ -408,15 +338,14 @@ def sync_entry(
     release_delete_budget: bool = False,
 ) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
-    object_type = check_object_type(runtime, report)
+    kind = check_object_type(runtime, report)
     # Before the key is used at all: ids are validated at the edge (invalid_record).
     key_id = check_key_id(report.key)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
     check_cached(runtime, report, force)
-    kind = KINDS[object_type]
-    _, sfid = parse_key(report.key)
-    own_mapping = kind.sfid_prefix + sfid
+    sfid = key_id
+    own_mapping = kind.forward_key(sfid)
     # One round trip reads the durable state and the bucket's entry and takes the
     # lease, unless the run turns out to be a duplicate or superseded; an upsert
     # reads its own mapping in it too, once the lease is taken.
@@ -441,7 +370,7 @@ def sync_entry(
         if entry.revision < report.revision:
             log.warning("the bucket holds an older revision than the task", extra=report.context())
             raise Finished(Outcome.SKIPPED, "revision_not_in_bucket", settled_already=True)
-        reading = read_value(bytes(entry.value or b""), object_type, key_id)
+        reading = read_value(bytes(entry.value or b""), kind.reference_columns, key_id)
         if reading.skip is not None:
             skip(report, reading.skip.reason, reading.skip.log_level)
         record = reading.record or {}
@@ -466,20 +395,20 @@ def sync_entry(
         return outcome
 
 
-def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
-    """The key's object type, or ``Finished(skipped)`` for what we do not sync."""
-    object_type, _ = parse_key(report.key)
-    reason = skip_for_key(object_type, runtime.committees is not None)
-    if object_type is None:
+def check_object_type(runtime: Runtime, report: RunReport) -> ObjectKind:
+    """The key's object kind, or ``Finished(skipped)`` for what we do not sync."""
+    kind, _ = kind_for_key(report.key)
+    reason = skip_for_key(kind, kind is not None and kind.available(runtime))
+    if kind is None:
         # Not one of ours: no sync state either (the reconciler never looks at it).
         assert reason is not None
         record_skip(report.object_type, reason.reason)
         log.debug("skipping", extra=report.context() | {"reason": reason.reason})
         raise Finished(Outcome.SKIPPED, reason.reason, settled_already=True)
-    report.object_type = object_type.value
+    report.object_type = kind.name
     if reason is not None:
         skip(report, reason.reason, reason.log_level)
-    return object_type
+    return kind
 
 
 def check_cached(runtime: Runtime, report: RunReport, force: bool) -> None:
@@ -601,22 +530,22 @@ def dead_letter(runtime: Runtime, report: RunReport, error: SyncError) -> None:
     )
 
 
-def _countdown(runtime: Runtime | None, attempt: int, retry_after: float | None) -> float:
-    """The backoff before the next try, from the runtime's settings (or the defaults)."""
-    if runtime is not None:
-        base = runtime.settings.sync_retry_backoff_base
-        maximum = runtime.settings.sync_retry_backoff_max
-    else:
-        base, maximum = APP_SETTINGS.sync_retry_backoff_base, APP_SETTINGS.sync_retry_backoff_max
-    return retry_countdown(attempt, base, maximum, retry_after)
+def countdown_for(runtime: Runtime, attempt: int, retry_after: float | None) -> float:
+    """The backoff before the next try, from the runtime's settings."""
+    settings = runtime.settings
+    return retry_countdown(
+        attempt, settings.sync_retry_backoff_base, settings.sync_retry_backoff_max, retry_after
+    )
 
 
-def _retry_kwargs(task: Task) -> dict[str, Any]:
-    """The current run's keyword arguments, so a retry keeps ``force`` and friends."""
-    return dict(task.request.kwargs or {})
+def runtime_unavailable(report: RunReport, countdown: float) -> None:
+    """The run of a worker whose connections could not be opened: logged, counted, retried."""
+    report.countdown = countdown
+    log.warning("worker resources unavailable", extra=report.context(), exc_info=True)
+    emit(report, Outcome.RETRYING)
 
 
-def _emit(report: RunReport, outcome: Outcome) -> None:
+def emit(report: RunReport, outcome: Outcome) -> None:
     """The run's Prometheus count and INFO line (``run_sync`` counted it in Redis)."""
     TASK_OUTCOMES.labels(object_type=report.object_type, outcome=outcome.value).inc()
     log.info("sync %s", outcome.value, extra=report.fields(outcome.value))

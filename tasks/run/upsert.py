@@ -1,11 +1,13 @@
 """The one create/update path every V2 object type goes through.
 
-A type plugs in as an ``ObjectKind``: how to map its V1 record to the full V2
-body (``desired``), which V2 collection holds it, how its mappings are read
-and written, and how a 409 on create is resolved. ``upsert`` then does the
-same thing for all of them, the Kubernetes-controller way (observe, compare,
-act):
+A type plugs in as an ``ObjectKind`` (``tasks.kinds``): how to map its V1 record
+to the full V2 body (``desired``), which V2 collection holds it, how its
+mappings are read and written, and how a 409 on create is resolved. ``upsert``
+then does the same thing for all of them, the Kubernetes-controller way
+(observe, compare, act):
 
+- the object moved (a member to another committee: ``kind.moved_from``): it is
+  deleted where it was (its old reverse mapping tombstoned), then created anew;
 - no mapping: ``POST``; a 409 means the object exists (usually a create whose
   answer was lost): the kind finds and adopts it, then it is updated like any
   other;
@@ -29,12 +31,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from tasks.clients.identity import Identity
 from tasks.clients.v2 import V2Service
 from tasks.errors import DeleteRefused, PermanentError, SlugConflict, StaleRevision, TransientError
+from tasks.kinds.base import Desired, ObjectKind
 from tasks.mapping.merge import merge_over, needs_update
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
@@ -47,118 +49,6 @@ STALE_REVISION_ATTEMPTS = 3
 ALREADY_GONE_REASON = "already_gone"
 NOT_FOUND_STATUS = 404
 REFUSED_STATUS = 400
-
-
-@dataclass(frozen=True)
-class Desired:
-    """What one V1 record wants in V2.
-
-    Parameters:
-        sfid: the V1 record id.
-        body: the complete V2 write body (parent uids resolved).
-        parent_uid: the V2 uid of the object's parent where the collection lives
-            under it (committee members), else None.
-        slug: the project slug, for mappings and logs.
-    """
-
-    sfid: str
-    body: dict[str, Any]
-    parent_uid: str | None = None
-    slug: str | None = None
-
-
-class ObjectKind:
-    """One V2 object type: its mapping, collection and mappings (subclass per type).
-
-    ``name`` is the ``object_type`` of logs and metrics; ``read_only`` the V2
-    fields a write body never carries (kept from the current record).
-    """
-
-    name: str = ""
-    read_only: frozenset[str] = frozenset()
-    # The ``v1-mappings`` prefixes of the forward (sfid -> uid) and reverse (uid -> sfid)
-    # mappings: the keys a delete tombstones.
-    sfid_prefix: str = ""
-    uid_prefix: str = ""
-    # Whether other records park on this type's forward mapping (a project's
-    # children, a committee's members); False: a run never looks for parked children.
-    has_children: bool = True
-
-    def delete_service(self, runtime: Runtime, uid: str) -> V2Service:
-        """The V2 collection that holds the object ``uid`` (for its delete)."""
-        raise NotImplementedError
-
-    def locate(self, runtime: Runtime, sfid: str) -> tuple[str, V2Service] | None:
-        """The V2 uid mapped to ``sfid`` and the collection holding it; None when unmapped.
-
-        The forward mapping holds the uid itself; a kind whose mapping holds
-        more (a member's ``{committee_uid}:{member_uid}``) overrides this.
-        """
-        uid = runtime.mappings.get(self.sfid_prefix + sfid)
-        return None if uid is None else (uid, self.delete_service(runtime, uid))
-
-    def relocate(
-        self, runtime: Runtime, desired: Desired, identity: Identity, report: RunReport
-    ) -> None:
-        """Before the upsert: move the object if its parent changed (default: nothing).
-
-        Members move between committees by delete and create; a kind whose
-        objects cannot change parent does nothing.
-        """
-
-    def tombstone_keys(self, sfid: str, uid: str) -> list[str]:
-        """The mapping keys that become ``!del`` once the object is deleted."""
-        return [self.sfid_prefix + sfid, self.uid_prefix + uid]
-
-    def desired(
-        self, runtime: Runtime, record: dict[str, Any], identity: Identity, report: RunReport
-    ) -> Desired:
-        """Map ``record`` to its V2 body; raises ``InvalidRecord`` or ``MissingMapping``."""
-        raise NotImplementedError
-
-    def service(self, runtime: Runtime, desired: Desired) -> V2Service:
-        """The V2 collection that holds the object."""
-        raise NotImplementedError
-
-    def mapped_uid(self, runtime: Runtime, desired: Desired) -> str | None:
-        """The V2 uid the mappings hold for the record, or None when never synced."""
-        raise NotImplementedError
-
-    def record_mappings(self, runtime: Runtime, desired: Desired, uid: str) -> None:
-        """Write the forward and reverse mappings of ``uid``."""
-        raise NotImplementedError
-
-    def adopt_existing(
-        self,
-        runtime: Runtime,
-        desired: Desired,
-        identity: Identity,
-        report: RunReport,
-        conflict: SlugConflict,
-    ) -> str:
-        """After a 409 (``conflict``) on create: the uid of the V2 object already there.
-
-        Raises a ``SyncError`` when it cannot be found (transient while an index
-        catches up, permanent when it belongs to another V1 record).
-        """
-        raise NotImplementedError
-
-    def note_uid(self, report: RunReport, uid: str) -> None:
-        """Put ``uid`` into the run's log fields (``project_uid``, ``committee_uid``…)."""
-        raise NotImplementedError
-
-    def check_update(
-        self,
-        runtime: Runtime,
-        uid: str,
-        current: dict[str, Any],
-        merged: dict[str, Any],
-        identity: Identity,
-    ) -> None:
-        """Raise a ``SyncError`` when ``merged`` must not replace ``current`` (a parent cycle).
-
-        Called before every PUT; the default accepts everything.
-        """
 
 
 def sync_record(
@@ -176,7 +66,15 @@ def upsert(
     runtime: Runtime, kind: ObjectKind, desired: Desired, identity: Identity, report: RunReport
 ) -> Outcome:
     """Create the object when it has no mapping, else update it (see the module doc)."""
-    kind.relocate(runtime, desired, identity, report)
+    moved = kind.moved_from(runtime, desired)
+    if moved is not None:
+        log.info(
+            "the object moves: deleting it where it was",
+            extra=report.context() | dict(moved.context),
+        )
+        # Gone already is fine: the forward mapping is rewritten by the create below.
+        _delete_with_etag(moved.service, moved.uid, identity, report)
+        runtime.mappings.tombstone([kind.uid_prefix + moved.uid])
     service = kind.service(runtime, desired)
     uid = kind.mapped_uid(runtime, desired)
     if uid is None:
@@ -239,28 +137,23 @@ def delete_object(
     sfid: str,
     identity: Identity,
     report: RunReport,
-    *,
-    tombstone: bool = True,
 ) -> Outcome:
     """Delete the V2 object mapped to ``sfid`` (see the module doc); ``deleted``.
 
     The caller checks first that a mapping exists (``not_in_v2`` otherwise).
-    ``report.reason`` becomes ``already_gone`` when V2 no longer had it.
-    ``tombstone=False`` keeps the mappings as they are (a caller that moves an
-    object and writes new mappings itself). Raises ``DeleteRefused`` when V2
-    refuses, ``StaleRevision`` after ``STALE_REVISION_ATTEMPTS`` stale ETags, and
-    the usual ``SyncError`` for the rest.
+    ``report.reason`` becomes ``already_gone`` when V2 no longer had it. Raises
+    ``DeleteRefused`` when V2 refuses, ``StaleRevision`` after
+    ``STALE_REVISION_ATTEMPTS`` stale ETags, and the usual ``SyncError`` for the rest.
     """
-    located = kind.locate(runtime, sfid)
-    if located is None:
+    place = kind.locate(runtime, sfid)
+    if place is None:
         raise PermanentError(f"{kind.name} {sfid} has no V2 uid to delete", kind="not_in_v2")
-    uid, service = located
+    uid = place.uid
     kind.note_uid(report, uid)
-    if _delete_with_etag(service, uid, identity, report):
+    if _delete_with_etag(place.service, uid, identity, report):
         report.reason = ALREADY_GONE_REASON
         log.info("V2 object was already gone", extra=report.context())
-    if tombstone:
-        runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
+    runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
     return Outcome.DELETED
 
 
@@ -310,10 +203,3 @@ def created_uid(created: dict[str, Any], what: str) -> str:
     if not isinstance(uid, str) or not uid:
         raise TransientError(f"V2 created the {what} but sent no uid", kind="v2_bad_response")
     return uid
-
-
-def log_mapping_warnings(warnings: tuple[str, ...], report: RunReport) -> None:
-    """One WARNING per value the mapping dropped or changed (kept on the report too)."""
-    report.warnings = warnings
-    for warning in warnings:
-        log.warning("V1 value dropped or changed", extra=report.context() | {"detail": warning})

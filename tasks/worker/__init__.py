@@ -1,7 +1,14 @@
-"""The Celery binding and the worker process: the app, its settings and ``v1-sync-helper worker``.
+"""The Celery binding and the worker process: the app, the task, the process's runtime.
 
-Nothing below ``tasks/`` imports this package except ``tasks.run.sync`` (which
-registers the task on the app) and ``tasks.celery``; the kinds, the mapping,
-the stores and the clients never do. Its ``patches/`` hold the three changes to
-private parts of kombu and Celery, pinned and guarded by tests.
+- ``app``: the Celery app, configured from the environment at import (light
+  settings only), with the library patches applied;
+- ``task``: ``sync_kv_entry`` on the app, calling ``tasks.run.sync.run_sync``;
+- ``process``: the process's ``Runtime`` (opened once, closed at shutdown; the
+  Celery signals);
+- ``command``: ``v1-sync-helper worker`` (only the CLI imports it);
+- ``patches/``: the three changes to private parts of kombu and Celery, pinned
+  and guarded by tests.
+
+The top room of ``tasks/``: nothing else in ``tasks/`` imports it except
+``tasks.celery`` (``celery -A tasks``); ``tests/test_layout.py`` checks it.
 """

@@ -4,7 +4,7 @@ Configured from the environment at import with light settings only (the
 broker, the queue, the retry policy): importing the app needs no signing keys,
 so ``celery -A tasks.worker.app inspect ping`` works anywhere. A worker loads the full
 ``WorkerSettings`` when it starts and exits 2 on bad configuration (see
-``tasks.run.runtime``).
+``tasks.worker.process``).
 
 No result backend: outcomes go to logs, Prometheus and Redis counters, and
 Flower follows tasks through events.
@@ -29,7 +29,7 @@ from tasks.worker.patches import broker_transport, kombu_redis_fix
 from tasks.worker.patches.event_batching import EventBatching
 
 APP_NAME = "v1-sync-helper"
-TASK_MODULES = ["tasks.run.sync"]
+TASK_MODULES = ["tasks.worker.task"]
 
 
 class AppSettings(CommonSettings, RetrySettings):

@@ -1,0 +1,90 @@
+"""The Celery binding of the sync: the task ``sync_kv_entry`` on the worker's app.
+
+The task opens (or finds) the process's runtime, runs ``tasks.run.sync.run_sync``
+and turns its answer into Celery's terms: a retry with its countdown and
+keyword arguments, a dead letter as a FAILURE (``DeadLettered``, declared in
+``throws``: one INFO line, no traceback), else the outcome as the result.
+``tasks.worker.app`` includes this module (``TASK_MODULES``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from sync_core.broker import SYNC_TASK_NAME
+from tasks.errors import DeadLettered
+from tasks.run.backoff import retry_countdown
+from tasks.run.outcomes import ends_in_dead_letter
+from tasks.run.report import RunReport
+from tasks.run.sync import emit, run_sync, runtime_unavailable
+from tasks.worker.app import APP_SETTINGS, app
+from tasks.worker.process import get_runtime
+
+
+# shared=False: a shared task would join every Celery app of the process.
+# throws: a dead letter ends the run as FAILURE, logged as one INFO line (no traceback).
+@app.task(
+    name=SYNC_TASK_NAME,
+    bind=True,
+    max_retries=None,
+    ignore_result=True,
+    shared=False,
+    throws=(DeadLettered,),
+)
+def sync_kv_entry(
+    self: Task,
+    key: str,
+    revision: int,
+    operation: str = "PUT",
+    attempt: int = 0,
+    lock_waits: int = 0,
+    force: bool = False,
+    release_delete_budget: bool = False,
+) -> str:
+    """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
+
+    A dead-lettered run raises ``DeadLettered`` instead (FAILURE in Flower).
+
+    ``attempt`` counts the error retries so far, ``lock_waits`` the returns
+    after finding the key locked; ``force`` (re-syncs by hand) ignores the
+    "already synced" marker, but still makes no PUT when nothing changed;
+    ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
+    delete past ``SYNC_DELETE_BUDGET``.
+    """
+    report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
+    try:
+        runtime = get_runtime()
+    except Exception as error:
+        # NATS or Redis unreachable when the process opened its connections.
+        report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
+        backoff = retry_countdown(
+            attempt, APP_SETTINGS.sync_retry_backoff_base, APP_SETTINGS.sync_retry_backoff_max
+        )
+        runtime_unavailable(report, max(1.0, backoff))
+        raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
+
+    outcome, retry_kwargs = run_sync(
+        runtime,
+        report,
+        force=force,
+        lock_waits=lock_waits,
+        release_delete_budget=release_delete_budget,
+    )
+    emit(report, outcome)
+    if retry_kwargs is not None:
+        raise self.retry(
+            countdown=report.countdown,
+            max_retries=None,
+            kwargs={**_retry_kwargs(self), **retry_kwargs},
+        )
+    if ends_in_dead_letter(outcome):
+        # The dead letter is stored: FAILURE in Flower, with its kind and message.
+        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
+    return outcome.value
+
+
+def _retry_kwargs(task: Task) -> dict[str, Any]:
+    """The current run's keyword arguments, so a retry keeps ``force`` and friends."""
+    return dict(task.request.kwargs or {})
