@@ -33,6 +33,7 @@ QUEUE = "celery"
 OBJECTS = "v1-objects"
 PROJECT = "salesforce-project__c"
 COMMITTEE = "platform-collaboration__c"
+MEMBER = "platform-community__c"
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,24 @@ def test_requeue_undelete_clears_only_the_tombstone_and_enqueues(
     assert sync_nats.kv_get("v1-mappings", "project.uid.old-uid") is not None
     assert bytes(sync_nats.kv_get("v1-mappings", "committee.sfid.live").value) == b"some-uid"
     assert f"{PROJECT}.back@{revision}" in [t.id for t in queued_tasks(redis_client)]
+
+
+def test_requeue_undelete_clears_a_deleted_members_tombstone(
+    env: dict[str, str], sync_nats: SyncNats, redis_client: redis.Redis
+) -> None:
+    """Members leave tombstones like the other kinds: undelete finds theirs too."""
+    sfid = "6f1c2d3e-0000-4000-8000-00000000beef"
+    revision = put(sync_nats, f"{MEMBER}.{sfid}")
+    sync_nats.kv_put("v1-mappings", f"committee_member.sfid.{sfid}", b"!del")
+    sync_nats.kv_put("v1-mappings", "committee_member.uid.old-member", b"!del")
+
+    result = run(env, "requeue", "--undelete", f"{MEMBER}.{sfid}")
+
+    assert result.exit_code == 0, result.output
+    assert f"cleared the tombstone of {MEMBER}.{sfid}" in result.stdout
+    assert sync_nats.kv_get("v1-mappings", f"committee_member.sfid.{sfid}") is None
+    assert sync_nats.kv_get("v1-mappings", "committee_member.uid.old-member") is not None
+    assert f"{MEMBER}.{sfid}@{revision}" in [t.id for t in queued_tasks(redis_client)]
 
 
 def test_requeue_with_the_broker_down_fails_cleanly(
