@@ -41,28 +41,29 @@ def explain_command(key: str, as_json: bool) -> None:
     Exits 0 after explaining, 1 when the key is unknown or a service cannot be
     reached.
     """
-    from operations.explain import UnknownKey, explain_key, open_dry_runtime
+    from operations.explain import UnknownKey, explain_key, open_dry_run
     from sync_core.logs import configure_logging
     from sync_core.settings import WorkerSettings, load_settings
 
     settings = load_settings(WorkerSettings)
     configure_logging(settings.debug)
     if not settings.debug:
-        # The output says everything the task would log (mapping warnings included).
-        logging.getLogger().setLevel(logging.ERROR)
+        # The output says everything the task's run would log (mapping warnings,
+        # the dead letter it would write): its log lines would read as if it had.
+        logging.getLogger().setLevel(logging.CRITICAL)
     key, _, asked_revision = key.partition("@")
     try:
-        runtime = open_dry_runtime(settings)
+        dry = open_dry_run(settings)
     except Exception as error:
         raise click.ClickException(f"cannot open the worker's connections: {error}") from None
     try:
-        found = explain_key(runtime, key)
+        found = explain_key(dry, key)
     except UnknownKey as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from None
     finally:
-        runtime.close()
+        dry.close()
     if asked_revision.isdigit() and int(asked_revision) != found.revision:
         found.notes.insert(
             0,

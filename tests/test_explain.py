@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from operations.explain import NEW_UID, Explanation, explain_key, open_dry_runtime
+from operations.explain import NEW_UID, Explanation, explain_key, open_dry_run
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
@@ -39,6 +39,7 @@ MACHINE_USER = "v1_sync_helper@clients"
 PLATFORM_ID = "0032M00002ExPlAIN1"
 OBJECTS = "v1-objects"
 MAPPINGS = "v1-mappings"
+STATE = "v1-sync-state"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -64,11 +65,11 @@ class Stack:
         return outcome.value
 
     def explain(self, key: str) -> Explanation:
-        runtime = open_dry_runtime(self.settings)
+        dry = open_dry_run(self.settings)
         try:
-            return explain_key(runtime, key)
+            return explain_key(dry, key)
         finally:
-            runtime.close()
+            dry.close()
 
 
 def new_project(**changes: Any) -> tuple[str, dict[str, Any]]:
@@ -219,16 +220,22 @@ def test_dropped_values_are_shown_as_mapping_warnings(st: Stack) -> None:
     assert any("auto_join_enabled__c" in w for w in found.warnings), found.warnings
 
 
-def test_a_missing_parent_would_retry_then_dead_letter(st: Stack) -> None:
+def test_a_missing_parent_would_park_the_child(st: Stack) -> None:
     parent = "a09" + uuid.uuid4().hex[:15]
     key, project = new_project(parent_project__c=parent)
-    st.put(key, project)
+    revision = st.put(key, project)
     found = st.explain(key)
-    assert (found.outcome, found.reason) == ("retry", "missing_parent")
+    assert (found.outcome, found.reason) == ("parked", "missing_parent")
     assert found.message is not None
     assert parent in found.message
     assert f"project.sfid.{parent}" in found.mappings_read
-    assert any("dead-lettered as missing_parent" in note for note in found.notes)
+    assert any(f"parked until project.sfid.{parent}" in note for note in found.notes)
+    assert any("dead-lettered as missing_parent after" in note for note in found.notes)
+    # What the run would record: the parked index entry and the key's pending run.
+    assert f"parked.project.sfid.{parent}.{key}" in found.state_written
+    pending = found.state_written[key]["pending"]
+    assert (pending["state"], pending["revision"]) == ("parked", revision)
+    assert st.nats.kv_get(STATE, f"parked.project.sfid.{parent}.{key}") is None
 
 
 def test_an_undecodable_value_would_be_dead_lettered_with_the_reason(st: Stack) -> None:
@@ -283,7 +290,7 @@ def snapshot(st: Stack) -> tuple[Any, ...]:
     """Every KV stream's last sequence, every Redis key's type and value."""
     streams = tuple(
         st.nats.run(st.nats.js.stream_info(f"KV_{bucket}")).state.last_seq
-        for bucket in (OBJECTS, MAPPINGS)
+        for bucket in (OBJECTS, MAPPINGS, STATE)
     )
     keys = {key: st.redis.dump(key) for key in st.redis.scan_iter()}
     return streams, keys
@@ -309,7 +316,7 @@ def test_explain_writes_nothing_anywhere(st: Stack) -> None:
     keys = (synced_key, new_key, orphan_key, broken_key, gone_key)
     outcomes = [st.explain(k).outcome for k in keys]
 
-    assert outcomes == ["update", "create", "retry", "dead_letter", "delete"]
+    assert outcomes == ["update", "create", "parked", "dead_letter", "delete"]
     assert snapshot(st) == before
     methods = {r.method for r in st.sandbox.requests if r.path.startswith(("/projects", "/comm"))}
     assert methods == {"GET"}

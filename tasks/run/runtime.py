@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,9 @@ class Runtime:
     mappings: MappingStore
     dead_letters: DeadLetterStore
     state: StateStore
+    # Puts a sync task into the queue: (key, revision, operation, kwargs). None: the
+    # worker's Celery app (``tasks.run.sync.enqueue_task``); a dry run records instead.
+    enqueue: Callable[[str, int, str, dict[str, Any]], None] | None = None
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

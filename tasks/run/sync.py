@@ -99,7 +99,7 @@ KINDS: dict[ObjectType, ObjectKind] = {
 }
 
 # Store ``revision`` unless the stored one is at least as new.
-_MARK_SYNCED_SCRIPT = """
+MARK_SYNCED_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) > current then
     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -385,19 +385,25 @@ def children_parent_key(report: RunReport) -> str | None:
 
 def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
     """Enqueue every child parked on ``parent_key``, this key's mapping (it exists now)."""
+    enqueue = runtime.enqueue or enqueue_task
     for child in runtime.state.parked_children(parent_key, probe=False):
         # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
         # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
-        app.send_task(
-            SYNC_TASK_NAME,
-            args=[child.key, child.revision, "PUT"],
-            kwargs={"force": True},
-            task_id=task_id_for(child.key, child.revision),
-        )
+        enqueue(child.key, child.revision, "PUT", {"force": True})
         log.info(
             "released a parked child",
             extra=report.context() | {"child": child.key, "parent_key": parent_key},
         )
+
+
+def enqueue_task(key: str, revision: int, operation: str, kwargs: dict[str, Any]) -> None:
+    """Put a ``sync_kv_entry`` task for ``key@revision`` into the queue (the worker's app)."""
+    app.send_task(
+        SYNC_TASK_NAME,
+        args=[key, revision, operation],
+        kwargs=kwargs,
+        task_id=task_id_for(key, revision),
+    )
 
 
 def sync_entry(
@@ -560,7 +566,7 @@ def cache_outcome(runtime: Runtime, report: RunReport, outcome: Outcome) -> None
         add_outcome(pipe, outcome_label(outcome, report.reason))
         if report.cache_synced:
             pipe.eval(
-                _MARK_SYNCED_SCRIPT,
+                MARK_SYNCED_SCRIPT,
                 1,
                 SYNCED_PREFIX + report.key,
                 report.revision,
