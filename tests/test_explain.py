@@ -27,10 +27,11 @@ from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import WorkerSettings
+from tasks.run.deletes import BUDGET_KEY
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.sync import run_sync
-from tests.v1_examples import PROJECT_JSON, record
+from tests.v1_examples import COMMITTEE_JSON, MEMBER_JSON, PROJECT_JSON, record
 from v1_sync_helper.cli import main
 
 KID = "explain-kid"
@@ -56,16 +57,25 @@ class Stack:
         data = value if isinstance(value, bytes) else json.dumps(value).encode()
         return self.nats.kv_put(OBJECTS, key, data)
 
-    def sync(self, key: str, revision: int) -> str:
+    def sync(self, key: str, revision: int, operation: str = "PUT") -> str:
         """Run the task's sync for ``key@revision`` in this process; its outcome."""
         outcome, retry = run_sync(
-            self.runtime, RunReport(key=key, revision=revision, operation="PUT")
+            self.runtime, RunReport(key=key, revision=revision, operation=operation)
         )
         assert retry is None
         return outcome.value
 
-    def explain(self, key: str) -> Explanation:
-        dry = open_dry_run(self.settings)
+    def delete(self, key: str) -> int:
+        """Delete ``key`` in ``v1-objects``; the revision of the delete marker."""
+        self.nats.run(self.nats.kv(OBJECTS).delete(key))
+        return int(self.nats.run(self.nats.js.stream_info(f"KV_{OBJECTS}")).state.last_seq)
+
+    def mapping(self, key: str) -> str | None:
+        entry = self.nats.kv_get(MAPPINGS, key)
+        return None if entry is None else bytes(entry.value).decode()
+
+    def explain(self, key: str, settings: WorkerSettings | None = None) -> Explanation:
+        dry = open_dry_run(settings or self.settings)
         try:
             return explain_key(dry, key)
         finally:
@@ -83,6 +93,42 @@ def new_project(**changes: Any) -> tuple[str, dict[str, Any]]:
     )
     project.update(changes)
     return f"salesforce-project__c.{sfid}", project
+
+
+def synced_committee(st: Stack) -> tuple[str, str]:
+    """A project and a committee synced to V2: the committee's sfid and uid."""
+    project_key, project = new_project()
+    assert st.sync(project_key, st.put(project_key, project)) == "created"
+    committee_key, committee = new_committee(project["sfid"])
+    assert st.sync(committee_key, st.put(committee_key, committee)) == "created"
+    uid = st.mapping(f"committee.sfid.{committee['sfid']}")
+    assert uid is not None
+    return committee["sfid"], uid
+
+
+def new_committee(project_sfid: str) -> tuple[str, dict[str, Any]]:
+    sfid = str(uuid.uuid4())
+    committee = record(
+        COMMITTEE_JSON, sfid=sfid, project_name__c=project_sfid, mailing_list__c=f"TSC {sfid}"
+    )
+    return f"platform-collaboration__c.{sfid}", committee
+
+
+def new_member(committee_sfid: str) -> tuple[str, dict[str, Any]]:
+    sfid = str(uuid.uuid4())
+    member = record(
+        MEMBER_JSON,
+        sfid=sfid,
+        collaboration_name__c=committee_sfid,
+        contactemail__c=f"m{sfid[:8]}@example.com",
+        contact_name__c=PLATFORM_ID,
+    )
+    return f"platform-community__c.{sfid}", member
+
+
+def v2_writes(st: Stack) -> list[Any]:
+    """The V2 writes the sandbox received (token requests aside)."""
+    return [r for r in st.sandbox.requests if r.method in WRITE_METHODS and "/oauth/" not in r.path]
 
 
 async def _create_buckets(url: str) -> None:
@@ -286,6 +332,143 @@ def test_an_impersonated_user_is_looked_up_without_caching(st: Stack) -> None:
     assert st.nats.kv_get(MAPPINGS, f"v1_user.{PLATFORM_ID}") is None
 
 
+def test_a_member_deleted_in_v1_would_be_deleted_from_its_committee(
+    st: Stack, restore_logging: None
+) -> None:
+    """Before a worker ran the delete (explain once failed here with an AssertionError)."""
+    committee_sfid, committee_uid = synced_committee(st)
+    key, member = new_member(committee_sfid)
+    assert st.sync(key, st.put(key, member)) == "created"
+    place = st.mapping(f"committee_member.sfid.{member['sfid']}")
+    assert place is not None
+    member_uid = place.partition(":")[2]
+    st.delete(key)
+    before = snapshot(st)
+    st.sandbox.reset_requests()
+
+    found = st.explain(key)
+
+    assert (found.outcome, found.reason, found.operation) == ("delete", "DEL", "DEL")
+    assert found.v2_uid == member_uid
+    assert found.v2_current is not None
+    assert found.v2_current["email"] == member["contactemail__c"]
+    assert found.mappings_written == {
+        f"committee_member.sfid.{member['sfid']}": "!del",
+        f"committee_member.uid.{member_uid}": "!del",
+    }
+    path = f"/committees/{committee_uid}/members/{member_uid}"
+    assert [
+        (w["target"], w["action"], w["key"]) for w in found.writes if w["target"] == "v2:committee"
+    ] == [("v2:committee", "DELETE", path)]
+    assert any("V2 may refuse a delete" in note for note in found.notes)
+    assert snapshot(st) == before
+    assert v2_writes(st) == []
+    assert member_uid in st.sandbox.members
+
+    result = CliRunner().invoke(main, ["explain", key], env=st.env)
+    assert result.exit_code == 0, result.output
+    assert "Outcome: delete (DEL)" in result.stdout
+
+
+def test_a_delete_v2_refused_before_is_explained_with_the_refusal(st: Stack) -> None:
+    key, project = new_project()  # not crowdfunded: the project service refuses its delete
+    assert st.sync(key, st.put(key, project)) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    revision = st.delete(key)
+    assert st.sync(key, revision, "DEL") == "delete_refused"
+    before = snapshot(st)
+
+    found = st.explain(key)
+
+    assert (found.outcome, found.v2_uid, found.revision) == ("delete", uid, revision)
+    assert found.dead_letter is not None
+    assert found.dead_letter["error_kind"] == "delete_refused"
+    refusal = [note for note in found.notes if note.startswith("V2 refused this delete before")]
+    assert refusal, found.notes
+    assert "Crowdfunding" in refusal[0]
+    assert any("sync state has revision" in note for note in found.notes)
+    assert snapshot(st) == before
+    assert st.mapping(f"project.sfid.{project['sfid']}") == uid
+
+
+def test_a_member_of_an_unsynced_committee_would_be_parked(st: Stack) -> None:
+    committee_sfid = str(uuid.uuid4())
+    key, member = new_member(committee_sfid)
+    revision = st.put(key, member)
+    before = snapshot(st)
+    st.sandbox.reset_requests()
+
+    found = st.explain(key)
+
+    assert (found.outcome, found.reason) == ("parked", "missing_committee")
+    parent = f"committee.sfid.{committee_sfid}"
+    assert found.mappings_read == {f"committee_member.sfid.{member['sfid']}": None, parent: None}
+    assert found.state_written[f"parked.{parent}.{key}"]["revision"] == revision
+    assert found.state_written[key]["pending"]["parent_key"] == parent
+    assert snapshot(st) == before
+    assert v2_writes(st) == []
+
+
+def test_a_record_deleted_in_v2_on_purpose_is_skipped_as_tombstoned(st: Stack) -> None:
+    key, project = new_project()
+    st.sandbox.add_crowdfunding_slug(project["slug__c"].lower())
+    assert st.sync(key, st.put(key, project)) == "created"
+    assert st.sync(key, st.delete(key), "DEL") == "deleted"
+    st.put(key, project)
+    found = st.explain(key)
+    assert (found.outcome, found.reason) == ("skip", "tombstoned")
+    assert any("requeue --undelete" in note for note in found.notes)
+    assert not [w for w in found.writes if w["target"].startswith("v2:")]
+
+
+def test_a_member_moved_to_another_committee_would_be_deleted_and_created(st: Stack) -> None:
+    """The kind's relocation runs in explain too (the hand copy never called it)."""
+    old_sfid, old_uid = synced_committee(st)
+    new_sfid, new_uid = synced_committee(st)
+    key, member = new_member(old_sfid)
+    assert st.sync(key, st.put(key, member)) == "created"
+    place = st.mapping(f"committee_member.sfid.{member['sfid']}")
+    assert place is not None
+    old_member = place.partition(":")[2]
+    member["collaboration_name__c"] = new_sfid
+    st.put(key, member)
+    st.sandbox.reset_requests()
+
+    found = st.explain(key)
+
+    assert found.outcome == "create"
+    v2 = [(w["action"], w["key"]) for w in found.writes if w["target"] == "v2:committee"]
+    assert v2 == [
+        ("DELETE", f"/committees/{old_uid}/members/{old_member}"),
+        ("POST", f"/committees/{new_uid}/members"),
+    ]
+    assert found.mappings_written[f"committee_member.uid.{old_member}"] == "!del"
+    assert found.mappings_written[f"committee_member.sfid.{member['sfid']}"] == (
+        f"{new_uid}:{NEW_UID}"
+    )
+    assert v2_writes(st) == []
+    assert old_member in st.sandbox.members
+
+
+def test_a_delete_past_the_budget_would_be_dead_lettered(st: Stack) -> None:
+    key, project = new_project()
+    assert st.sync(key, st.put(key, project)) == "created"
+    st.delete(key)
+    st.redis.delete(BUDGET_KEY)
+    seconds, _ = st.redis.time()
+    st.redis.zadd(BUDGET_KEY, {"someone-else@1": seconds})
+    try:
+        found = st.explain(key, st.settings.model_copy(update={"sync_delete_budget": 1}))
+        assert (found.outcome, found.reason) == ("dead_letter", "delete_budget_exceeded")
+        assert found.state_written[f"deadletter.{key}"]["error_kind"] == "delete_budget_exceeded"
+        assert st.redis.zcard(BUDGET_KEY) == 1
+        roomy = st.explain(key, st.settings.model_copy(update={"sync_delete_budget": 2}))
+        assert roomy.outcome == "delete"
+        assert st.redis.zcard(BUDGET_KEY) == 1
+    finally:
+        st.redis.delete(BUDGET_KEY)
+
+
 def snapshot(st: Stack) -> tuple[Any, ...]:
     """Every KV stream's last sequence, every Redis key's type and value."""
     streams = tuple(
@@ -345,6 +528,10 @@ def test_the_command_prints_the_explanation_and_json(st: Stack, restore_logging:
     assert "Outcome: update" in text.stdout
     assert 'name: "The Linux Foundation" -> "Shown in the diff"' in text.stdout
     assert "V2 body (PUT with If-Match)" in text.stdout
+    # What the run would record after the PUT: its outcome in the sync state and in Redis.
+    assert f"Sync state it would write\n  {key} = " in text.stdout
+    assert '"outcome": "updated"' in text.stdout
+    assert f"redis EVAL mark synced v1sync:synced:{key}" in text.stdout
     assert st.env["HEIMDALL_PRIVATE_KEY"].splitlines()[1] not in text.output
 
     as_json = CliRunner().invoke(main, ["explain", "--json", key], env=st.env)
