@@ -311,7 +311,7 @@ def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
     removes the tombstone first (on purpose: the record is wanted again).
     """
     from operations.current_keys import current_changes
-    from operations.enqueue import TaskQueue
+    from operations.enqueue import REQUEUE_TASK_KWARGS, TaskQueue
     from sync_core.broker import task_id_for
 
     settings = _settings()
@@ -325,7 +325,7 @@ def requeue_command(keys: tuple[str, ...], undelete: bool) -> None:
                 click.echo(f"{'cleared the tombstone of' if cleared else 'no tombstone for'} {key}")
         found = current_changes(settings.nats_url, settings.v1_objects_bucket, keys)
         requests = [request for request in found.values() if request is not None]
-        with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
+        with TaskQueue(settings.redis_target, settings.celery_queue, REQUEUE_TASK_KWARGS) as queue:
             queue.publish(requests)
     for request in requests:
         suffix = "" if request.operation == "PUT" else f" ({request.operation})"
