@@ -23,7 +23,6 @@ from urllib.parse import quote
 from operations.current_keys import lookup_change
 from sync_core.broker import task_id_for
 from sync_core.keys import ObjectType, parse_key
-from sync_core.settings import WorkerSettings
 from sync_core.sync_state import Terminal
 from tasks.clients.identity import MACHINE_SUFFIX, Identity
 from tasks.clients.users import PLATFORM_ID_PATTERN
@@ -111,11 +110,6 @@ class Explanation:
 
 class UnknownKey(LookupError):
     """The key was never in ``v1-objects``."""
-
-
-def open_dry_runtime(settings: WorkerSettings) -> DryRun:
-    """The dry run ``explain_key`` needs (``tasks.run.dry_run.open_dry_run``)."""
-    return open_dry_run(settings)
 
 
 def explain_key(dry: DryRun, key: str) -> Explanation:

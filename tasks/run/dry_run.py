@@ -33,11 +33,17 @@ from typing import Any
 
 import redis
 import urllib3
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue, _is_key_valid
+from nats.js.errors import (
+    InvalidKeyError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+from nats.js.kv import KeyValue
 from redis.client import Pipeline
 
 from sync_core.broker import SYNC_TASK_NAME, task_id_for
+from sync_core.keys import is_valid_kv_key
 from sync_core.nats_client import SyncNats
 from sync_core.nats_kv import LeanKeyValue
 from sync_core.settings import WorkerSettings
@@ -150,6 +156,7 @@ class DryRunBucket(LeanKeyValue):
     """
 
     def __init__(self, real: LeanKeyValue, overlay: dict[str, Overlaid], writes: WriteLog) -> None:
+        # The real handle's reply inbox (our own LeanKeyValue's): reads share its subscription.
         super().__init__(real, real._inbox)
         self.real = real
         self._overlay = overlay
@@ -208,7 +215,14 @@ class DryRunBucket(LeanKeyValue):
         _check_key(key, validate_keys)
         if (last or 0) != await self._current_revision(key):
             raise KeyWrongLastSequenceError(description="wrong last sequence (dry run)")
-        return await self._record(key, "create" if not last else "update", value)
+        return await self._record(key, "update" if await self._exists(key) else "create", value)
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await self._get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+        return True
 
     async def delete(
         self,
@@ -234,9 +248,8 @@ class DryRunBucket(LeanKeyValue):
 
 
 def _check_key(key: str, validate: bool) -> None:
-    if validate and not _is_key_valid(key):
-        from nats.js.errors import InvalidKeyError
-
+    """Refuse a key the server would refuse, as nats-py does."""
+    if validate and not is_valid_kv_key(key):
         raise InvalidKeyError(key)
 
 
