@@ -31,7 +31,9 @@ from tasks.run.deletes import BUDGET_KEY
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.sync import run_sync
-from tests.v1_examples import COMMITTEE_JSON, MEMBER_JSON, PROJECT_JSON, record
+from tests.test_task_members import new_member
+from tests.test_task_sync import new_committee
+from tests.v1_examples import PROJECT_JSON, record
 from v1_sync_helper.cli import main
 
 KID = "explain-kid"
@@ -99,31 +101,20 @@ def synced_committee(st: Stack) -> tuple[str, str]:
     """A project and a committee synced to V2: the committee's sfid and uid."""
     project_key, project = new_project()
     assert st.sync(project_key, st.put(project_key, project)) == "created"
-    committee_key, committee = new_committee(project["sfid"])
+    committee_key, committee = new_committee(project["sfid"], mailing_list__c=uuid.uuid4().hex)
     assert st.sync(committee_key, st.put(committee_key, committee)) == "created"
     uid = st.mapping(f"committee.sfid.{committee['sfid']}")
     assert uid is not None
     return committee["sfid"], uid
 
 
-def new_committee(project_sfid: str) -> tuple[str, dict[str, Any]]:
-    sfid = str(uuid.uuid4())
-    committee = record(
-        COMMITTEE_JSON, sfid=sfid, project_name__c=project_sfid, mailing_list__c=f"TSC {sfid}"
-    )
-    return f"platform-collaboration__c.{sfid}", committee
-
-
-def new_member(committee_sfid: str) -> tuple[str, dict[str, Any]]:
-    sfid = str(uuid.uuid4())
-    member = record(
-        MEMBER_JSON,
-        sfid=sfid,
-        collaboration_name__c=committee_sfid,
-        contactemail__c=f"m{sfid[:8]}@example.com",
-        contact_name__c=PLATFORM_ID,
-    )
-    return f"platform-community__c.{sfid}", member
+def synced_member(st: Stack, committee_sfid: str) -> tuple[str, dict[str, Any], str]:
+    """A member synced to V2 in the committee: its key, record and member uid."""
+    key, member = new_member(committee_sfid)
+    assert st.sync(key, st.put(key, member)) == "created"
+    place = st.mapping(f"committee_member.sfid.{member['sfid']}")
+    assert place is not None
+    return key, member, place.partition(":")[2]
 
 
 def v2_writes(st: Stack) -> list[Any]:
@@ -337,11 +328,7 @@ def test_a_member_deleted_in_v1_would_be_deleted_from_its_committee(
 ) -> None:
     """Before a worker ran the delete (explain once failed here with an AssertionError)."""
     committee_sfid, committee_uid = synced_committee(st)
-    key, member = new_member(committee_sfid)
-    assert st.sync(key, st.put(key, member)) == "created"
-    place = st.mapping(f"committee_member.sfid.{member['sfid']}")
-    assert place is not None
-    member_uid = place.partition(":")[2]
+    key, member, member_uid = synced_member(st, committee_sfid)
     st.delete(key)
     before = snapshot(st)
     st.sandbox.reset_requests()
@@ -425,11 +412,7 @@ def test_a_member_moved_to_another_committee_would_be_deleted_and_created(st: St
     """The kind's relocation runs in explain too (the hand copy never called it)."""
     old_sfid, old_uid = synced_committee(st)
     new_sfid, new_uid = synced_committee(st)
-    key, member = new_member(old_sfid)
-    assert st.sync(key, st.put(key, member)) == "created"
-    place = st.mapping(f"committee_member.sfid.{member['sfid']}")
-    assert place is not None
-    old_member = place.partition(":")[2]
+    key, member, old_member = synced_member(st, old_sfid)
     member["collaboration_name__c"] = new_sfid
     st.put(key, member)
     st.sandbox.reset_requests()
