@@ -23,7 +23,7 @@ from urllib.parse import quote
 from operations.current_keys import lookup_change
 from sync_core.broker import task_id_for
 from sync_core.keys import ObjectType, parse_key
-from sync_core.sync_state import Terminal
+from sync_core.sync_state import PendingRun, RunState, Terminal
 from tasks.clients.identity import MACHINE_SUFFIX, Identity
 from tasks.clients.users import PLATFORM_ID_PATTERN
 from tasks.errors import SyncError
@@ -156,6 +156,7 @@ def explain_key(dry: DryRun, key: str) -> Explanation:
     if outcome is Outcome.DELETED and not report.reason:
         _note_refusals(found, state_before.outcome, state_before.revision)
     _note_durable_state(found, state_before.outcome, state_before.revision)
+    _note_pending(found, state_before.pending, runtime.settings.sync_retry_max)
     _note_synced_marker(found)
     return found
 
@@ -298,6 +299,19 @@ def _note_refusals(found: Explanation, outcome: str | None, revision: int) -> No
             "V2 may refuse a delete (a 400): a dry run cannot know without sending it; "
             "a refusal is a dead letter delete_refused and the mappings stay"
         )
+
+
+def _note_pending(found: Explanation, pending: PendingRun | None, retry_max: int) -> None:
+    """What the sync state says of an unfinished run of this revision."""
+    if pending is None or pending.revision != found.revision:
+        return
+    if pending.state is RunState.RETRY:
+        found.notes.append(
+            f"the task is retrying this revision: {pending.attempt} of its tries spent "
+            f"(of {retry_max + 1}); the run shown goes on from there"
+        )
+    elif pending.state is RunState.PARKED:
+        found.notes.append(f"the task is parked on {pending.parent_key} (the sync state)")
 
 
 def _note_durable_state(found: Explanation, outcome: str | None, revision: int) -> None:

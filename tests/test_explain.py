@@ -452,6 +452,45 @@ def test_a_delete_past_the_budget_would_be_dead_lettered(st: Stack) -> None:
         st.redis.delete(BUDGET_KEY)
 
 
+def test_a_parent_created_would_release_its_parked_children(st: Stack) -> None:
+    parent_key, parent = new_project()
+    child_key, child = new_project(parent_project__c=parent["sfid"])
+    child_revision = st.put(child_key, child)
+    assert st.sync(child_key, child_revision) == "parked"
+    st.put(parent_key, parent)
+    before = snapshot(st)
+
+    found = st.explain(parent_key)
+
+    assert found.outcome == "create"
+    enqueued = [w for w in found.writes if w["target"] == "queue"]
+    assert [(w["key"], w["value"]["args"], w["value"]["kwargs"]) for w in enqueued] == [
+        (f"{child_key}@{child_revision}", [child_key, child_revision, "PUT"], {"force": True})
+    ]
+    assert snapshot(st) == before
+
+
+def test_a_key_mid_retries_is_explained_with_the_retries_it_has_left(st: Stack) -> None:
+    key, project = new_project()
+    assert st.sync(key, st.put(key, project)) == "created"
+    uid = st.mapping(f"project.sfid.{project['sfid']}")
+    project.update(name="Renamed while V2 is down")
+    revision = st.put(key, project)
+    st.sandbox.inject_fault("GET", f"/projects/{uid}", status=503, times=10)
+    for attempt in range(2):  # two tries spent: their count is in the sync state
+        report = RunReport(key=key, revision=revision, operation="PUT", attempt=attempt)
+        assert run_sync(st.runtime, report)[0].value == "retrying"
+
+    found = st.explain(key, st.settings.model_copy(update={"sync_retry_max": 3}))
+    assert (found.outcome, found.reason) == ("retry", "v2_5xx")
+    assert any("this is try 3 of 4" in note for note in found.notes), found.notes
+    assert any("2 of its tries spent" in note for note in found.notes), found.notes
+
+    spent = st.explain(key, st.settings.model_copy(update={"sync_retry_max": 2}))
+    assert (spent.outcome, spent.reason) == ("dead_letter", "v2_5xx")
+    assert spent.state_written[f"deadletter.{key}"]["attempts"] == 3
+
+
 def snapshot(st: Stack) -> tuple[Any, ...]:
     """Every KV stream's last sequence, every Redis key's type and value."""
     streams = tuple(
