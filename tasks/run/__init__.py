@@ -1,6 +1,8 @@
 """One run of ``sync_kv_entry``: decisions, the create/update/delete path, outcomes, retries.
 
 ``sync.py`` is the task; ``upsert.py`` the one create/update/delete path every
-object kind goes through; ``decisions.py`` the pure choices ``explain`` shares;
-``runtime.py`` the per-process resources a run uses.
+object kind goes through; ``decisions.py`` the pure choices of a run;
+``runtime.py`` the per-process resources a run uses; ``dry_run.py`` a runtime
+whose writes are recorded instead of made, on which ``explain`` runs the task's
+own ``run_sync``.
 """
