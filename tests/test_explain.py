@@ -357,6 +357,24 @@ def test_a_member_deleted_in_v1_would_be_deleted_from_its_committee(
     assert "Outcome: delete (DEL)" in result.stdout
 
 
+def test_a_soft_deleted_committee_would_be_deleted(st: Stack) -> None:
+    committee_sfid, committee_uid = synced_committee(st)
+    key = f"platform-collaboration__c.{committee_sfid}"
+    entry = st.nats.kv_get(OBJECTS, key)
+    committee = json.loads(bytes(entry.value))
+    st.put(key, {**committee, "isdeleted": True})
+    found = st.explain(key)
+    assert (found.outcome, found.reason, found.operation) == ("delete", "soft_delete", "PUT")
+    assert found.v2_uid == committee_uid
+    assert found.identity is not None
+    assert found.identity["source"] == "no lastmodifiedbyid: the service's own identity"
+    assert found.mappings_written == {
+        f"committee.sfid.{committee_sfid}": "!del",
+        f"committee.uid.{committee_uid}": "!del",
+    }
+    assert committee_uid in st.sandbox.committees
+
+
 def test_a_delete_v2_refused_before_is_explained_with_the_refusal(st: Stack) -> None:
     key, project = new_project()  # not crowdfunded: the project service refuses its delete
     assert st.sync(key, st.put(key, project)) == "created"
