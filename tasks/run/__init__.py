@@ -2,7 +2,7 @@
 
 ``sync.py`` is the task; ``upsert.py`` the one create/update/delete path every
 object kind goes through; ``decisions.py`` the pure choices of a run;
-``runtime.py`` the per-process resources a run uses; ``dry_run.py`` a runtime
+``runtime.py`` the per-process resources a run uses; ``dry_run/`` a runtime
 whose writes are recorded instead of made, on which ``explain`` runs the task's
 own ``run_sync``.
 """
