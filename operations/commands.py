@@ -441,7 +441,7 @@ def requeue_command(
     """
     from operations.bulk import confirm_bulk, parse_task_ref
     from operations.current_keys import current_changes
-    from operations.enqueue import TaskQueue
+    from operations.enqueue import REQUEUE_TASK_KWARGS, TaskQueue
     from sync_core.broker import task_id_for
 
     asked: dict[str, int | None] = {}
@@ -469,7 +469,9 @@ def requeue_command(
             )
             tombstones.update({key: False for key in asked if key not in tombstones})
         if not dry_run:
-            with TaskQueue(settings.redis_target, settings.celery_queue) as queue:
+            with TaskQueue(
+                settings.redis_target, settings.celery_queue, REQUEUE_TASK_KWARGS
+            ) as queue:
                 queue.publish(requests)
     unknown = [key for key, request in found.items() if request is None]
     tasks = [

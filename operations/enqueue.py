@@ -28,10 +28,13 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEPARATOR = "\x06\x16"
 
 REDIS_TIMEOUT = 5.0
+# ``replay``: a full resync; a key still retrying goes on with the budget it has left.
 MANUAL_TASK_KWARGS = {"force": True}
-# A dead letter re-queued by an operator is a decision: a delete held back by
-# SYNC_DELETE_BUDGET (``delete_budget_exceeded``) runs past the budget.
-DEAD_LETTER_TASK_KWARGS = {**MANUAL_TASK_KWARGS, "release_delete_budget": True}
+# ``requeue``: an operator asks for this key again, so its retries start afresh.
+REQUEUE_TASK_KWARGS = {**MANUAL_TASK_KWARGS, "fresh_budget": True}
+# A dead letter re-queued by an operator is a decision: a fresh retry budget, and a
+# delete held back by SYNC_DELETE_BUDGET (``delete_budget_exceeded``) runs past it.
+DEAD_LETTER_TASK_KWARGS = {**REQUEUE_TASK_KWARGS, "release_delete_budget": True}
 DRAIN_POLL_SECONDS = 1.0
 
 

@@ -1,57 +1,51 @@
 """``explain KEY``: what a sync of one key would do, without doing it.
 
-A dry run through the task's own code: the decisions of ``tasks.run.decisions``,
-the ``ObjectKind`` of the key's type (mapping, parent resolution, mappings),
-the user directory and the V2 client. Nothing is written anywhere:
+The task's own run (``tasks.run.sync.run_sync``, forced like a re-queue) on a
+dry-run runtime (``tasks.run.dry_run``): every read is real, and every write
+the run would make (V2 POST/PUT/DELETE, mappings and tombstones, the sync
+state and lease, the parked index, dead letters, Redis, enqueued tasks) is
+recorded instead of made. There is no second copy of the run to drift from
+it: what ``explain`` reports is what the task's code decides.
 
-- the mappings go through ``DryRunMappings``, which records what is read and
-  keeps what the kind would write instead of writing it;
-- the user directory runs with ``cache_writes=False`` (cache read only, no
-  lock, a missing user fetched and not cached);
-- V2 sees only GETs (the current object, a parent's ``public``), with a token
-  minted for the identity the task would use; Redis is only read (the synced
-  marker, the key's dead letter).
+What a dry run cannot know is what V2 would answer to a write; it answers as
+V2 accepting it. A delete V2 refused before is told from the key's dead
+letter and durable sync state.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from operations.current_keys import lookup_change, open_nats
+from operations.current_keys import lookup_change
 from sync_core.broker import task_id_for
-from sync_core.keys import parse_key
-from sync_core.nats_client import SyncNats
-from sync_core.settings import WorkerSettings
-from tasks.clients.auth0 import token_source_from_settings
+from sync_core.sync_state import PendingRun, RunState, Terminal
 from tasks.clients.identity import MACHINE_SUFFIX, Identity
-from tasks.clients.organizations import organization_directory_from_settings
-from tasks.clients.query_service import query_service
-from tasks.clients.tokens import minter_from_settings
-from tasks.clients.users import PLATFORM_ID_PATTERN, user_directory_from_settings
-from tasks.errors import DELETE_BUDGET_EXCEEDED_KIND, SyncError
+from tasks.clients.users import PLATFORM_ID_PATTERN
+from tasks.errors import SyncError
 from tasks.kinds.base import ObjectKind
 from tasks.kinds.registry import kind_for_key
+from tasks.mapping.codec import is_soft_delete
 from tasks.mapping.merge import field_changes
 from tasks.mapping.record_ids import check_key_id
-from tasks.run.decisions import delete_skip, read_value, should_retry, skip_for_key
-from tasks.run.deletes import DeleteBudget, delete_identity, deleting_user
+from tasks.run.decisions import read_value, skip_for_key
+from tasks.run.deletes import deleting_user
+from tasks.run.dry_run import NEW_UID, DryRun, V2Call, open_dry_run
+from tasks.run.outcomes import Outcome
 from tasks.run.report import OTHER_OBJECT_TYPE, RunReport
-from tasks.run.runtime import Runtime, open_services, redis_client_for
-from tasks.run.sync import DELETE_OPERATIONS, synced_revision
-from tasks.run.upsert import ALREADY_GONE_REASON, planned_update
-from tasks.stores.dead_letters import DeadLetterStore
-from tasks.stores.id_mappings import MappingStore
-from tasks.stores.sync_state import StateStore
+from tasks.run.runtime import Runtime
+from tasks.run.sync import run_sync, synced_revision
 
-NATS_CLIENT_NAME = "v1-sync-helper-explain"
-# What a create's mappings point at before V2 has answered with the uid.
-NEW_UID = "<uid from the create answer>"
+__all__ = ["NEW_UID", "Explanation", "UnknownKey", "explain_key", "open_dry_run"]
+
 REDACTED = "<redacted>"
-HTTP_NOT_FOUND = 404
 # V1 tables hold no credentials; should a column ever look like one, it is not shown.
 SECRET_COLUMN = re.compile(r"password|secret|token|api_?key|private_?key", re.IGNORECASE)
+DELETE_REFUSED_KIND = Terminal.DELETE_REFUSED.value
+KEY_LOCKED_REASON = "key_locked"
 
 
 class Verdict:
@@ -63,7 +57,23 @@ class Verdict:
     DELETE = "delete"
     DEAD_LETTER = "dead_letter"
     RETRY = "retry"
+    PARKED = "parked"
     SKIP = "skip"
+
+
+# The run's outcome -> the verdict (deletes and retries have more to say: see below).
+VERDICTS = {
+    Outcome.CREATED: Verdict.CREATE,
+    Outcome.UPDATED: Verdict.UPDATE,
+    Outcome.UNCHANGED: Verdict.UNCHANGED,
+    Outcome.DELETED: Verdict.DELETE,
+    Outcome.SKIPPED: Verdict.SKIP,
+    Outcome.SUPERSEDED: Verdict.SKIP,
+    Outcome.RETRYING: Verdict.RETRY,
+    Outcome.PARKED: Verdict.PARKED,
+    Outcome.DEAD_LETTERED: Verdict.DEAD_LETTER,
+    Outcome.DELETE_REFUSED: Verdict.DEAD_LETTER,
+}
 
 
 @dataclass
@@ -89,75 +99,29 @@ class Explanation:
     changes: list[dict[str, Any]] = field(default_factory=list)
     synced_revision: int | None = None
     dead_letter: dict[str, Any] | None = None
+    # The sync state bucket's entries the run would leave changed (key -> value, None: removed).
+    state_written: dict[str, Any] = field(default_factory=dict)
+    # Every write the run would make, in order (V2, KV, Redis, queue).
+    writes: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class DryRunMappings(MappingStore):
-    """The mapping store of a dry run: reads are recorded, writes are kept, not sent."""
-
-    def __init__(self, nats: SyncNats, bucket: str) -> None:
-        super().__init__(nats, bucket)
-        self.reads: dict[str, str | None] = {}
-        self.writes: dict[str, str] = {}
-
-    def read(self, key: str) -> str | None:
-        value = super().read(key)
-        self.reads[key] = value
-        return value
-
-    def clear_tombstone(self, key: str) -> bool:
-        cleared = self.is_tombstoned(key)
-        if cleared:
-            self.writes[key] = "(tombstone removed)"
-        return cleared
-
-    def put(self, key: str, value: str) -> None:
-        self.writes[key] = value
-
-    def put_many(self, values: dict[str, str]) -> None:
-        self.writes.update(values)
-
-
-def open_dry_runtime(settings: WorkerSettings) -> Runtime:
-    """A worker ``Runtime`` that cannot write: dry-run mappings, read-only caches.
-
-    The state store and dead letters are only read by ``explain_key``.
-    """
-    nats = SyncNats(settings.nats_target, NATS_CLIENT_NAME, connector=open_nats)
-    try:
-        redis_client = redis_client_for(settings.redis_url)
-        minter = minter_from_settings(settings)
-        auth0 = token_source_from_settings(settings)
-        return Runtime(
-            settings=settings,
-            nats=nats,
-            redis=redis_client,
-            minter=minter,
-            services=open_services(settings, minter),
-            query=query_service(settings, minter),
-            users=user_directory_from_settings(settings, nats, auth0, cache_writes=False),
-            organizations=organization_directory_from_settings(
-                settings, nats, auth0, cache_writes=False
-            ),
-            mappings=DryRunMappings(nats, settings.v1_mappings_bucket),
-            dead_letters=DeadLetterStore(nats, settings.sync_state_bucket),
-            state=StateStore(nats, settings.sync_state_bucket),
-        )
-    except BaseException:
-        nats.close()
-        raise
-
-
 class UnknownKey(LookupError):
     """The key was never in ``v1-objects``."""
 
 
-def explain_key(runtime: Runtime, key: str) -> Explanation:
-    """What a task for the key's current revision would do (``UnknownKey`` if there is none)."""
-    assert isinstance(runtime.mappings, DryRunMappings), "explain needs a dry-run runtime"
+def explain_key(dry: DryRun, key: str) -> Explanation:
+    """What a task for the key's current revision would do (``UnknownKey`` if there is none).
+
+    Runs the task's own ``run_sync`` on the dry run, forced as a re-queue is
+    (``explain`` shows the run, not the "already synced" shortcut; a note says
+    when the bridge's task would take it).
+    """
+    dry.reset()
+    runtime = dry.runtime
     found = Explanation(key=key)
     kind, _ = kind_for_key(key)
     if kind is not None:
@@ -166,126 +130,202 @@ def explain_key(runtime: Runtime, key: str) -> Explanation:
     if skip is not None:
         return _ends(found, Verdict.SKIP, skip.reason)
     assert kind is not None
-    bucket = runtime.nats.kv(runtime.settings.v1_objects_bucket)
-    change = runtime.nats.run(lookup_change(bucket, key))
+    settings = runtime.settings
+    change = runtime.nats.run(lookup_change(runtime.nats.kv(settings.v1_objects_bucket), key))
     if change is None:
-        raise UnknownKey(f"{key} is not in {runtime.settings.v1_objects_bucket}")
+        raise UnknownKey(f"{key} is not in {settings.v1_objects_bucket}")
     found.revision, found.operation = change.revision, change.operation
     found.synced_revision = synced_revision(runtime, key)
+    state_before = runtime.state.get(key)
     letter = runtime.dead_letters.get(task_id_for(key, change.revision))
     if letter is not None:
         found.dead_letter = asdict(letter)
+    record = _record(runtime, key, kind, change.operation)
+    if record is not None:
+        found.record = redact(record)
+
     report = RunReport(key=key, revision=change.revision, operation=change.operation)
-    report.object_type = kind.name
-    try:
-        _explain_change(runtime, found, report, kind)
-    except SyncError as error:
-        found.warnings = list(report.warnings)
-        retry_max = runtime.settings.sync_retry_max
-        if should_retry(error, 0, retry_max):
-            _ends(found, Verdict.RETRY, error.kind, error.message)
-            found.notes.append(
-                f"transient: retried with backoff, dead-lettered as {error.kind} "
-                f"after {retry_max} retries if it persists"
-            )
-        else:
-            _ends(found, Verdict.DEAD_LETTER, error.kind, error.message)
-    found.mappings_read = dict(runtime.mappings.reads)
-    found.mappings_written = dict(runtime.mappings.writes)
+    outcome, _ = run_sync(runtime, report, force=True)
+
+    found.warnings = list(report.warnings)
+    found.mappings_read = dict(dry.mappings.reads)
+    found.writes = [asdict(write) for write in dry.writes.all()]
+    found.mappings_written = _kv_written(dry, settings.v1_mappings_bucket)
+    found.state_written = _state_written(dry, settings.sync_state_bucket)
+    found.identity = _identity(runtime, dry.v2_calls, record, change.operation)
+    _verdict(dry, found, report, outcome)
+    if outcome is Outcome.DELETED and not report.reason:
+        _note_refusals(found, state_before.outcome, state_before.revision)
+    _note_durable_state(found, state_before.outcome, state_before.revision)
+    _note_pending(found, state_before.pending, runtime.settings.sync_retry_max)
     _note_synced_marker(found)
     return found
 
 
-def _explain_change(
-    runtime: Runtime, found: Explanation, report: RunReport, kind: ObjectKind
-) -> None:
-    """The task's steps after the freshness checks, reading only (raises ``SyncError``)."""
-    if report.operation in DELETE_OPERATIONS:
-        _explain_delete(runtime, found, report, kind, None)
-        return
-    entry = runtime.nats.kv_get(runtime.settings.v1_objects_bucket, report.key)
-    reading = read_value(
-        bytes(entry.value or b"") if entry is not None else b"",
-        kind.reference_columns,
-        check_key_id(report.key),
-    )
-    if reading.skip is not None:
-        _ends(found, Verdict.SKIP, reading.skip.reason)
-        return
-    record = reading.record or {}
-    found.record = redact(record)
-    if reading.soft_delete:
-        _explain_delete(runtime, found, report, kind, record)
-        return
-    _, sfid = parse_key(report.key)
-    if runtime.mappings.is_tombstoned(kind.forward_key(sfid)):
-        _ends(found, Verdict.SKIP, "tombstoned")
-        found.notes.append("deleted in V2 on purpose: `requeue --undelete` re-creates it")
-        return
-    last_modified_by = record.get("lastmodifiedbyid")
-    identity = runtime.identity_for(last_modified_by)
-    found.identity = describe_identity(runtime, identity, last_modified_by)
-    desired = kind.desired(runtime, record, identity, report)
-    found.warnings = list(report.warnings)
-    found.body = desired.body
-    service = kind.service(runtime, desired)
-    uid = kind.mapped_uid(runtime, desired)
-    if uid is None:
-        kind.record_mappings(runtime, desired, NEW_UID)
+def _record(runtime: Runtime, key: str, kind: ObjectKind, operation: str) -> dict[str, Any] | None:
+    """The V1 record the run reads (for display; None for a hard delete or a bad value)."""
+    if operation != "PUT":
+        return None
+    entry = runtime.nats.kv_get(runtime.settings.v1_objects_bucket, key)
+    if entry is None:
+        return None
+    try:
+        return read_value(
+            bytes(entry.value or b""), kind.reference_columns, check_key_id(key)
+        ).record
+    except SyncError:
+        return None  # the run dead-letters it: the outcome says why
+
+
+def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcome) -> None:
+    """Fill the outcome, the V2 side and the notes from the run's ``report``."""
+    kind, _ = kind_for_key(report.key)
+    assert kind is not None
+    writes = [call for call in dry.v2_calls if call.method != "GET"]
+    posts = [call for call in writes if call.method == "POST"]
+    puts = [call for call in writes if call.method == "PUT"]
+    found.body = report.body if report.body is not None else (posts[-1].body if posts else None)
+    verdict = VERDICTS[outcome]
+    if outcome in (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.DELETED):
+        found.v2_uid = own_uid(report)
+        found.v2_current = _current(dry.v2_calls, found.v2_uid)
+    if outcome is Outcome.CREATED:
         found.notes.append(
             "a 409 (the object exists in V2 without a mapping) would make the task adopt it"
         )
-        _ends(found, Verdict.CREATE, "no_mapping")
-        return
-    found.v2_uid = uid
-    current = service.get(uid, identity)
-    found.v2_current = current.record
-    write = planned_update(current.record, desired.body, kind.read_only)
-    if write is None:
-        _ends(found, Verdict.UNCHANGED, "v2_up_to_date")
-        return
-    found.write = write
-    found.changes = [asdict(c) for c in field_changes(current.record, write, kind.read_only)]
-    kind.record_mappings(runtime, desired, uid)
-    _ends(found, Verdict.UPDATE, f"{len(found.changes)} field(s) differ")
+        _ends(found, verdict, "no_mapping")
+    elif outcome is Outcome.UPDATED:
+        found.write = puts[-1].body if puts else None
+        changes = field_changes(found.v2_current or {}, found.write or {}, kind.read_only)
+        found.changes = [asdict(change) for change in changes]
+        _ends(found, verdict, f"{len(found.changes)} field(s) differ")
+    elif outcome is Outcome.UNCHANGED:
+        _ends(found, verdict, "v2_up_to_date")
+    elif outcome is Outcome.DELETED:
+        how = "soft_delete" if report.operation == "PUT" else report.operation
+        _ends(found, verdict, report.reason or how)
+    elif outcome is Outcome.RETRYING and report.reason == KEY_LOCKED_REASON:
+        _ends(found, verdict, KEY_LOCKED_REASON)
+        found.notes.append("a worker is syncing this key right now: explain it again shortly")
+    elif outcome is Outcome.RETRYING:
+        _ends(found, verdict, report.error_kind, report.error_message)
+        retry_max = dry.runtime.settings.sync_retry_max
+        found.notes.append(
+            f"transient: retried with backoff (this is try {report.attempt + 1} of "
+            f"{retry_max + 1}), dead-lettered as {report.error_kind} if it persists"
+        )
+    elif outcome is Outcome.PARKED:
+        _ends(found, verdict, report.error_kind, report.error_message)
+        parent = report.pending.parent_key if report.pending is not None else None
+        wait = dry.runtime.settings.sync_parent_wait
+        found.notes.append(
+            f"parked until {parent} is mapped: the run that writes it enqueues this key; "
+            f"dead-lettered as {report.error_kind} after SYNC_PARENT_WAIT={wait:g}s"
+        )
+    elif verdict == Verdict.DEAD_LETTER:
+        _ends(found, verdict, report.error_kind, report.error_message)
+    else:
+        _ends(found, verdict, report.reason)
+        if report.reason == "tombstoned":
+            found.notes.append("deleted in V2 on purpose: `requeue --undelete` re-creates it")
 
 
-def _explain_delete(
-    runtime: Runtime,
-    found: Explanation,
-    report: RunReport,
-    kind: ObjectKind,
-    record: dict[str, Any] | None,
-) -> None:
-    """A hard (``record`` None) or soft delete: the decisions of ``tasks.run.deletes``."""
-    _, sfid = parse_key(report.key)
-    forward = kind.forward_key(sfid)
-    tombstoned = runtime.mappings.is_tombstoned(forward)
-    place = None if tombstoned else kind.locate(runtime, sfid)
-    skip = delete_skip(tombstoned, place is not None, runtime.settings.sync_deletes)
-    if skip is not None:
-        _ends(found, Verdict.SKIP, skip.reason)
-        return
-    assert place is not None
-    uid = place.uid
-    found.v2_uid = uid
-    identity = delete_identity(runtime, record)
-    found.identity = describe_identity(runtime, identity, deleting_user(record))
-    budget = DeleteBudget(runtime.redis, runtime.settings.sync_delete_budget)
-    if budget.used() >= budget.budget:
-        _ends(found, Verdict.DEAD_LETTER, DELETE_BUDGET_EXCEEDED_KIND)
-        found.notes.append("the hour's delete budget looks spent; `dlq requeue` releases it")
-        return
+def own_uid(report: RunReport) -> str | None:
+    """The V2 uid of the run's own object (a member's, else a committee's, else a project's)."""
+    return report.member_uid or report.committee_uid or report.project_uid
+
+
+def _current(calls: list[V2Call], uid: str | None) -> dict[str, Any] | None:
+    """The V2 object ``uid`` as the run's last successful GET of it found it."""
+    if uid is None:
+        return None
+    item = "/" + quote(uid, safe="")
+    gets = [c for c in calls if c.method == "GET" and c.path.endswith(item) and c.body]
+    return gets[-1].body if gets else None
+
+
+def _kv_written(dry: DryRun, bucket: str) -> dict[str, str]:
+    """The writes into ``bucket``, key -> the value written last (a removal says so)."""
+    written: dict[str, str] = {}
+    for write in dry.writes.all():
+        if write.target == f"kv:{bucket}":
+            written[write.key] = write.value if write.value is not None else f"({write.action})"
+    return written
+
+
+def _state_written(dry: DryRun, bucket: str) -> dict[str, Any]:
+    """The sync state entries the run would leave changed (the lease's comings and goings
+    that cancel out are left out)."""
+    changed: dict[str, Any] = {}
+    for key, after in dry.nats.overlay(bucket).items():
+        before = dry.nats.stored(bucket, key)
+        if after.value == before:
+            continue
+        changed[key] = None if after.value is None else _decoded(after.value)
+    return changed
+
+
+def _decoded(value: bytes) -> Any:
     try:
-        found.v2_current = place.service.get(uid, identity).record
-    except SyncError as error:
-        if error.status != HTTP_NOT_FOUND:
-            raise
-        _ends(found, Verdict.DELETE, ALREADY_GONE_REASON)  # the task tombstones it all the same
-        runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
+        return json.loads(value)
+    except ValueError:
+        return value.decode("utf-8", "replace")
+
+
+def _identity(
+    runtime: Runtime, calls: list[V2Call], record: dict[str, Any] | None, operation: str | None
+) -> dict[str, Any] | None:
+    """The identity of the run's V2 calls and where it came from (None: no V2 call)."""
+    if not calls:
+        return None
+    deleting = operation != "PUT" or (record is not None and is_soft_delete(record))
+    source_user = deleting_user(record) if deleting else (record or {}).get("lastmodifiedbyid")
+    return describe_identity(runtime, calls[0].identity, source_user)
+
+
+def _note_refusals(found: Explanation, outcome: str | None, revision: int) -> None:
+    """A delete V2 may refuse: only sending it tells; say what is known of earlier tries."""
+    refused_before = (found.dead_letter or {}).get("error_kind") == DELETE_REFUSED_KIND or (
+        outcome == DELETE_REFUSED_KIND and revision == found.revision
+    )
+    if refused_before:
+        letter = found.dead_letter or {}
+        found.notes.append(
+            "V2 refused this delete before"
+            + (f" ({letter['error_message']})" if letter.get("error_message") else "")
+            + ": it will refuse again until the object can be deleted in V2; the task then "
+            "ends as delete_refused (a dead letter) and keeps the mappings"
+        )
+    else:
+        found.notes.append(
+            "V2 may refuse a delete (a 400): a dry run cannot know without sending it; "
+            "a refusal is a dead letter delete_refused and the mappings stay"
+        )
+
+
+def _note_pending(found: Explanation, pending: PendingRun | None, retry_max: int) -> None:
+    """What the sync state says of an unfinished run of this revision."""
+    if pending is None or pending.revision != found.revision:
         return
-    runtime.mappings.tombstone(kind.tombstone_keys(sfid, uid))
-    _ends(found, Verdict.DELETE, "soft_delete" if record is not None else report.operation)
+    if pending.state is RunState.RETRY:
+        found.notes.append(
+            f"the task is retrying this revision: {pending.attempt} of its tries spent "
+            f"(of {retry_max + 1}); the run shown goes on from there"
+        )
+    elif pending.state is RunState.PARKED:
+        found.notes.append(f"the task is parked on {pending.parent_key} (the sync state)")
+
+
+def _note_durable_state(found: Explanation, outcome: str | None, revision: int) -> None:
+    """A task without ``force`` stops at a revision the durable state has settled."""
+    if found.revision is None or outcome is None or revision < found.revision:
+        return
+    if (found.synced_revision or -1) >= found.revision:
+        return  # the synced marker's note says it
+    found.notes.append(
+        f"the sync state has revision {revision} as {outcome}: a task queued by the bridge "
+        "stops there; `requeue` / `dlq requeue` force the run shown here"
+    )
 
 
 def describe_identity(

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 INDENT = "  "
 # Longest rendering of one value in the text output (the JSON output is complete).
 VALUE_CHARS = 120
+# Writes listed as they are (the V2 bodies, mappings and sync state have sections of their own).
+OTHER_WRITE_TARGETS = frozenset({"redis", "queue"})
 
 
 @click.command("explain")
@@ -32,37 +34,43 @@ def explain_command(key: str, as_json: bool) -> None:
     mapping dropped or changed), the identity the V2 calls would be made as,
     the mappings read and written, the current V2 object and the field-by-field
     difference, and the outcome: create, update, unchanged, delete, retry,
-    dead_letter (with the reason) or skip.
+    parked, dead_letter (with the reason) or skip.
 
-    Nothing is written: no KV put, no Redis write, no V2 write (V2 gets only
-    GETs, with a minted token). KEY may also be a task id KEY@REVISION, as
+    It runs the sync task's own code with every write recorded instead of
+    made: no KV put, no Redis write, no V2 write (V2 gets only GETs, with a
+    minted token), no task enqueued; the output lists what the run would
+    write. What V2 would answer to a write cannot be known without sending it
+    (a delete V2 refused before is reported from its dead letter).
+    KEY may also be a task id KEY@REVISION, as
     Flower and the dead letters show it. Needs the worker's environment
     (PROJECT_SERVICE_URL, HEIMDALL_PRIVATE_KEY, AUTH0_*); run it in a worker pod.
     Exits 0 after explaining, 1 when the key is unknown or a service cannot be
     reached.
     """
-    from operations.explain import UnknownKey, explain_key, open_dry_runtime
+    from operations.current_keys import open_nats
+    from operations.explain import UnknownKey, explain_key, open_dry_run
     from sync_core.logs import configure_logging
     from sync_core.settings import WorkerSettings, load_settings
 
     settings = load_settings(WorkerSettings)
     configure_logging(settings.debug)
     if not settings.debug:
-        # The output says everything the task would log (mapping warnings included).
-        logging.getLogger().setLevel(logging.ERROR)
+        # The output says everything the task's run would log (mapping warnings,
+        # the dead letter it would write): its log lines would read as if it had.
+        logging.getLogger().setLevel(logging.CRITICAL)
     key, _, asked_revision = key.partition("@")
     try:
-        runtime = open_dry_runtime(settings)
+        dry = open_dry_run(settings, open_nats)
     except Exception as error:
         raise click.ClickException(f"cannot open the worker's connections: {error}") from None
     try:
-        found = explain_key(runtime, key)
+        found = explain_key(dry, key)
     except UnknownKey as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from None
     finally:
-        runtime.close()
+        dry.close()
     if asked_revision.isdigit() and int(asked_revision) != found.revision:
         found.notes.insert(
             0,
@@ -115,6 +123,20 @@ def render(found: Explanation) -> str:
     if found.mappings_written:
         lines += _section(
             "Mappings it would write", [f"{k} = {v}" for k, v in found.mappings_written.items()]
+        )
+    if found.state_written:
+        lines += _section(
+            "Sync state it would write",
+            [
+                f"{k} = {_show(v) if v is not None else '(removed)'}"
+                for k, v in found.state_written.items()
+            ],
+        )
+    other = [w for w in found.writes if w["target"] in OTHER_WRITE_TARGETS]
+    if other:
+        lines += _section(
+            "Other writes it would make",
+            [f"{w['target']} {w['action']} {w['key']}" for w in other],
         )
     if found.v2_uid:
         lines += _section(f"Current V2 object {found.v2_uid}", _pairs(found.v2_current or {}))

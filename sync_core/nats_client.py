@@ -98,6 +98,11 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, history: int = 1) -> 
         await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
 
 
+# How a ``SyncNats`` opens its connection: the retrying ``connect`` of long-lived
+# processes, or a one-shot command's fail-fast connector.
+Connector = Callable[[NatsTarget | str, str], Coroutine[Any, Any, Client]]
+
+
 class SyncNats:
     """A blocking facade over one NATS connection owned by a background loop."""
 
@@ -105,7 +110,7 @@ class SyncNats:
         self,
         url: NatsTarget | str,
         name: str,
-        connector: Callable[[NatsTarget | str, str], Coroutine[Any, Any, Client]] = connect,
+        connector: Connector = connect,
     ) -> None:
         """Connect to ``url`` (a ``NatsTarget`` or a bare URL) with ``connector``.
 

@@ -85,13 +85,20 @@ class KeyLease:
 
 @dataclass(frozen=True)
 class PendingRun:
-    """An unfinished run: parked on ``parent_key`` since ``since``, or retrying at ``due``."""
+    """An unfinished run: parked on ``parent_key`` since ``since``, or retrying at ``due``.
+
+    ``attempt``: the retry budget spent on ``revision`` so far, i.e. the
+    ``attempt`` of its next run (0 first). Any run of the revision resumes
+    from it, so a retry lost with its task (and re-driven by the reconciler, a
+    replay or a parent's release) goes on counting instead of starting over.
+    """
 
     state: RunState
     revision: int
     since: float
     due: float | None = None
     parent_key: str | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,10 @@ class SyncState:
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         if self.pending is not None:
-            data["pending"] = {k: v for k, v in asdict(self.pending).items() if v is not None}
+            pending = {k: v for k, v in asdict(self.pending).items() if v is not None}
+            if not self.pending.attempt:
+                del pending["attempt"]  # states written before the count read the same
+            data["pending"] = pending
         if self.lease is not None:
             data["lease"] = asdict(self.lease)
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -170,6 +180,7 @@ class SyncState:
                     since=float(pending["since"]),
                     due=None if pending.get("due") is None else float(pending["due"]),
                     parent_key=pending.get("parent_key"),
+                    attempt=int(pending.get("attempt", 0)),
                 ),
                 lease=None
                 if not lease

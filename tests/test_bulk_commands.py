@@ -28,6 +28,7 @@ from tests.test_operations import (
     COMMITTEE,
     DLQ_KWARGS,
     PROJECT,
+    REQUEUE_KWARGS,
     add_letter,
     put,
     queued_tasks,
@@ -311,7 +312,7 @@ def test_requeue_accepts_flower_task_ids(
 
     assert result.exit_code == 0, result.output
     # The revision is informational: the sync runs at the key's current revision.
-    assert [t.id for t in queued_tasks(redis_client)] == [
+    assert [t.id for t in queued_tasks(redis_client, kwargs=REQUEUE_KWARGS)] == [
         f"{PROJECT}.a1@{latest}",
         f"{COMMITTEE}.c1@{other}",
     ]
@@ -349,7 +350,9 @@ def test_requeue_json_and_dry_run(
     done = json.loads(run(env, "requeue", f"{PROJECT}.a1", "--json").stdout)
     assert done["dry_run"] is False
     assert done["tasks"][0]["requested_revision"] is None
-    assert [t.id for t in queued_tasks(redis_client)] == [f"{PROJECT}.a1@{revision}"]
+    assert [t.id for t in queued_tasks(redis_client, kwargs=REQUEUE_KWARGS)] == [
+        f"{PROJECT}.a1@{revision}"
+    ]
 
 
 def test_requeue_refuses_a_malformed_revision(env: dict[str, str]) -> None:

@@ -33,6 +33,7 @@ QUEUE = "celery"
 OBJECTS = "v1-objects"
 PROJECT = "salesforce-project__c"
 COMMITTEE = "platform-collaboration__c"
+MEMBER = "platform-community__c"
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class QueuedTask:
     args: list[object]
 
 
-DLQ_KWARGS = {"force": True, "release_delete_budget": True}
+# ``requeue`` and ``dlq requeue`` start a fresh retry budget; ``replay`` sends ``force`` only.
+REQUEUE_KWARGS = {"force": True, "fresh_budget": True}
+DLQ_KWARGS = {**REQUEUE_KWARGS, "release_delete_budget": True}
 
 
 def queued_tasks(
@@ -97,7 +100,7 @@ def test_requeue_enqueues_each_key_at_its_current_revision(
     result = run(env, "requeue", f"{PROJECT}.a1", f"{COMMITTEE}.c1")
 
     assert result.exit_code == 0, result.output
-    assert queued_tasks(redis_client) == [
+    assert queued_tasks(redis_client, kwargs=REQUEUE_KWARGS) == [
         QueuedTask("sync_kv_entry", f"{PROJECT}.a1@{latest}", [f"{PROJECT}.a1", latest, "PUT"]),
         QueuedTask("sync_kv_entry", f"{COMMITTEE}.c1@{other}", [f"{COMMITTEE}.c1", other, "PUT"]),
     ]
@@ -114,7 +117,9 @@ def test_requeue_reports_unknown_keys_and_still_enqueues_the_others(
     assert result.exit_code == 1
     assert f"{PROJECT}.missing" in result.stderr
     assert "Traceback" not in result.output
-    assert [t.id for t in queued_tasks(redis_client)] == [f"{PROJECT}.known@{revision}"]
+    assert [t.id for t in queued_tasks(redis_client, kwargs=REQUEUE_KWARGS)] == [
+        f"{PROJECT}.known@{revision}"
+    ]
 
 
 def test_requeue_of_a_deleted_key_enqueues_its_delete(
@@ -127,7 +132,7 @@ def test_requeue_of_a_deleted_key_enqueues_its_delete(
     result = run(env, "requeue", f"{PROJECT}.gone")
 
     assert result.exit_code == 0, result.output
-    (task,) = queued_tasks(redis_client)
+    (task,) = queued_tasks(redis_client, kwargs=REQUEUE_KWARGS)
     assert task.args == [f"{PROJECT}.gone", delete_revision, "DEL"]
 
 
@@ -148,7 +153,29 @@ def test_requeue_undelete_clears_only_the_tombstone_and_enqueues(
     assert sync_nats.kv_get("v1-mappings", "project.sfid.back") is None
     assert sync_nats.kv_get("v1-mappings", "project.uid.old-uid") is not None
     assert bytes(sync_nats.kv_get("v1-mappings", "committee.sfid.live").value) == b"some-uid"
-    assert f"{PROJECT}.back@{revision}" in [t.id for t in queued_tasks(redis_client)]
+    assert f"{PROJECT}.back@{revision}" in [
+        t.id for t in queued_tasks(redis_client, kwargs=REQUEUE_KWARGS)
+    ]
+
+
+def test_requeue_undelete_clears_a_deleted_members_tombstone(
+    env: dict[str, str], sync_nats: SyncNats, redis_client: redis.Redis
+) -> None:
+    """Members leave tombstones like the other kinds: undelete finds theirs too."""
+    sfid = "6f1c2d3e-0000-4000-8000-00000000beef"
+    revision = put(sync_nats, f"{MEMBER}.{sfid}")
+    sync_nats.kv_put("v1-mappings", f"committee_member.sfid.{sfid}", b"!del")
+    sync_nats.kv_put("v1-mappings", "committee_member.uid.old-member", b"!del")
+
+    result = run(env, "requeue", "--undelete", "--yes", f"{MEMBER}.{sfid}")
+
+    assert result.exit_code == 0, result.output
+    assert f"cleared the tombstone of {MEMBER}.{sfid}" in result.stdout
+    assert sync_nats.kv_get("v1-mappings", f"committee_member.sfid.{sfid}") is None
+    assert sync_nats.kv_get("v1-mappings", "committee_member.uid.old-member") is not None
+    assert f"{MEMBER}.{sfid}@{revision}" in [
+        t.id for t in queued_tasks(redis_client, kwargs=REQUEUE_KWARGS)
+    ]
 
 
 def test_requeue_with_the_broker_down_fails_cleanly(

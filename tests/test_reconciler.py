@@ -303,3 +303,17 @@ def test_the_bridge_runs_the_reconciler(
             assert name in exposition
     finally:
         bridge.stop()
+
+
+def test_a_pending_run_keeps_its_retry_count_in_the_stored_state() -> None:
+    """The retry budget spent is durable; states written before the count read as 0."""
+    pending = PendingRun(RunState.RETRY, 7, 100.0, due=105.0, attempt=3)
+    state = SyncState("salesforce-project__c.a1", revision=5, outcome="created", pending=pending)
+    assert SyncState.from_bytes(state.to_bytes(), state.key).pending == pending
+    older = b'{"key":"k","revision":5,"pending":{"state":"retry","revision":7,"since":1,"due":2}}'
+    read = SyncState.from_bytes(older, "k").pending
+    assert read is not None
+    assert read.attempt == 0
+    # A fresh pending run stores no count, byte for byte as before.
+    fresh = SyncState("k", pending=PendingRun(RunState.PARKED, 7, 1.0, parent_key="project.sfid.p"))
+    assert b"attempt" not in fresh.to_bytes()

@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Any
 
+from click.testing import CliRunner
+
 from sync_core.broker import task_id_for
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
@@ -19,6 +21,7 @@ from tasks.run.sync import run_sync
 from tests import test_task_sync
 from tests.test_task_sync import PLATFORM_ID, Stack, new_committee, new_project
 from tests.v1_examples import MEMBER_JSON, record
+from v1_sync_helper.cli import main
 
 # The module-scoped stack of the task tests, one instance for this module.
 stack = test_task_sync.stack
@@ -246,6 +249,31 @@ def test_a_deleted_member_is_deleted_in_v2(st: Stack) -> None:
     assert member_uid not in st.sandbox.members
     assert st.mapping(f"committee_member.sfid.{member['sfid']}") == "!del"
     assert st.mapping(f"committee_member.uid.{member_uid}") == "!del"
+
+
+def test_requeue_undelete_re_creates_a_member_deleted_in_v1(st: Stack) -> None:
+    """Through the CLI: the member's tombstone is found and cleared, the worker re-creates it."""
+    committee_sfid, committee_uid = synced_committee(st)
+    key, member = new_member(committee_sfid)
+    assert st.sync(key, st.put(key, member)) == "created"
+    _, old_uid = member_place(st, member["sfid"])
+    assert st.sync(key, st.delete(key), "DEL") == "deleted"
+    again = st.put(key, member)
+    assert st.sync(key, again) == "skipped"
+    assert st.outcomes.of(key)[-1].__dict__["reason"] == "tombstoned"
+
+    settings = st.runtime.settings
+    env = {"NATS_URL": settings.nats_url, "REDIS_URL": settings.redis_url}
+    result = CliRunner().invoke(main, ["requeue", "--undelete", "--yes", key], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert f"cleared the tombstone of {key}" in result.stdout
+    assert st.wait_final(key, again, count=2) == "created"
+    place = member_place(st, member["sfid"])
+    assert place[0] == committee_uid
+    assert place[1] != old_uid
+    assert place[1] in st.sandbox.members
+    assert st.mapping(f"committee_member.uid.{old_uid}") == "!del"
 
 
 def test_fifty_members_of_one_organization_make_one_call_across_two_workers(st: Stack) -> None:

@@ -37,8 +37,9 @@ from sync_core.broker import SYNC_TASK_NAME, task_id_for
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import BridgeSettings
 from sync_core.sync_state import SyncState
+from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
-from tasks.run.sync import SYNCED_PREFIX
+from tasks.run.sync import SYNCED_PREFIX, run_sync
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
@@ -816,3 +817,69 @@ def test_changes_lost_with_an_empty_broker_reach_v2_through_the_reconciler(st: S
         assert st.sandbox.project_by_slug(project["slug__c"].lower()) is not None
     # Within one interval plus the grace, and the time the runs themselves take.
     assert took < interval + grace + 5.0
+
+
+# --- the durable retry budget ----------------------------------------------------------
+
+
+def spend_retries(st: Stack, key: str, revision: int, tries: int) -> None:
+    """Run the task's first ``tries`` tries in this process, as Celery would with its
+    ``attempt`` kwarg, and lose the retry each asks for (it is never enqueued)."""
+    for attempt in range(tries):
+        report = RunReport(key=key, revision=revision, operation="PUT", attempt=attempt)
+        outcome, retry = run_sync(st.runtime, report)
+        assert (outcome.value, retry and retry["attempt"]) == ("retrying", attempt + 1)
+    pending = st.state(key).pending
+    assert pending is not None
+    assert (pending.state, pending.revision, pending.attempt) == ("retry", revision, tries)
+
+
+def attempts(runs: list[logging.LogRecord]) -> list[tuple[str, int]]:
+    return [(r.outcome, r.__dict__["attempt"]) for r in runs]
+
+
+def test_a_retry_lost_with_its_task_resumes_its_budget_through_the_reconciler(
+    st: Stack,
+) -> None:
+    """Two tries spent, the retry lost with Redis: the reconciler's task has two left
+    (SYNC_RETRY_MAX=3: four tries in all), not a fresh budget of four more."""
+    key, project = new_project()
+    st.sandbox.inject_fault("POST", "/projects", status=503, times=20)
+    revision = st.put(key, project)
+    asyncio.run(_ack_everything(st.runtime.settings.nats_url))  # the bridge's part is done
+    spend_retries(st, key, revision, tries=2)
+    st.redis.flushall()  # the lost retry (and anything else in the broker)
+    settings = BridgeSettings(
+        nats_url=st.runtime.settings.nats_url,
+        redis_url=st.runtime.settings.redis_url,
+        port=0,
+        bind="127.0.0.1",
+        reconcile_interval=0.5,
+        reconcile_grace=1.0,
+    )
+    bridge = BackgroundBridge(settings).start()
+    try:
+        assert st.wait_final(key, revision) == "dead_lettered"
+    finally:
+        bridge.stop()
+    assert attempts(st.outcomes.of(key)) == [("retrying", 2), ("dead_lettered", 3)]
+    assert st.sandbox.count("POST", "/projects") == 4
+    letter = st.dead_letters().get(task_id_for(key, revision))
+    assert letter is not None
+    assert (letter.error_kind, letter.attempts) == ("v2_5xx", 4)
+
+
+def test_a_replay_goes_on_with_the_budget_and_a_requeue_starts_a_fresh_one(st: Stack) -> None:
+    key, project = new_project()
+    st.sandbox.inject_fault("POST", "/projects", status=503, times=20)
+    revision = st.put(key, project)
+    spend_retries(st, key, revision, tries=2)
+
+    st.publish(key, revision, force=True)  # what `replay` sends
+    assert st.wait_final(key, revision) == "dead_lettered"
+    assert attempts(st.outcomes.of(key)) == [("retrying", 2), ("dead_lettered", 3)]
+
+    st.publish(key, revision, force=True, fresh_budget=True)  # `requeue`, `dlq requeue`
+    assert st.wait_final(key, revision, count=2) == "dead_lettered"
+    assert [attempt for _, attempt in attempts(st.outcomes.of(key))[2:]] == [0, 1, 2, 3]
+    assert st.sandbox.count("POST", "/projects") == 2 + 2 + 4

@@ -329,15 +329,15 @@ def sweep(st: Stack) -> SweepSummary:
 
 
 def test_explain_of_a_toy_key_shows_the_create_without_doing_it(st: Stack) -> None:
-    from operations.explain import explain_key, open_dry_runtime
+    from operations.explain import explain_key, open_dry_run
 
     key, gadget = new_gadget()
     st.put(key, gadget)
-    runtime = open_dry_runtime(st.runtime.settings)
+    dry = open_dry_run(st.runtime.settings)
     try:
-        found = explain_key(runtime, key)
+        found = explain_key(dry, key)
     finally:
-        runtime.close()
+        dry.close()
     assert (found.object_type, found.outcome) == ("gadget", "create")
     assert found.body == {"name": gadget["name__c"], "colour": "grey"}
     assert GADGET_SFID + gadget["sfid"] in found.mappings_written

@@ -47,7 +47,7 @@ BUDGET_WINDOW_SECONDS = 3600
 # Redis server's, so every worker counts on one clock. A task id already counted
 # (a retry of the same delete) passes without a second unit; ARGV[4] = 1 (an
 # operator's release) passes whatever the count, and is counted.
-_TAKE_BUDGET_SCRIPT = """
+TAKE_BUDGET_SCRIPT = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local window = tonumber(ARGV[3])
@@ -79,7 +79,7 @@ class DeleteBudget:
     def take(self, task_id: str, *, released: bool = False) -> bool:
         """Count the delete ``task_id``; False when the hour's budget is spent."""
         allowed = self._client.eval(
-            _TAKE_BUDGET_SCRIPT,
+            TAKE_BUDGET_SCRIPT,
             1,
             BUDGET_KEY,
             task_id,
@@ -88,6 +88,22 @@ class DeleteBudget:
             "1" if released else "0",
         )
         return bool(int(allowed))
+
+    def would_take(self, task_id: str, *, released: bool = False) -> bool:
+        """What ``take`` would answer now, counting nothing (a dry run's answer).
+
+        The same rule as ``TAKE_BUDGET_SCRIPT``, read only: a task id counted
+        within the window passes, an operator's release passes, otherwise the
+        window must have room.
+        """
+        seconds, micros = self._client.time()
+        window_start = seconds + micros / 1_000_000 - BUDGET_WINDOW_SECONDS
+        if released:
+            return True
+        counted = self._client.zscore(BUDGET_KEY, task_id)
+        if counted is not None and counted > window_start:
+            return True
+        return int(self._client.zcount(BUDGET_KEY, f"({window_start}", "+inf")) < self.budget
 
     def give_back(self, task_id: str) -> None:
         """Return the unit of a delete that removed nothing (refused, or already gone)."""

@@ -49,6 +49,8 @@ class RunReport:
     mapped_anew: bool = False
     # What the mapping dropped or changed (logged one line each, not in ``fields()``).
     warnings: tuple[str, ...] = ()
+    # The V2 body the mapping produced (``explain`` shows it; not logged).
+    body: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
 
     def uid(self) -> str | None:

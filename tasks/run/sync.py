@@ -85,7 +85,7 @@ SUCCESSES = frozenset(
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
 
 # Store ``revision`` unless the stored one is at least as new.
-_MARK_SYNCED_SCRIPT = """
+MARK_SYNCED_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) > current then
     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -122,6 +122,7 @@ def run_sync(
     force: bool = False,
     lock_waits: int = 0,
     release_delete_budget: bool = False,
+    fresh_budget: bool = False,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """One run: the outcome, and the kwargs to retry with when it is ``retrying``.
 
@@ -133,9 +134,9 @@ def run_sync(
     lease = KeyLock(runtime.state, report.key)
     try:
         outcome, retry_kwargs = attempt_run(
-            runtime, report, lease, force, lock_waits, release_delete_budget
+            runtime, report, lease, force, lock_waits, release_delete_budget, fresh_budget
         )
-        remember(runtime, report, outcome, lease)
+        remember(runtime, report, outcome, lease, retry_kwargs)
         try:
             cache_outcome(runtime, report, outcome)
         except redis.RedisError:
@@ -156,11 +157,15 @@ def attempt_run(
     force: bool,
     lock_waits: int,
     release_delete_budget: bool,
+    fresh_budget: bool = False,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """The run itself, every error classified into an outcome (see ``run_sync``)."""
     settings = runtime.settings
     try:
-        return sync_entry(runtime, report, force, lease, release_delete_budget), None
+        outcome = sync_entry(
+            runtime, report, force, lease, release_delete_budget, fresh_budget=fresh_budget
+        )
+        return outcome, None
     except Finished as finished:
         report.reason = finished.reason
         report.settled_already = finished.settled_already
@@ -230,17 +235,24 @@ def park(
         report.countdown = 0.0
         return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": 0}
     report.reason = f"waiting_for:{failure.parent_key}"
-    report.pending = parked_pending(report.revision, failure.parent_key, since)
+    report.pending = parked_pending(report.revision, failure.parent_key, since, report.attempt)
     return Outcome.PARKED, None
 
 
-def remember(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock) -> None:
+def remember(
+    runtime: Runtime,
+    report: RunReport,
+    outcome: Outcome,
+    lease: KeyLock,
+    retry_kwargs: dict[str, Any] | None = None,
+) -> None:
     """Record the run's outcome in the durable sync state and act on what changed.
 
     Terminal outcomes store the revision (dropping the lease in the same
     write); successes also refresh the Redis cache, clear the key's stale dead
     letter and parked index entry, and release the children parked on the
-    key's own mapping. A retry stores its due time, a parked run its parent.
+    key's own mapping. A retry stores its due time and the ``attempt`` it will
+    run as (``retry_kwargs``), a parked run its parent and the budget spent.
     Failures here are logged: the reconciler re-drives a key whose state was
     not written. A key KV cannot hold has no state (the reconciler could never
     see it in ``v1-objects`` either); its dead letter is all there is.
@@ -254,7 +266,9 @@ def remember(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLo
         elif outcome is Outcome.RETRYING and report.reason != "key_locked":
             now = time.time()
             due = now + (report.countdown or 0.0)
-            runtime.state.set_pending(report.key, retry_pending(report.revision, now, due), token)
+            attempt = int((retry_kwargs or {}).get("attempt", report.attempt))
+            pending = retry_pending(report.revision, now, due, attempt)
+            runtime.state.set_pending(report.key, pending, token)
         elif outcome.value in TERMINAL_OUTCOMES and not report.settled_already:
             finish(runtime, report, outcome, lease)
         else:
@@ -336,6 +350,8 @@ def sync_entry(
     force: bool,
     lease: KeyLock,
     release_delete_budget: bool = False,
+    *,
+    fresh_budget: bool = False,
 ) -> Outcome:
     """Everything between the key and the V2 outcome (raises ``Finished`` to end early)."""
     kind = check_object_type(runtime, report)
@@ -362,6 +378,8 @@ def sync_entry(
         raise verdict
     if not lease.held:
         raise KeyLocked()
+    if not fresh_budget:
+        resume_budget(report, lease.state)
     with lease:
         entry = lease.entry
         if report.operation in DELETE_OPERATIONS:
@@ -393,6 +411,18 @@ def sync_entry(
         # The outcome is about to be recorded: a run that lost its key meanwhile retries.
         lease.check()
         return outcome
+
+
+def resume_budget(report: RunReport, state: SyncState) -> None:
+    """Go on from the retry budget the durable ``state`` has spent on this revision.
+
+    The count in the task message is lost with the message; the one in the
+    state is not. The higher of the two wins, so a duplicate message never
+    lowers it.
+    """
+    pending = state.pending
+    if pending is not None and pending.revision == report.revision:
+        report.attempt = max(report.attempt, pending.attempt)
 
 
 def check_object_type(runtime: Runtime, report: RunReport) -> ObjectKind:
@@ -489,7 +519,7 @@ def cache_outcome(runtime: Runtime, report: RunReport, outcome: Outcome) -> None
         add_outcome(pipe, outcome_label(outcome, report.reason))
         if report.cache_synced:
             pipe.eval(
-                _MARK_SYNCED_SCRIPT,
+                MARK_SYNCED_SCRIPT,
                 1,
                 SYNCED_PREFIX + report.key,
                 report.revision,

@@ -59,7 +59,9 @@ def sync_record(
     report: RunReport,
 ) -> Outcome:
     """Map ``record`` and bring its V2 object in line: ``created``, ``updated`` or ``unchanged``."""
-    return upsert(runtime, kind, kind.desired(runtime, record, identity, report), identity, report)
+    desired = kind.desired(runtime, record, identity, report)
+    report.body = desired.body
+    return upsert(runtime, kind, desired, identity, report)
 
 
 def upsert(

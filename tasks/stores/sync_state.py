@@ -159,14 +159,17 @@ class StateStore:
         return seen[0], after, parked
 
     def set_pending(self, key: str, pending: PendingRun, token: str | None) -> SyncState:
-        """Record an unfinished run (unless a newer revision finished already)."""
+        """Record an unfinished run (unless its revision or a newer one finished already)
+        and drop the lease ``token`` held, in one write."""
 
         def change(state: SyncState) -> SyncState | None:
-            if state.settled(pending.revision):
-                return None
             lease = state.lease
             if token is not None and lease is not None and lease.token == token:
                 lease = None
+            if state.settled(pending.revision):
+                # A forced re-run of a settled revision (a re-queued dead letter) that
+                # retries: nothing to record, but its lease must not linger until it expires.
+                return None if lease is state.lease else replace(state, lease=lease)
             return replace(state, pending=pending, lease=lease)
 
         return self.modify(key, change)
@@ -279,11 +282,11 @@ async def _modify_reading(
     raise ConcurrentUpdate(f"sync state of {key!r} changed under {CAS_ATTEMPTS} writes in a row")
 
 
-def parked_pending(revision: int, parent_key: str, since: float) -> PendingRun:
-    """The pending run of a child parked on ``parent_key``."""
-    return PendingRun(RunState.PARKED, revision, since, parent_key=parent_key)
+def parked_pending(revision: int, parent_key: str, since: float, attempt: int = 0) -> PendingRun:
+    """The pending run of a child parked on ``parent_key`` (``attempt``: budget spent so far)."""
+    return PendingRun(RunState.PARKED, revision, since, parent_key=parent_key, attempt=attempt)
 
 
-def retry_pending(revision: int, since: float, due: float) -> PendingRun:
-    """The pending run of a retry due at ``due``."""
-    return PendingRun(RunState.RETRY, revision, since, due=due)
+def retry_pending(revision: int, since: float, due: float, attempt: int = 0) -> PendingRun:
+    """The pending run of a retry due at ``due``, to run as try ``attempt``."""
+    return PendingRun(RunState.RETRY, revision, since, due=due, attempt=attempt)

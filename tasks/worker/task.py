@@ -42,6 +42,7 @@ def sync_kv_entry(
     lock_waits: int = 0,
     force: bool = False,
     release_delete_budget: bool = False,
+    fresh_budget: bool = False,
 ) -> str:
     """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
 
@@ -52,6 +53,12 @@ def sync_kv_entry(
     "already synced" marker, but still makes no PUT when nothing changed;
     ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
     delete past ``SYNC_DELETE_BUDGET``.
+
+    The retry budget is durable: a run resumes the count the key's sync state
+    holds for the revision when it is higher than ``attempt`` (the run's
+    retry was lost, and the reconciler, a replay or a parent's release sent
+    it again). ``fresh_budget`` (``requeue``, ``dlq requeue``: an operator's
+    decision) makes ``attempt`` the count, a fresh budget on purpose.
     """
     report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
     try:
@@ -71,6 +78,7 @@ def sync_kv_entry(
         force=force,
         lock_waits=lock_waits,
         release_delete_budget=release_delete_budget,
+        fresh_budget=fresh_budget,
     )
     emit(report, outcome)
     if retry_kwargs is not None:
