@@ -171,7 +171,7 @@ def explain_key(runtime: Runtime, key: str) -> Explanation:
     if change is None:
         raise UnknownKey(f"{key} is not in {runtime.settings.v1_objects_bucket}")
     found.revision, found.operation = change.revision, change.operation
-    found.synced_revision = synced_revision(runtime, key)
+    found.synced_revision = synced_revision(runtime, key, runtime.objects_epoch.current())
     letter = runtime.dead_letters.get(task_id_for(key, change.revision))
     if letter is not None:
         found.dead_letter = asdict(letter)

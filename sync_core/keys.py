@@ -74,3 +74,12 @@ def check_kv_key(key: str) -> str:
         length = len(key) if isinstance(key, str) else 0
         raise InvalidKVKey(f"not a valid KV key ({length} characters): {preview!r}")
     return key
+
+
+# The forward mapping of a record in ``v1-mappings``: ``{object type}.sfid.{id}``.
+FORWARD_MAPPING_INFIX = ".sfid."
+
+
+def forward_mapping_key(object_type: ObjectType, record_id: str) -> str:
+    """The ``v1-mappings`` key holding the V2 uid of record ``record_id`` of ``object_type``."""
+    return f"{object_type.value}{FORWARD_MAPPING_INFIX}{record_id}"

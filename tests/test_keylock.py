@@ -218,7 +218,9 @@ def test_a_finish_on_the_leases_known_revision_skips_the_read_and_survives_a_sta
     known = lease.known()
     assert known is not None
     assert lease.renew()  # the stored state moved on: the known revision is stale now
-    before, after, parked = store.finish(KEY, 5, "updated", 1.0, "uid", lease.token, known=known)
+    before, after, parked = store.finish(
+        KEY, 5, "updated", 1.0, "uid", lease.token, known=known, epoch=1
+    )
     assert before.lease is not None
     assert after.lease is None
     assert after.synced(5)

@@ -39,6 +39,7 @@ from tasks.errors import TransientError
 from tasks.run.metrics import mark_process_dead
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
+from tasks.stores.objects_epoch import ObjectsEpoch
 from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
 
@@ -69,6 +70,7 @@ class Runtime:
     mappings: MappingStore
     dead_letters: DeadLetterStore
     state: StateStore
+    _objects_epoch: ObjectsEpoch | None = field(default=None, repr=False)
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -97,6 +99,13 @@ class Runtime:
         except BaseException:
             nats_client.close()
             raise
+
+    @property
+    def objects_epoch(self) -> ObjectsEpoch:
+        """The cached epoch of ``v1-objects`` (``tasks.stores.objects_epoch``)."""
+        if self._objects_epoch is None:
+            self._objects_epoch = ObjectsEpoch(self.nats, self.settings.v1_objects_bucket)
+        return self._objects_epoch
 
     def identity_for(self, last_modified_by: object) -> Identity:
         """The identity V2 calls for a record modified by ``last_modified_by`` are made as."""

@@ -129,9 +129,12 @@ class StateStore:
         token: str | None,
         known: Versioned | None = None,
         probe_parked: str | None = None,
+        *,
+        epoch: int,
     ) -> tuple[SyncState, SyncState, bool]:
         """Record a terminal outcome and drop the lease ``token`` held; (before, after, parked).
 
+        ``epoch``: the life of ``v1-objects`` ``revision`` belongs to.
         ``known``: see ``modify_versioned``. ``probe_parked``: a parent key
         whose parked children the caller will release; whether any index entry
         exists under it is asked in the same round trip (``parked`` is False
@@ -141,7 +144,7 @@ class StateStore:
 
         def change(state: SyncState) -> SyncState:
             seen[:] = [state]
-            after = state.finished(revision, outcome, at, uid)
+            after = state.finished(revision, outcome, at, uid, epoch=epoch)
             if token is not None and after.lease is not None and after.lease.token == token:
                 after = replace(after, lease=None)
             return after
@@ -158,10 +161,16 @@ class StateStore:
         (after, _), parked = self._nats.run(both())
         return seen[0], after, parked
 
-    def set_pending(self, key: str, pending: PendingRun, token: str | None) -> SyncState:
-        """Record an unfinished run (unless a newer revision finished already)."""
+    def set_pending(
+        self, key: str, pending: PendingRun, token: str | None, *, epoch: int
+    ) -> SyncState:
+        """Record an unfinished run of life ``epoch`` (unless a newer revision finished already).
+
+        A state of another life of ``v1-objects`` moves to this one (``in_life``).
+        """
 
         def change(state: SyncState) -> SyncState | None:
+            state = state.in_life(epoch)
             if state.settled(pending.revision):
                 return None
             lease = state.lease
