@@ -374,6 +374,7 @@ class Reconciler:
             )
         self._forget_old_sends(now)
         duration = time.perf_counter() - started
+        other_life = [key for key, state in states.items() if state.epoch != epoch]
         summary = SweepSummary(
             at=now,
             duration=round(duration, 4),
@@ -383,7 +384,8 @@ class Reconciler:
             deferred=len(plan.changes) + len(plan.forced) - len(batch),
             holder=self.holder,
             epoch=epoch,
-            other_life=sum(1 for state in states.values() if state.epoch != epoch),
+            other_life=len(other_life),
+            other_life_in_bucket=sum(1 for key in other_life if key in latest),
             mappings_epoch=mappings_life.epoch,
             mappings_messages=mappings_life.messages,
             unmapped=len(unmapped or ()),

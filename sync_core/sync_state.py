@@ -324,6 +324,9 @@ class SweepSummary:
     # state entries it found of another (or an unknown) life.
     epoch: int | None = None
     other_life: int = 0
+    # Of those, the entries of keys the bucket holds now (being synced again);
+    # the rest are of keys absent from this life (harmless, left as they are).
+    other_life_in_bucket: int = 0
     # What ``v1-mappings`` looked like (``sync_core.epochs.BucketLife``), so the
     # next sweep, in this bridge or another, tells whether it was emptied since.
     mappings_epoch: int | None = None
@@ -350,6 +353,7 @@ class SweepSummary:
                 holder=str(data["holder"]),
                 epoch=_optional_int(data.get("epoch")),
                 other_life=int(data.get("other_life", 0)),
+                other_life_in_bucket=int(data.get("other_life_in_bucket", 0)),
                 mappings_epoch=_optional_int(data.get("mappings_epoch")),
                 mappings_messages=_optional_int(data.get("mappings_messages")),
                 unmapped=int(data.get("unmapped", 0)),
