@@ -42,7 +42,8 @@ def test_a_state_of_another_life_reads_as_a_key_never_synced() -> None:
     fresh = old.in_life(NEW)
     assert (fresh.revision, fresh.outcome, fresh.pending, fresh.epoch) == (-1, None, None, NEW)
     assert (fresh.uid, fresh.lease) == ("uid-1", lease)  # facts of no life stay
-    assert not fresh.synced(3) and not fresh.settled(3)
+    assert not fresh.synced(3)
+    assert not fresh.settled(3)
     legacy = decode_state(b'{"key":"k","revision":900,"outcome":"created"}', KEY)
     assert legacy.epoch is None
     assert not legacy.in_life(NEW).settled(1)
