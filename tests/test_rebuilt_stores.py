@@ -252,3 +252,17 @@ def test_an_emptied_state_bucket_resyncs_every_key_as_unchanged(
         assert st.state(key).outcome == "unchanged"
     writes = [r for r in st.sandbox.requests if r.method in {"POST", "PUT", "PATCH", "DELETE"}]
     assert writes == []
+
+
+def test_a_task_of_a_life_that_is_gone_ends_superseded_without_calling_v2(st: Stack) -> None:
+    """A task queued before the bucket was rebuilt: its revision names a stranger now."""
+    key, project = new_project()
+    revision = st.put(key, project)
+    current = st.nats.run(bucket_epoch(st.nats.js, OBJECTS))
+    st.sandbox.reset_requests()
+    assert st.sync(key, revision, epoch=current - 1) == "superseded"
+    (run,) = st.outcomes.of(key)
+    assert run.__dict__["reason"] == "older_bucket_life"
+    assert st.sandbox.requests == []
+    assert st.state(key).revision == -1
+    assert st.sync(key, revision, count=2, epoch=current) == "created"  # this life's task
