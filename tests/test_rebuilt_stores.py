@@ -30,6 +30,7 @@ from sync_core.epochs import bucket_epoch
 from sync_core.nats_client import OBJECTS_BUCKET_HISTORY, ensure_bucket
 from sync_core.settings import BridgeSettings
 from sync_core.sync_state import SweepSummary
+from tasks.run.sync import SYNCED_PREFIX
 from tests.bridge_harness import BackgroundBridge
 from tests.test_task_sync import (  # noqa: F401 - the module-scoped stack fixture
     MAPPINGS,
@@ -266,3 +267,31 @@ def test_a_task_of_a_life_that_is_gone_ends_superseded_without_calling_v2(st: St
     assert st.sandbox.requests == []
     assert st.state(key).revision == -1
     assert st.sync(key, revision, count=2, epoch=current) == "created"  # this life's task
+
+
+def test_a_duplicate_run_of_a_synced_key_whose_mapping_is_gone_finds_its_object_again(
+    st: Stack,
+) -> None:
+    """The run notices too (when no Redis marker answers first): settled needs the mapping."""
+    key, project = new_project()
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    mapping = f"project.sfid.{project['sfid']}"
+    uid = st.mapping(mapping)
+    st.nats.run(st.nats.kv(MAPPINGS).purge(mapping))
+    st.redis.delete(SYNCED_PREFIX + key)  # Redis lost: the durable state answers
+    st.sandbox.reset_requests()
+    assert st.sync(key, revision, count=2) == "unchanged"
+    assert st.mapping(mapping) == uid
+    assert len(projects_with_slug(st, project["slug__c"])) == 1
+    assert st.sandbox.count("POST", "/projects") == 1  # answered 409, adopted
+
+
+def test_a_duplicate_run_of_a_synced_and_mapped_key_reads_nothing_more_from_v2(st: Stack) -> None:
+    key, project = new_project()
+    revision = st.put(key, project)
+    assert st.sync(key, revision) == "created"
+    st.redis.delete(SYNCED_PREFIX + key)
+    st.sandbox.reset_requests()
+    assert st.sync(key, revision, count=2) == "unchanged"
+    assert st.sandbox.requests == []

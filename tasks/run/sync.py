@@ -12,7 +12,9 @@ One run, in order:
    so every revision goes with the epoch of the bucket's life
    (``sync_core.epochs``; the bridge stamps it on the task): a revision of
    another life recorded anywhere counts as unknown, and a task of a life
-   that is gone ends ``superseded``.
+   that is gone ends ``superseded``. A revision the durable state calls
+   synced whose forward mapping is gone (``v1-mappings`` emptied) is synced
+   again: the create's 409 finds the V2 object.
 3. The key's lease (``tasks.stores.leases``): a few seconds, renewed while the run
    lives; a leased key comes back in about a second without spending the
    error budget. No V2 or mapping write happens without it.
@@ -97,6 +99,7 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
+MAPPED_OUTCOME_VALUES = frozenset(outcome.value for outcome in MAPPED_OUTCOMES)
 # The object types the task syncs, each through the shared path of tasks.run.upsert.
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
@@ -463,6 +466,16 @@ def sync_entry(
         then_read=then_read,
     )
     verdict = fresh_verdict(report, force, lease.state, lease.entry)
+    if verdict is not None and then_read is not None and unmapped(runtime, report, verdict, lease):
+        # Synced, says the state, but the key's mapping is gone (v1-mappings emptied):
+        # not settled. Sync again; the create's 409 finds the V2 object.
+        force = True
+        lease.acquire(
+            read=runtime.settings.v1_objects_bucket,
+            wanted=lambda state, entry: fresh_verdict(report, True, state, entry) is None,
+            then_read=then_read,
+        )
+        verdict = fresh_verdict(report, True, lease.state, lease.entry)
     if verdict is not None:
         raise verdict
     if not lease.held:
@@ -498,6 +511,22 @@ def sync_entry(
         # The outcome is about to be recorded: a run that lost its key meanwhile retries.
         lease.check()
         return outcome
+
+
+def unmapped(runtime: Runtime, report: RunReport, verdict: Finished, lease: KeyLock) -> bool:
+    """Whether a PUT the durable state calls synced has lost its forward mapping.
+
+    Asked only of a run ending ``already_synced`` on the durable state (a
+    duplicate the Redis marker did not catch): one mapping read; the hot path
+    of a new revision never gets here.
+    """
+    if verdict.outcome is not Outcome.UNCHANGED or report.epoch is None:
+        return False
+    if lease.state.in_life(report.epoch).outcome not in MAPPED_OUTCOME_VALUES:
+        return False
+    object_type, sfid = parse_key(report.key)
+    assert object_type is not None  # check_object_type passed
+    return runtime.mappings.read(KINDS[object_type].sfid_prefix + sfid) is None
 
 
 def check_object_type(runtime: Runtime, report: RunReport) -> ObjectType:
