@@ -338,13 +338,13 @@ class Reconciler:
         now = self._clock()
         previous = await self.previous_summary()
         epoch = await bucket_epoch(self.js, self.objects_bucket)
-        mappings_life = await bucket_life(self.js, self.mappings_bucket)
+        mappings_life = await self.mappings_life()
         latest = await self.latest_revisions()
         states = await self.states()
         ack_floor = await self.ack_floor()
         queue_floor = await self.queue_floor()
         unmapped: set[str] | None = None
-        if mappings_check_due(mappings_life, previous):
+        if mappings_life is not None and mappings_check_due(mappings_life, previous):
             unmapped = await self.unmapped_keys(latest, states, epoch)
         plan = await self.plan(
             latest, states, ack_floor, now, queue_floor, epoch=epoch, unmapped=unmapped
@@ -386,8 +386,8 @@ class Reconciler:
             epoch=epoch,
             other_life=len(other_life),
             other_life_in_bucket=sum(1 for key in other_life if key in latest),
-            mappings_epoch=mappings_life.epoch,
-            mappings_messages=mappings_life.messages,
+            mappings_epoch=None if mappings_life is None else mappings_life.epoch,
+            mappings_messages=None if mappings_life is None else mappings_life.messages,
             unmapped=len(unmapped or ()),
         )
         self.metrics.reconcile_keys_behind.set(plan.behind)
@@ -495,6 +495,15 @@ class Reconciler:
             entry = await (await self.js.key_value(self.state_bucket)).get(RECONCILER_SWEEP_KEY)
             return SweepSummary.from_bytes(bytes(entry.value or b""))
         except (KeyNotFoundError, ValueError):
+            return None
+
+    async def mappings_life(self) -> BucketLife | None:
+        """The epoch and message count of ``v1-mappings``; None when it cannot be read
+        (no bucket yet: the sweep goes on without the mapping check)."""
+        try:
+            return await bucket_life(self.js, self.mappings_bucket)
+        except Exception as error:
+            log.warning("cannot read the mappings bucket", extra={"failure": repr(error)})
             return None
 
     async def unmapped_keys(

@@ -318,3 +318,21 @@ def test_the_bridge_runs_the_reconciler(
             assert name in exposition
     finally:
         bridge.stop()
+
+
+def test_a_sweep_without_a_mappings_bucket_still_redrives_what_is_behind(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    """The mapping check needs ``v1-mappings``; the rest of the sweep does not."""
+    sync_nats.run(sync_nats.js.delete_key_value("v1-mappings"))
+    behind = f"{PROJECT}.behind"
+    revision = sync_nats.kv_put("v1-objects", behind, b"{}")
+    time.sleep(GRACE)  # the change must be older than the grace to be re-driven
+    summary = sweep(buckets.url, redis_server.url, publisher)
+    assert (summary.behind, summary.reenqueued) == (1, 1)
+    assert summary.mappings_epoch is None
+    assert task_ids(queued_tasks(redis_client)) == [f"{behind}@{revision}"]
