@@ -75,12 +75,13 @@ class SyncStateStatus:
                 f"against the life of {format_epoch(sweep.epoch)}): the next sweep re-drives "
                 "every key of the new life; nothing to do"
             )
-        elif sweep.other_life:
-            gone = sweep.other_life - sweep.other_life_in_bucket
+        elif sweep.other_life_in_bucket:
+            # Entries of keys no longer in the bucket stay for good (harmless): the
+            # state section counts them, a warning would never clear.
             found.append(
-                f"{sweep.other_life} sync state entries are of an older life of v1-objects: "
-                f"{sweep.other_life_in_bucket} of keys in the bucket (being synced again), "
-                f"{gone} of keys no longer in it (harmless); nothing to do"
+                f"{sweep.other_life_in_bucket} sync state entries of keys in v1-objects are of "
+                "an older life of the bucket (rebuilt, or written before epochs): the "
+                "reconciler is syncing them again; nothing to do"
             )
         return found
 
@@ -290,7 +291,12 @@ def _render_sync_state(state: SyncStateStatus) -> list[str]:
     lines += [
         f"  keys behind       {sweep.behind} of {sweep.keys}",
         f"  state refers to   the life since {format_epoch(sweep.epoch)}"
-        + (f" ({sweep.other_life} entries of an older one)" if sweep.other_life else ""),
+        + (
+            f" ({sweep.other_life} entries of an older one: {sweep.other_life_in_bucket} "
+            "being synced again, the rest of keys no longer in the bucket)"
+            if sweep.other_life
+            else ""
+        ),
         f"  last sweep        {ago}s ago, {sweep.duration:.2f}s, re-enqueued {sweep.reenqueued}"
         + (f", deferred {sweep.deferred}" if sweep.deferred else ""),
     ]

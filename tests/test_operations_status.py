@@ -132,9 +132,13 @@ def test_status_shows_the_bucket_life_and_warns_about_older_lives_in_the_state(
     result = run(env, "--json")
     assert result.exit_code == 0, result.output
     (warning,) = json.loads(result.stdout)["warnings"]
-    assert "7 sync state entries are of an older life" in warning
-    assert "5 of keys in the bucket" in warning
-    assert "2 of keys no longer in it" in warning
+    assert "5 sync state entries of keys in v1-objects are of an older life" in warning
+    assert "7 entries of an older one: 5 being synced again" in run(env).stdout
+
+    sweep_of(epoch, 2, 0)  # only keys no longer in the bucket: counted, no warning
+    result = run(env)
+    assert "2 entries of an older one: 0 being synced again" in result.stdout
+    assert "Warning" not in result.stdout
 
     sweep_of(epoch - 1, 0, 0)
     result = run(env)
