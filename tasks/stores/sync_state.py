@@ -171,11 +171,13 @@ class StateStore:
 
         def change(state: SyncState) -> SyncState | None:
             state = state.in_life(epoch)
-            if state.settled(pending.revision):
-                return None
             lease = state.lease
             if token is not None and lease is not None and lease.token == token:
                 lease = None
+            if state.settled(pending.revision):
+                # Nothing pending (a forced run of a settled revision parked), but the
+                # run's lease goes: kept, it would lock the key until it expires.
+                return replace(state, lease=lease)
             return replace(state, pending=pending, lease=lease)
 
         return self.modify(key, change)
