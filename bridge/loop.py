@@ -16,6 +16,11 @@ Guarantees:
   seen to go deaf after a server restart).
 - On stop: no new fetches; the batch in hand and whatever the subscription
   had already buffered are enqueued and acked, within a deadline.
+- Every task carries the epoch of ``v1-objects`` (``sync_core.epochs``: its
+  revisions restart at 1 when the bucket is rebuilt), read when the
+  subscription is made and again when the consumer's delivery sequence goes
+  back (a consumer created anew, by this bridge or another, on a rebuilt
+  bucket): one stream-info request then, none per message.
 
 Redis calls are blocking; they run on one dedicated thread so the event loop
 (NATS pings, acks, in-progress signals) never waits on a socket.
@@ -42,6 +47,7 @@ from bridge.consumer import ConsumerSpec, ensure_consumer
 from bridge.messages import EncodedBatch, TaskMessageEncoder
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
+from sync_core.epochs import bucket_epoch
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,11 @@ class Bridge:
         self._fetch_errors = 0
         self._idle_fetches = 0
         self._redis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-redis")
+        # The epoch of ``v1-objects`` stamped on the tasks (None: unknown, unstamped),
+        # and the last delivery sequence seen of the consumer.
+        self.epoch: int | None = None
+        self._stamped = encoder
+        self._delivered = 0
 
     # -- state -------------------------------------------------------------
 
@@ -158,6 +169,27 @@ class Bridge:
         self._sub = await self.js.pull_subscribe_bind(self.spec.name, stream=self.spec.stream)
         self._reconnects_seen = self.nc.stats["reconnects"]
         self.subscribed = True
+        # After the consumer: its stream is the life read, or an older one that is
+        # gone (its messages then carry a newer stamp, which the worker takes as the
+        # current life: it syncs the bucket's current value, never the message's).
+        await self._read_epoch()
+        self._delivered = 0
+
+    async def _read_epoch(self) -> None:
+        """Read the epoch of ``v1-objects`` and stamp the tasks with it from now on."""
+        try:
+            epoch = await bucket_epoch(self.js, self.spec.bucket)
+        except Exception as error:  # keep the last one; the worker checks stamps anyway
+            log.warning("could not read the bucket epoch", extra={"failure": repr(error)})
+            return
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                log.warning(
+                    "v1-objects was rebuilt: new epoch",
+                    extra={"epoch": epoch, "previous_epoch": self.epoch},
+                )
+            self.epoch = epoch
+            self._stamped = self.encoder.with_epoch(epoch)
 
     async def _resubscribe(self, reason: str) -> None:
         self.metrics.resubscribes.inc()
@@ -281,8 +313,11 @@ class Bridge:
         self.metrics.fetched.inc(len(msgs))
         changes: list[KvChange] = []
         held: list[Msg] = []
+        delivered_before = self._delivered
         for msg in msgs:
-            result = change_of(msg.subject, msg.headers, msg.metadata.sequence.stream, self.prefix)
+            meta = msg.metadata
+            self._delivered = meta.sequence.consumer
+            result = change_of(msg.subject, msg.headers, meta.sequence.stream, self.prefix)
             if isinstance(result, Skip):
                 self.metrics.skipped.labels(result.reason).inc()
                 log.warning(
@@ -294,7 +329,10 @@ class Bridge:
             held.append(msg)
         if not changes:
             return
-        batch = self.encoder.encode(changes)
+        if msgs and msgs[0].metadata.sequence.consumer <= delivered_before:
+            # A new consumer (deliveries count from 1 again): maybe a rebuilt bucket.
+            await self._read_epoch()
+        batch = self._stamped.encode(changes)
         if not await self._enqueue(batch, held):
             log.warning("stopping with messages not enqueued", extra={"count": len(held)})
             return

@@ -36,6 +36,7 @@ from kombu.utils.json import dumps as json_dumps
 
 from bridge.changes import KvChange
 from sync_core.broker import SYNC_TASK_NAME, broker_transport_options, task_id_for
+from sync_core.epochs import EPOCH_TASK_KWARG
 from sync_core.redis_connection import RedisTarget, celery_broker_config
 
 TASK_SENT_EVENT = "task-sent"
@@ -137,9 +138,11 @@ class TaskMessageEncoder:
     def __init__(
         self, app: Celery, queue: str, db: int, task_kwargs: Mapping[str, Any] | None = None
     ) -> None:
-        """``task_kwargs`` go into every message (the bridge sends none; manual
-        re-queues send ``force=True``)."""
+        """``task_kwargs`` go into every message (the bridge sends the epoch of
+        ``v1-objects``, ``with_epoch``; manual re-queues send ``force=True``)."""
         self.queue = queue
+        self._app, self._db, self._task_kwargs = app, db, dict(task_kwargs or {})
+        self._stamped: dict[tuple[tuple[str, Any], ...], TaskMessageEncoder] = {}
         amqp = app.amqp
         self._argsrepr_maxsize = amqp.argsrepr_maxsize
         self._repr_maxlevels = app.conf.task_repr_maxlevels
@@ -153,6 +156,23 @@ class TaskMessageEncoder:
         if options.get("fanout_patterns", True):
             topic = f"{topic}/{TASK_SENT_ROUTING_KEY}"
         self.event_topic = topic
+
+    def with_epoch(self, epoch: int) -> TaskMessageEncoder:
+        """This encoder with every task stamped with ``epoch`` (``sync_core.epochs``).
+
+        The stamp is one more constant keyword argument of the templates: no cost
+        per message. Built once per epoch (a rebuilt bucket brings a new one).
+        """
+        return self.with_kwargs({EPOCH_TASK_KWARG: epoch})
+
+    def with_kwargs(self, extra: Mapping[str, Any]) -> TaskMessageEncoder:
+        """This encoder with ``extra`` keyword arguments in every task (built once per set)."""
+        wanted = tuple(sorted({**self._task_kwargs, **extra}.items()))
+        stamped = self._stamped.get(wanted)
+        if stamped is None:
+            stamped = TaskMessageEncoder(self._app, self.queue, self._db, task_kwargs=dict(wanted))
+            self._stamped[wanted] = stamped
+        return stamped
 
     @staticmethod
     def _task_templates(

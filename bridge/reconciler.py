@@ -22,6 +22,21 @@ longer than ``RECONCILE_GRACE``. It leaves alone:
   dead-letters them);
 - a key it re-enqueued less than one grace period ago.
 
+Revisions are compared within one life of ``v1-objects`` only
+(``sync_core.epochs``): a sweep reads the bucket's epoch (one stream-info
+request) and a state entry of another life, or of none (written before
+epochs), counts as a key never synced, so a rebuilt bucket has every key of
+its new life re-driven; tasks carry the epoch. A key settled in the state
+whose forward mapping is gone (``v1-mappings`` emptied or rebuilt) is not
+settled either: it is re-driven with ``force`` (its revision looks synced),
+and the run finds its V2 object again through the 409 adoption paths. Reading
+every mapping each sweep would double a sweep's cost, so the mappings are
+listed only when ``v1-mappings`` may have lost entries since the last sweep:
+its epoch changed, or it holds fewer messages (with history 1 a KV bucket's
+message count never falls in normal use), or the last sweep still found keys
+without a mapping (the signal, ``sync_core.epochs.BucketLife``, is kept in the
+sweep summary, so a restarted bridge compares with the sweep before it).
+
 It respects the bridge's backpressure (never more than the room left below
 ``BRIDGE_MAX_QUEUE_DEPTH``; the rest waits for the next sweep). Exactly one
 reconciler sweeps at a time across all bridges: it holds the lease
@@ -56,13 +71,15 @@ from bridge.changes import KvChange, operation_of
 from bridge.messages import TaskMessageEncoder, queued_revision
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
-from sync_core.keys import key_specs
+from sync_core.epochs import EPOCH_TASK_KWARG, BucketLife, bucket_epoch, bucket_life
+from sync_core.keys import ObjectType, forward_mapping_key, key_specs, parse_key
 from sync_core.sync_state import (
     RECONCILER_LEASE_KEY,
     RECONCILER_SWEEP_KEY,
     RunState,
     SweepSummary,
     SyncState,
+    Terminal,
     decode_state,
 )
 
@@ -79,6 +96,10 @@ LEASE_TTL_MIN = 5.0
 LIST_IDLE_TIMEOUT = 30.0
 # Parent mapping lookups of parked children, in flight at once.
 MAPPING_LOOKUPS_IN_FLIGHT = 64
+# Outcomes after which the key's forward mapping exists.
+MAPPED_OUTCOMES = frozenset({Terminal.CREATED, Terminal.UPDATED, Terminal.UNCHANGED})
+# Re-drives of keys whose revision looks synced but whose mapping is gone.
+FORCE_KWARGS = {"force": True}
 
 
 @dataclass(frozen=True)
@@ -117,6 +138,8 @@ class SweepPlan:
     keys: int = 0
     behind: int = 0
     changes: list[KvChange] = field(default_factory=list)
+    # Settled keys whose forward mapping is gone: re-driven with ``force``.
+    forced: list[KvChange] = field(default_factory=list)
 
 
 def holder_name() -> str:
@@ -272,6 +295,7 @@ class Reconciler:
         self._redis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.sweeps = 0
         self.last_summary: SweepSummary | None = None
+        self._summary_read = False
 
     @property
     def leader(self) -> bool:
@@ -312,18 +336,37 @@ class Reconciler:
         """Compare, enqueue what is behind, record the summary; returns it."""
         started = time.perf_counter()
         now = self._clock()
+        previous = await self.previous_summary()
+        epoch = await bucket_epoch(self.js, self.objects_bucket)
+        mappings_life = await self.mappings_life()
         latest = await self.latest_revisions()
         states = await self.states()
         ack_floor = await self.ack_floor()
         queue_floor = await self.queue_floor()
-        plan = await self.plan(latest, states, ack_floor, now, queue_floor)
+        unmapped: set[str] | None = None
+        if mappings_life is not None and mappings_check_due(mappings_life, previous):
+            unmapped = await self.unmapped_keys(latest, states, epoch)
+        plan = await self.plan(
+            latest, states, ack_floor, now, queue_floor, epoch=epoch, unmapped=unmapped
+        )
         depth = await self._on_redis_thread(self.publisher.depth, self.encoder.queue)
         room = max(0, self.tuning.max_queue_depth - depth)
-        batch = plan.changes[:room]
+        forced = plan.forced[:room]
+        batch = plan.changes[: room - len(forced)]
+        stamped = self.encoder.with_kwargs({EPOCH_TASK_KWARG: epoch})
+        if forced:
+            encoder = stamped.with_kwargs(FORCE_KWARGS)
+            await self._on_redis_thread(self.publisher.push, encoder.encode(forced))
+            log.warning(
+                "reconciler re-drove keys whose mapping is gone",
+                extra={"count": len(forced), "keys": [c.key for c in forced[:20]]},
+            )
         if batch:
-            await self._on_redis_thread(self.publisher.push, self.encoder.encode(batch))
-            for change in batch:
-                self._sent[change.key] = now
+            await self._on_redis_thread(self.publisher.push, stamped.encode(batch))
+        for change in forced + batch:
+            self._sent[change.key] = now
+        batch = forced + batch
+        if batch:
             self.metrics.reconcile_reenqueued.inc(len(batch))
             log.info(
                 "reconciler re-enqueued keys behind",
@@ -331,14 +374,21 @@ class Reconciler:
             )
         self._forget_old_sends(now)
         duration = time.perf_counter() - started
+        other_life = [key for key, state in states.items() if state.epoch != epoch]
         summary = SweepSummary(
             at=now,
             duration=round(duration, 4),
             keys=plan.keys,
             behind=plan.behind,
             reenqueued=len(batch),
-            deferred=len(plan.changes) - len(batch),
+            deferred=len(plan.changes) + len(plan.forced) - len(batch),
             holder=self.holder,
+            epoch=epoch,
+            other_life=len(other_life),
+            other_life_in_bucket=sum(1 for key in other_life if key in latest),
+            mappings_epoch=None if mappings_life is None else mappings_life.epoch,
+            mappings_messages=None if mappings_life is None else mappings_life.messages,
+            unmapped=len(unmapped or ()),
         )
         self.metrics.reconcile_keys_behind.set(plan.behind)
         self.metrics.reconcile_sweep_seconds.observe(duration)
@@ -356,8 +406,16 @@ class Reconciler:
         ack_floor: int | None,
         now: float,
         queue_floor: int | None = None,
+        *,
+        epoch: int | None = None,
+        unmapped: set[str] | None = None,
     ) -> SweepPlan:
-        """Which keys are behind, and which of them to enqueue now (see the module doc)."""
+        """Which keys are behind, and which of them to enqueue now (see the module doc).
+
+        ``epoch``: the life of ``v1-objects`` ``latest`` is of (states of another
+        read as keys never synced); ``unmapped``: keys settled in the state whose
+        forward mapping is gone (``unmapped_keys``).
+        """
         plan = SweepPlan(keys=len(latest))
         parked: list[tuple[str, Latest, SyncState]] = []
         grace = self.tuning.grace
@@ -365,7 +423,13 @@ class Reconciler:
             state = states.get(key)
             if state is None:
                 state = SyncState(key)
+            elif epoch is not None:
+                state = state.in_life(epoch)
             if state.settled(change.revision):
+                if unmapped and key in unmapped:
+                    plan.behind += 1
+                    if not state.lease_live(now) and now - self._sent.get(key, -grace) >= grace:
+                        plan.forced.append(KvChange(key, change.revision, change.operation))
                 continue
             plan.behind += 1
             if state.lease_live(now) or now - self._sent.get(key, -grace) < grace:
@@ -421,6 +485,68 @@ class Reconciler:
         return releases
 
     # -- reading NATS ----------------------------------------------------------
+
+    async def previous_summary(self) -> SweepSummary | None:
+        """The last sweep's summary: this reconciler's, or the stored one of the one before."""
+        if self.last_summary is not None or self._summary_read:
+            return self.last_summary
+        self._summary_read = True
+        try:
+            entry = await (await self.js.key_value(self.state_bucket)).get(RECONCILER_SWEEP_KEY)
+            return SweepSummary.from_bytes(bytes(entry.value or b""))
+        except (KeyNotFoundError, ValueError):
+            return None
+
+    async def mappings_life(self) -> BucketLife | None:
+        """The epoch and message count of ``v1-mappings``; None when it cannot be read
+        (no bucket yet: the sweep goes on without the mapping check)."""
+        try:
+            return await bucket_life(self.js, self.mappings_bucket)
+        except Exception as error:
+            log.warning("cannot read the mappings bucket", extra={"failure": repr(error)})
+            return None
+
+    async def unmapped_keys(
+        self, latest: dict[str, Latest], states: dict[str, SyncState], epoch: int
+    ) -> set[str]:
+        """Keys whose latest revision is synced (created, updated, unchanged) in the state of
+        life ``epoch`` but whose forward mapping ``v1-mappings`` does not hold.
+
+        One headers-only listing of the forward mappings (``mappings_check_due`` says when).
+        """
+        wanted: dict[str, str] = {}
+        for key, change in latest.items():
+            state = states.get(key)
+            if state is None or change.operation != PUT:
+                continue
+            state = state.in_life(epoch)
+            if state.revision != change.revision or state.outcome not in MAPPED_OUTCOMES:
+                continue
+            object_type, record_id = parse_key(key)
+            if object_type is not None:
+                wanted[forward_mapping_key(object_type, record_id)] = key
+        if not wanted:
+            return set()
+        mapped: set[str] = set()
+        start = len(kv_subject(self.mappings_bucket, ""))
+
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
+            if operation_of(msg.headers) == PUT:  # not a deleted or purged mapping
+                mapped.add(msg.subject[start:])
+
+        await asyncio.gather(
+            *(
+                last_per_subject(
+                    self.js,
+                    kv_stream(self.mappings_bucket),
+                    kv_subject(self.mappings_bucket, forward_mapping_key(object_type, ">")),
+                    note,
+                    True,
+                )
+                for object_type in ObjectType
+            )
+        )
+        return {key for mapping, key in wanted.items() if mapping not in mapped}
 
     async def latest_revisions(self) -> dict[str, Latest]:
         """The latest revision of every key of ours in ``v1-objects`` (headers only)."""
@@ -489,6 +615,18 @@ class Reconciler:
 
     async def _on_redis_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._redis_thread, fn, *args)
+
+
+def mappings_check_due(now: BucketLife, previous: SweepSummary | None) -> bool:
+    """Whether ``v1-mappings`` may have lost entries since the sweep ``previous``.
+
+    Its epoch or message count (``now``) against what that sweep saw, or that
+    sweep still found keys without their mapping.
+    """
+    if previous is None or previous.mappings_epoch is None or previous.mappings_messages is None:
+        return True
+    before = BucketLife(previous.mappings_epoch, previous.mappings_messages)
+    return now.emptied_since(before) or previous.unmapped > 0
 
 
 def prefixes() -> Iterable[str]:

@@ -36,7 +36,11 @@ def requeue_letters(
         batch = letters[start : start + REQUEUE_BATCH]
         if max_depth is not None:
             wait_for_room(queue, max_depth, on_wait=on_wait)
-        queue.publish([KvChange(x.key, x.revision, x.operation) for x in batch])
+        # Each letter's task says which life of v1-objects its revision is of: one
+        # of a bucket rebuilt since ends superseded instead of syncing a stranger.
+        for epoch in dict.fromkeys(letter.epoch for letter in batch):
+            changes = [KvChange(x.key, x.revision, x.operation) for x in batch if x.epoch == epoch]
+            queue.publish(changes, epoch)
         store.remove_unchanged(batch)
         if on_batch is not None:
             on_batch(batch)

@@ -19,6 +19,7 @@ from bridge.loop import LOW_WATER_FRACTION
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.publisher import BrokerPublisher, broker_client, database_of
 from sync_core.broker import broker_transport_options
+from sync_core.epochs import EPOCH_TASK_KWARG
 from sync_core.redis_connection import RedisTarget
 from sync_core.redis_connection import redis_client as connect_redis
 
@@ -89,12 +90,19 @@ class TaskQueue:
             task_kwargs=MANUAL_TASK_KWARGS if task_kwargs is None else task_kwargs,
         )
 
-    def publish(self, changes: Sequence[KvChange]) -> None:
-        """Enqueue every change; raise ``BrokerUnavailable`` unless all are in Redis."""
+    def publish(self, changes: Sequence[KvChange], epoch: int | None = None) -> None:
+        """Enqueue every change; raise ``BrokerUnavailable`` unless all are in Redis.
+
+        ``epoch``: the life of ``v1-objects`` the revisions belong to
+        (``sync_core.epochs``); None: the current one, as the worker sees it.
+        """
         if not changes:
             return
+        encoder = self._encoder
+        if epoch is not None:
+            encoder = encoder.with_kwargs({EPOCH_TASK_KWARG: epoch})
         try:
-            self._publisher.push(self._encoder.encode(changes))
+            self._publisher.push(encoder.encode(changes))
         except (redis.RedisError, OSError) as error:
             raise BrokerUnavailable(f"the broker did not accept the tasks: {error}") from None
 

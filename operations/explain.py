@@ -135,7 +135,7 @@ def explain_key(dry: DryRun, key: str) -> Explanation:
     if change is None:
         raise UnknownKey(f"{key} is not in {settings.v1_objects_bucket}")
     found.revision, found.operation = change.revision, change.operation
-    found.synced_revision = synced_revision(runtime, key)
+    found.synced_revision = synced_revision(runtime, key, runtime.objects_epoch.current())
     state_before = runtime.state.get(key)
     letter = runtime.dead_letters.get(task_id_for(key, change.revision))
     if letter is not None:

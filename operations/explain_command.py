@@ -128,7 +128,7 @@ def render(found: Explanation) -> str:
         lines += _section(
             "Sync state it would write",
             [
-                f"{k} = {_show(v) if v is not None else '(removed)'}"
+                f"{k} = {_show(_state_fields(v)) if v is not None else '(removed)'}"
                 for k, v in found.state_written.items()
             ],
         )
@@ -164,6 +164,19 @@ def _pairs(values: dict[str, Any]) -> list[str]:
 
 def _json_lines(body: dict[str, Any]) -> list[str]:
     return json.dumps(body, indent=2, sort_keys=True, default=str).splitlines()
+
+
+# The fields of a sync state an operator reads first (the key is the line's label).
+STATE_FIELDS_FIRST = ("revision", "outcome", "pending", "uid", "epoch", "at")
+
+
+def _state_fields(state: Any) -> Any:
+    """A sync state for the text: its key left out, the telling fields first."""
+    if not isinstance(state, dict):
+        return state
+    first = {name: state[name] for name in STATE_FIELDS_FIRST if name in state}
+    rest = {name: value for name, value in state.items() if name not in first and name != "key"}
+    return first | rest
 
 
 def _show(value: Any) -> str:

@@ -5,6 +5,11 @@ everything else that could still be read. The pipeline is unhealthy when the
 broker is down, NATS, the durable consumer or the sync state bucket is
 missing, or no worker answers. The dead letters and the reconciler's last
 sweep (keys behind, when, how long) come from the sync state in JetStream.
+
+It also shows the life (epoch, ``sync_core.epochs``) of ``v1-objects`` and the
+one the state was last compared against, and warns, without calling the
+pipeline unhealthy, when state entries of an older life remain: after a
+rebuilt bucket the reconciler re-drives those keys on its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from bridge.messages import producer_app
 from operations.current_keys import KvUnavailable, open_nats
 from operations.enqueue import queue_depth, redis_client
+from sync_core.epochs import bucket_epoch, format_epoch
 from sync_core.nats_client import SyncNats
 from sync_core.settings import CommonSettings
 from sync_core.sync_state import RECONCILER_SWEEP_KEY, SweepSummary
@@ -53,7 +59,31 @@ class SyncStateStatus:
     found: bool = False
     dead_letters: int | None = None
     last_sweep: SweepSummary | None = None
+    # The epoch of ``v1-objects`` now (None: could not be read).
+    objects_epoch: int | None = None
     error: str | None = None
+
+    def warnings(self) -> list[str]:
+        """What the operator should know about older lives of ``v1-objects`` in the state."""
+        sweep = self.last_sweep
+        if sweep is None or self.objects_epoch is None:
+            return []
+        found = []
+        if sweep.epoch != self.objects_epoch:
+            found.append(
+                "v1-objects was rebuilt since the last reconciler sweep (that sweep compared "
+                f"against the life of {format_epoch(sweep.epoch)}): the next sweep re-drives "
+                "every key of the new life; nothing to do"
+            )
+        elif sweep.other_life_in_bucket:
+            # Entries of keys no longer in the bucket stay for good (harmless): the
+            # state section counts them, a warning would never clear.
+            found.append(
+                f"{sweep.other_life_in_bucket} sync state entries of keys in v1-objects are of "
+                "an older life of the bucket (rebuilt, or written before epochs): the "
+                "reconciler is syncing them again; nothing to do"
+            )
+        return found
 
 
 @dataclass
@@ -76,6 +106,8 @@ class Status:
     sync_state: SyncStateStatus
     workers: list[str]
     problems: list[str]
+    # Worth knowing, not unhealthy (an older life of v1-objects in the state).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -152,6 +184,10 @@ def collect_sync_state(settings: CommonSettings) -> SyncStateStatus:
         status.found = True
         if entry is not None:
             status.last_sweep = SweepSummary.from_bytes(bytes(entry.value or b""))
+        try:
+            status.objects_epoch = nats.run(bucket_epoch(nats.js, settings.v1_objects_bucket))
+        except (NatsError, NotFoundError):
+            status.objects_epoch = None  # the consumer part reports a missing bucket
     except BucketNotFoundError:
         status.error = f"KV bucket {settings.sync_state_bucket!r} does not exist (no bridge ran)"
     except (NatsError, OSError, TimeoutError, ValueError) as error:
@@ -200,6 +236,7 @@ def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT
         sync_state=sync_state,
         workers=workers,
         problems=problems,
+        warnings=sync_state.warnings(),
     )
 
 
@@ -231,6 +268,7 @@ def render(status: Status) -> str:
     lines += _render_sync_state(status.sync_state)
     names = ", ".join(status.workers)
     lines.append(f"Workers online     {len(status.workers)}" + (f" ({names})" if names else ""))
+    lines += [f"Warning: {warning}" for warning in status.warnings]
     if status.healthy:
         lines.append("Healthy")
     else:
@@ -244,12 +282,21 @@ def _render_sync_state(state: SyncStateStatus) -> list[str]:
     if not state.found:
         return [*lines, f"  unavailable: {state.error}"]
     lines.append(f"  dead letters      {_count(state.dead_letters)}")
+    if state.objects_epoch is not None:
+        lines.append(f"  v1-objects life   since {format_epoch(state.objects_epoch)}")
     sweep = state.last_sweep
     if sweep is None:
         return [*lines, "  last sweep        none yet"]
     ago = max(0, int(time.time() - sweep.at))
     lines += [
         f"  keys behind       {sweep.behind} of {sweep.keys}",
+        f"  state refers to   the life since {format_epoch(sweep.epoch)}"
+        + (
+            f" ({sweep.other_life} entries of an older one: {sweep.other_life_in_bucket} "
+            "being synced again, the rest of keys no longer in the bucket)"
+            if sweep.other_life
+            else ""
+        ),
         f"  last sweep        {ago}s ago, {sweep.duration:.2f}s, re-enqueued {sweep.reenqueued}"
         + (f", deferred {sweep.deferred}" if sweep.deferred else ""),
     ]

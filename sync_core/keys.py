@@ -150,3 +150,16 @@ def check_kv_key(key: str) -> str:
         length = len(key) if isinstance(key, str) else 0
         raise InvalidKVKey(f"not a valid KV key ({length} characters): {preview!r}")
     return key
+
+
+# The forward mapping of a record in ``v1-mappings``: ``{object type}.sfid.{id}``.
+FORWARD_MAPPING_INFIX = ".sfid."
+
+
+def forward_mapping_key(object_type: str, record_id: str) -> str:
+    """The ``v1-mappings`` key holding the V2 uid of record ``record_id`` of ``object_type``.
+
+    Every kind's ``sfid_prefix`` follows this rule (the registry refuses one
+    that does not): the reconciler, which cannot import the kinds, relies on it.
+    """
+    return f"{object_type}{FORWARD_MAPPING_INFIX}{record_id}"

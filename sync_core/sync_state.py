@@ -7,7 +7,9 @@ on its own with a server-side filter:
 
 - ``{v1 key}`` (a key of ``v1-objects``): a ``SyncState``. The last revision
   that reached a terminal outcome (created, updated, unchanged, skipped,
-  deleted, dead_lettered), the outcome, when, and the V2 uid; a ``PendingRun``
+  deleted, dead_lettered), the epoch of ``v1-objects`` it belongs to
+  (``sync_core.epochs``: revisions restart at 1 when the bucket is rebuilt),
+  the outcome, when, and the V2 uid; a ``PendingRun``
   when the key's latest run is not finished (parked on a parent, or a retry
   scheduled for a due time); the ``KeyLease`` of the run working on it.
 - ``deadletter.{v1 key}``: the key's dead letter (``tasks.stores.dead_letters``).
@@ -112,6 +114,21 @@ class SyncState:
     uid: str | None = None
     pending: PendingRun | None = None
     lease: KeyLease | None = None
+    # The life of ``v1-objects`` that ``revision`` and ``pending`` belong to
+    # (``sync_core.epochs``); None: written before epochs, a life unknown.
+    epoch: int | None = None
+
+    def in_life(self, epoch: int) -> SyncState:
+        """The state as seen from life ``epoch`` of ``v1-objects``.
+
+        Revisions of another life (or of an unknown one) say nothing about this
+        one: they read as a key never synced (no revision, outcome or pending
+        run). The lease (a run at work now) and the V2 uid (the object V2 has)
+        are facts of no life and stay.
+        """
+        if self.epoch == epoch:
+            return self
+        return replace(self, revision=-1, outcome=None, at=None, pending=None, epoch=epoch)
 
     def synced(self, revision: int) -> bool:
         """Whether ``revision`` reached V2 already (a dead letter did not)."""
@@ -125,8 +142,19 @@ class SyncState:
         """Whether a run holds the key at ``now``."""
         return self.lease is not None and self.lease.live(now)
 
-    def finished(self, revision: int, outcome: str, at: float, uid: str | None) -> SyncState:
-        """The state after ``revision`` ended in terminal ``outcome`` (never goes back)."""
+    def finished(
+        self, revision: int, outcome: str, at: float, uid: str | None, *, epoch: int
+    ) -> SyncState:
+        """The state after ``revision`` of life ``epoch`` ended in terminal ``outcome``.
+
+        Never goes back within a life; a revision of another life replaces
+        what is recorded (``in_life``).
+        """
+        if self.epoch != epoch:
+            # The uid stays unless this outcome brings one: the V2 object is the same.
+            return replace(
+                self.in_life(epoch), revision=revision, outcome=outcome, at=at, uid=uid or self.uid
+            )
         pending = self.pending
         if pending is not None and pending.revision <= revision:
             pending = None
@@ -147,7 +175,7 @@ class SyncState:
     def to_bytes(self) -> bytes:
         """The stored form: compact JSON, empty fields left out."""
         data: dict[str, Any] = {"key": self.key, "revision": self.revision}
-        for name in ("outcome", "at", "uid"):
+        for name in ("outcome", "at", "uid", "epoch"):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         if self.pending is not None:
@@ -172,6 +200,7 @@ class SyncState:
                 outcome=data.get("outcome"),
                 at=None if data.get("at") is None else float(data["at"]),
                 uid=data.get("uid"),
+                epoch=None if data.get("epoch") is None else int(data["epoch"]),
                 pending=None
                 if not pending
                 else PendingRun(
@@ -197,17 +226,21 @@ class ParkedChild:
     key: str
     revision: int
     since: float
+    # The life of ``v1-objects`` ``revision`` belongs to (None: unknown).
+    epoch: int | None = None
 
     def to_bytes(self) -> bytes:
         """The stored form."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ParkedChild:
         """Parse the stored form; ``ValueError`` when it is not one."""
         try:
             data = json.loads(raw)
-            return cls(str(data["key"]), int(data["revision"]), float(data["since"]))
+            epoch = None if data.get("epoch") is None else int(data["epoch"])
+            return cls(str(data["key"]), int(data["revision"]), float(data["since"]), epoch)
         except (TypeError, KeyError, json.JSONDecodeError) as error:
             raise ValueError(f"not a parked child: {error}") from None
 
@@ -298,6 +331,19 @@ class SweepSummary:
     reenqueued: int
     deferred: int
     holder: str
+    # The epoch of ``v1-objects`` the sweep compared against, and how many
+    # state entries it found of another (or an unknown) life.
+    epoch: int | None = None
+    other_life: int = 0
+    # Of those, the entries of keys the bucket holds now (being synced again);
+    # the rest are of keys absent from this life (harmless, left as they are).
+    other_life_in_bucket: int = 0
+    # What ``v1-mappings`` looked like (``sync_core.epochs.BucketLife``), so the
+    # next sweep, in this bridge or another, tells whether it was emptied since.
+    mappings_epoch: int | None = None
+    mappings_messages: int | None = None
+    # Keys settled in the state whose forward mapping was missing (re-driven).
+    unmapped: int = 0
 
     def to_bytes(self) -> bytes:
         """The stored form."""
@@ -316,6 +362,16 @@ class SweepSummary:
                 reenqueued=int(data["reenqueued"]),
                 deferred=int(data.get("deferred", 0)),
                 holder=str(data["holder"]),
+                epoch=_optional_int(data.get("epoch")),
+                other_life=int(data.get("other_life", 0)),
+                other_life_in_bucket=int(data.get("other_life_in_bucket", 0)),
+                mappings_epoch=_optional_int(data.get("mappings_epoch")),
+                mappings_messages=_optional_int(data.get("mappings_messages")),
+                unmapped=int(data.get("unmapped", 0)),
             )
         except (TypeError, KeyError, json.JSONDecodeError) as error:
             raise ValueError(f"not a sweep summary: {error}") from None
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -14,12 +14,13 @@ import pytest
 import redis
 from nats.js.api import ConsumerInfo
 
-from bridge.consumer import ConsumerSpec
+from bridge.consumer import ConsumerSpec, ensure_consumer
 from bridge.loop import LoopTuning
 from bridge.messages import decode_envelope
 from sandbox.servers import NatsServer, ValkeyServer
 from sync_core.broker import SYNC_TASK_NAME
-from sync_core.nats_client import SyncNats
+from sync_core.epochs import bucket_epoch
+from sync_core.nats_client import OBJECTS_BUCKET_HISTORY, SyncNats, ensure_bucket
 from sync_core.settings import BridgeSettings
 from tests.bridge_harness import BackgroundBridge
 
@@ -127,6 +128,34 @@ def test_every_put_becomes_one_task_and_the_consumer_ends_clean(
     metrics = bridge.metrics
     assert metrics.enqueued._value.get() == len(keys)
     assert metrics.acked._value.get() == len(keys)
+
+
+def test_tasks_carry_the_bucket_epoch_and_a_rebuilt_bucket_brings_the_new_one(
+    sync_nats: SyncNats, redis_client: redis.Redis, make_bridge: Callable[..., BackgroundBridge]
+) -> None:
+    """Revisions restart at 1 in a rebuilt bucket: each task says which life it is of."""
+    make_bridge()
+    first = sync_nats.run(bucket_epoch(sync_nats.js, BUCKET))
+    sync_nats.kv_put(BUCKET, "salesforce-project__c.before", RECORD)
+    wait_until(lambda: redis_client.llen(QUEUE) >= 1, "the first task")
+
+    async def rebuild() -> None:
+        await sync_nats.js.delete_key_value(BUCKET)
+        await ensure_bucket(sync_nats.js, BUCKET, OBJECTS_BUCKET_HISTORY)
+        # Another bridge (or the chart) creates the consumer on the new stream: this
+        # bridge's pull subscription, bound by name, is served by it without a resubscribe.
+        await ensure_consumer(sync_nats.js, ConsumerSpec(CONSUMER, BUCKET))
+
+    sync_nats.run(rebuild())
+    second = sync_nats.run(bucket_epoch(sync_nats.js, BUCKET))
+    assert second != first
+    sync_nats.kv_put(BUCKET, "salesforce-project__c.after", RECORD)
+    wait_until(lambda: redis_client.llen(QUEUE) >= 2, "the task of the new life")
+    stamps = {t["body"][0][0]: t["body"][1] for t in queued_tasks(redis_client)}
+    assert stamps == {
+        "salesforce-project__c.before": {"epoch": first},
+        "salesforce-project__c.after": {"epoch": second},
+    }
 
 
 def test_deletes_and_purges_become_tasks_with_their_operation(

@@ -23,6 +23,7 @@ FIELDS = {
     "attempts",
     "first_failure",
     "last_failure",
+    "epoch",
 }
 
 
@@ -84,6 +85,25 @@ def test_one_letter_per_key_the_latest_revision_wins(sync_nats: SyncNats) -> Non
     store.remove_settled(KEY, 8)  # an older success leaves a newer failure alone
     assert store.count() == 1
     store.remove_settled(KEY, 9)
+    assert store.count() == 0
+
+
+def test_a_letter_of_another_bucket_life_is_replaced_and_dropped_by_any_success(
+    sync_nats: SyncNats,
+) -> None:
+    """Revisions restart at 1 in a rebuilt ``v1-objects``: 3 of the new life is not older than 9."""
+    store = DeadLetterStore(sync_nats, DEFAULT_STATE_BUCKET)
+    store.add(KEY, 9, "PUT", error_kind="old_life", error_message="m", now=1.0, epoch=100)
+    kept = store.add(KEY, 3, "PUT", error_kind="new_life", error_message="m", now=2.0, epoch=200)
+    assert (kept.revision, kept.epoch, kept.error_kind, kept.first_failure) == (
+        3,
+        200,
+        "new_life",
+        2.0,
+    )
+    assert [letter.id for letter in store.list()] == [f"{KEY}@3"]
+    store.add(KEY, 9, "PUT", error_kind="old_life", error_message="m", now=3.0, epoch=100)
+    store.remove_settled(KEY, 2, 200)  # a success of the new life: the old life's letter goes
     assert store.count() == 0
 
 

@@ -72,7 +72,7 @@ def test_the_stores_run_unchanged_on_the_dry_buckets(
     assert mappings.clear_tombstone("project.sfid.t")
     assert mappings.read("project.sfid.t") is None
     state = StateStore(dry_nats, DEFAULT_STATE_BUCKET)
-    state.set_pending("k.1", retry_pending(3, 1.0, 2.0, attempt=2), None)
+    state.set_pending("k.1", retry_pending(3, 1.0, 2.0, attempt=2), None, epoch=1)
     assert state.get("k.1").pending == retry_pending(3, 1.0, 2.0, attempt=2)
     assert dry_nats.run(dry_nats.kv(DEFAULT_STATE_BUCKET).has_any("k.>"))
 

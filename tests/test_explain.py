@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from operations.explain import NEW_UID, Explanation, explain_key, open_dry_run
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
+from sync_core.epochs import bucket_epoch
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import WorkerSettings
 from tasks.run.deletes import BUDGET_KEY
@@ -482,9 +483,14 @@ def test_a_parent_created_would_release_its_parked_children(st: Stack) -> None:
 
     assert found.outcome == "create"
     enqueued = [w for w in found.writes if w["target"] == "queue"]
-    assert [(w["key"], w["value"]["args"], w["value"]["kwargs"]) for w in enqueued] == [
-        (f"{child_key}@{child_revision}", [child_key, child_revision, "PUT"], {"force": True})
+    assert [(w["key"], w["value"]["args"]) for w in enqueued] == [
+        (f"{child_key}@{child_revision}", [child_key, child_revision, "PUT"])
     ]
+    # Forced (a child dead-lettered while it waited runs again), in the child's life.
+    assert enqueued[0]["value"]["kwargs"] == {
+        "force": True,
+        "epoch": st.nats.run(bucket_epoch(st.nats.js, OBJECTS)),
+    }
     assert snapshot(st) == before
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sync_core.nats_client import SyncNats
-from sync_core.sync_state import DEFAULT_STATE_BUCKET
+from sync_core.sync_state import DEFAULT_STATE_BUCKET, PendingRun, RunState
 from tasks.stores.id_mappings import MappingStore
 from tasks.stores.leases import (
     LEASE_TTL_SECONDS,
@@ -218,9 +218,31 @@ def test_a_finish_on_the_leases_known_revision_skips_the_read_and_survives_a_sta
     known = lease.known()
     assert known is not None
     assert lease.renew()  # the stored state moved on: the known revision is stale now
-    before, after, parked = store.finish(KEY, 5, "updated", 1.0, "uid", lease.token, known=known)
+    before, after, parked = store.finish(
+        KEY, 5, "updated", 1.0, "uid", lease.token, known=known, epoch=1
+    )
     assert before.lease is not None
     assert after.lease is None
     assert after.synced(5)
     assert not parked
     assert store.get(KEY).synced(5)
+
+
+def test_a_forced_run_of_a_settled_revision_that_parks_drops_its_lease(store: StateStore) -> None:
+    """No pending run is recorded (the revision is settled), and the key is free at once."""
+    store.finish(KEY, 5, "created", 1.0, "uid", None, epoch=1)
+    lease = KeyLock(store, KEY)
+    assert lease.acquire()
+    parked = PendingRun(RunState.PARKED, 5, 2.0, parent_key="project.sfid.parent")
+    after = store.set_pending(KEY, parked, lease.token, epoch=1)
+    assert (after.lease, after.pending, after.revision) == (None, None, 5)
+    assert KeyLock(store, KEY).acquire()
+
+
+def test_a_pending_run_of_a_new_bucket_life_replaces_a_higher_settled_revision(
+    store: StateStore,
+) -> None:
+    store.finish(KEY, 500, "created", 1.0, "uid", None, epoch=1)
+    retry = PendingRun(RunState.RETRY, 3, 2.0, due=3.0)
+    after = store.set_pending(KEY, retry, None, epoch=2)
+    assert (after.epoch, after.revision, after.pending, after.uid) == (2, -1, retry, "uid")

@@ -372,7 +372,7 @@ def test_dlq_list_json_has_every_field(env: dict[str, str], letters: DeadLetterS
     assert [entry["id"] for entry in data] == [f"{PROJECT}.new@9", f"{PROJECT}.old@3"]
     assert set(data[0]) == {
         "id", "key", "revision", "operation", "error_kind", "error_message", "status",
-        "body_excerpt", "attempts", "first_failure", "last_failure",
+        "body_excerpt", "attempts", "first_failure", "last_failure", "epoch",
     }  # fmt: skip
 
 
@@ -411,6 +411,19 @@ def test_dlq_requeue_enqueues_and_removes_the_letter(
         QueuedTask("sync_kv_entry", f"{PROJECT}.old@3", [f"{PROJECT}.old", 3, "PUT"])
     ]
     assert [letter.id for letter in letters.list()] == [f"{PROJECT}.new@9"]
+
+
+def test_dlq_requeue_stamps_each_task_with_the_bucket_life_of_its_letter(
+    env: dict[str, str], store: DeadLetterStore, redis_client: redis.Redis
+) -> None:
+    """A letter of a rebuilt bucket's older life must not pass for the current one."""
+    add_letter(store, f"{PROJECT}.stamped", 5, time.time(), epoch=1_700_000_000_000_000)
+
+    result = run(env, "dlq", "requeue", f"{PROJECT}.stamped@5")
+
+    assert result.exit_code == 0, result.output
+    stamped = {**DLQ_KWARGS, "epoch": 1_700_000_000_000_000}
+    assert [t.id for t in queued_tasks(redis_client, kwargs=stamped)] == [f"{PROJECT}.stamped@5"]
 
 
 def test_dlq_requeue_all(

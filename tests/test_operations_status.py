@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from sandbox.servers import NatsServer, ValkeyServer, free_port
+from sync_core.epochs import bucket_epoch, format_epoch
 from sync_core.nats_client import SyncNats, connect
 from sync_core.sync_state import DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY, SweepSummary
 from tasks.run.outcomes import count_outcome
@@ -27,8 +28,14 @@ CONSUMER = "v1-sync-helper-kv-consumer"
 WORKER_QUEUE = "status-test-worker"
 
 
-def run(env: dict[str, str], *args: str) -> Result:
-    return CliRunner().invoke(main, ["status", "--ping-timeout", "0.5", *args], env=env)
+# Long enough for the in-thread worker's answer to a second ping in a row, which
+# can take more than half a second (each status call waits this long in full).
+PING_TIMEOUT = "0.5"
+SECOND_PING_TIMEOUT = "2"
+
+
+def run(env: dict[str, str], *args: str, ping_timeout: str = PING_TIMEOUT) -> Result:
+    return CliRunner().invoke(main, ["status", "--ping-timeout", ping_timeout, *args], env=env)
 
 
 async def _create_consumer(url: str) -> None:
@@ -97,6 +104,56 @@ def test_status_is_healthy_and_reports_every_count(
     assert data["sync_state"]["last_sweep"]["behind"] == 1
     assert data["broker"]["outcomes_last_hour"] == {"created": 2, "updated": 1}
     assert data["workers"] == [worker]
+
+
+def test_status_shows_the_bucket_life_and_warns_about_older_lives_in_the_state(
+    env: dict[str, str], consumer: str, worker: str, sync_nats: SyncNats
+) -> None:
+    """Warnings, not unhealthy: the reconciler resyncs an older life on its own."""
+    epoch = sync_nats.run(bucket_epoch(sync_nats.js, "v1-objects"))
+
+    def sweep_of(sweep_epoch: int, other_life: int, in_bucket: int) -> None:
+        sweep = SweepSummary(
+            at=time.time(),
+            duration=0.1,
+            keys=5,
+            behind=in_bucket,
+            reenqueued=0,
+            deferred=0,
+            holder="b",
+            epoch=sweep_epoch,
+            other_life=other_life,
+            other_life_in_bucket=in_bucket,
+        )
+        sync_nats.kv_put(DEFAULT_STATE_BUCKET, RECONCILER_SWEEP_KEY, sweep.to_bytes())
+
+    sweep_of(epoch, 0, 0)
+    result = run(env, ping_timeout=SECOND_PING_TIMEOUT)
+    assert result.exit_code == 0, result.output
+    assert f"v1-objects life   since {format_epoch(epoch)}" in result.stdout
+    assert f"state refers to   the life since {format_epoch(epoch)}\n" in result.stdout
+    assert "Warning" not in result.stdout
+
+    sweep_of(epoch, 7, 5)
+    result = run(env, "--json", ping_timeout=SECOND_PING_TIMEOUT)
+    assert result.exit_code == 0, result.output
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert "5 sync state entries of keys in v1-objects are of an older life" in warning
+    assert (
+        "7 entries of an older one: 5 being synced again"
+        in run(env, ping_timeout=SECOND_PING_TIMEOUT).stdout
+    )
+
+    sweep_of(epoch, 2, 0)  # only keys no longer in the bucket: counted, no warning
+    result = run(env, ping_timeout=SECOND_PING_TIMEOUT)
+    assert "2 entries of an older one: 0 being synced again" in result.stdout
+    assert "Warning" not in result.stdout
+
+    sweep_of(epoch - 1, 0, 0)
+    result = run(env, ping_timeout=SECOND_PING_TIMEOUT)
+    assert result.exit_code == 0, result.output
+    assert "Warning: v1-objects was rebuilt since the last reconciler sweep" in result.stdout
+    assert result.stdout.rstrip().endswith("Healthy")
 
 
 def test_status_human_output(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,9 +21,11 @@ from bridge.changes import KvChange
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher, broker_client, database_of
-from bridge.reconciler import Reconciler, ReconcileTuning
+from bridge.reconciler import MAPPED_OUTCOMES, Reconciler, ReconcileTuning
 from sandbox.servers import NatsServer, ValkeyServer
 from sync_core.broker import broker_transport_options
+from sync_core.epochs import bucket_epoch
+from sync_core.keys import forward_mapping_key, parse_key
 from sync_core.nats_client import SyncNats, connect
 from sync_core.sync_state import (
     DEFAULT_STATE_BUCKET,
@@ -65,8 +68,20 @@ def reconciler(nc: Client, redis_url: str, publisher: BrokerPublisher, **tuning:
     )
 
 
-def put_state(sync_nats: SyncNats, state: SyncState) -> None:
+def objects_epoch(sync_nats: SyncNats) -> int:
+    """The current epoch of ``v1-objects`` (what the workers stamp their states with)."""
+    return sync_nats.run(bucket_epoch(sync_nats.js, "v1-objects"))
+
+
+def put_state(sync_nats: SyncNats, state: SyncState, *, mapped: bool = True) -> None:
+    """Write ``state`` as a worker would: in the bucket's current life, with the key's
+    forward mapping after a sync (unless ``mapped`` is False)."""
+    if state.epoch is None:
+        state = replace(state, epoch=objects_epoch(sync_nats))
     sync_nats.kv_put(DEFAULT_STATE_BUCKET, state.key, state.to_bytes())
+    object_type, record_id = parse_key(state.key)
+    if mapped and object_type is not None and state.outcome in MAPPED_OUTCOMES:
+        sync_nats.kv_put("v1-mappings", forward_mapping_key(object_type, record_id), b"uid")
 
 
 def sweep(url: str, redis_url: str, publisher: BrokerPublisher, **tuning: Any) -> SweepSummary:
@@ -317,3 +332,21 @@ def test_a_pending_run_keeps_its_retry_count_in_the_stored_state() -> None:
     # A fresh pending run stores no count, byte for byte as before.
     fresh = SyncState("k", pending=PendingRun(RunState.PARKED, 7, 1.0, parent_key="project.sfid.p"))
     assert b"attempt" not in fresh.to_bytes()
+
+
+def test_a_sweep_without_a_mappings_bucket_still_redrives_what_is_behind(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    """The mapping check needs ``v1-mappings``; the rest of the sweep does not."""
+    sync_nats.run(sync_nats.js.delete_key_value("v1-mappings"))
+    behind = f"{PROJECT}.behind"
+    revision = sync_nats.kv_put("v1-objects", behind, b"{}")
+    time.sleep(GRACE)  # the change must be older than the grace to be re-driven
+    summary = sweep(buckets.url, redis_server.url, publisher)
+    assert (summary.behind, summary.reenqueued) == (1, 1)
+    assert summary.mappings_epoch is None
+    assert task_ids(queued_tasks(redis_client)) == [f"{behind}@{revision}"]

@@ -94,3 +94,11 @@ def test_a_kind_that_clashes_with_a_registered_one_is_refused() -> None:
     with pytest.raises(KindConflict), registered(same_name):
         pass
     assert kinds() == (PROJECTS, COMMITTEES, MEMBERS)
+
+
+def test_a_kind_whose_forward_mappings_the_reconciler_cannot_find_is_refused() -> None:
+    odd = _Toy()
+    odd.sfid_prefix = "toy.by-sfid."
+    with pytest.raises(KindConflict, match=r"sfid_prefix must be 'toy\.sfid\.'"), registered(odd):
+        pass
+    assert kinds() == (PROJECTS, COMMITTEES, MEMBERS)

@@ -109,7 +109,7 @@ def test_each_phase_waits_until_every_synced_key_before_it_settled(
     assert operation is None
     revision_b, _ = last_message(sync_nats, B)
     # Only A settles: the deletes must not be written while B has no terminal outcome.
-    state.finish(A, revision_a, "created", time.time(), "uid-a", None)
+    state.finish(A, revision_a, "created", time.time(), "uid-a", None, epoch=1)
     with pytest.raises(PhaseNotSettled, match=B):
         sync_nats.run(
             wait_until_settled(
@@ -119,7 +119,7 @@ def test_each_phase_waits_until_every_synced_key_before_it_settled(
     assert last_message(sync_nats, A) == (revision_a, None)
     assert len(loader.written) == 1
     # B settles (a dead letter counts: it is terminal): phase 2 goes out, as KV deletes.
-    state.finish(B, revision_b, "dead_lettered", time.time(), None, None)
+    state.finish(B, revision_b, "dead_lettered", time.time(), None, None, epoch=1)
     wait_for(lambda: len(loader.written) == 2, "phase 2")
     deleted_at, operation = last_message(sync_nats, A)
     assert operation == "DEL"
@@ -128,8 +128,8 @@ def test_each_phase_waits_until_every_synced_key_before_it_settled(
     with pytest.raises(KeyNotFoundError):
         sync_nats.run(sync_nats.kv(OBJECTS).get(A))
     assert len(loader.written) == 2  # the re-put waits for the delete's own revision
-    state.finish(A, deleted_at, "deleted", time.time(), None, None)
-    state.finish(B, purged_at, "skipped", time.time(), None, None)
+    state.finish(A, deleted_at, "deleted", time.time(), None, None, epoch=1)
+    state.finish(B, purged_at, "skipped", time.time(), None, None, epoch=1)
     wait_for(lambda: len(loader.written) == 3, "phase 3")
     loader.thread.join(DEADLINE)
     assert loader.result == 6

@@ -447,7 +447,8 @@ def test_same_key_and_revision_twice_gives_one_post(st: Stack) -> None:
         "unchanged",
     ]
     assert st.sandbox.count("POST", "/projects") == 1
-    assert st.redis.get(SYNCED_PREFIX + key) == str(revision).encode()
+    epoch = st.runtime.objects_epoch.current()
+    assert st.redis.get(SYNCED_PREFIX + key) == f"{epoch}:{revision}".encode()
 
 
 def test_a_forced_resync_of_a_synced_revision_restores_v1_values(st: Stack) -> None:

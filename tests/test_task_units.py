@@ -24,7 +24,7 @@ from tasks.run.outcomes import (
     recent_outcomes,
 )
 from tasks.run.report import RunReport
-from tasks.run.sync import SYNCED_PREFIX, cache_outcome, children_parent_key
+from tasks.run.sync import SYNCED_PREFIX, cache_outcome, children_parent_key, marked_revision
 
 
 @pytest.mark.parametrize(
@@ -58,9 +58,12 @@ def test_lock_wait_is_about_a_second() -> None:
     assert lock_wait_countdown(draw=lambda: 1.0) == pytest.approx(1.5)
 
 
-def _report(revision: int, cache_synced: bool) -> RunReport:
+def _report(revision: int, cache_synced: bool, epoch: int = 42) -> RunReport:
     report = RunReport(
-        key="salesforce-project__c.a0941000002wBz9AAE", revision=revision, operation="PUT"
+        key="salesforce-project__c.a0941000002wBz9AAE",
+        revision=revision,
+        operation="PUT",
+        epoch=epoch,
     )
     report.cache_synced = cache_synced
     return report
@@ -74,8 +77,25 @@ def test_the_outcome_count_and_the_synced_marker_share_one_round_trip(
     cache_outcome(runtime, _report(5, cache_synced=True), Outcome.UNCHANGED)  # type: ignore[arg-type]
     cache_outcome(runtime, _report(9, cache_synced=False), Outcome.SUPERSEDED)  # type: ignore[arg-type]
     marker = SYNCED_PREFIX + "salesforce-project__c.a0941000002wBz9AAE"
-    assert redis_client.get(marker) == b"7"  # never lowered, not set without cache_synced
+    assert redis_client.get(marker) == b"42:7"  # never lowered, not set without cache_synced
     assert recent_outcomes(redis_client, 1) == {"updated": 1, "unchanged": 1, "superseded": 1}
+
+
+def test_the_synced_marker_of_another_bucket_life_is_replaced_and_never_trusted(
+    redis_client: redis.Redis,
+) -> None:
+    """Revisions restart at 1 in a rebuilt ``v1-objects``: a marker is only good in its life."""
+    runtime = SimpleNamespace(redis=redis_client)
+    marker = SYNCED_PREFIX + "salesforce-project__c.a0941000002wBz9AAE"
+    cache_outcome(runtime, _report(500, cache_synced=True, epoch=41), Outcome.UPDATED)  # type: ignore[arg-type]
+    assert marked_revision(redis_client.get(marker), 41) == 500
+    assert marked_revision(redis_client.get(marker), 42) == -1
+    cache_outcome(runtime, _report(3, cache_synced=True, epoch=42), Outcome.UPDATED)  # type: ignore[arg-type]
+    assert redis_client.get(marker) == b"42:3"
+    redis_client.set(marker, b"900")  # written before epochs: of no known life
+    assert marked_revision(redis_client.get(marker), 42) == -1
+    cache_outcome(runtime, _report(4, cache_synced=True, epoch=42), Outcome.UPDATED)  # type: ignore[arg-type]
+    assert redis_client.get(marker) == b"42:4"
 
 
 def test_a_broker_without_scripts_still_counts_the_outcome(

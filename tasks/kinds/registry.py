@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sync_core.keys import parse_key, register_keys, unregister_keys
+from sync_core.keys import forward_mapping_key, parse_key, register_keys, unregister_keys
 from tasks.clients.v2 import V2ServiceSpec
 from tasks.kinds.base import ObjectKind
 from tasks.kinds.committees import COMMITTEES
@@ -48,6 +48,11 @@ def register(kind: ObjectKind) -> None:
         clash = taken & set(mapping_prefixes(kind))
         if clash:
             raise KindConflict(f"{kind.name}: mapping prefix {sorted(clash)} is taken")
+        forward = forward_mapping_key(kind.keys.object_type, "")
+        if kind.sfid_prefix != forward:
+            raise KindConflict(
+                f"{kind.name}: sfid_prefix must be {forward!r} (the reconciler reads it so)"
+            )
         register_keys(kind.keys)
         _kinds[kind.name] = kind
 

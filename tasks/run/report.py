@@ -24,6 +24,9 @@ class RunReport:
     revision: int
     operation: str
     attempt: int = 0
+    # The life of ``v1-objects`` ``revision`` belongs to (``sync_core.epochs``):
+    # the task's stamp until the run settles it (``check_life``).
+    epoch: int | None = None
     object_type: str = OTHER_OBJECT_TYPE
     sfid: str | None = None
     slug: str | None = None

@@ -41,6 +41,7 @@ from tasks.kinds.projects import PROJECT_SERVICE
 from tasks.kinds.registry import service_specs
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
+from tasks.stores.objects_epoch import ObjectsEpoch
 from tasks.stores.sync_state import StateStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Runtime:
     # Enqueues a task (``Celery.send_task``): how a run releases its parked children.
     # None (a dry run, a bare runtime): the reconciler releases them instead.
     send_task: Callable[..., Any] | None = field(default=None, repr=False)
+    _objects_epoch: ObjectsEpoch | None = field(default=None, repr=False)
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -119,6 +121,13 @@ class Runtime:
     @committees.setter
     def committees(self, service: V2Service | None) -> None:
         self.services[COMMITTEE_SERVICE.name] = service
+
+    @property
+    def objects_epoch(self) -> ObjectsEpoch:
+        """The cached epoch of ``v1-objects`` (``tasks.stores.objects_epoch``)."""
+        if self._objects_epoch is None:
+            self._objects_epoch = ObjectsEpoch(self.nats, self.settings.v1_objects_bucket)
+        return self._objects_epoch
 
     def identity_for(self, last_modified_by: object) -> Identity:
         """The identity V2 calls for a record modified by ``last_modified_by`` are made as."""

@@ -9,7 +9,13 @@ is the run it calls (``run_sync``). One run, in order:
    as ``unchanged`` (the Redis cache before the lease, the durable sync state
    in ``v1-sync-state`` after it, so an empty Redis changes nothing); latest
    state wins: a newer revision in ``v1-objects`` ends as ``superseded`` (it
-   has its own task).
+   has its own task). Revisions restart at 1 when ``v1-objects`` is rebuilt,
+   so every revision goes with the epoch of the bucket's life
+   (``sync_core.epochs``; the bridge stamps it on the task): a revision of
+   another life recorded anywhere counts as unknown, and a task of a life
+   that is gone ends ``superseded``. A revision the durable state calls
+   synced whose forward mapping is gone (``v1-mappings`` emptied) is synced
+   again: the create's 409 finds the V2 object.
 3. The key's lease (``tasks.stores.leases``): a few seconds, renewed while the run
    lives; a leased key comes back in about a second without spending the
    error budget. No V2 or mapping write happens without it.
@@ -46,6 +52,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
+from sync_core.epochs import EPOCH_TASK_KWARG
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
 from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
@@ -67,6 +74,7 @@ from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.upsert import sync_record
 from tasks.stores.leases import KeyLock
+from tasks.stores.objects_epoch import UNSTAMPED_MAX_AGE
 from tasks.stores.sync_state import NOT_READ, parked_pending, retry_pending
 
 log = logging.getLogger(__name__)
@@ -83,15 +91,22 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
+MAPPED_OUTCOME_VALUES = frozenset(outcome.value for outcome in MAPPED_OUTCOMES)
 
-# Store ``revision`` unless the stored one is at least as new.
+# The marker's value: ``{epoch}:{revision}`` (a bare revision, written before
+# epochs, is of an unknown life and never trusted).
+MARKER_SEPARATOR = ":"
+# Store ``epoch:revision`` unless the stored one is of the same epoch and at least as new.
 MARK_SYNCED_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then
-    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-    return 1
+local stored = redis.call('GET', KEYS[1])
+if stored then
+    local epoch, revision = string.match(stored, '^(%d+):(%d+)$')
+    if epoch == ARGV[3] and tonumber(revision) >= tonumber(ARGV[1]) then
+        return 0
+    end
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[3] .. ':' .. ARGV[1], 'EX', ARGV[2])
+return 1
 """
 
 
@@ -218,8 +233,8 @@ def park(
     """
     now = time.time()
     state = lease.state if lease.held else runtime.state.get(report.key)
-    pending = state.pending
     since = now
+    pending = state.in_life(run_epoch(runtime, report)).pending
     if (
         pending is not None
         and pending.state is RunState.PARKED
@@ -229,7 +244,10 @@ def park(
         since = pending.since
     if now - since >= runtime.settings.sync_parent_wait:
         return None
-    runtime.state.add_parked(failure.parent_key, ParkedChild(report.key, report.revision, since))
+    runtime.state.add_parked(
+        failure.parent_key,
+        ParkedChild(report.key, report.revision, since, run_epoch(runtime, report)),
+    )
     if runtime.mappings.get(failure.parent_key) is not None:
         # The parent landed while we parked: run again at once.
         report.countdown = 0.0
@@ -262,13 +280,14 @@ def remember(
     token = lease.token if lease.held else None
     try:
         if outcome is Outcome.PARKED and report.pending is not None:
-            runtime.state.set_pending(report.key, report.pending, token)
+            epoch = run_epoch(runtime, report)
+            runtime.state.set_pending(report.key, report.pending, token, epoch=epoch)
         elif outcome is Outcome.RETRYING and report.reason != "key_locked":
             now = time.time()
             due = now + (report.countdown or 0.0)
             attempt = int((retry_kwargs or {}).get("attempt", report.attempt))
             pending = retry_pending(report.revision, now, due, attempt)
-            runtime.state.set_pending(report.key, pending, token)
+            runtime.state.set_pending(report.key, pending, token, epoch=run_epoch(runtime, report))
         elif outcome.value in TERMINAL_OUTCOMES and not report.settled_already:
             finish(runtime, report, outcome, lease)
         else:
@@ -283,6 +302,7 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
     token = lease.token if lease.held else None
     # Whether children wait on this key's mapping is asked in the same round trip.
     parent_key = children_parent_key(report) if outcome in MAPPED_OUTCOMES else None
+    epoch = run_epoch(runtime, report)
     before, _, any_parked = runtime.state.finish(
         report.key,
         report.revision,
@@ -292,6 +312,7 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
         token,
         known=lease.known(),
         probe_parked=parent_key,
+        epoch=epoch,
     )
     if outcome not in SUCCESSES:
         return
@@ -299,7 +320,7 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
         # Written with the outcome count, in the run's last Redis round trip (``emit``).
         report.cache_synced = True
     if before.outcome == Outcome.DEAD_LETTERED.value:
-        runtime.dead_letters.remove_settled(report.key, report.revision)
+        runtime.dead_letters.remove_settled(report.key, report.revision, epoch)
     pending = before.pending
     if pending is not None and pending.parent_key is not None:
         runtime.state.remove_parked(pending.parent_key, report.key)
@@ -332,10 +353,13 @@ def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> No
     for child in runtime.state.parked_children(parent_key, probe=False):
         # force: a child dead-lettered after SYNC_PARENT_WAIT runs again now that
         # its parent exists (a plain duplicate of a dead-lettered revision is skipped).
+        kwargs: dict[str, Any] = {"force": True}
+        if child.epoch is not None:
+            kwargs[EPOCH_TASK_KWARG] = child.epoch
         runtime.send_task(
             SYNC_TASK_NAME,
             args=[child.key, child.revision, "PUT"],
-            kwargs={"force": True},
+            kwargs=kwargs,
             task_id=task_id_for(child.key, child.revision),
         )
         log.info(
@@ -359,6 +383,7 @@ def sync_entry(
     key_id = check_key_id(report.key)
     if report.operation not in OPERATIONS:
         raise PermanentError(f"unknown operation {report.operation!r}", kind="invalid_operation")
+    check_life(runtime, report)
     check_cached(runtime, report, force)
     sfid = key_id
     own_mapping = kind.forward_key(sfid)
@@ -374,6 +399,16 @@ def sync_entry(
         then_read=then_read,
     )
     verdict = fresh_verdict(report, force, lease.state, lease.entry)
+    if verdict is not None and then_read is not None and unmapped(runtime, report, verdict, lease):
+        # Synced, says the state, but the key's mapping is gone (v1-mappings emptied):
+        # not settled. Sync again; the create's 409 finds the V2 object.
+        force = True
+        lease.acquire(
+            read=runtime.settings.v1_objects_bucket,
+            wanted=lambda state, entry: fresh_verdict(report, True, state, entry) is None,
+            then_read=then_read,
+        )
+        verdict = fresh_verdict(report, True, lease.state, lease.entry)
     if verdict is not None:
         raise verdict
     if not lease.held:
@@ -413,6 +448,22 @@ def sync_entry(
         return outcome
 
 
+def unmapped(runtime: Runtime, report: RunReport, verdict: Finished, lease: KeyLock) -> bool:
+    """Whether a PUT the durable state calls synced has lost its forward mapping.
+
+    Asked only of a run ending ``already_synced`` on the durable state (a
+    duplicate the Redis marker did not catch): one mapping read; the hot path
+    of a new revision never gets here.
+    """
+    if verdict.outcome is not Outcome.UNCHANGED or report.epoch is None:
+        return False
+    if lease.state.in_life(report.epoch).outcome not in MAPPED_OUTCOME_VALUES:
+        return False
+    kind, sfid = kind_for_key(report.key)
+    assert kind is not None  # check_object_type passed
+    return runtime.mappings.read(kind.forward_key(sfid)) is None
+
+
 def resume_budget(report: RunReport, state: SyncState) -> None:
     """Go on from the retry budget the durable ``state`` has spent on this revision.
 
@@ -441,12 +492,34 @@ def check_object_type(runtime: Runtime, report: RunReport) -> ObjectKind:
     return kind
 
 
+def check_life(runtime: Runtime, report: RunReport) -> None:
+    """Settle the life of ``v1-objects`` the run's revision belongs to (``report.epoch``).
+
+    A task stamped with the current epoch (nearly all) costs no request; a
+    stamp of a life that is gone ends the run ``superseded``
+    (``tasks.stores.objects_epoch``).
+    """
+    epoch = runtime.objects_epoch.of_task(report.epoch)
+    if epoch is None:
+        raise Finished(Outcome.SUPERSEDED, "older_bucket_life")
+    report.epoch = epoch
+
+
+def run_epoch(runtime: Runtime, report: RunReport) -> int:
+    """The run's epoch (``check_life``), or the current one for a run that ended before it."""
+    if report.epoch is None:
+        report.epoch = runtime.objects_epoch.current(UNSTAMPED_MAX_AGE)
+    return report.epoch
+
+
 def check_cached(runtime: Runtime, report: RunReport, force: bool) -> None:
     """``Finished(unchanged)`` when the Redis cache says this revision was synced already.
 
     Only the cache says so: the durable state is written to match.
     """
-    if not force and synced_revision(runtime, report.key) >= report.revision:
+    if force:
+        return
+    if synced_revision(runtime, report.key, run_epoch(runtime, report)) >= report.revision:
         raise Finished(Outcome.UNCHANGED, "already_synced")
 
 
@@ -457,8 +530,11 @@ def fresh_verdict(report: RunReport, force: bool, state: SyncState, entry: Any) 
     ``Finished(skipped)`` when it has it dead-lettered, ``Finished(superseded)``
     when the bucket's ``entry`` is a newer revision, or when a PUT's key has
     been deleted since (the delete has its own task). Pure: the lease's
-    compare-and-set may call it once per try.
+    compare-and-set may call it once per try. A state of another life of
+    ``v1-objects`` than the run's (``report.epoch``) holds nothing about it.
     """
+    if report.epoch is not None:
+        state = state.in_life(report.epoch)
     if not force:
         if state.synced(report.revision):
             return Finished(Outcome.UNCHANGED, "already_synced", settled_already=True)
@@ -500,14 +576,25 @@ def run_delete(
     )
 
 
-def synced_revision(runtime: Runtime, key: str) -> int:
-    """The last revision of ``key`` synced according to the Redis cache, or -1."""
+def synced_revision(runtime: Runtime, key: str, epoch: int) -> int:
+    """The last revision of ``key`` in life ``epoch`` synced according to the Redis cache, or -1."""
     try:
         value = runtime.redis.get(SYNCED_PREFIX + key)
     except redis.RedisError:
         # The cache is optional: the durable state answers once the lease is held.
         return -1
-    return int(value) if value is not None else -1
+    return marked_revision(value, epoch)
+
+
+def marked_revision(value: bytes | str | None, epoch: int) -> int:
+    """The revision a synced marker holds for life ``epoch``; -1 for another or unknown life."""
+    if value is None:
+        return -1
+    text = value.decode() if isinstance(value, bytes) else value
+    marked_epoch, separator, revision = text.partition(MARKER_SEPARATOR)
+    if not separator or marked_epoch != str(epoch) or not revision.isdigit():
+        return -1
+    return int(revision)
 
 
 def cache_outcome(runtime: Runtime, report: RunReport, outcome: Outcome) -> None:
@@ -524,6 +611,7 @@ def cache_outcome(runtime: Runtime, report: RunReport, outcome: Outcome) -> None
                 SYNCED_PREFIX + report.key,
                 report.revision,
                 SYNCED_TTL_SECONDS,
+                report.epoch if report.epoch is not None else -1,
             )
         replies = pipe.execute(raise_on_error=False)
     failed = [reply for reply in replies if isinstance(reply, Exception)]
@@ -545,6 +633,7 @@ def dead_letter(runtime: Runtime, report: RunReport, error: SyncError) -> None:
         status=error.status,
         body_excerpt=error.body_excerpt,
         attempts=report.attempt + 1,
+        epoch=run_epoch(runtime, report),
     )
     DEAD_LETTERS.labels(object_type=report.object_type, error_kind=error.kind).inc()
     log.error(

@@ -6,7 +6,11 @@ newer revision's letter replaces an older one's), so they survive the loss of
 Redis. The value is a JSON object with ``id`` (the task id
 ``{key}@{revision}``), ``key``, ``revision``, ``operation``, ``error_kind``,
 ``error_message``, ``status``, ``body_excerpt``, ``attempts``,
-``first_failure`` and ``last_failure`` (Unix seconds, floats). The workers add
+``first_failure`` and ``last_failure`` (Unix seconds, floats), and ``epoch``:
+the life of ``v1-objects`` the revision belongs to (``sync_core.epochs``;
+absent in letters written before epochs). Revisions of two lives do not
+compare: a letter of another life is replaced, or dropped by a success, whatever
+its revision. The workers add
 entries and drop a key's letter once a later run of the key succeeds; the
 operations commands list, show, re-queue and purge them.
 """
@@ -53,6 +57,7 @@ class DeadLetter:
     attempts: int
     first_failure: float
     last_failure: float
+    epoch: int | None = None
 
     def to_json(self) -> str:
         """The stored form (see the module docstring)."""
@@ -75,6 +80,7 @@ class DeadLetter:
                 attempts=int(data["attempts"]),
                 first_failure=float(data["first_failure"]),
                 last_failure=float(data["last_failure"]),
+                epoch=None if data.get("epoch") is None else int(data["epoch"]),
             )
         except (TypeError, KeyError, AttributeError) as error:
             raise ValueError(f"not a dead letter: {type(error).__name__}: {error}") from None
@@ -115,21 +121,23 @@ class DeadLetterStore:
         body_excerpt: str | None = None,
         attempts: int = 1,
         now: float | None = None,
+        epoch: int | None = None,
     ) -> DeadLetter:
-        """Store (or refresh) the dead letter of task ``key@revision``.
+        """Store (or refresh) the dead letter of task ``key@revision`` of life ``epoch``.
 
         A letter of the same revision keeps its ``first_failure``; a letter of
-        an older revision is replaced; one of a newer revision stays (and is
-        returned).
+        an older revision, or of another life, is replaced; one of a newer
+        revision of the same life stays (and is returned).
         """
         task_id = task_id_for(key, revision)
         when = time.time() if now is None else now
         for _ in range(CAS_ATTEMPTS):
             previous, kv_revision = self._read(key)
-            if previous is not None and previous.revision > revision:
+            same_life = previous is not None and previous.epoch == epoch
+            if previous is not None and same_life and previous.revision > revision:
                 return previous
             first = when
-            if previous is not None and previous.revision == revision:
+            if previous is not None and same_life and previous.revision == revision:
                 first = min(when, previous.first_failure)
             letter = DeadLetter(
                 id=task_id,
@@ -143,6 +151,7 @@ class DeadLetterStore:
                 attempts=attempts,
                 first_failure=first,
                 last_failure=when,
+                epoch=epoch,
             )
             if self._write(key, letter, kv_revision):
                 return letter
@@ -186,10 +195,11 @@ class DeadLetterStore:
             removed.append(letter.id)
         return removed
 
-    def remove_settled(self, key: str, revision: int) -> None:
-        """Drop the key's letter when it is for ``revision`` or older (a later run succeeded)."""
+    def remove_settled(self, key: str, revision: int, epoch: int | None = None) -> None:
+        """Drop the key's letter when it is for ``revision`` of life ``epoch`` or older, or of
+        another life (a later run succeeded)."""
         letter, kv_revision = self._read(key)
-        if letter is None or letter.revision > revision:
+        if letter is None or (letter.epoch == epoch and letter.revision > revision):
             return
         try:
             self._nats.run(self._kv.delete(dead_letter_key(key), last=kv_revision))

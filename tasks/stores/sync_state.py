@@ -129,9 +129,12 @@ class StateStore:
         token: str | None,
         known: Versioned | None = None,
         probe_parked: str | None = None,
+        *,
+        epoch: int,
     ) -> tuple[SyncState, SyncState, bool]:
         """Record a terminal outcome and drop the lease ``token`` held; (before, after, parked).
 
+        ``epoch``: the life of ``v1-objects`` ``revision`` belongs to.
         ``known``: see ``modify_versioned``. ``probe_parked``: a parent key
         whose parked children the caller will release; whether any index entry
         exists under it is asked in the same round trip (``parked`` is False
@@ -141,7 +144,7 @@ class StateStore:
 
         def change(state: SyncState) -> SyncState:
             seen[:] = [state]
-            after = state.finished(revision, outcome, at, uid)
+            after = state.finished(revision, outcome, at, uid, epoch=epoch)
             if token is not None and after.lease is not None and after.lease.token == token:
                 after = replace(after, lease=None)
             return after
@@ -158,18 +161,25 @@ class StateStore:
         (after, _), parked = self._nats.run(both())
         return seen[0], after, parked
 
-    def set_pending(self, key: str, pending: PendingRun, token: str | None) -> SyncState:
-        """Record an unfinished run (unless its revision or a newer one finished already)
-        and drop the lease ``token`` held, in one write."""
+    def set_pending(
+        self, key: str, pending: PendingRun, token: str | None, *, epoch: int
+    ) -> SyncState:
+        """Record an unfinished run of life ``epoch`` (unless a newer revision finished already).
 
-        def change(state: SyncState) -> SyncState | None:
+        A state of another life of ``v1-objects`` moves to this one (``in_life``).
+        """
+
+        def change(stored: SyncState) -> SyncState | None:
+            state = stored.in_life(epoch)
             lease = state.lease
             if token is not None and lease is not None and lease.token == token:
                 lease = None
             if state.settled(pending.revision):
                 # A forced re-run of a settled revision (a re-queued dead letter) that
-                # retries: nothing to record, but its lease must not linger until it expires.
-                return None if lease is state.lease else replace(state, lease=lease)
+                # retries or parks: nothing to record, but its lease must not linger
+                # until it expires.
+                unchanged = lease is state.lease and state is stored
+                return None if unchanged else replace(state, lease=lease)
             return replace(state, pending=pending, lease=lease)
 
         return self.modify(key, change)

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Task
 
 from sync_core.broker import SYNC_TASK_NAME
+from sync_core.epochs import EPOCH_TASK_KWARG
 from tasks.errors import DeadLettered
 from tasks.run.backoff import retry_countdown
 from tasks.run.outcomes import ends_in_dead_letter
@@ -43,6 +44,7 @@ def sync_kv_entry(
     force: bool = False,
     release_delete_budget: bool = False,
     fresh_budget: bool = False,
+    epoch: int | None = None,
 ) -> str:
     """Sync revision ``revision`` of V1 key ``key`` to V2; returns the outcome.
 
@@ -52,7 +54,8 @@ def sync_kv_entry(
     after finding the key locked; ``force`` (re-syncs by hand) ignores the
     "already synced" marker, but still makes no PUT when nothing changed;
     ``release_delete_budget`` (``dlq requeue``: an operator's decision) lets a
-    delete past ``SYNC_DELETE_BUDGET``.
+    delete past ``SYNC_DELETE_BUDGET``; ``epoch``: the life of ``v1-objects``
+    ``revision`` belongs to (``sync_core.epochs``; None: the current one).
 
     The retry budget is durable: a run resumes the count the key's sync state
     holds for the revision when it is higher than ``attempt`` (the run's
@@ -60,7 +63,13 @@ def sync_kv_entry(
     it again). ``fresh_budget`` (``requeue``, ``dlq requeue``: an operator's
     decision) makes ``attempt`` the count, a fresh budget on purpose.
     """
-    report = RunReport(key=key, revision=int(revision), operation=operation, attempt=attempt)
+    report = RunReport(
+        key=key,
+        revision=int(revision),
+        operation=operation,
+        attempt=attempt,
+        epoch=None if epoch is None else int(epoch),
+    )
     try:
         runtime = get_runtime()
     except Exception as error:
@@ -82,6 +91,9 @@ def sync_kv_entry(
     )
     emit(report, outcome)
     if retry_kwargs is not None:
+        if report.epoch is not None:
+            # The retry stays in the life it started in.
+            retry_kwargs = {**retry_kwargs, EPOCH_TASK_KWARG: report.epoch}
         raise self.retry(
             countdown=report.countdown,
             max_retries=None,
