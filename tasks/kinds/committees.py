@@ -43,7 +43,11 @@ class CommitteeKind(ObjectKind):
                 parent_key=PROJECT_SFID + fields.project_sfid,
             )
         report.project_uid = project_uid
-        return Desired(sfid=fields.sfid, body={**fields.body, "project_uid": project_uid})
+        return Desired(
+            sfid=fields.sfid,
+            body={**fields.body, "project_uid": project_uid},
+            settings=fields.settings,
+        )
 
     def service(self, runtime: Runtime, desired: Desired) -> V2Service:
         return self.delete_service(runtime, desired.sfid)

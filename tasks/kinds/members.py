@@ -36,9 +36,16 @@ from tasks.mapping.members import (
     map_member,
     normalized_email,
 )
+from tasks.run.member_rules import apply_member_rules
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, delete_object, log_mapping_warnings
+from tasks.run.upsert import (
+    Desired,
+    ObjectKind,
+    delete_object,
+    log_mapping_warnings,
+    log_more_warnings,
+)
 from tasks.stores.id_mappings import COMMITTEE_SFID, MEMBER_SFID, MEMBER_UID
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,11 @@ class MemberKind(ObjectKind):
         report.committee_uid = committee_uid
         body, warnings = complete_member(fields, lookups(runtime, fields))
         log_mapping_warnings(warnings, report)
+        assert runtime.committees is not None  # the task skips members without the service
+        body, refused = apply_member_rules(
+            runtime.committees, committee_uid, fields.sfid, body, identity
+        )
+        log_more_warnings(refused, report)
         return Desired(sfid=fields.sfid, body=body, parent_uid=committee_uid)
 
     def service(self, runtime: Runtime, desired: Desired) -> V2Service:

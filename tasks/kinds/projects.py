@@ -20,7 +20,8 @@ from tasks.kinds.parent_cycles import find_parent_problem
 from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
-from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings
+from tasks.run.settings_resource import project_settings
+from tasks.run.upsert import Desired, ObjectKind, log_mapping_warnings, log_more_warnings
 from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ class ProjectKind(ObjectKind):
         fields = map_project(record)
         report.sfid, report.slug = fields.sfid, fields.slug
         log_mapping_warnings(fields.warnings, report)
-        return Desired(
-            sfid=fields.sfid, body=project_body(runtime, fields, identity), slug=fields.slug
-        )
+        body = project_body(runtime, fields, identity)
+        later = resolve_legal_parent(runtime, fields, body)
+        settings, settings_warnings = project_settings(runtime, record, report)
+        log_more_warnings((*later, *settings_warnings), report)
+        return Desired(sfid=fields.sfid, body=body, slug=fields.slug, settings=settings)
 
     def service(self, runtime: Runtime, desired: Desired) -> V2Service:
         return runtime.projects
@@ -116,6 +119,35 @@ class ProjectKind(ObjectKind):
 
 
 PROJECTS = ProjectKind()
+
+
+def resolve_legal_parent(
+    runtime: Runtime, fields: ProjectFields, body: dict[str, Any]
+) -> tuple[str, ...]:
+    """Put ``legal_parent_uid`` into ``body``, resolved like ``parent_uid``; its warnings.
+
+    A legal parent without a mapping parks the project (``MissingMapping``
+    ``missing_legal_parent``), as a missing parent does; one deleted on purpose
+    (a tombstoned mapping) is left out with a warning, so V2 keeps its own.
+    """
+    legal_sfid = fields.legal_parent_sfid
+    if legal_sfid is None:
+        return ()
+    key = PROJECT_SFID + legal_sfid
+    if runtime.mappings.is_tombstoned(key):
+        return (
+            f"legal_parent_uid (from parent_entity_relationship__c): project {legal_sfid} "
+            "was deleted from V2; dropped",
+        )
+    uid = runtime.mappings.project_uid(legal_sfid)
+    if uid is None:
+        raise MissingMapping(
+            f"legal parent project {legal_sfid} has no V2 uid yet",
+            kind="missing_legal_parent",
+            parent_key=key,
+        )
+    body["legal_parent_uid"] = uid
+    return ()
 
 
 def project_body(runtime: Runtime, fields: ProjectFields, identity: Identity) -> dict[str, Any]:
