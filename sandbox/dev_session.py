@@ -74,6 +74,7 @@ SUMMARY_OUTCOMES = (
     "skipped:tombstoned",
     "skipped:not_in_v2",
     "skipped:deletes_disabled",
+    "skipped:echo",
 )
 # The delete outcomes the sample set makes: the summary must count exactly its numbers.
 CHECKED_DELETE_OUTCOMES = ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2")
