@@ -243,6 +243,8 @@ class V2Store:
                     for uid, record in self.members.items()
                 },
                 "deleted": copy.deepcopy(self.deleted),
+                "project_settings": copy.deepcopy(self.project_settings),
+                "committee_settings": copy.deepcopy(self.committee_settings),
             }
 
     def _remember_deleted(self, table: str, record: Record, writer: Writer | None) -> None:
