@@ -306,6 +306,7 @@ class DevSession:
             "committees": self.sandbox.committees,
             "members": self.sandbox.members,
             "deleted": self.sandbox.deleted,
+            **self.sandbox.settings_tables,
         }
 
     def problems(self) -> list[str]:

@@ -187,6 +187,12 @@ class Sandbox:
         """uid -> what a client deleted, with ``_deleted_from`` (table) and ``_deleted_by``."""
         return self._store.snapshot()["deleted"]
 
+    @property
+    def settings_tables(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``project_settings`` and ``committee_settings``: uid -> settings, with ``_revision``."""
+        snapshot = self._store.snapshot()
+        return {name: snapshot[name] for name in ("project_settings", "committee_settings")}
+
     def project_settings(self, uid: str) -> dict[str, Any]:
         """The settings resource of project ``uid`` as the API shows it, with ``_revision``."""
         record, revision = self._store.get_project_settings(uid)
