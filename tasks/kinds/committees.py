@@ -3,7 +3,8 @@
 ``project_name__c`` holds the project's sfid: its V2 uid comes from the
 mapping ``project.sfid.{sfid}`` (missing: ``MissingMapping``). The committee
 service is optional (``COMMITTEE_SERVICE_URL``); without it the task skips
-committees before they get here.
+committees before they get here. A record with ``business_email_required__c``
+carries the committee settings (``tasks.run.settings_resource``).
 """
 
 from __future__ import annotations

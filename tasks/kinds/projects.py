@@ -2,7 +2,12 @@
 
 Parent first: ``parent_project__c`` through the mapping ``project.sfid.{parent}``
 (missing means the parent is probably still queued: ``MissingMapping``), no
-parent means ROOT. A 409 on create (the slug exists) adopts the project that
+parent means ROOT. The legal parent (``parent_entity_relationship__c``) is
+resolved the same way (missing: parked, ``missing_legal_parent``; tombstoned:
+left out with a warning). Records with a settings column carry the V1-owned
+project settings too (``tasks.run.settings_resource``: staff looked up, sent
+inside the create or laid over the settings resource after the base).
+A 409 on create (the slug exists) adopts the project that
 ``slug_to_uid`` names, unless it belongs to another V1 project. An update that
 moves a project under itself or one of its descendants in V2 is refused
 (``parent_cycle``, see ``tasks.kinds.parent_cycles``).
