@@ -254,12 +254,17 @@ def test_a_record_without_settings_columns_has_no_settings() -> None:
     assert map_project_settings(project()) is None
 
 
-def test_same_user_compares_by_email_and_username_only() -> None:
-    sent = {"name": "Jane Doe", "email": "JDoe@example.com", "username": "", "avatar": ""}
+def test_same_user_compares_by_email_then_username() -> None:
+    sent = {"name": "Jane Doe", "email": "JDoe@example.com", "username": "jane", "avatar": ""}
     stored = {"name": "J. Doe", "email": "jdoe@example.com", "username": "jdoe", "avatar": "x"}
+    # V2 rewrote name, avatar and username from its directory: the same person.
     assert same_user(sent, stored)
-    assert not same_user({**sent, "username": "other"}, stored)
     assert not same_user({**sent, "email": "else@example.com"}, stored)
+    assert not same_user({**sent, "email": ""}, stored)
+    no_email = {"name": "", "email": "", "username": "jdoe", "avatar": ""}
+    assert same_user(no_email, {**no_email, "name": "Jane"})
+    assert not same_user(no_email, {**no_email, "username": "other"})
+    assert not same_user({**no_email, "username": ""}, {**no_email, "username": ""})
 
 
 def test_settings_merge_keeps_v2_lists_and_rewritten_users_and_sees_no_change() -> None:

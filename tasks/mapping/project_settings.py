@@ -141,17 +141,18 @@ def user_object(person: StaffMember) -> dict[str, str] | None:
 def same_user(left: Any, right: Any) -> bool:
     """Whether two V2 user objects name the same person, as V2 would store them.
 
-    V2 rewrites ``name``, ``avatar`` (and ``username``) from its own directory on
-    every write, so only the e-mail (case-insensitive) counts, and the username
-    when both carry one.
+    V2 rewrites ``name``, ``avatar`` and ``username`` from its own directory by
+    e-mail on every write, so the e-mail (case-insensitive) decides; a username
+    V2 rewrote to its own spelling must not look like a change, or every run
+    would PUT. Only when neither carries an e-mail do the usernames decide.
     """
     if not isinstance(left, Mapping) or not isinstance(right, Mapping):
         return False
     left_email, right_email = _lower(left.get("email")), _lower(right.get("email"))
-    if left_email != right_email:
-        return False
+    if left_email or right_email:
+        return left_email == right_email
     left_name, right_name = _lower(left.get("username")), _lower(right.get("username"))
-    return not left_name or not right_name or left_name == right_name
+    return bool(left_name) and left_name == right_name
 
 
 def _lower(value: Any) -> str:
