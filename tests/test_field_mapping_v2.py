@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox.user_objects import rewrite_users
 from sandbox.validation import (
     COMMITTEE_SETTINGS_RULES,
     PROJECT_SETTINGS_RULES,
@@ -24,6 +25,7 @@ from sandbox.validation import (
 )
 from tasks.errors import InvalidRecord
 from tasks.mapping.committees import map_committee, split_technical_category
+from tasks.mapping.merge import merge_over
 from tasks.mapping.project_settings import (
     StaffMember,
     complete_settings,
@@ -403,3 +405,80 @@ def test_any_new_committee_column_gives_bodies_v2_accepts(changes: dict[str, Any
     if fields.settings is not None:
         settings_ = settings_body({"business_email_required": False}, fields.settings)
         validate_body(settings_, COMMITTEE_SETTINGS_RULES)
+
+
+emails = st.sampled_from(["a@example.org", "B@example.org", "c@example.org", ""])
+users = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=8),
+        "email": emails,
+        "username": st.sampled_from(["", "a", "b"]),
+        "avatar": st.sampled_from(["", "https://x.example.org/a.png"]),
+    }
+)
+stored_settings = st.fixed_dictionaries(
+    {},
+    optional={
+        "mission_statement": st.text(max_size=10),
+        "announcement_date": st.sampled_from(["2025-01-01", "2026-02-02"]),
+        "executive_director": users,
+        "program_manager": users,
+        "writers": st.lists(users.map(lambda u: {**u, "invite": {"status": "sent"}}), max_size=2),
+        "meeting_coordinators": st.lists(users, max_size=2),
+    },
+)
+v1_settings = st.fixed_dictionaries(
+    {},
+    optional={
+        "mission_statement": st.text(max_size=10),
+        "announcement_date": st.sampled_from(["2025-01-01", "2026-02-02"]),
+        "executive_director": users.filter(lambda u: bool(u["email"])),
+        "opportunity_owner": users.filter(lambda u: bool(u["email"])),
+    },
+)
+
+
+def directory_rewrite(body: dict[str, Any], known: bool) -> dict[str, Any]:
+    """What a V2 write stores: user objects rewritten from its directory by e-mail."""
+
+    def directory(email: str) -> dict[str, str] | None:
+        if not known or not email:
+            return None
+        local = email.split("@")[0].lower()
+        return {"username": "v2-" + local, "name": local.title(), "avatar": ""}
+
+    return rewrite_users(body, directory)
+
+
+@given(stored_settings, v1_settings, st.booleans())
+@settings(deadline=None, max_examples=EXAMPLES)
+def test_after_one_settings_put_the_next_run_puts_nothing_and_v2_lists_stay(
+    current: dict[str, Any], v1: dict[str, Any], known: bool
+) -> None:
+    body = settings_body(current, v1)
+    stored = directory_rewrite(body, known)
+    assert planned_settings(stored, v1) is None
+    for name in ("writers", "meeting_coordinators"):
+        if name in current:
+            assert [u["email"] for u in body[name]] == [u["email"] for u in current[name]]
+            assert all("invite" not in user for user in body[name])
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["is_foundation", "requires_review", "join_mode", "calendar", "scope"]),
+        st.booleans() | st.text(max_size=5),
+        min_size=1,
+    ),
+    st.dictionaries(st.sampled_from(["name", "description", "public"]), st.text(max_size=5)),
+)
+@settings(deadline=None, max_examples=EXAMPLES)
+def test_full_replace_keeps_every_field_v1_does_not_own(
+    v2_only: dict[str, Any], v1_fields: dict[str, Any]
+) -> None:
+    current = {"uid": PARENT_UID, "name": "old", **v2_only}
+    merged = merge_over(current, v1_fields, frozenset({"uid"}))
+    for name, value in v2_only.items():
+        assert merged[name] == value
+    for name, value in v1_fields.items():
+        assert merged[name] == value
