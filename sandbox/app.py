@@ -34,6 +34,7 @@ from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.collection import FakeCollection
 from sandbox.store import V2Store, Writer
 from sandbox.traffic import DROP_AFTER, DROP_BEFORE, Fault, RecordedRequest, TrafficLog
+from sandbox.user_objects import directory_of
 from sandbox.validation import is_uuid
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class SandboxApp:
         # The V1 organization service's data; guarded by users_lock too.
         self.organizations = organizations if organizations is not None else {}
         self.users_lock = threading.Lock()
+        # The services rewrite settings user objects from their directory by e-mail.
+        self.store.user_directory = directory_of(self._user_entries)
         self.traffic = traffic
         self.stopping = stopping
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
@@ -135,7 +138,15 @@ class SandboxApp:
                     "DELETE": self._delete_project,
                 },
             ),
+            (
+                re.compile(r"^/projects/([^/]+)/settings$"),
+                {"GET": self._get_project_settings, "PUT": self._update_project_settings},
+            ),
             (re.compile(r"^/committees$"), {"POST": self._create_committee}),
+            (
+                re.compile(r"^/committees/([^/]+)/settings$"),
+                {"GET": self._get_committee_settings, "PUT": self._update_committee_settings},
+            ),
             (
                 re.compile(r"^/committees/([^/]+)$"),
                 {
@@ -320,6 +331,25 @@ class SandboxApp:
         self.store.delete_project(uid, request.headers.get("If-Match"), writer)
         return HttpResponse(204)
 
+    def _get_project_settings(
+        self, request: HttpRequest, notes: _CallNotes, uid: str
+    ) -> HttpResponse:
+        self._v2_call(request, notes, PROJECT_AUDIENCE, uid)
+        record, revision = self.store.get_project_settings(uid)
+        return json_response(200, record, _etag(revision))
+
+    def _update_project_settings(
+        self, request: HttpRequest, notes: _CallNotes, uid: str
+    ) -> HttpResponse:
+        writer = self._v2_call(request, notes, PROJECT_AUDIENCE, uid)
+        body = self._json(request, notes)
+        if_match = request.headers.get("If-Match")
+        return json_response(200, self.store.update_project_settings(uid, body, if_match, writer))
+
+    def _user_entries(self) -> list[dict[str, Any]]:
+        with self.users_lock:
+            return [dict(user) for user in self.users.values()]
+
     # -- committees ------------------------------------------------------------
 
     def _create_committee(self, request: HttpRequest, notes: _CallNotes) -> HttpResponse:
@@ -341,6 +371,21 @@ class SandboxApp:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
         self.store.delete_committee(uid, request.headers.get("If-Match"), writer)
         return HttpResponse(204)
+
+    def _get_committee_settings(
+        self, request: HttpRequest, notes: _CallNotes, uid: str
+    ) -> HttpResponse:
+        self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
+        record, revision = self.store.get_committee_settings(uid)
+        return json_response(200, record, _etag(revision))
+
+    def _update_committee_settings(
+        self, request: HttpRequest, notes: _CallNotes, uid: str
+    ) -> HttpResponse:
+        writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
+        body = self._json(request, notes)
+        if_match = request.headers.get("If-Match")
+        return json_response(200, self.store.update_committee_settings(uid, body, if_match, writer))
 
     # -- committee members -------------------------------------------------------
 

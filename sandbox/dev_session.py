@@ -75,6 +75,7 @@ SUMMARY_OUTCOMES = (
     "skipped:tombstoned",
     "skipped:not_in_v2",
     "skipped:deletes_disabled",
+    "skipped:echo",
 )
 # The delete outcomes the sample set makes: the summary must count exactly its numbers.
 CHECKED_DELETE_OUTCOMES = ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2")
@@ -306,6 +307,7 @@ class DevSession:
             "committees": self.sandbox.committees,
             "members": self.sandbox.members,
             "deleted": self.sandbox.deleted,
+            **self.sandbox.settings_tables,
         }
 
     def problems(self) -> list[str]:

@@ -34,18 +34,24 @@ from typing import Any
 
 from sandbox.samples import stays_in_v2
 from sandbox.validation import (
+    CHAT_CHANNEL_MAX,
     COMMITTEE_CATEGORIES,
     COMMITTEE_DESCRIPTION_MAX,
     COMMITTEE_NAME_MAX,
+    FUNDING,
+    FUNDING_MODELS,
+    JOIN_MODES,
     LEGAL_ENTITY_TYPES,
     MEMBER_APPOINTED_BY,
     MEMBER_NAME_MAX,
     MEMBER_ROLES,
     MEMBER_TITLE_MAX,
     ORGANIZATION_NAME_MAX,
+    PROJECT_CATEGORIES,
     PROJECT_STAGES,
     VOTING_STATUSES,
     is_date,
+    is_email,
     is_uri,
 )
 
@@ -410,6 +416,57 @@ for _spec in PROJECTS:
     _spec.sfid = salesforce_id("a0941000002")
 PROJECT_BY_HANDLE = {spec.handle: spec for spec in PROJECTS}
 
+# The opportunity owner's ``salesforce_b2b-User`` record (put into v1-objects, not synced).
+OWNER_ID = "0054100000OwnerAAZ"
+OWNER_KEY = "salesforce_b2b-User." + OWNER_ID
+OWNER_RECORD = {
+    "Id": OWNER_ID,
+    "FirstName": "Olga",
+    "LastName": "Owner",
+    "Email": "olga.owner@linuxfoundation.org",
+    "FullPhotoUrl": "https://photos.example.org/olga.png",
+    "IsActive": True,
+}
+
+# The columns of the second release ("More columns the V2 objects need"), by project.
+NEW_PROJECT_COLUMNS: dict[str, dict[str, Any]] = {
+    "tlf": {
+        "admin_category__c": "Adopted",
+        "funding__c": "Funded",
+        "model__c": "Membership; Alternate Funding",
+        "project_entity_formation_document__c": "www.linuxfoundation.org/formation.pdf",
+        "mission_statement": "Decentralized innovation through open collaboration.",
+        "expected_announcement_date__c": "2000-01-01T00:00:00" + M,
+        "executive_director__c": USER_IDS["jsmith"],
+        "program_manager__c": USER_IDS["cgarcia"],
+        "opportunity_owner__c": OWNER_ID,
+    },
+    "cncf": {
+        "admin_category__c": "Foundation",  # not a V2 category: NONE
+        "funding__c": "Supported by Parent Project",
+        "model__c": "Membership;Grants",  # Grants is no V2 funding model: dropped
+        "parent_entity_relationship__c": "tlf",  # the legal parent, by handle
+        "mission_statement": "Make cloud native computing ubiquitous.",
+        "executive_director__c": USER_IDS["cgarcia"],
+        "program_manager__c": USER_IDS["mwong"],  # no e-mail: left as V2 has it
+    },
+    "kubernetes": {
+        "admin_category__c": "Graduated",
+        "parent_entity_relationship__c": "cncf",  # written before cncf: waits for it
+        "expected_announcement_date__c": "2014-06-06T18:01:25",
+    },
+    "horovod": {
+        "admin_category__c": "Emeritus",
+        "project_entity_dissolution_date__c": "2023-06-30T00:00:00" + M,  # Archived needs it
+    },
+    "prometheus": {"funding__c": "Unfunded", "model__c": "Crowdfunding"},
+}
+for _handle, _columns in NEW_PROJECT_COLUMNS.items():
+    _legal = _columns.get("parent_entity_relationship__c")
+    if _legal is not None:
+        _columns["parent_entity_relationship__c"] = PROJECT_BY_HANDLE[_legal].sfid
+    PROJECT_BY_HANDLE[_handle].extra.update(_columns)
+
 DOCUMENTED_FIELDS = {
     "description": "description__c",
     "formation": "formation_date__c",
@@ -529,6 +586,7 @@ def expected_project_fields(
             fields[v2_field] = url
         elif isinstance(raw, str) and raw.strip().lower() not in ("", "nil"):
             dropped.append(v2_field)
+    _expected_new_project_fields(record, fields, dropped)
     public = record.get("public__c")
     if public is None:
         parent_public = public_by_handle[spec.parent] if spec.parent else True
@@ -536,6 +594,62 @@ def expected_project_fields(
     fields["public"] = public
     public_by_handle[spec.handle] = public
     return fields, dropped
+
+
+def _expected_new_project_fields(
+    record: dict[str, Any], fields: dict[str, Any], dropped: list[str]
+) -> None:
+    """The V2 fields of the second release's project columns (and the Archived rule)."""
+    category = record.get("admin_category__c")
+    if isinstance(category, str) and category.strip():
+        fields["category"] = category if category in PROJECT_CATEGORIES else "NONE"
+    funding = record.get("funding__c")
+    if funding is not None:
+        if funding in FUNDING:
+            fields["funding"] = funding
+        else:
+            dropped.append("funding")
+    model = record.get("model__c")
+    if isinstance(model, str):
+        parts = [part.strip() for part in model.split(";") if part.strip()]
+        kept = [part for part in parts if part in FUNDING_MODELS]
+        if kept:
+            fields["funding_model"] = kept
+    dissolution = date_only(record.get("project_entity_dissolution_date__c"))
+    if dissolution is not None:
+        fields["entity_dissolution_date"] = dissolution
+    document = clean_url(record.get("project_entity_formation_document__c"))
+    if document is not None:
+        fields["entity_formation_document_url"] = document
+    if fields.get("stage") == "Archived" and dissolution is None:
+        del fields["stage"]
+        dropped.append("stage")
+
+
+def expected_project_settings(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings the project must end with (users by e-mail), or None without columns."""
+    columns = (
+        "mission_statement",
+        "expected_announcement_date__c",
+        "executive_director__c",
+        "program_manager__c",
+        "opportunity_owner__c",
+    )
+    if all(record.get(column) is None for column in columns):
+        return None
+    settings: dict[str, Any] = {}
+    if record.get("mission_statement"):
+        settings["mission_statement"] = record["mission_statement"]
+    announcement = date_only(record.get("expected_announcement_date__c"))
+    if announcement is not None:
+        settings["announcement_date"] = announcement
+    for v2_field in ("executive_director", "program_manager"):
+        user = USERS.get(record.get(f"{v2_field}__c") or "", {})
+        if user.get("Email"):
+            settings[v2_field] = {"email": user["Email"]}
+    if record.get("opportunity_owner__c") == OWNER_ID:
+        settings["opportunity_owner"] = {"email": OWNER_RECORD["Email"]}
+    return settings
 
 
 # -- committees -------------------------------------------------------------------------
@@ -579,7 +693,14 @@ FOUNDATION_COMMITTEES = [
         True,
         False,
     ),
-    ("Technical Advisory Council", "TAC", None, True, True, True),  # not a V2 category: Other
+    (  # the combined V1 value, split by the name: "Advisory" makes it the TAC
+        "Technical Advisory Council",
+        "Technical Oversight Committee/Technical Advisory Committee",
+        None,
+        True,
+        True,
+        True,
+    ),
 ]
 PROJECT_COMMITTEES = [
     ("Technical Steering Committee", "Technical Steering Committee", "github.com/{slug}/community"),
@@ -694,10 +815,33 @@ def _committee_specs() -> list[CommitteeSpec]:
 COMMITTEES = _committee_specs()
 
 
+# The committee columns of the second release, in rotation over the committees
+# (an empty entry: the record does not carry them).
+NEW_COMMITTEE_COLUMNS: tuple[dict[str, Any], ...] = (
+    {},
+    {
+        "mailing_list_email": "{list}@lists.example.org",
+        "chat_channel": "#{list}",
+        "join_mode": "application",
+        "business_email_required__c": True,
+    },
+    {"join_mode": "Open Door", "chat_channel": "", "mailing_list_email": "nil"},  # dropped
+    {"join_mode": "open", "business_email_required__c": False},
+    {},
+)
+
+
 def committee_record(spec: CommitteeSpec, index: int) -> dict[str, Any]:
     """The V1 record of a committee (one naming style: they coincide)."""
     timestamps = _timestamps(index)
+    columns = NEW_COMMITTEE_COLUMNS[index % len(NEW_COMMITTEE_COLUMNS)]
+    short = re.sub(r"[^a-z0-9]+", "-", f"{spec.project}-{spec.name}".lower()).strip("-")
+    extra = {
+        column: value.format(list=short) if isinstance(value, str) else value
+        for column, value in columns.items()
+    }
     return {
+        **extra,
         "sfid": spec.sfid,
         "mailing_list__c": spec.name,
         "project_name__c": PROJECT_BY_HANDLE[spec.project].sfid,
@@ -722,9 +866,14 @@ def committee_record(spec: CommitteeSpec, index: int) -> dict[str, Any]:
 def expected_committee_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The V2 fields the committee must end with."""
     v1_type = record["type__c"]
+    category = v1_type if v1_type in COMMITTEE_CATEGORIES else "Other"
+    if v1_type == "Technical Oversight Committee/Technical Advisory Committee":
+        words = set(re.findall(r"[a-z0-9]+", record["mailing_list__c"].lower()))
+        advisory = words & {"tac", "advisory"}
+        category = f"Technical {'Advisory' if advisory else 'Oversight'} Committee"
     fields: dict[str, Any] = {
         "name": record["mailing_list__c"][:COMMITTEE_NAME_MAX],
-        "category": v1_type if v1_type in COMMITTEE_CATEGORIES else "Other",
+        "category": category,
         "enable_voting": record["enable_voting__c"],
         "public": record["public_enabled"],
         "sso_group_enabled": record["sso_group_enabled"],
@@ -736,7 +885,26 @@ def expected_committee_fields(record: dict[str, Any]) -> dict[str, Any]:
     website = clean_url(record["committee_website__c"])
     if website is not None:
         fields["website"] = website
+    if is_email(record.get("mailing_list_email")):
+        fields["mailing_list"] = record["mailing_list_email"]
+    if record.get("chat_channel"):
+        fields["chat_channel"] = record["chat_channel"][:CHAT_CHANNEL_MAX]
+    if record.get("join_mode") in JOIN_MODES:
+        fields["join_mode"] = record["join_mode"]
     return fields
+
+
+def expected_committee_settings(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The committee settings V1 owns, or None when the record carries none."""
+    value = record.get("business_email_required__c")
+    return None if value is None else {"business_email_required": value}
+
+
+def needs_organization(committee: dict[str, Any]) -> bool:
+    """Whether the committee service requires a member's organization there."""
+    return (
+        committee["enable_voting__c"] is True or committee.get("business_email_required__c") is True
+    )
 
 
 # -- committee members ------------------------------------------------------------------
@@ -854,8 +1022,20 @@ def _member_enum(value: Any, allowed: tuple[str, ...]) -> str | None:
     return value if value in allowed else "None"
 
 
-def expected_member_fields(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The V2 fields the member must end with, and the optional fields it must not have."""
+def committee_needs_organization(committee: CommitteeSpec) -> bool:
+    """Whether members of the sample committee need an organization (voting, business e-mail)."""
+    columns = NEW_COMMITTEE_COLUMNS[COMMITTEES.index(committee) % len(NEW_COMMITTEE_COLUMNS)]
+    return committee.voting or columns.get("business_email_required__c") is True
+
+
+def expected_member_fields(
+    record: dict[str, Any], voting_committee: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """The V2 fields the member must end with, and the optional fields it must not have.
+
+    On a ``voting_committee`` a voting status of ``None`` (or one outside the enum)
+    leaves ``voting`` out: the committee service refuses it.
+    """
     fields: dict[str, Any] = {
         "email": record["contactemail__c"].strip(),
         "status": record["status__c"] or "Active",
@@ -892,6 +1072,9 @@ def expected_member_fields(record: dict[str, Any]) -> tuple[dict[str, Any], list
     ):
         nested: dict[str, Any] = {}
         name = _member_enum(record[name_column], enum)
+        if v2_field == "voting" and voting_committee and name == "None":
+            dropped.append(v2_field)
+            continue
         if name is not None:
             nested[name_field] = name
         for part, column in zip(("start_date", "end_date"), dates, strict=True):
@@ -930,6 +1113,13 @@ def _malformed_members(rng: random.Random, people: list[Person]) -> list[tuple[s
         sfid = platform_uuid(rng)
         value = _member_record(sfid, unknown_committee, people[10 + index], index, rng)
         letters.append((MEMBER_PREFIX + sfid, value, "missing_committee"))
+    # No organization on a voting committee: the committee service refuses the member.
+    voting_committee = COMMITTEES[0]
+    assert voting_committee.voting
+    sfid = platform_uuid(rng)
+    value = _member_record(sfid, voting_committee, people[20], 1, rng)
+    value["account__c"] = None
+    letters.append((MEMBER_PREFIX + sfid, value, "member_needs_organization"))
     return letters
 
 
@@ -948,9 +1138,13 @@ def _add_members(sample: SampleSet) -> None:
         for person in rng.sample(people, count):
             sfid = platform_uuid(rng)
             value = _member_record(sfid, committee, person, index, rng)
+            needs_organization = committee_needs_organization(committee)
+            if needs_organization and value["account__c"] is None:
+                # V2 refuses such a member there; one deliberate case is in the dead letters.
+                value["account__c"] = next(iter(ORGANIZATIONS))
             key = MEMBER_PREFIX + sfid
             sample.put(key, _encoding(index), value)
-            fields, dropped = expected_member_fields(value)
+            fields, dropped = expected_member_fields(value, committee.voting)
             sample.expected[key] = {
                 "outcome": "synced",
                 "type": "committee_member",
@@ -1221,6 +1415,9 @@ def _add_projects(sample: SampleSet) -> list[tuple[str, str, Any]]:
             "writer": expected_writer(record["lastmodifiedbyid"]),
             "naming": spec.style,
         }
+        settings = expected_project_settings(record)
+        if settings is not None:
+            sample.expected[key]["settings"] = settings
     return puts
 
 
@@ -1336,6 +1533,8 @@ def _skipped(rng: random.Random) -> list[tuple[str, str, Any, str]]:
             "other_prefix",
         ),
         (PROJECT_PREFIX + salesforce_id("a0941000002", rng), "empty", None, "empty_value"),
+        # Not synced, but read: the opportunity owner of a project's settings.
+        (OWNER_KEY, "msgpack", OWNER_RECORD, "other_prefix"),
     ]
 
 
@@ -1357,6 +1556,9 @@ def build() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
             "dropped": [],
             "writer": expected_writer(record["lastmodifiedbyid"]),
         }
+        committee_settings = expected_committee_settings(record)
+        if committee_settings is not None:
+            sample.expected[key]["settings"] = committee_settings
 
     ordered = [p for p in project_puts if p[0] in EARLY_PROJECTS]
     ordered.sort(key=lambda p: EARLY_PROJECTS.index(p[0]))

@@ -5,7 +5,9 @@ of ``GET /_sandbox/state``) and returns one line per mismatch: a project or
 committee missing or unexpected, a field with the wrong value, a field that
 should have been dropped, the wrong parent or project, the wrong identity
 recorded for the last write; a committee member missing from its committee
-(found by its trimmed, lower-cased email), with a wrong field, or unexpected.
+(found by its trimmed, lower-cased email), with a wrong field, or unexpected;
+a project's or committee's settings resource without what V1 owns (user
+objects compared by e-mail, since V2 rewrites their names and avatars).
 
 Deletes: an object whose V1 delete V2 accepted must be gone from its table
 and listed in the sandbox's ``deleted`` table with the expected deleter (the
@@ -234,7 +236,25 @@ def _check_present(
                 f"{label}: parent_uid is {stored.get('parent_uid')}, expected {want_parent} "
                 f"({parent})"
             )
+    if "settings" in expectation:
+        settings_table = f"{expectation['type']}_settings"
+        stored_settings = state.get(settings_table, {}).get(uid, {})
+        _compare_settings(label, stored_settings, expectation["settings"], problems)
     _compare_writer(label, stored, expectation, client_id, problems)
+
+
+def _compare_settings(
+    label: str, stored: dict[str, Any], wanted: dict[str, Any], problems: list[str]
+) -> None:
+    """The settings V1 owns; a user object by its e-mail (V2 rewrites the rest)."""
+    for name, value in wanted.items():
+        got = stored.get(name)
+        if isinstance(value, dict):
+            same = isinstance(got, dict) and _email(got.get("email")) == _email(value["email"])
+        else:
+            same = got == value
+        if not same:
+            problems.append(f"{label}: settings {name} is {got!r}, expected {value!r}")
 
 
 def _check_deleted(

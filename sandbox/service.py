@@ -199,6 +199,22 @@ class Sandbox:
         """uid -> what a client deleted, with ``_deleted_from`` (table) and ``_deleted_by``."""
         return self._store.snapshot()["deleted"]
 
+    @property
+    def settings_tables(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``project_settings`` and ``committee_settings``: uid -> settings, with ``_revision``."""
+        snapshot = self._store.snapshot()
+        return {name: snapshot[name] for name in ("project_settings", "committee_settings")}
+
+    def project_settings(self, uid: str) -> dict[str, Any]:
+        """The settings resource of project ``uid`` as the API shows it, with ``_revision``."""
+        record, revision = self._store.get_project_settings(uid)
+        return {**record, "_revision": revision}
+
+    def committee_settings(self, uid: str) -> dict[str, Any]:
+        """The settings resource of committee ``uid`` as the API shows it, with ``_revision``."""
+        record, revision = self._store.get_committee_settings(uid)
+        return {**record, "_revision": revision}
+
     def project_by_slug(self, slug: str) -> dict[str, Any] | None:
         """The stored project with this slug, or ``None``."""
         uid = self._store.uid_for_slug(slug)

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.api_error import ApiError
-from sandbox.validation import validate_committee, validate_member, validate_project
+from sandbox.user_objects import UserDirectory, no_directory, rewrite_users
+from sandbox.validation import (
+    PROJECT_SETTINGS_RULES,
+    validate_body,
+    validate_committee,
+    validate_committee_settings,
+    validate_member,
+    validate_project,
+    validate_project_settings,
+)
 
 ROOT_SLUG = "ROOT"
 ROOT_NAME = "ROOT"
@@ -36,6 +45,13 @@ SEED_PRINCIPAL = "sandbox@clients"
 # On a record of the ``deleted`` table: who deleted it, and which table it was in.
 DELETED_BY_FIELD = "_deleted_by"
 DELETED_FROM_FIELD = "_deleted_from"
+# The member rules of voting and business-e-mail committees.
+NONE_VOTING_STATUS = "none"
+VOTING_NONE_REFUSED = 'voting_status "None" is not allowed on voting-enabled committees'
+ORGANIZATION_REQUIRED = (
+    "organization.id, or organization.name and organization.website, is required on "
+    "committees with voting or business e-mail required"
+)
 _SSO_UNSAFE = re.compile(r"[^a-z0-9]+")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -132,6 +148,11 @@ class V2Store:
         # What clients deleted (not the members a committee delete took along), with
         # the deleter: the read-only view shows who deleted what; the API never does.
         self.deleted: dict[str, Record] = {}
+        # The settings resources, by the project's or committee's uid, each with its
+        # own revision; user objects are rewritten from ``user_directory`` on write.
+        self.project_settings: dict[str, Record] = {}
+        self.committee_settings: dict[str, Record] = {}
+        self.user_directory: UserDirectory = no_directory
         # The query service's index is eventually consistent: a committee is
         # listed ``index_delay`` seconds after its create (monotonic clock).
         self.index_delay = 0.0
@@ -222,6 +243,8 @@ class V2Store:
                     for uid, record in self.members.items()
                 },
                 "deleted": copy.deepcopy(self.deleted),
+                "project_settings": copy.deepcopy(self.project_settings),
+                "committee_settings": copy.deepcopy(self.committee_settings),
             }
 
     def _remember_deleted(self, table: str, record: Record, writer: Writer | None) -> None:
@@ -248,14 +271,22 @@ class V2Store:
             raise ApiError(409, f"project with slug {body['slug']!r} already exists")
 
     def create_project(self, body: object, writer: Writer) -> Record:
-        """``POST /projects``: 201 with the new project."""
-        clean = validate_project(body)
+        """``POST /projects``: 201 with the new project.
+
+        The body may carry the settings fields too: they become the project's
+        settings resource (the create answer shows the base only).
+        """
+        base, settings = _split(body, PROJECT_SETTINGS_RULES)
+        clean = validate_project(base)
+        settings_clean = validate_body(settings, PROJECT_SETTINGS_RULES)
         with self._lock:
             self._check_project_links(clean, None)
             uid = str(uuid.uuid4())
             stamp = now_rfc3339()
             if clean["slug"] in self.crowdfunding_slugs and "funding_model" not in clean:
                 clean["funding_model"] = list(CROWDFUNDING)
+            # The settings first: the base's revision is then the newest, as callers expect.
+            self.project_settings[uid] = self._new_settings(uid, settings_clean, writer)
             record = {"uid": uid, **clean, "created_at": stamp, "updated_at": stamp}
             self._stamp(record, writer)
             self.projects[uid] = record
@@ -286,6 +317,86 @@ class V2Store:
             self.projects[uid] = replaced
             return public_view(replaced)
 
+    # -- settings resources ----------------------------------------------------
+
+    def _new_settings(self, uid: str, clean: Record, writer: Writer) -> Record:
+        stamp = now_rfc3339()
+        record = {
+            "uid": uid,
+            **rewrite_users(clean, self.user_directory),
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        self._stamp(record, writer)
+        return record
+
+    def _settings_of(
+        self, table: dict[str, Record], owners: dict[str, Record], uid: str, what: str
+    ) -> Record:
+        """The settings of ``uid`` (made empty on first use for seeded objects)."""
+        self._get(owners, uid, what)
+        if uid not in table:
+            table[uid] = self._new_settings(uid, {}, SEED_WRITER)
+        return table[uid]
+
+    def get_project_settings(self, uid: str) -> tuple[Record, int]:
+        """``GET /projects/{uid}/settings``: the settings and their revision."""
+        with self._lock:
+            record = self._settings_of(self.project_settings, self.projects, uid, "project")
+            return public_view(record), int(record[REVISION_FIELD])
+
+    def update_project_settings(
+        self, uid: str, body: object, if_match: str | None, writer: Writer
+    ) -> Record:
+        """``PUT /projects/{uid}/settings``: full replace, ``If-Match`` required (stale: 409)."""
+        clean = validate_project_settings(body)
+        with self._lock:
+            record = self._settings_of(self.project_settings, self.projects, uid, "project")
+            return self._replace_settings(self.project_settings, record, clean, if_match, writer)
+
+    def get_committee_settings(self, uid: str) -> tuple[Record, int]:
+        """``GET /committees/{uid}/settings``: the settings and their revision."""
+        with self._lock:
+            record = self._committee_settings(uid)
+            return public_view(record), int(record[REVISION_FIELD])
+
+    def update_committee_settings(
+        self, uid: str, body: object, if_match: str | None, writer: Writer
+    ) -> Record:
+        """``PUT /committees/{uid}/settings``: full replace, ``If-Match`` required (stale: 409)."""
+        clean = validate_committee_settings(body)
+        with self._lock:
+            record = self._committee_settings(uid)
+            return self._replace_settings(self.committee_settings, record, clean, if_match, writer)
+
+    def _committee_settings(self, uid: str) -> Record:
+        record = self._settings_of(self.committee_settings, self.committees, uid, "committee")
+        record.setdefault("business_email_required", False)
+        return record
+
+    def _replace_settings(
+        self,
+        table: dict[str, Record],
+        record: Record,
+        clean: Record,
+        if_match: str | None,
+        writer: Writer,
+    ) -> Record:
+        revision = parse_if_match(if_match)
+        if revision is None:
+            raise ApiError(400, "If-Match header is required")
+        if revision != record[REVISION_FIELD]:
+            raise ApiError(409, REVISION_MISMATCH_MESSAGE)
+        replaced = {
+            "uid": record["uid"],
+            **rewrite_users(clean, self.user_directory),
+            "created_at": record["created_at"],
+            "updated_at": now_rfc3339(),
+        }
+        self._stamp(replaced, writer)
+        table[record["uid"]] = replaced
+        return public_view(replaced)
+
     def delete_project(self, uid: str, if_match: str | None, writer: Writer | None = None) -> None:
         """``DELETE /projects/{uid}``: a current ``If-Match`` (stale: 400 ``revision mismatch``).
 
@@ -305,6 +416,7 @@ class V2Store:
                     f"project {record['slug']} has {record.get('funding_model') or []}",
                 )
             del self.projects[uid]
+            self.project_settings.pop(uid, None)
             self._remember_deleted("projects", record, writer)
 
     # -- committees ----------------------------------------------------------
@@ -341,11 +453,18 @@ class V2Store:
                 )
 
     def create_committee(self, body: object, writer: Writer) -> Record:
-        """``POST /committees``: 201 with the new committee; 404 for an unknown project."""
+        """``POST /committees``: 201 with the new committee; 404 for an unknown project.
+
+        ``business_email_required`` in the body goes into the committee's settings.
+        """
         clean = validate_committee(body)
+        business_email = clean.pop("business_email_required", False)
         with self._lock:
             self._check_committee_links(clean, None)
             uid = str(uuid.uuid4())
+            self.committee_settings[uid] = self._new_settings(
+                uid, {"business_email_required": business_email}, writer
+            )
             record = {"uid": uid, **clean}
             self._stamp(record, writer)
             self.committees[uid] = record
@@ -408,6 +527,7 @@ class V2Store:
                     status = COMMITTEE_DELETE_STALE_STATUSES[0]
                 raise ApiError(status, REVISION_MISMATCH_MESSAGE)
             del self.committees[uid]
+            self.committee_settings.pop(uid, None)
             self._remember_deleted("committees", record, writer)
             for member_uid in [m for m, v in self.members.items() if v["committee_uid"] == uid]:
                 del self.members[member_uid]
@@ -432,6 +552,33 @@ class V2Store:
             ):
                 raise ApiError(409, f"member {email!r} already exists in this committee")
 
+    def _check_member_rules(self, committee_uid: str, body: Record, stored: Record | None) -> None:
+        """The committee service's member rules for voting and business-e-mail committees.
+
+        ``voting.status`` None (any case) is refused on a voting committee, unless
+        the stored member has it already; there, and where business e-mail is
+        required, a member needs ``organization.id`` or its name and website.
+        """
+        committee = self.committees[committee_uid]
+        voting = committee.get("enable_voting") is True
+        settings = self.committee_settings.get(committee_uid, {})
+        business = settings.get("business_email_required") is True
+        status = (body.get("voting") or {}).get("status")
+        stored_status = ((stored or {}).get("voting") or {}).get("status")
+        if (
+            voting
+            and isinstance(status, str)
+            and status.casefold() == NONE_VOTING_STATUS
+            and not (
+                isinstance(stored_status, str) and stored_status.casefold() == NONE_VOTING_STATUS
+            )
+        ):
+            raise ApiError(400, VOTING_NONE_REFUSED)
+        organization = body.get("organization") or {}
+        named = organization.get("name") and organization.get("website")
+        if (voting or business) and not (organization.get("id") or named):
+            raise ApiError(400, ORGANIZATION_REQUIRED)
+
     def members_of(self, committee_uid: str) -> list[Record]:
         """The members of one committee as the API shows them (``list_members``)."""
         with self._lock:
@@ -452,6 +599,7 @@ class V2Store:
         clean = validate_member(body)
         with self._lock:
             self._get(self.committees, committee_uid, "committee")
+            self._check_member_rules(committee_uid, clean, None)
             self._check_member_email(committee_uid, clean["email"], None)
             uid = str(uuid.uuid4())
             stamp = now_rfc3339()
@@ -488,6 +636,7 @@ class V2Store:
         with self._lock:
             record = self._member_of(committee_uid, uid)
             self._check_revision(record, if_match)
+            self._check_member_rules(committee_uid, clean, record)
             self._check_member_email(committee_uid, clean["email"], uid)
             replaced = {
                 "uid": uid,
@@ -510,3 +659,11 @@ class V2Store:
             self._check_revision(record, if_match)
             del self.members[uid]
             self._remember_deleted("members", record, writer)
+
+
+def _split(body: object, rules: dict[str, Any]) -> tuple[object, Record]:
+    """``body`` without the fields of ``rules``, and those fields (non-objects pass through)."""
+    if not isinstance(body, dict):
+        return body, {}
+    inside = {k: v for k, v in body.items() if k in rules}
+    return {k: v for k, v in body.items() if k not in rules}, inside

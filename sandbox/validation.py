@@ -82,11 +82,13 @@ COMMITTEE_CATEGORIES = (
     "Marketing Committee/Sub Committee",
     "Marketing Mailing List",
     "Marketing Oversight Committee/Marketing Advisory Committee",
+    "Newsletter",
     "Other",
     "Product Security",
     "Special Interest Group",
+    "Technical Advisory Committee",
     "Technical Mailing List",
-    "Technical Oversight Committee/Technical Advisory Committee",
+    "Technical Oversight Committee",
     "Technical Steering Committee",
     "Working Group",
 )
@@ -122,13 +124,17 @@ MEMBER_APPOINTED_BY = (
     "None",
 )
 MEMBER_STATUSES = ("Active", "Inactive")
-# A V2-only project field (V1 does not send it): the project service deletes only
-# projects whose funding model is exactly ["Crowdfunding"].
+# The project service deletes only projects whose funding model is exactly ["Crowdfunding"].
 FUNDING_MODELS = ("Crowdfunding", "Membership", "Alternate Funding")
+FUNDING = ("Funded", "Unfunded", "Supported by Parent Project")
+JOIN_MODES = ("open", "invite_only", "application", "closed")
+# The project service refuses this stage without an entity_dissolution_date.
+ARCHIVED_STAGE = "Archived"
 VOTING_STATUSES = ("Alternate Voting Rep", "Observer", "Voting Rep", "Emeritus", "None")
 
 COMMITTEE_NAME_MAX = 100
 COMMITTEE_DESCRIPTION_MAX = 2000
+CHAT_CHANNEL_MAX = 500
 MEMBER_NAME_MAX = 100
 MEMBER_TITLE_MAX = 200
 ORGANIZATION_NAME_MAX = 200
@@ -210,7 +216,24 @@ class FieldRule:
     fields: Mapping[str, FieldRule] | None = None  # for kind "object"
 
 
+def is_email_or_empty(value: object) -> bool:
+    """``""`` or an e-mail address (a settings user object's ``email``)."""
+    return value == "" or is_email(value)
+
+
+def is_uri_or_empty(value: object) -> bool:
+    """``""`` or a URI (a settings user object's ``avatar``)."""
+    return value == "" or is_uri(value)
+
+
 _KIND_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "email_or_empty": (is_email_or_empty, "must be empty or an e-mail address"),
+    "uri_or_empty": (is_uri_or_empty, "must be empty or a URI"),
+    "user": (lambda v: isinstance(v, dict), "must be a user object"),
+    "user_list": (
+        lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+        "must be a list of user objects",
+    ),
     "string": (lambda v: isinstance(v, str), "must be a string"),
     "bool": (lambda v: isinstance(v, bool), "must be a boolean"),
     "uuid": (is_uuid, "must be a UUID"),
@@ -247,6 +270,7 @@ PROJECT_RULES: dict[str, FieldRule] = {
     "legal_entity_type": FieldRule("string", enum=LEGAL_ENTITY_TYPES),
     "category": FieldRule("string", enum=PROJECT_CATEGORIES),
     "funding_model": FieldRule("string_list", enum=FUNDING_MODELS),
+    "funding": FieldRule("string", enum=FUNDING),
 }
 
 COMMITTEE_RULES: dict[str, FieldRule] = {
@@ -262,6 +286,9 @@ COMMITTEE_RULES: dict[str, FieldRule] = {
     "requires_review": FieldRule("bool"),
     "business_email_required": FieldRule("bool"),
     "website": FieldRule("uri"),
+    "mailing_list": FieldRule("email"),
+    "chat_channel": FieldRule("string", max_length=CHAT_CHANNEL_MAX),
+    "join_mode": FieldRule("string", enum=JOIN_MODES),
 }
 
 _ROLE_RULES = {
@@ -300,6 +327,17 @@ def _check_value(name: str, value: Any, rule: FieldRule, problems: list[str]) ->
     if not check(value):
         problems.append(f"{name} {complaint}")
         return None
+    if rule.kind == "user":
+        return _check_fields(
+            value, USER_RULES, problems, prefix=f"{name}.", read_only=USER_READ_ONLY
+        )
+    if rule.kind == "user_list":
+        return [
+            _check_fields(
+                item, USER_RULES, problems, prefix=f"{name}[{index}].", read_only=USER_READ_ONLY
+            )
+            for index, item in enumerate(value)
+        ]
     if rule.kind == "object" and rule.fields is not None:
         return _check_fields(value, rule.fields, problems, prefix=f"{name}.", read_only=())
     if rule.max_length is not None and len(value) > rule.max_length:
@@ -313,6 +351,39 @@ def _check_value(name: str, value: Any, rule: FieldRule, problems: list[str]) ->
     if rule.pattern is not None and not rule.pattern.match(value):
         problems.append(f"{name} must match the pattern {rule.pattern.pattern!r}")
     return value
+
+
+# A user object of a settings resource: the server rewrites name, username and
+# avatar from its directory by e-mail; ``invite`` is the server's own.
+USER_RULES: dict[str, FieldRule] = {
+    "name": FieldRule("string"),
+    "email": FieldRule("email_or_empty"),
+    "username": FieldRule("string"),
+    "avatar": FieldRule("uri_or_empty"),
+}
+USER_READ_ONLY = ("invite",)
+MEMBER_VISIBILITIES = ("hidden", "basic_profile")
+
+PROJECT_SETTINGS_RULES: dict[str, FieldRule] = {
+    "mission_statement": FieldRule("string"),
+    "announcement_date": FieldRule("date"),
+    "executive_director": FieldRule("user"),
+    "program_manager": FieldRule("user"),
+    "opportunity_owner": FieldRule("user"),
+    "writers": FieldRule("user_list"),
+    "auditors": FieldRule("user_list"),
+    "meeting_coordinators": FieldRule("user_list"),
+}
+
+COMMITTEE_SETTINGS_RULES: dict[str, FieldRule] = {
+    "business_email_required": FieldRule("bool", required=True),
+    "member_visibility": FieldRule("string", enum=MEMBER_VISIBILITIES),
+    "show_meeting_attendees": FieldRule("bool"),
+    "last_reviewed_at": FieldRule("string"),
+    "last_reviewed_by": FieldRule("string"),
+    "writers": FieldRule("user_list"),
+    "auditors": FieldRule("user_list"),
+}
 
 
 def _check_fields(
@@ -353,13 +424,29 @@ def validate_body(body: object, rules: Mapping[str, FieldRule]) -> dict[str, Any
 
 
 def validate_project(body: object) -> dict[str, Any]:
-    """A project create/update body (the full base), checked field by field."""
-    return validate_body(body, PROJECT_RULES)
+    """A project create/update body (the full base), checked field by field.
+
+    ``stage: Archived`` needs an ``entity_dissolution_date`` (400 otherwise).
+    """
+    clean = validate_body(body, PROJECT_RULES)
+    if clean.get("stage") == ARCHIVED_STAGE and "entity_dissolution_date" not in clean:
+        raise ApiError(400, "invalid request body: stage Archived requires entity_dissolution_date")
+    return clean
 
 
 def validate_committee(body: object) -> dict[str, Any]:
     """A committee create/update body, checked field by field."""
     return validate_body(body, COMMITTEE_RULES)
+
+
+def validate_project_settings(body: object) -> dict[str, Any]:
+    """A project settings PUT body (the full resource)."""
+    return validate_body(body, PROJECT_SETTINGS_RULES)
+
+
+def validate_committee_settings(body: object) -> dict[str, Any]:
+    """A committee settings PUT body (the full resource; ``business_email_required`` required)."""
+    return validate_body(body, COMMITTEE_SETTINGS_RULES)
 
 
 def validate_member(body: object) -> dict[str, Any]:

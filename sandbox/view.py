@@ -31,7 +31,11 @@ li { margin: .25rem 0; }
 .members { border-left: none; padding-left: 1.4rem; font-size: .9em; }
 .member .email { font-family: ui-monospace, monospace; }
 .tag { background: #eef3f7; border-radius: 3px; padding: 0 .3rem; font-size: .8em; }
+.settings { color: #456; font-size: .85em; }
 """
+# The user objects of a project's settings, in the order the page shows them.
+STAFF_FIELDS = ("executive_director", "program_manager", "opportunity_owner")
+V2_LISTS = ("writers", "auditors", "meeting_coordinators")
 
 
 def state(store: V2Store) -> dict[str, Any]:
@@ -39,7 +43,10 @@ def state(store: V2Store) -> dict[str, Any]:
     tables = store.snapshot()
     return {
         "root_uid": store.root_uid,
-        "counts": {name: len(rows) for name, rows in tables.items()},
+        # Objects only: a settings resource belongs to its project or committee.
+        "counts": {
+            name: len(rows) for name, rows in tables.items() if not name.endswith("_settings")
+        },
         **tables,
     }
 
@@ -80,17 +87,61 @@ def _member_items(members: list[dict[str, Any]]) -> str:
     return '<ul class="members">' + "".join(items) + "</ul>"
 
 
+def _user_text(user: Any) -> str:
+    if not isinstance(user, dict):
+        return "?"
+    name = str(user.get("name") or user.get("username") or "")
+    email = str(user.get("email") or "")
+    return f"{name} <{email}>" if name else f"<{email}>"
+
+
+def _project_settings_line(settings: dict[str, Any] | None) -> str:
+    """One line of a project's settings: mission, announcement, staff, V2's lists."""
+    if not settings:
+        return ""
+    parts = []
+    if settings.get("mission_statement"):
+        parts.append(f"mission: {settings['mission_statement']}")
+    if settings.get("announcement_date"):
+        parts.append(f"announced {settings['announcement_date']}")
+    for name in STAFF_FIELDS:
+        if settings.get(name):
+            parts.append(f"{name.replace('_', ' ')}: {_user_text(settings[name])}")
+    for name in V2_LISTS:
+        if settings.get(name):
+            parts.append(f"{len(settings[name])} {name.replace('_', ' ')}")
+    if not parts:
+        return ""
+    revision = settings.get(REVISION_FIELD)
+    text = "settings (rev " + str(revision) + "): " + " · ".join(parts)
+    return f'<br><span class="settings">{html.escape(text)}</span>'
+
+
+def _committee_tags(committee: dict[str, Any], settings: dict[str, Any] | None) -> str:
+    tags = [str(committee.get("category", ""))]
+    if committee.get("join_mode"):
+        tags.append(f"join: {committee['join_mode']}")
+    if committee.get("mailing_list"):
+        tags.append(str(committee["mailing_list"]))
+    if (settings or {}).get("business_email_required"):
+        tags.append("business e-mail required")
+    return " ".join(f'<span class="tag">{html.escape(tag)}</span>' for tag in tags)
+
+
 def _committee_items(
-    committees: list[dict[str, Any]], members: dict[str, list[dict[str, Any]]]
+    committees: list[dict[str, Any]],
+    members: dict[str, list[dict[str, Any]]],
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     if not committees:
         return ""
     items = []
     for committee in sorted(committees, key=lambda c: str(c.get("name", ""))):
+        own = (settings or {}).get(str(committee.get("uid")))
         items.append(
             f'<li class="committee" id="{html.escape(str(committee.get("uid", "")))}">'
             f'<span class="name">{html.escape(str(committee.get("name", "")))}</span> '
-            f'<span class="tag">{html.escape(str(committee.get("category", "")))}</span> '
+            f"{_committee_tags(committee, own)} "
             f'<span class="writer">{html.escape(_writer(committee))}</span>'
             f"{_member_items(members.get(str(committee.get('uid')), []))}</li>"
         )
@@ -104,8 +155,10 @@ def _project_item(
     committees: dict[str, list[dict[str, Any]]],
     seen: set[str],
     members: dict[str, list[dict[str, Any]]],
+    settings: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> str:
     seen.add(uid)
+    settings = settings or {}
     project = projects[uid]
     details = [
         str(project[key]) for key in ("stage", "category", "legal_entity_type") if project.get(key)
@@ -118,13 +171,16 @@ def _project_item(
         f'<span class="slug">{html.escape(str(project.get("slug", "")))}</span> ',
         f'<span class="meta">{html.escape(" · ".join(details))}</span><br>',
         f'<span class="writer">{html.escape(_writer(project))}</span>',
-        _committee_items(committees.get(uid, []), members),
+        _project_settings_line(settings.get("projects", {}).get(uid)),
+        _committee_items(committees.get(uid, []), members, settings.get("committees")),
     ]
     kids = [k for k in children.get(uid, []) if k not in seen]
     if kids:
         parts.append("<ul>")
         for kid in sorted(kids, key=lambda k: str(projects[k].get("name", ""))):
-            parts.append(_project_item(kid, projects, children, committees, seen, members))
+            parts.append(
+                _project_item(kid, projects, children, committees, seen, members, settings)
+            )
         parts.append("</ul>")
     parts.append("</li>")
     return "".join(parts)
@@ -165,17 +221,21 @@ def html_page(document: dict[str, Any]) -> str:
     members: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for member in document.get("members", {}).values():
         members[str(member.get("committee_uid"))].append(member)
+    settings = {
+        "projects": document.get("project_settings", {}),
+        "committees": document.get("committee_settings", {}),
+    }
     seen: set[str] = set()
     root_uid = document["root_uid"]
     tree = (
-        _project_item(root_uid, projects, children, committees, seen, members)
+        _project_item(root_uid, projects, children, committees, seen, members, settings)
         if root_uid in projects
         else ""
     )
     # Objects not reachable from ROOT (a parent deleted, a cycle) still deserve a line.
     orphans = [uid for uid in projects if uid not in seen]
     orphan_items = "".join(
-        _project_item(uid, projects, children, committees, seen, members)
+        _project_item(uid, projects, children, committees, seen, members, settings)
         for uid in orphans
         if uid not in seen
     )

@@ -40,9 +40,9 @@ V2_COMMITTEE_CATEGORIES = {
     "Ambassador", "Board", "Code of Conduct", "Committers", "Expert Group",
     "Finance Committee", "Government Advisory Council", "Legal Committee", "Maintainers",
     "Marketing Committee/Sub Committee", "Marketing Mailing List",
-    "Marketing Oversight Committee/Marketing Advisory Committee", "Other",
-    "Product Security", "Special Interest Group", "Technical Mailing List",
-    "Technical Oversight Committee/Technical Advisory Committee",
+    "Marketing Oversight Committee/Marketing Advisory Committee", "Newsletter", "Other",
+    "Product Security", "Special Interest Group", "Technical Advisory Committee",
+    "Technical Mailing List", "Technical Oversight Committee",
     "Technical Steering Committee", "Working Group",
 }  # fmt: skip
 PROJECT_STRINGS = {"name", "description", "legal_entity_name"}
@@ -198,7 +198,7 @@ PROJECT_FALLBACKS = [
     ("website_url", "website_url__c", "https://lf.example.org", "website__c",
      "https://www.linuxfoundation.org", "https://lf.example.org",
      "https://www.linuxfoundation.org"),
-    ("stage", "stage__c", "Archived", "project_status__c", "Active", "Archived", "Active"),
+    ("stage", "stage__c", "Prospect", "project_status__c", "Active", "Prospect", "Active"),
     ("charter_url", "charter_url__c", "https://example.org/charter-v2.pdf", "charterurl__c",
      "https://example.org/charter.pdf", "https://example.org/charter-v2.pdf",
      "https://example.org/charter.pdf"),
@@ -497,7 +497,9 @@ def test_a_bad_date_is_dropped_with_a_warning(value: Any) -> None:
 
 @pytest.mark.parametrize("stage", sorted(V2_STAGES))
 def test_every_v2_stage_passes_unchanged(stage: str) -> None:
-    fields = map_project(project(project_status__c=stage))
+    # Archived only with a dissolution date (V2 refuses it without one).
+    dissolved = {"project_entity_dissolution_date__c": "2024-05-01T00:00:00+00:00"}
+    fields = map_project(project(project_status__c=stage, **dissolved))
     assert fields.body["stage"] == stage
     assert "stage" not in warned_fields(fields.warnings)
 
@@ -513,7 +515,7 @@ def test_every_v2_legal_entity_type_passes_unchanged(entity_type: str) -> None:
     ("column", "v2_field", "value", "expected"),
     [
         ("project_status__c", "stage", "active", "Active"),
-        ("project_status__c", "stage", " ARCHIVED ", "Archived"),
+        ("project_status__c", "stage", " PROSPECT ", "Prospect"),
         ("project_status__c", "stage", "formation -  on hold", "Formation - On Hold"),
         ("category__c", "legal_entity_type", "incorporated entity", "Incorporated Entity"),
         ("category__c", "legal_entity_type", "series llc", "Series LLC"),

@@ -225,6 +225,7 @@ def test_malformed_records_are_really_malformed(
         "missing_project": 1,
         "missing_committee": 2,
         "delete_refused": 2,  # deletes of projects that are not crowdfunded
+        "member_needs_organization": 1,  # no organization on a voting committee
     }
     all_committee_sfids = {
         r.value.get("sfid")
@@ -258,6 +259,16 @@ def test_malformed_records_are_really_malformed(
             assert record.value["project_name__c"] not in all_project_sfids
         elif reason == "missing_committee":
             assert record.value["collaboration_name__c"] not in all_committee_sfids
+        elif reason == "member_needs_organization":
+            assert record.value["account__c"] is None
+            committee = next(
+                r.value
+                for r in records
+                if r.key.startswith(COMMITTEE)
+                and isinstance(r.value, dict)
+                and r.value.get("sfid") == record.value["collaboration_name__c"]
+            )
+            assert committee["enable_voting__c"] is True
 
 
 def test_invalid_enum_date_and_url_values_are_dropped_not_dead_lettered(
@@ -282,7 +293,7 @@ def test_invalid_enum_date_and_url_values_are_dropped_not_dead_lettered(
 def test_skipped_keys(records: list[SampleRecord], expected: dict[str, Any]) -> None:
     skipped = {k: v["reason"] for k, v in expected["keys"].items() if v["outcome"] == "skipped"}
     assert Counter(skipped.values()) == {
-        "other_prefix": 3,
+        "other_prefix": 4,  # accounts, contacts, DynamoDB settings, the owner's user record
         "empty_value": 1,
         "not_in_v2": 2,  # deletes of records V2 never had
         "tombstoned": 2,  # re-puts of deleted records
@@ -367,7 +378,8 @@ def filled_sandbox(heimdall_key: RSAPrivateKey, expected: dict[str, Any]) -> Ite
                 parent = uid_by_sfid[value["parent_sfid"]] if value["parent_sfid"] else sb.root_uid
                 response = session.post(
                     sb.url + "/projects?v=1",
-                    json={**value["fields"], "parent_uid": parent},
+                    # A create carries the settings too (the contract's one POST).
+                    json={**value.get("settings", {}), **value["fields"], "parent_uid": parent},
                     headers=_headers(
                         heimdall_key, "lfx-v2-project-service", expected_writer(value, client_id)
                     ),
@@ -381,7 +393,11 @@ def filled_sandbox(heimdall_key: RSAPrivateKey, expected: dict[str, Any]) -> Ite
                 continue
             response = session.post(
                 sb.url + "/committees?v=1",
-                json={**value["fields"], "project_uid": uid_by_sfid[value["project_sfid"]]},
+                json={
+                    **value.get("settings", {}),
+                    **value["fields"],
+                    "project_uid": uid_by_sfid[value["project_sfid"]],
+                },
                 headers=_headers(
                     heimdall_key, "lfx-v2-committee-service", expected_writer(value, client_id)
                 ),

@@ -415,7 +415,7 @@ def test_every_enum_value_and_optional_field_is_accepted(client: Client) -> None
     from sandbox.validation import LEGAL_ENTITY_TYPES, PROJECT_CATEGORIES, PROJECT_STAGES
 
     for index, stage in enumerate(PROJECT_STAGES):
-        client.create_project(f"stage-{index}x", stage=stage)
+        client.create_project(f"stage-{index}x", stage=stage, entity_dissolution_date="2024-05-01")
     for index, kind in enumerate(LEGAL_ENTITY_TYPES):
         client.create_project(f"type-{index}x", legal_entity_type=kind)
     for index, category in enumerate(PROJECT_CATEGORIES):
@@ -528,7 +528,11 @@ def test_committee_life_cycle_and_read_only_fields(client: Client, sandbox: Sand
         == 409
     )
 
-    member = client.call("POST", f"/committees/{uid}/members", {"email": "jane@example.org"})
+    member = client.call(
+        "POST",
+        f"/committees/{uid}/members",
+        {"email": "jane@example.org", "organization": {"id": "0014100000Te2ovAAB"}},
+    )
     assert member.status_code == 201
     assert client.call("GET", f"/committees/{uid}").json()["total_members"] == 1
     assert sandbox.committees[uid]["total_members"] == 1

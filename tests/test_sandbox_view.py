@@ -138,6 +138,35 @@ def test_html_page_shows_the_tree_with_committees_and_writers(sandbox: Sandbox) 
     assert "<b>minikube</b>" not in page
 
 
+def test_html_page_shows_settings_under_each_project(sandbox: Sandbox) -> None:
+    sandbox.add_user(
+        "0032M00002XyZabQAB",
+        {"ID": "0032M00002XyZabQAB", "Username": "jdoe", "Email": "jdoe@example.org",
+         "FirstName": "Jane", "LastName": "Doe"},
+    )  # fmt: skip
+    uid = sandbox.add_project(
+        "Settings Project",
+        "settings-project",
+        mission_statement="Make <things> better.",
+        executive_director={"name": "J", "email": "jdoe@example.org", "username": "", "avatar": ""},
+    )
+    committee = sandbox.add_committee(uid, "TAC", "Technical Advisory Committee",
+                                      business_email_required=True, join_mode="open")  # fmt: skip
+    state = requests.get(sandbox.url + "/_sandbox/state", timeout=10).json()
+    stored = state["project_settings"][uid]
+    # The fake rewrote the user object from its directory by e-mail.
+    assert stored["executive_director"]["name"] == "Jane Doe"
+    assert stored["executive_director"]["username"] == "jdoe"
+    assert state["committee_settings"][committee]["business_email_required"] is True
+    page = requests.get(sandbox.url + "/", timeout=10).text
+    start = page.index(f'id="{uid}"')
+    block = page[start : page.index("</li>", start)]
+    assert "mission: Make &lt;things&gt; better." in block
+    assert "executive director: Jane Doe &lt;jdoe@example.org&gt;" in block
+    assert "business e-mail required" in page
+    assert "join: open" in page
+
+
 def test_html_page_shows_members_under_their_committee(sandbox: Sandbox) -> None:
     uids = _seed_tree(sandbox)
     board = next(c["uid"] for c in sandbox.committees_of(uids["cncf"]))

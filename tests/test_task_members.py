@@ -151,7 +151,9 @@ def test_409_after_a_create_whose_mapping_was_lost_adopts_the_member(st: Stack) 
     committee_sfid, committee_uid = synced_committee(st)
     key, member = new_member(committee_sfid)
     # What the lost run left behind: the member in V2 (its email in another case), no mapping.
-    existing = st.sandbox.add_member(committee_uid, member["contactemail__c"].upper())
+    existing = st.sandbox.add_member(
+        committee_uid, member["contactemail__c"].upper(), organization={"id": ORG_SFID}
+    )
     assert st.mapping(f"committee_member.sfid.{member['sfid']}") is None
     assert st.sync(key, st.put(key, member)) == "updated"
     assert member_place(st, member["sfid"]) == (committee_uid, existing)

@@ -59,3 +59,56 @@ def project(**changes: Any) -> dict[str, Any]:
 def committee(**changes: Any) -> dict[str, Any]:
     """The example committee (Governing Board) with ``changes`` applied."""
     return record(COMMITTEE_JSON, **changes)
+
+
+# Every column of "More columns the V2 objects need" on top of the examples above
+# (values illustrative; names and types exact).
+PROJECT_FULL_JSON = """
+{"sfid": "a0941000002wBz9AAE", "name": "The Linux Foundation", "slug__c": "TLF",
+ "description__c": "An umbrella foundation.", "project_status__c": "Active",
+ "admin_category__c": "Graduated", "category__c": "Incorporated Entity",
+ "parent_project__c": null, "project_entity_name__c": "The Linux Foundation",
+ "start_date__c": "2000-01-01T00:00:00+00:00", "project_logo__c": "https://example.org/tlf.svg",
+ "repositoryurl__c": "github.com/linuxfoundation", "website__c": " www.linuxfoundation.org",
+ "charterurl__c": "example.org/charter.pdf", "auto_join_enabled__c": true,
+ "funding__c": "Funded", "model__c": "Membership; Alternate Funding",
+ "project_entity_dissolution_date__c": "2030-06-30T00:00:00+00:00",
+ "project_entity_formation_document__c": "docs.example.org/formation.pdf",
+ "parent_entity_relationship__c": null,
+ "mission_statement": "Open source for everyone.",
+ "expected_announcement_date__c": "2025-09-01T00:00:00+00:00",
+ "executive_director__c": "0032M00002XyZabQAB", "program_manager__c": "0032M00002PmAbcQAB",
+ "opportunity_owner__c": "0054100000AbCdEAAZ",
+ "isdeleted": false,
+ "lastmodifiedbyid": "0032M00002XyZabQAB", "lastmodifieddate": "2025-11-19T21:04:05+00:00"}
+"""
+
+COMMITTEE_FULL_JSON = """
+{"sfid": "3f0c2a8e-5b1d-4c59-9a0e-0b7d8f1e2c3a", "mailing_list__c": "Technical Advisory Council",
+ "project_name__c": "a0941000002wBz9AAE", "description__c": "The TAC.",
+ "type__c": "Technical Oversight Committee/Technical Advisory Committee",
+ "committee_website__c": "lists.example.org/g/tac",
+ "enable_voting__c": true, "sso_group_enabled": false, "sso_group_name": null,
+ "public_enabled": true, "public_name": "TAC",
+ "mailing_list_email": "tac@lists.example.org", "chat_channel": "#tac",
+ "join_mode": "application", "business_email_required__c": true,
+ "lastmodifiedbyid": "v1_sync_helper@clients", "lastmodifieddate": "2025-11-20T08:00:00+00:00"}
+"""
+
+# The ``salesforce_b2b-User.{id}`` record ``opportunity_owner__c`` names.
+SALESFORCE_USER_KEY = "salesforce_b2b-User.0054100000AbCdEAAZ"
+SALESFORCE_USER_JSON = """
+{"Id": "0054100000AbCdEAAZ", "FirstName": "Olga", "LastName": "Owner",
+ "Email": "olga.owner@example.org", "FullPhotoUrl": "https://photos.example.org/olga.png",
+ "IsActive": true}
+"""
+
+
+def full_project(**changes: Any) -> dict[str, Any]:
+    """The example project with every column of the second release, ``changes`` applied."""
+    return record(PROJECT_FULL_JSON, **changes)
+
+
+def full_committee(**changes: Any) -> dict[str, Any]:
+    """The example committee with every column of the second release, ``changes`` applied."""
+    return record(COMMITTEE_FULL_JSON, **changes)

@@ -175,6 +175,17 @@ class V2Service:
         view.create_headers = dict(create_headers or {})
         return view
 
+    def below(self, uid: str) -> V2Service:
+        """The object ``uid`` as the collection of its sub-resources.
+
+        ``below(uid).get("settings")`` is ``GET /{collection}/{uid}/settings``;
+        the view shares this service's sessions like ``collection_under``.
+        """
+        view = copy.copy(self)  # shallow: the thread-local sessions stay shared
+        view.collection = f"{self.collection}/{quote(uid, safe='')}"
+        view.create_headers = {}
+        return view
+
     def create(self, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
         """``POST /{collection}?v=1`` (plus ``create_headers``); the created record (201).
 

@@ -73,6 +73,10 @@ class KindRuntime(Protocol):
         """The uid of the ROOT project."""
         ...
 
+    def v1_value(self, key: str) -> bytes | None:
+        """The current value of ``key`` in ``v1-objects`` (None: absent or deleted)."""
+        ...
+
 
 class KindReport(Protocol):
     """What a kind notes on a run's report (``tasks.run.report.KindReport`` is one)."""
@@ -100,12 +104,15 @@ class Desired:
         parent_uid: the V2 uid of the object's parent where the collection lives
             under it (committee members), else None.
         slug: the project slug, for mappings and logs.
+        settings: the V1-owned fields of the object's settings resource
+            (``tasks.run.settings_resource``), None when the record carries none.
     """
 
     sfid: str
     body: dict[str, Any]
     parent_uid: str | None = None
     slug: str | None = None
+    settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,12 @@ class ObjectKind:
 
 def log_mapping_warnings(warnings: tuple[str, ...], report: KindReport) -> None:
     """One WARNING per value the mapping dropped or changed (kept on the report too)."""
-    report.warnings = warnings
+    report.warnings = ()
+    log_more_warnings(warnings, report)
+
+
+def log_more_warnings(warnings: tuple[str, ...], report: KindReport) -> None:
+    """Like ``log_mapping_warnings`` for warnings found after it (lookups, resolutions)."""
+    report.warnings = (*report.warnings, *warnings)
     for warning in warnings:
         log.warning("V1 value dropped or changed", extra=report.context() | {"detail": warning})

@@ -5,7 +5,9 @@ mapping ``project.sfid.{sfid}`` (missing: ``MissingMapping``). The committee
 service is optional (``COMMITTEE_SERVICE_URL``); without it the task skips
 committees (and their members) before they get here. A 409 on create (the
 name exists in the project) adopts the committee the V2 query service lists
-(``tasks.clients.query_service``), unless it belongs to another V1 committee.
+(``tasks.clients.query_service``), unless it belongs to another V1 committee. A record with
+``business_email_required__c`` carries the committee settings
+(``tasks.run.settings_resource``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,11 @@ class CommitteeKind(ObjectKind):
                 parent_key=PROJECT_SFID + fields.project_sfid,
             )
         report.project_uid = project_uid
-        return Desired(sfid=fields.sfid, body={**fields.body, "project_uid": project_uid})
+        return Desired(
+            sfid=fields.sfid,
+            body={**fields.body, "project_uid": project_uid},
+            settings=fields.settings,
+        )
 
     def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         return runtime.mappings.committee_uid(desired.sfid)

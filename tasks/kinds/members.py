@@ -36,8 +36,10 @@ from tasks.kinds.base import (
     ObjectKind,
     Place,
     log_mapping_warnings,
+    log_more_warnings,
 )
 from tasks.kinds.committees import COMMITTEE_SERVICE
+from tasks.kinds.member_rules import apply_member_rules
 from tasks.mapping.members import (
     MEMBER_READ_ONLY,
     MemberFields,
@@ -78,6 +80,10 @@ class MemberKind(ObjectKind):
         report.committee_uid = committee_uid
         body, warnings = complete_member(fields, lookups(runtime, fields))
         log_mapping_warnings(warnings, report)
+        body, refused = apply_member_rules(
+            self.top_service(runtime), committee_uid, fields.sfid, body, identity
+        )
+        log_more_warnings(refused, report)
         return Desired(sfid=fields.sfid, body=body, parent_uid=committee_uid)
 
     def service(self, runtime: KindRuntime, desired: Desired) -> V2Service:

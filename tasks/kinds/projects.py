@@ -2,7 +2,12 @@
 
 Parent first: ``parent_project__c`` through the mapping ``project.sfid.{parent}``
 (missing means the parent is probably still queued: ``MissingMapping``), no
-parent means ROOT. A 409 on create (the slug exists) adopts the project that
+parent means ROOT. The legal parent (``parent_entity_relationship__c``) is
+resolved the same way (missing: parked, ``missing_legal_parent``; tombstoned:
+left out with a warning). Records with a settings column carry the V1-owned
+project settings too (``tasks.run.settings_resource``: staff looked up, sent
+inside the create or laid over the settings resource after the base).
+A 409 on create (the slug exists) adopts the project that
 ``slug_to_uid`` names, unless it belongs to another V1 project. An update that
 moves a project under itself or one of its descendants in V2 is refused
 (``parent_cycle``, see ``tasks.kinds.parent_cycles``).
@@ -23,8 +28,10 @@ from tasks.kinds.base import (
     KindRuntime,
     ObjectKind,
     log_mapping_warnings,
+    log_more_warnings,
 )
 from tasks.kinds.parent_cycles import find_parent_problem
+from tasks.kinds.staff_lookups import project_settings
 from tasks.mapping.projects import PROJECT_READ_ONLY, ProjectFields, default_public, map_project
 from tasks.stores.id_mappings import PROJECT_SFID, PROJECT_UID
 
@@ -59,9 +66,11 @@ class ProjectKind(ObjectKind):
         fields = map_project(record)
         report.sfid, report.slug = fields.sfid, fields.slug
         log_mapping_warnings(fields.warnings, report)
-        return Desired(
-            sfid=fields.sfid, body=project_body(runtime, fields, identity), slug=fields.slug
-        )
+        body = project_body(runtime, fields, identity)
+        later = resolve_legal_parent(runtime, fields, body)
+        settings, settings_warnings = project_settings(runtime, record, report)
+        log_more_warnings((*later, *settings_warnings), report)
+        return Desired(sfid=fields.sfid, body=body, slug=fields.slug, settings=settings)
 
     def mapped_uid(self, runtime: KindRuntime, desired: Desired) -> str | None:
         return runtime.mappings.project_uid(desired.sfid)
@@ -126,6 +135,35 @@ class ProjectKind(ObjectKind):
 
 
 PROJECTS = ProjectKind()
+
+
+def resolve_legal_parent(
+    runtime: KindRuntime, fields: ProjectFields, body: dict[str, Any]
+) -> tuple[str, ...]:
+    """Put ``legal_parent_uid`` into ``body``, resolved like ``parent_uid``; its warnings.
+
+    A legal parent without a mapping parks the project (``MissingMapping``
+    ``missing_legal_parent``), as a missing parent does; one deleted on purpose
+    (a tombstoned mapping) is left out with a warning, so V2 keeps its own.
+    """
+    legal_sfid = fields.legal_parent_sfid
+    if legal_sfid is None:
+        return ()
+    key = PROJECT_SFID + legal_sfid
+    if runtime.mappings.is_tombstoned(key):
+        return (
+            f"legal_parent_uid (from parent_entity_relationship__c): project {legal_sfid} "
+            "was deleted from V2; dropped",
+        )
+    uid = runtime.mappings.project_uid(legal_sfid)
+    if uid is None:
+        raise MissingMapping(
+            f"legal parent project {legal_sfid} has no V2 uid yet",
+            kind="missing_legal_parent",
+            parent_key=key,
+        )
+    body["legal_parent_uid"] = uid
+    return ()
 
 
 def project_body(runtime: KindRuntime, fields: ProjectFields, identity: Identity) -> dict[str, Any]:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.mapping.values import BodyBuilder, FieldSource, required_id, required_name, show
+from tasks.mapping.values import (
+    BodyBuilder,
+    FieldSource,
+    match_enum,
+    required_id,
+    required_name,
+    show,
+)
 
 COMMITTEE_CATEGORIES: frozenset[str] = frozenset(
     {
@@ -22,11 +30,13 @@ COMMITTEE_CATEGORIES: frozenset[str] = frozenset(
         "Marketing Committee/Sub Committee",
         "Marketing Mailing List",
         "Marketing Oversight Committee/Marketing Advisory Committee",
+        "Newsletter",
         "Other",
         "Product Security",
         "Special Interest Group",
+        "Technical Advisory Committee",
         "Technical Mailing List",
-        "Technical Oversight Committee/Technical Advisory Committee",
+        "Technical Oversight Committee",
         "Technical Steering Committee",
         "Working Group",
     }
@@ -36,6 +46,24 @@ COMMITTEE_CATEGORIES: frozenset[str] = frozenset(
 DEFAULT_COMMITTEE_CATEGORY = "Other"
 
 
+# V1's combined category; committee service v0.4.26 and later refuse it and have
+# the two halves instead: the committee's name says which one it is.
+COMBINED_TECHNICAL_CATEGORY = "Technical Oversight Committee/Technical Advisory Committee"
+
+
+TECHNICAL_OVERSIGHT_CATEGORY = "Technical Oversight Committee"
+
+
+TECHNICAL_ADVISORY_CATEGORY = "Technical Advisory Committee"
+
+
+# A word of the name that makes a combined-category committee the advisory one.
+ADVISORY_NAME_WORDS = frozenset({"tac", "advisory"})
+
+
+NAME_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
 COMMITTEE_NAME_MAX_CHARS = 100
 
 
@@ -43,6 +71,12 @@ COMMITTEE_DISPLAY_NAME_MAX_CHARS = 100
 
 
 COMMITTEE_DESCRIPTION_MAX_CHARS = 2000
+
+
+COMMITTEE_CHAT_CHANNEL_MAX_CHARS = 500
+
+
+COMMITTEE_JOIN_MODES: frozenset[str] = frozenset({"open", "invite_only", "application", "closed"})
 
 
 COMMITTEE_READ_ONLY: frozenset[str] = frozenset(
@@ -58,6 +92,9 @@ class CommitteeFields:
     project_sfid: str
     body: dict[str, Any]
     warnings: tuple[str, ...]
+    # The V1-owned fields of the committee's settings resource; None when the record
+    # carries no settings column (the settings are then neither read nor written).
+    settings: dict[str, Any] | None = None
 
 
 COMMITTEE_NAME = FieldSource("mailing_list__c", "mailing_list__c")
@@ -76,6 +113,23 @@ COMMITTEE_DISPLAY_NAME = FieldSource("public_name", "public_name")
 
 
 COMMITTEE_WEBSITE = FieldSource("committee_website__c", "committee_website__c")
+
+
+COMMITTEE_MAILING_LIST = FieldSource("mailing_list_email", "mailing_list_email")
+
+
+COMMITTEE_CHAT_CHANNEL = FieldSource("chat_channel", "chat_channel")
+
+
+COMMITTEE_JOIN_MODE = FieldSource("join_mode", "join_mode")
+
+
+# Committee settings (``/committees/{uid}/settings``): V2 field -> V1 column.
+COMMITTEE_SETTINGS_BOOL_FIELDS = {
+    "business_email_required": FieldSource(
+        "business_email_required__c", "business_email_required__c"
+    )
+}
 
 
 COMMITTEE_BOOL_FIELDS = {
@@ -98,7 +152,7 @@ def map_committee(record: Mapping[str, Any]) -> CommitteeFields:
     builder.body["name"] = builder.truncate(
         "name", COMMITTEE_NAME.documented, name, COMMITTEE_NAME_MAX_CHARS
     )
-    builder.body["category"] = _committee_category(builder)
+    builder.body["category"] = _committee_category(builder, name)
     builder.put_text(
         "description", COMMITTEE_DESCRIPTION, max_chars=COMMITTEE_DESCRIPTION_MAX_CHARS
     )
@@ -108,14 +162,51 @@ def map_committee(record: Mapping[str, Any]) -> CommitteeFields:
     builder.put_url("website", COMMITTEE_WEBSITE)
     for v2_field, source in COMMITTEE_BOOL_FIELDS.items():
         builder.put_bool(v2_field, source)
+    builder.put_email("mailing_list", COMMITTEE_MAILING_LIST)
+    builder.put_text(
+        "chat_channel",
+        COMMITTEE_CHAT_CHANNEL,
+        max_chars=COMMITTEE_CHAT_CHANNEL_MAX_CHARS,
+        blank_is_absent=True,
+    )
+    builder.put_enum("join_mode", COMMITTEE_JOIN_MODE, COMMITTEE_JOIN_MODES, blank_is_absent=True)
     return CommitteeFields(
-        sfid=sfid, project_sfid=project_sfid, body=builder.body, warnings=tuple(builder.warnings)
+        sfid=sfid,
+        project_sfid=project_sfid,
+        body=builder.body,
+        settings=_committee_settings(record, builder.warnings),
+        warnings=tuple(builder.warnings),
     )
 
 
-def _committee_category(builder: BodyBuilder) -> str:
-    """``type__c`` as a V2 category; anything else, or nothing, is ``Other``."""
+def _committee_settings(record: Mapping[str, Any], warnings: list[str]) -> dict[str, Any] | None:
+    """The V1-owned committee settings, or None when the record carries no settings column.
+
+    A column that is present but unusable still counts as carried (its warning
+    goes to ``warnings``): the settings are then read, and kept as V2 has them.
+    """
+    if all(
+        record.get(source.documented) is None and record.get(source.real) is None
+        for source in COMMITTEE_SETTINGS_BOOL_FIELDS.values()
+    ):
+        return None
+    settings = BodyBuilder(record, warnings=warnings)
+    for v2_field, source in COMMITTEE_SETTINGS_BOOL_FIELDS.items():
+        settings.put_bool(v2_field, source)
+    return settings.body
+
+
+def _committee_category(builder: BodyBuilder, name: str) -> str:
+    """``type__c`` as a V2 category; anything else, or nothing, is ``Other``.
+
+    V1's combined TOC/TAC value becomes one of the two by the committee's ``name``
+    (``split_technical_category``), with a warning.
+    """
     column, value = builder.pick(COMMITTEE_CATEGORY)
+    if match_enum(value, frozenset({COMBINED_TECHNICAL_CATEGORY})) is not None:
+        category = split_technical_category(name)
+        builder.warn("category", column, f"{show(value)} sent as {category!r} (by the name)")
+        return category
     member = (
         None
         if value is None
@@ -129,3 +220,15 @@ def _committee_category(builder: BodyBuilder) -> str:
         )
         return DEFAULT_COMMITTEE_CATEGORY
     return member
+
+
+def split_technical_category(name: str) -> str:
+    """The half of V1's combined TOC/TAC category a committee called ``name`` belongs to.
+
+    An advisory committee (a word ``TAC`` or ``Advisory`` in the name, any case)
+    is the Technical Advisory Committee; any other is the Technical Oversight one.
+    """
+    words = {word.casefold() for word in NAME_WORD.findall(name)}
+    return (
+        TECHNICAL_ADVISORY_CATEGORY if words & ADVISORY_NAME_WORDS else TECHNICAL_OVERSIGHT_CATEGORY
+    )

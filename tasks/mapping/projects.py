@@ -45,7 +45,52 @@ LEGAL_ENTITY_TYPES: frozenset[str] = frozenset(
 )
 
 
+PROJECT_CATEGORIES: frozenset[str] = frozenset(
+    {
+        "Active",
+        "Adopted",
+        "Archived",
+        "At-Large",
+        "Early Adoption",
+        "Emeritus",
+        "Graduated",
+        "Growth",
+        "Idle",
+        "Impact",
+        "Incubating",
+        "Kanister",
+        "Mature",
+        "Pre-LFESS",
+        "Sandbox",
+        "SIG",
+        "Standards",
+        "TAC",
+        "Working Group",
+        "TAG",
+        "NONE",
+    }
+)
+
+
+# What a V1 admin category outside the V2 enum becomes (the reference's rule).
+UNKNOWN_PROJECT_CATEGORY = "NONE"
+
+
+FUNDING_VALUES: frozenset[str] = frozenset({"Funded", "Unfunded", "Supported by Parent Project"})
+
+
+FUNDING_MODELS: frozenset[str] = frozenset({"Crowdfunding", "Membership", "Alternate Funding"})
+
+
+# V1 keeps a multi-select picklist as one string, its values joined by ";".
+PICKLIST_SEPARATOR = ";"
+
+
 ACTIVE_STAGE = "Active"
+
+
+# V2 refuses this stage without an ``entity_dissolution_date``.
+ARCHIVED_STAGE = "Archived"
 
 
 PROJECT_READ_ONLY: frozenset[str] = frozenset({"uid", "created_at", "updated_at"})
@@ -60,6 +105,9 @@ class ProjectFields:
     parent_sfid: str | None
     body: dict[str, Any]
     warnings: tuple[str, ...]
+    # The legal parent's sfid (``parent_entity_relationship__c``): the task resolves
+    # it into ``legal_parent_uid``. None when V1 names none.
+    legal_parent_sfid: str | None = None
 
 
 PROJECT_NAME = FieldSource("name", "name")
@@ -77,18 +125,38 @@ PROJECT_PUBLIC = FieldSource("public__c", "public__c")
 PROJECT_PARENT = FieldSource("parent_project__c", "parent_project__c")
 
 
+PROJECT_LEGAL_PARENT = FieldSource("parent_entity_relationship__c", "parent_entity_relationship__c")
+
+
+PROJECT_CATEGORY = FieldSource("admin_category__c", "admin_category__c")
+
+
+PROJECT_FUNDING_MODEL = FieldSource("model__c", "model__c")
+
+
 PROJECT_TEXT_FIELDS = {
     "legal_entity_name": FieldSource("legal_entity_name__c", "project_entity_name__c")
 }
 
 
-PROJECT_DATE_FIELDS = {"formation_date": FieldSource("formation_date__c", "start_date__c")}
+PROJECT_DATE_FIELDS = {
+    "formation_date": FieldSource("formation_date__c", "start_date__c"),
+    "entity_dissolution_date": FieldSource(
+        "project_entity_dissolution_date__c", "project_entity_dissolution_date__c"
+    ),
+}
 
 
 PROJECT_ENUM_FIELDS = {
     "legal_entity_type": (FieldSource("legal_entity_type__c", "category__c"), LEGAL_ENTITY_TYPES),
     "stage": (FieldSource("stage__c", "project_status__c"), PROJECT_STAGES),
+    "funding": (FieldSource("funding__c", "funding__c"), FUNDING_VALUES),
 }
+
+
+# Enum fields of the second release: empty and ``nil`` mean absent (no warning), as
+# the reference's rule for the added columns says; the first release's keep theirs.
+NEW_ENUM_FIELDS = frozenset({"funding"})
 
 
 PROJECT_URL_FIELDS = {
@@ -96,6 +164,9 @@ PROJECT_URL_FIELDS = {
     "repository_url": FieldSource("repository_url__c", "repositoryurl__c"),
     "website_url": FieldSource("website_url__c", "website__c"),
     "charter_url": FieldSource("charter_url__c", "charterurl__c"),
+    "entity_formation_document_url": FieldSource(
+        "project_entity_formation_document__c", "project_entity_formation_document__c"
+    ),
 }
 
 
@@ -123,17 +194,28 @@ def map_project(record: Mapping[str, Any]) -> ProjectFields:
     for v2_field, source in PROJECT_DATE_FIELDS.items():
         builder.put_date(v2_field, source)
     for v2_field, (source, allowed) in PROJECT_ENUM_FIELDS.items():
-        builder.put_enum(v2_field, source, allowed)
+        builder.put_enum(v2_field, source, allowed, blank_is_absent=v2_field in NEW_ENUM_FIELDS)
     for v2_field, source in PROJECT_URL_FIELDS.items():
         builder.put_url(v2_field, source)
     for v2_field, source in PROJECT_BOOL_FIELDS.items():
         builder.put_bool(v2_field, source)
+    builder.put_enum_or(
+        "category",
+        PROJECT_CATEGORY,
+        PROJECT_CATEGORIES,
+        UNKNOWN_PROJECT_CATEGORY,
+        blank_is_absent=True,
+    )
+    _put_funding_model(builder)
+    _check_archived_stage(builder)
+    legal_parent_sfid = _legal_parent_sfid(builder, sfid)
     return ProjectFields(
         sfid=sfid,
         slug=slug,
         parent_sfid=_parent_sfid(record, sfid),
         body=builder.body,
         warnings=tuple(builder.warnings),
+        legal_parent_sfid=legal_parent_sfid,
     )
 
 
@@ -172,6 +254,64 @@ def _project_description(builder: BodyBuilder) -> str:
         builder.warn("description", column, f"{type_label(value)} is not a string; sent as ''")
         return ""
     return value
+
+
+def _put_funding_model(builder: BodyBuilder) -> None:
+    """``model__c`` split on ``;`` into V2 funding models; a part outside the enum is dropped.
+
+    Parts are trimmed and matched loosely; duplicates go. A column with no usable
+    part leaves the field out (V2 keeps its own).
+    """
+    column, value = builder.pick(PROJECT_FUNDING_MODEL)
+    if value is None:
+        return
+    if not isinstance(value, str):
+        builder.warn("funding_model", column, f"{type_label(value)} is not a string; dropped")
+        return
+    models: list[str] = []
+    for part in value.split(PICKLIST_SEPARATOR):
+        if not part.strip() or part.strip().casefold() == "nil":
+            continue
+        model = builder.enum_member("funding_model", column, part.strip(), FUNDING_MODELS)
+        if model is None:
+            builder.warn(
+                "funding_model", column, f"{show(part.strip())} is not a V2 funding model; dropped"
+            )
+        elif model not in models:
+            models.append(model)
+    if models:
+        builder.body["funding_model"] = models
+
+
+def _check_archived_stage(builder: BodyBuilder) -> None:
+    """Drop ``stage: Archived`` (warning) when there is no ``entity_dissolution_date``.
+
+    V2 refuses the whole body otherwise; without the stage the rest still syncs
+    and V2 keeps its own stage.
+    """
+    if (
+        builder.body.get("stage") == ARCHIVED_STAGE
+        and "entity_dissolution_date" not in builder.body
+    ):
+        column, _ = builder.pick(PROJECT_ENUM_FIELDS["stage"][0])
+        builder.warn(
+            "stage", column, "'Archived' needs an entity_dissolution_date V1 lacks; dropped"
+        )
+        del builder.body["stage"]
+
+
+def _legal_parent_sfid(builder: BodyBuilder, sfid: str) -> str | None:
+    """The legal parent's sfid; not an id, or the project itself, is dropped (warning)."""
+    column, value = builder.pick(PROJECT_LEGAL_PARENT)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not is_v1_id(value.strip()):
+        builder.warn("legal_parent_uid", column, f"{show(value)} is not {ID_SHAPES}; dropped")
+        return None
+    if value.strip() == sfid:
+        builder.warn("legal_parent_uid", column, "is the project itself; dropped")
+        return None
+    return value.strip()
 
 
 def _parent_sfid(record: Mapping[str, Any], sfid: str) -> str | None:

@@ -58,6 +58,10 @@ HOSTNAME_PATTERN = re.compile(
 LOCALHOST = "localhost"
 
 
+# One "@", a dot in the domain, no blanks: what the V2 services accept as an e-mail.
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 # Plain dates and the three date-time shapes V1 writes (with or without a zone,
 # "Z" or an offset, "T" or a space, optional fractional seconds).
 DATE_SHAPE = re.compile(
@@ -94,13 +98,32 @@ class BodyBuilder:
             return source.documented, documented
         return source.real, self.record.get(source.real)
 
+    def pick_present(self, source: FieldSource) -> tuple[str, Any]:
+        """Like ``pick``, but a blank string or ``nil`` is no value (None)."""
+        column, value = self.pick(source)
+        if isinstance(value, str) and value.strip().casefold() in URL_NULL_MARKERS:
+            return column, None
+        return column, value
+
     def warn(self, v2_field: str, column: str, problem: str) -> None:
         """Record that ``column``'s value for ``v2_field`` was dropped or changed."""
         self.warnings.append(f"{v2_field} (from {column}): {problem}")
 
-    def put_text(self, v2_field: str, source: FieldSource, *, max_chars: int | None = None) -> None:
-        """Copy an optional string, truncated to ``max_chars``; other types are dropped."""
-        column, value = self.pick(source)
+    def put_text(
+        self,
+        v2_field: str,
+        source: FieldSource,
+        *,
+        max_chars: int | None = None,
+        blank_is_absent: bool = False,
+    ) -> None:
+        """Copy an optional string, truncated to ``max_chars``; other types are dropped.
+
+        ``blank_is_absent``: an empty or ``nil`` value is no value; others are trimmed.
+        """
+        column, value = self.pick_present(source) if blank_is_absent else self.pick(source)
+        if blank_is_absent and isinstance(value, str):
+            value = value.strip()
         if value is None:
             return
         if not isinstance(value, str):
@@ -118,9 +141,19 @@ class BodyBuilder:
             return
         self.body[v2_field] = value
 
-    def put_enum(self, v2_field: str, source: FieldSource, allowed: frozenset[str]) -> None:
-        """Copy a value of a V2 enum; anything outside it is dropped."""
-        column, value = self.pick(source)
+    def put_enum(
+        self,
+        v2_field: str,
+        source: FieldSource,
+        allowed: frozenset[str],
+        *,
+        blank_is_absent: bool = False,
+    ) -> None:
+        """Copy a value of a V2 enum; anything outside it is dropped.
+
+        ``blank_is_absent``: an empty or ``nil`` value is no value (no warning).
+        """
+        column, value = self.pick_present(source) if blank_is_absent else self.pick(source)
         if value is None:
             return
         member = self.enum_member(v2_field, column, value, allowed)
@@ -146,12 +179,14 @@ class BodyBuilder:
         fallback: str,
         *,
         label: str | None = None,
+        blank_is_absent: bool = False,
     ) -> None:
         """Copy a value of a V2 enum; anything outside it becomes ``fallback`` (a warning).
 
         ``label`` names the field in warnings (``role.name``); default ``v2_field``.
+        ``blank_is_absent``: an empty or ``nil`` value is no value (no warning).
         """
-        column, value = self.pick(source)
+        column, value = self.pick_present(source) if blank_is_absent else self.pick(source)
         if value is None:
             return
         shown = label or v2_field
@@ -160,6 +195,16 @@ class BodyBuilder:
             self.warn(shown, column, f"{show(value)} is not a V2 {shown}; sent as {fallback!r}")
             member = fallback
         self.body[v2_field] = member
+
+    def put_email(self, v2_field: str, source: FieldSource) -> None:
+        """Copy an e-mail address, trimmed; empty and ``nil`` are absent, a bad one is dropped."""
+        column, value = self.pick_present(source)
+        if value is None:
+            return
+        if not isinstance(value, str) or not EMAIL_PATTERN.fullmatch(value.strip()):
+            self.warn(v2_field, column, f"{show(value)} is not an e-mail address; dropped")
+            return
+        self.body[v2_field] = value.strip()
 
     def put_url(self, v2_field: str, source: FieldSource) -> None:
         """Copy a URL after clean-up; one that is still not a valid URI is dropped."""

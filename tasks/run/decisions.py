@@ -18,6 +18,9 @@ from tasks.mapping.codec import decode_value, is_empty, is_soft_delete
 from tasks.mapping.record_ids import checked_record
 
 DELETES_DISABLED_REASON = "deletes_disabled"
+ECHO_REASON = "echo"
+# The ``lastmodifiedbyid`` V1 writes for changes made by a machine client.
+MACHINE_CLIENT_SUFFIX = "@clients"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,23 @@ def read_value(value: bytes, reference_columns: tuple[str, ...], key_id: str) ->
         return ValueReading(skip=Skip("empty_value", logging.INFO))
     record = checked_record(reference_columns, key_id, decode_value(value))
     return ValueReading(record=record, soft_delete=is_soft_delete(record))
+
+
+def echo_skip(record: dict[str, Any], auth0_client_id: str) -> Skip | None:
+    """``Skip(echo)`` when V1 stored the row for a change this service made, else None.
+
+    The reverse direction writes to V1 as the Auth0 client ``auth0_client_id``;
+    V1 then stores ``lastmodifiedbyid`` = ``{AUTH0_CLIENT_ID}@clients`` and the
+    loader puts the row back: an echo of a V2 change, not news. Deletes are
+    never echoes: the caller asks only for upserts.
+    """
+    modified_by = record.get("lastmodifiedbyid")
+    if (
+        isinstance(modified_by, str)
+        and modified_by.strip() == auth0_client_id + MACHINE_CLIENT_SUFFIX
+    ):
+        return Skip(ECHO_REASON, logging.DEBUG)
+    return None
 
 
 def delete_skip(tombstoned: bool, mapped: bool, deletes_enabled: bool) -> Skip | None:

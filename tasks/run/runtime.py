@@ -177,6 +177,11 @@ class Runtime:
             )
         return [member for member in members if isinstance(member, dict)]
 
+    def v1_value(self, key: str) -> bytes | None:
+        """The current value of ``key`` in ``v1-objects`` (None: absent or deleted)."""
+        entry = self.nats.kv_get(self.settings.v1_objects_bucket, key)
+        return None if entry is None or not entry.value else bytes(entry.value)
+
     def root_uid(self) -> str:
         """The uid of the ROOT project, looked up once per process."""
         with self._root_lock:

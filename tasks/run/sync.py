@@ -22,8 +22,9 @@ is the run it calls (``run_sync``). One run, in order:
 4. Decode (JSON or msgpack), skip empty values; deletes (KV ``DEL``/``PURGE``
    and soft-deleted records) go to the delete path (``tasks.run.deletes``); an
    upsert of a record whose V2 object was deleted on purpose (tombstoned
-   mapping) is ``skipped`` (``tombstoned``); otherwise resolve the user and
-   sync the object.
+   mapping) is ``skipped`` (``tombstoned``), and so is an echo of this
+   service's own V1 write (``lastmodifiedbyid`` = ``{AUTH0_CLIENT_ID}@clients``,
+   ``echo``); otherwise resolve the user and sync the object.
 5. A parent without a mapping (``MissingMapping``) parks the run durably on
    that mapping key, spending no error budget; the run that writes the
    mapping enqueues its parked children, and a child parked longer than
@@ -60,7 +61,7 @@ from tasks.kinds.base import ObjectKind
 from tasks.kinds.registry import kind_for_key
 from tasks.mapping.record_ids import check_key_id
 from tasks.run.backoff import lock_wait_countdown, retry_countdown
-from tasks.run.decisions import read_value, should_retry, skip_for_key
+from tasks.run.decisions import echo_skip, read_value, should_retry, skip_for_key
 from tasks.run.deletes import sync_delete
 from tasks.run.metrics import (
     DEAD_LETTERS,
@@ -437,6 +438,10 @@ def sync_entry(
                 TOMBSTONED_UPSERTS.labels(object_type=kind.name).inc()
                 report.sfid = sfid
                 skip(report, "tombstoned", logging.WARNING)
+            echo = echo_skip(record, runtime.settings.auth0_client_id)
+            if echo is not None:
+                report.sfid = sfid
+                skip(report, echo.reason, echo.log_level)
             identity = runtime.identity_for(record.get("lastmodifiedbyid"))
             report.username = identity.username
             mapped_before = runtime.mappings.read(own_mapping)

@@ -13,7 +13,10 @@ then does the same thing for all of them, the Kubernetes-controller way
   other;
 - a mapping: ``GET`` with its ETag, lay the V1 values over the V2 record (V2-only
   fields kept), ``PUT`` with ``If-Match`` only when something changed; a stale
-  ETag refetches, up to ``STALE_REVISION_ATTEMPTS`` times in one run.
+  ETag refetches, up to ``STALE_REVISION_ATTEMPTS`` times in one run;
+- settings (``Desired.settings``, records with a settings column only): inside
+  the create's POST, or after the base's update the same GET/merge/PUT on the
+  object's settings resource (``tasks.run.settings_resource``).
 
 The mappings are written after the V2 write that needs them, so a run killed
 in between leaves V2 ahead of the mappings, never the reverse: the next run's
@@ -41,6 +44,7 @@ from tasks.mapping.merge import merge_over, needs_update
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
+from tasks.run.settings_resource import create_body, sync_settings
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def upsert(
     uid = kind.mapped_uid(runtime, desired)
     if uid is None:
         try:
-            created = service.create(desired.body, identity)
+            created = service.create(create_body(desired.body, desired.settings), identity)
         except SlugConflict as conflict:
             uid = kind.adopt_existing(runtime, desired, identity, report, conflict)
             kind.note_uid(report, uid)
@@ -93,7 +97,12 @@ def upsert(
             kind.record_mappings(runtime, desired, uid)
             return Outcome.CREATED
     kind.note_uid(report, uid)
-    return update_existing(runtime, kind, service, uid, desired, identity, report)
+    outcome = update_existing(runtime, kind, service, uid, desired, identity, report)
+    if desired.settings is not None and sync_settings(
+        service, uid, desired.settings, identity, report
+    ):
+        return Outcome.UPDATED
+    return outcome
 
 
 def update_existing(
