@@ -23,6 +23,7 @@ import asyncio
 import base64
 import itertools
 import json
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client
@@ -149,7 +150,8 @@ class LeanKeyValue(KeyValue):
             value=base64.b64decode(data) if data else None,
             revision=int(message["seq"]),
             delta=None,
-            created=None,
+            # When the value was written: the worker's sync-lag histogram starts there.
+            created=_stored_time(message.get("time")),  # type: ignore[arg-type]
             operation=None,
         )
         operation = _delete_operation(message.get("hdrs"))
@@ -216,6 +218,25 @@ class LeanKeyValue(KeyValue):
             return None
         APIError.from_error(error)  # raises the matching APIError
         raise AssertionError("unreachable")  # from_error always raises
+
+
+def _stored_time(text: Any) -> datetime | None:
+    """The stored message's ``time`` (RFC 3339, nanoseconds), to the microsecond; None if absent.
+
+    A ``datetime`` as nats-py's own watchers give ``Entry.created`` (its
+    ``get`` leaves it None).
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    head, dot, fraction = text.partition(".")
+    if dot:
+        # Python reads at most six fraction digits: cut the nanoseconds, keep the zone.
+        digits = len(fraction) - len(fraction.lstrip("0123456789"))
+        text = f"{head}.{fraction[: min(digits, 6)]}{fraction[digits:]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _delete_operation(encoded_headers: Any) -> str | None:

@@ -61,6 +61,7 @@ from tasks.metrics import (
     KEY_LOCK_WAITS,
     TASK_OUTCOMES,
     TOMBSTONED_UPSERTS,
+    observe_sync_lag,
     record_skip,
 )
 from tasks.objects import ObjectKind, sync_record
@@ -91,6 +92,8 @@ SUCCESSES = frozenset(
 )
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
+# Runs that wrote to V2: each observes the sync lag (V1 write to the end of its V2 write).
+V2_WRITES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.DELETED})
 # The object types the task syncs, each through the shared path of tasks.objects.
 KINDS: dict[ObjectType, ObjectKind] = {
     ObjectType.PROJECT: PROJECTS,
@@ -435,6 +438,7 @@ def sync_entry(
         raise KeyLocked()
     with lease:
         entry = lease.entry
+        report.written_at = getattr(entry, "created", None)
         if report.operation in DELETE_OPERATIONS:
             return run_delete(runtime, report, kind, sfid, None, release_delete_budget)
         assert entry is not None  # fresh_verdict ends a PUT whose key is gone
@@ -619,4 +623,6 @@ def _retry_kwargs(task: Task) -> dict[str, Any]:
 def _emit(report: RunReport, outcome: Outcome) -> None:
     """The run's Prometheus count and INFO line (``run_sync`` counted it in Redis)."""
     TASK_OUTCOMES.labels(object_type=report.object_type, outcome=outcome.value).inc()
+    if outcome in V2_WRITES:
+        observe_sync_lag(report.object_type, report.written_at)
     log.info("sync %s", outcome.value, extra=report.fields(outcome.value))

@@ -258,3 +258,19 @@ def test_has_any_sees_values_and_delete_markers_under_a_filter(nats_server: Nats
             await nc.close()
 
     assert asyncio.run(scenario()) == [True, True, False, True]
+
+
+def test_stored_time_reads_rfc3339_nanoseconds() -> None:
+    from datetime import UTC, datetime
+
+    from sync_core.nats_kv import _stored_time
+
+    assert _stored_time("2026-12-06T23:59:01.123456789Z") == datetime(
+        2026, 12, 6, 23, 59, 1, 123456, tzinfo=UTC
+    )
+    assert _stored_time("2026-12-06T23:59:01Z") == datetime(2026, 12, 6, 23, 59, 1, tzinfo=UTC)
+    assert _stored_time("2026-12-06T23:59:01.5+01:00") == datetime(
+        2026, 12, 6, 22, 59, 1, 500000, tzinfo=UTC
+    )
+    assert _stored_time(None) is None
+    assert _stored_time("yesterday") is None
