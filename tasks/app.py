@@ -28,6 +28,7 @@ from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
 from tasks import broker_transport
 from tasks.event_batching import EventBatching
+from tasks.worker_health import HealthStep
 
 APP_NAME = "v1-sync-helper"
 TASK_MODULES = ["tasks.sync"]
@@ -80,6 +81,8 @@ app.conf.update(
 app.steps["consumer"].add(EventBatching)
 # Acks leave Redis with the next delivery's script (see tasks.broker_transport).
 app.steps["consumer"].add(broker_transport.AckBatching)
+# The worker's own liveness and readiness, answered on /livez and /readyz (see tasks.worker_health).
+app.steps["consumer"].add(HealthStep)
 
 
 CELERY_TRACE_LOGGER = "celery.app.trace"

@@ -1,0 +1,106 @@
+"""The worker's health record (``tasks.worker_health``) on a driven clock.
+
+The real-process behaviour (valkey outage, wedged consumer) is in
+tests/test_worker_probes.py; these pin each rule of the verdicts.
+"""
+
+from __future__ import annotations
+
+from tasks.worker_health import WorkerHealth
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def health(clock: Clock) -> WorkerHealth:
+    return WorkerHealth(stale_after=10.0, stall_after=100.0, clock=clock)
+
+
+def test_a_starting_worker_is_alive_and_not_ready() -> None:
+    clock = Clock()
+    record = health(clock)
+    clock.now += 1000  # however long the first connection takes
+    assert record.liveness().ok
+    assert not record.readiness().ok
+    assert record.readiness().checks["broker"] is False
+
+
+def test_a_consuming_worker_lives_while_its_loop_beats() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=4)
+    for _ in range(5):
+        clock.now += 9
+        record.beat()
+        assert record.liveness().ok
+        assert record.readiness().ok
+    clock.now += 11
+    live = record.liveness()
+    assert not live.ok
+    assert live.checks["loop"] is False
+    assert live.checks["heartbeat_age_seconds"] == 11
+    assert not record.readiness().ok
+
+
+def test_reconnecting_is_alive_however_long_and_never_ready() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=4)
+    record.connecting()
+    clock.now += 3600
+    assert record.liveness().ok
+    assert record.liveness().checks["consumer"] == "connecting"
+    assert not record.readiness().ok
+    record.consuming(slots=4)  # connected again: the beat starts afresh
+    assert record.liveness().ok
+    assert record.readiness().ok
+
+
+def test_a_warm_shutdown_stays_alive_and_unready() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=2)
+    record.stopped()
+    clock.now += 120
+    assert record.liveness().ok
+    assert not record.readiness().ok
+
+
+def test_slots_held_by_the_same_runs_too_long_are_not_alive() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=2)
+    stuck = frozenset({"a@1", "b@1"})
+    record.beat(stuck)
+    for _ in range(10):
+        clock.now += 9
+        record.beat(stuck)
+    assert record.liveness().ok  # 90 s: within the stall threshold
+    clock.now += 11
+    record.beat(stuck)
+    live = record.liveness()
+    assert not live.ok
+    assert live.checks["slots"] is False
+    assert live.checks["loop"] is True
+    # One run finishing (another takes its slot) is progress.
+    record.beat(frozenset({"a@1", "c@1"}))
+    assert record.liveness().ok
+
+
+def test_busy_slots_that_turn_over_or_are_not_all_taken_are_alive() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=3)
+    for index in range(30):
+        clock.now += 9
+        record.beat(frozenset({"a@1", "b@1"}))  # one slot free: never stalled
+        assert record.liveness().ok, index
+    for index in range(30):
+        clock.now += 9
+        record.beat(frozenset({f"x@{index}", "a@1", "b@1"}))
+        assert record.liveness().ok, index
