@@ -144,3 +144,8 @@ scrapeTimeout: {{ .Values.monitoring.scrapeTimeout }}
 {{- define "lfx-v1-sync-helper.workerJob" -}}
 {{- default (printf "%s/%s-worker" .Release.Namespace (include "lfx-v1-sync-helper.fullname" .)) .Values.monitoring.prometheusRule.workerJob }}
 {{- end }}
+
+{{/* The job label of the bridges' `up` series: the ServiceMonitor's default, the Service's name. */}}
+{{- define "lfx-v1-sync-helper.bridgeJob" -}}
+{{- printf "%s-bridge" (include "lfx-v1-sync-helper.fullname" .) }}
+{{- end }}
