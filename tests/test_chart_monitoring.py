@@ -33,7 +33,9 @@ import promql_parser
 import pydantic
 import pytest
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
+from prometheus_client import PlatformCollector, ProcessCollector
 
+from sync_core.build_info import BuildInfoCollector
 from tests.test_deployment import (
     ALL_FEATURES_VALUES,
     CHART_DIR,
@@ -280,11 +282,28 @@ def code_series() -> dict[str, frozenset[str]]:
     return series
 
 
+def collector_series() -> dict[str, frozenset[str]]:
+    """Series name -> label names of the collectors the bridge and the worker serve besides
+    their own metrics (process_*, python_info, v1sync_build_info), read from the collectors."""
+    series: dict[str, frozenset[str]] = {}
+    collectors = (
+        ProcessCollector(registry=None),
+        PlatformCollector(registry=None),
+        BuildInfoCollector(),
+    )
+    for collector in collectors:
+        for family in collector.collect():
+            for sample in family.samples:
+                series[sample.name] = frozenset(sample.labels)
+    return series
+
+
 def known_series(exporter_metric: str) -> dict[str, frozenset[str] | None]:
     """Every series an expression may name, with its labels (None: not checked)."""
     known: dict[str, frozenset[str] | None] = {}
     known.update({name: labels | TARGET_LABELS for name, labels in ANNOUNCED_METRICS.items()})
     known.update({name: labels | TARGET_LABELS for name, labels in code_series().items()})
+    known.update({name: labels | TARGET_LABELS for name, labels in collector_series().items()})
     known.update(PROMETHEUS_SERIES)
     # The NATS exporter's metric, named by a value; its labels are the exporter's, not checked.
     known[exporter_metric] = None
@@ -886,6 +905,12 @@ def test_dashboard_shows_what_the_issue_asks(everything_on: list[dict[str, Any]]
     )
     assert shown("v1sync_dead_letters_total", by={"object_type", "error_kind"})
     assert not shown("v1sync_dead_letters_total", by={"kind"})
+    # Issue 25: sync lag, the processes, the build.
+    assert shown("v1sync_sync_lag_seconds_bucket", by={"le", "object_type"})
+    assert shown("process_cpu_seconds_total", by={"pod"})
+    assert shown("process_resident_memory_bytes", by={"pod"})
+    assert shown("v1sync_build_info", by={"version", "python", "celery", "kombu", "nats_py"})
+    assert shown("v1sync_reconcile_last_sweep_timestamp_seconds")
 
 
 def test_dashboard_follows_the_consumer_values() -> None:
