@@ -74,6 +74,7 @@ class WorkerHealth:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = ConsumerState.CONNECTING
+        self._beats = True
         self._last_beat = clock()
         self._slots = 0
         self._held: frozenset[str] = frozenset()
@@ -85,11 +86,17 @@ class WorkerHealth:
             self.stale_after = stale_after
             self.stall_after = stall_after
 
-    def consuming(self, slots: int) -> None:
-        """The consumer connected and consumes, with ``slots`` task slots."""
+    def consuming(self, slots: int, beats: bool = True) -> None:
+        """The consumer connected and consumes, with ``slots`` task slots.
+
+        ``beats`` False: the consumer has no event loop to beat from (Celery runs
+        without one off the default environment, e.g. under eventlet): the loop
+        is not judged then.
+        """
         with self._lock:
             self._state = ConsumerState.CONSUMING
             self._slots = slots
+            self._beats = beats
             self._last_beat = self._clock()
 
     def connecting(self) -> None:
@@ -119,8 +126,9 @@ class WorkerHealth:
             slots_full = self._slots > 0 and len(self._held) >= self._slots
             stalled_for = now - self._held_since if slots_full else 0.0
             state = self._state
+            beats = self._beats
         # Only a consuming loop beats: reconnecting, or shutting down warm, is alive.
-        loop_ok = state is not ConsumerState.CONSUMING or beat_age <= self.stale_after
+        loop_ok = state is not ConsumerState.CONSUMING or not beats or beat_age <= self.stale_after
         slots_ok = stalled_for <= self.stall_after
         ok = loop_ok and slots_ok
         return HealthReport(
@@ -140,8 +148,9 @@ class WorkerHealth:
         with self._lock:
             beat_age = now - self._last_beat
             state = self._state
+            beats = self._beats
         broker = state is ConsumerState.CONSUMING
-        loop_ok = beat_age <= self.stale_after
+        loop_ok = not beats or beat_age <= self.stale_after
         return HealthReport(
             broker and loop_ok,
             {"consumer": state.value, "broker": broker, "loop": loop_ok},
@@ -168,7 +177,7 @@ class HealthStep(bootsteps.StartStopStep):
         self._timer: Any = None
 
     def start(self, c: Any) -> None:
-        HEALTH.consuming(int(getattr(c.controller, "concurrency", 0) or 0))
+        HEALTH.consuming(int(getattr(c.controller, "concurrency", 0) or 0), c.hub is not None)
         if c.hub is not None and self._timer is None:
             self._timer = c.hub.call_repeatedly(HEARTBEAT_INTERVAL_SECONDS, _beat)
 

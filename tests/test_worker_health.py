@@ -6,6 +6,9 @@ tests/test_worker_probes.py; these pin each rule of the verdicts.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import MutableSet
+
 from tasks.worker_health import WorkerHealth
 
 
@@ -104,3 +107,33 @@ def test_busy_slots_that_turn_over_or_are_not_all_taken_are_alive() -> None:
         clock.now += 9
         record.beat(frozenset({f"x@{index}", "a@1", "b@1"}))
         assert record.liveness().ok, index
+
+
+def test_a_consumer_without_an_event_loop_is_not_judged_by_beats() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=2, beats=False)
+    clock.now += 3600
+    assert record.liveness().ok
+    assert record.readiness().ok
+
+
+def test_the_celery_parts_the_health_step_relies_on() -> None:
+    # Named here so a Celery or kombu upgrade that moves them fails loudly.
+    from celery import bootsteps
+    from celery.worker import state as worker_state
+    from celery.worker.consumer.tasks import Tasks
+    from celery.worker.worker import WorkController
+    from kombu.asynchronous import Hub
+
+    from tasks.app import app
+    from tasks.worker_health import HealthStep
+
+    # celery.worker.state.active_requests: the runs holding slots (a WeakSet today).
+    assert isinstance(worker_state.active_requests, MutableSet)
+    assert callable(Hub.call_repeatedly)  # kombu.asynchronous.Hub.call_repeatedly
+    # WorkController.concurrency (the step reads c.controller.concurrency).
+    assert "self.concurrency" in inspect.getsource(WorkController.setup_defaults)
+    assert issubclass(HealthStep, bootsteps.StartStopStep)
+    assert HealthStep.requires == (f"{Tasks.__module__}:{Tasks.__name__}",)
+    assert HealthStep in app.steps["consumer"]

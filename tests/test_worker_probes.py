@@ -5,6 +5,8 @@ The worker serves ``/livez`` and ``/readyz`` beside ``/metrics``
 through the broker. Short thresholds come from the environment
 (``WORKER_LIVENESS_STALE_SECONDS``), so the probe's failure window is seconds.
 
+A stuck task slot is real too: V2 holds its answer to the only slot's run.
+
 The wedge is a real one: a ``task_received`` handler, loaded into the worker
 through a ``sitecustomize`` module on its ``PYTHONPATH``, blocks the consumer's
 event loop (Celery runs that signal in the loop) once a flag file exists.
@@ -25,6 +27,7 @@ import pytest
 
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
+from sync_core.nats_client import SyncNats
 from tests.worker_process import (
     AUTH0_CLIENT,
     KID,
@@ -41,6 +44,8 @@ OUTAGE_WATCH = 4 * STALE_AFTER
 PROBE_TIMEOUT = 2.0
 POLL = 0.2
 WEDGE_HOLD_SECONDS = 120
+STALL_AFTER = 2.0
+V2_HOLD_SECONDS = 30.0
 
 pytestmark = pytest.mark.slow
 
@@ -171,5 +176,47 @@ def test_worker_reports_dead_when_its_consumer_is_wedged(
         assert body["checks"]["heartbeat_age_seconds"] > STALE_AFTER
         assert probe(port, "/readyz")[0] == 503
         assert worker.exit_code is None  # the process lives: only the probe can tell
+    finally:
+        worker.kill()
+
+
+def test_worker_reports_dead_when_every_slot_holds_the_same_run_too_long(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    sandbox: Sandbox,
+    sync_nats: SyncNats,
+    rsa_pems: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # One slot, and V2 answers that run only after a long while: the slot is stuck.
+    env = worker_environment(sandbox, buckets.url, redis_server.url, rsa_pems)
+    env.update(
+        {
+            "WORKER_SLOT_STALL_SECONDS": str(STALL_AFTER),
+            "HTTP_TIMEOUT": str(V2_HOLD_SECONDS * 2),
+        }
+    )
+    port = env["WORKER_METRICS_PORT"]
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--concurrency", "1")
+    worker.start()
+    try:
+        worker.wait_for(lambda: probe(port, "/readyz")[0] == 200, DEADLINE, "ready probe")
+        sandbox.inject_fault("*", "/projects", status=None, delay=V2_HOLD_SECONDS, times=1)
+        key = "salesforce-project__c.a09STL000000000001"
+        record = {
+            "sfid": "a09STL000000000001",
+            "name": "Stalled",
+            "slug__c": "stalled",
+            "project_status__c": "Active",
+            "lastmodifiedbyid": "v1_sync_helper@clients",
+        }
+        revision = sync_nats.kv_put("v1-objects", key, json.dumps(record).encode())
+        publish_tasks(env, [(key, revision)])
+        worker.wait_for(lambda: probe(port, "/livez")[0] == 503, DEADLINE, "dead probe")
+        status, body = probe(port, "/livez")
+        assert status == 503
+        assert body["checks"]["slots"] is False
+        assert body["checks"]["loop"] is True  # the event loop itself still turns
+        assert body["checks"]["slots_stalled_seconds"] > STALL_AFTER
     finally:
         worker.kill()
