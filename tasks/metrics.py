@@ -4,7 +4,8 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (the worker command sets it to a fresh
 directory before anything imports this module or ``prometheus_client``: the
 mode is chosen at import), every process writes
 its samples to files there and the main process serves their sum on
-``WORKER_METRICS_PORT`` through a ``MultiProcessCollector``. Without it, the
+``WORKER_METRICS_PORT`` through a ``MultiProcessCollector`` (``scrape_registry``,
+served by ``tasks.worker_probes``). Without it, the
 default registry of this one process is served.
 
 Prometheus's multi-process mode has no per-process collectors (the
@@ -19,12 +20,10 @@ client that measures it, in ``tasks.v2client``.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from datetime import datetime
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     REGISTRY,
@@ -34,12 +33,9 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     multiprocess,
-    start_http_server,
 )
 
 from sync_core.build_info import register_build_info
-
-log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -128,15 +124,6 @@ def _build_info_on_default_registry() -> None:
         if not _build_info_done:
             register_build_info(REGISTRY)
             _build_info_done.append(True)
-
-
-def serve_metrics(
-    port: int, host: str = "0.0.0.0", path: str | None = None
-) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread; stop with ``server.shutdown()``."""
-    server, thread = start_http_server(port, addr=host, registry=scrape_registry(path))
-    log.info("serving worker metrics", extra={"port": server.server_port})
-    return server, thread
 
 
 def mark_process_dead(pid: int) -> None:
