@@ -42,6 +42,7 @@ from celery.worker import state as worker_state
 HEARTBEAT_INTERVAL_SECONDS = 1.0
 DEFAULT_STALE_AFTER_SECONDS = 60.0
 DEFAULT_STALL_AFTER_SECONDS = 600.0
+COPY_ATTEMPTS = 3
 
 
 class ConsumerState(enum.StrEnum):
@@ -109,12 +110,12 @@ class WorkerHealth:
         with self._lock:
             self._state = ConsumerState.STOPPED
 
-    def beat(self, running: frozenset[str] = frozenset()) -> None:
-        """The event loop turned; ``running``: ids of the runs holding slots now."""
+    def beat(self, running: frozenset[str] | None = frozenset()) -> None:
+        """The event loop turned; ``running``: ids of the runs holding slots now (None: unknown)."""
         now = self._clock()
         with self._lock:
             self._last_beat = now
-            if running != self._held:
+            if running is not None and running != self._held:
                 self._held = running
                 self._held_since = now
 
@@ -161,10 +162,18 @@ class WorkerHealth:
 HEALTH = WorkerHealth()
 
 
-def running_request_ids() -> frozenset[str]:
-    """Ids of the runs holding a task slot in this process (Celery's worker state)."""
-    # tuple() copies the set in one C call, safe against a pool thread adding to it.
-    return frozenset(request.id for request in tuple(worker_state.active_requests))
+def running_request_ids() -> frozenset[str] | None:
+    """Ids of the runs holding a task slot in this process (Celery's worker state).
+
+    None when the set kept changing while it was copied: pool threads add and
+    remove runs (it is a ``WeakSet``, iterated in Python).
+    """
+    for _ in range(COPY_ATTEMPTS):
+        try:
+            return frozenset(request.id for request in list(worker_state.active_requests))
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+    return None
 
 
 class HealthStep(bootsteps.StartStopStep):

@@ -137,3 +137,37 @@ def test_the_celery_parts_the_health_step_relies_on() -> None:
     assert issubclass(HealthStep, bootsteps.StartStopStep)
     assert HealthStep.requires == (f"{Tasks.__module__}:{Tasks.__name__}",)
     assert HealthStep in app.steps["consumer"]
+
+
+def test_an_unknown_slot_set_keeps_the_last_one_known() -> None:
+    clock = Clock()
+    record = health(clock)
+    record.consuming(slots=1)
+    record.beat(frozenset({"a@1"}))
+    clock.now += 60
+    record.beat(None)  # the copy raced with a pool thread: no news, but the loop turned
+    clock.now += 41
+    record.beat(None)
+    live = record.liveness()
+    assert live.checks["loop"] is True
+    assert live.checks["slots"] is False  # still the same run, 101 s on
+
+
+def test_running_request_ids_reads_celerys_active_requests() -> None:
+    from celery.worker import state as worker_state
+
+    from tasks.worker_health import running_request_ids
+
+    class Request:
+        def __init__(self, request_id: str) -> None:
+            self.id = request_id
+
+    held = [Request("k@1"), Request("k@2")]
+    for request in held:
+        worker_state.active_requests.add(request)
+    try:
+        assert running_request_ids() == frozenset({"k@1", "k@2"})
+    finally:
+        for request in held:
+            worker_state.active_requests.discard(request)
+    assert running_request_ids() == frozenset()
