@@ -1,12 +1,33 @@
 """The bridge's Prometheus metrics, in a registry of their own.
 
 Each bridge instance owns its registry, so several bridges can run in one
-process (the tests do) without clashing over the global default registry.
+process (the tests do) without clashing over the global default registry. The
+registry carries the process's own ``process_*`` and ``python_info`` series
+and ``v1sync_build_info`` too (the default registry has the first two; ours
+must add them).
+
+The reconciler's verdict on keys behind is the lease holder's alone: a bridge
+exports ``v1sync_reconcile_keys_behind`` only while it holds the lease (it is
+unregistered when the lease is lost), so no stale value of a former holder
+stays in Prometheus beside the current one.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import threading
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from sync_core.build_info import register_build_info
 
 # Batch enqueue latency, from a few hundred microseconds (a healthy pipelined
 # round trip) up to the broker socket timeout.
@@ -75,11 +96,27 @@ class BridgeMetrics:
             registry=registry,
         )
 
+        # Registered while this bridge holds the reconciler lease (``reconciler_leads``).
         self.reconcile_keys_behind = Gauge(
             "v1sync_reconcile_keys_behind",
-            "Keys whose latest v1-objects revision had no terminal outcome at the last sweep.",
+            "Keys behind their latest v1-objects revision for longer than the grace at the "
+            "last sweep, neither in flight, parked, waiting for a retry, nor still on their "
+            "way (unacked or queued); exported by the reconciler lease holder only.",
+            registry=None,
+        )
+        self.reconcile_leader = Gauge(
+            "v1sync_reconcile_leader",
+            "1 while this bridge holds the reconciler lease, else 0.",
             registry=registry,
         )
+        self.reconcile_last_sweep = Gauge(
+            "v1sync_reconcile_last_sweep_timestamp_seconds",
+            "Unix time of this bridge's last reconcile sweep (its start before the first).",
+            registry=registry,
+        )
+        self.reconcile_last_sweep.set(time.time())
+        self._leading = False
+        self._lead_lock = threading.Lock()
         self.reconcile_reenqueued = Counter(
             "v1sync_reconcile_reenqueued",
             "Tasks the reconciler enqueued for keys behind longer than the grace period.",
@@ -91,6 +128,22 @@ class BridgeMetrics:
             buckets=SWEEP_BUCKETS,
             registry=registry,
         )
+
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        register_build_info(registry)
+
+    def reconciler_leads(self, leading: bool) -> None:
+        """Whether this bridge holds the reconciler lease: export the holder's gauges or not."""
+        with self._lead_lock:
+            self.reconcile_leader.set(1 if leading else 0)
+            if leading and not self._leading:
+                self.registry.register(self.reconcile_keys_behind)
+            elif not leading and self._leading:
+                self.registry.unregister(self.reconcile_keys_behind)
+                # A later lease starts from its own first sweep, not this value.
+                self.reconcile_keys_behind.set(0)
+            self._leading = leading
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

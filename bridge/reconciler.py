@@ -137,6 +137,9 @@ class SweepPlan:
 
     keys: int = 0
     behind: int = 0
+    # Behind past the grace and not in flight, parked, waiting for a retry or on
+    # their way (unacked, queued): what ``v1sync_reconcile_keys_behind`` exports.
+    overdue: int = 0
     changes: list[KvChange] = field(default_factory=list)
     # Settled keys whose forward mapping is gone: re-driven with ``force``.
     forced: list[KvChange] = field(default_factory=list)
@@ -314,6 +317,7 @@ class Reconciler:
                 except Exception as error:
                     log.warning("reconciler lease check failed", extra={"failure": repr(error)})
                     leader = False
+                self.metrics.reconciler_leads(leader)
                 if leader and time.monotonic() >= next_sweep:
                     try:
                         await self.sweep()
@@ -324,6 +328,7 @@ class Reconciler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.01))
         finally:
+            self.metrics.reconciler_leads(False)
             try:
                 await self._lease.release()
             except Exception as error:
@@ -390,8 +395,9 @@ class Reconciler:
             mappings_messages=None if mappings_life is None else mappings_life.messages,
             unmapped=len(unmapped or ()),
         )
-        self.metrics.reconcile_keys_behind.set(plan.behind)
+        self.metrics.reconcile_keys_behind.set(plan.overdue)
         self.metrics.reconcile_sweep_seconds.observe(duration)
+        self.metrics.reconcile_last_sweep.set(self._clock())
         state_kv = await self.js.key_value(self.state_bucket)
         await state_kv.put(RECONCILER_SWEEP_KEY, summary.to_bytes())
         self.sweeps += 1
@@ -432,14 +438,16 @@ class Reconciler:
                         plan.forced.append(KvChange(key, change.revision, change.operation))
                 continue
             plan.behind += 1
-            if state.lease_live(now) or now - self._sent.get(key, -grace) < grace:
+            if state.lease_live(now):
                 continue
+            sent_lately = now - self._sent.get(key, -grace) < grace
             pending = state.pending
             if pending is not None and pending.revision == change.revision:
                 if pending.state is RunState.RETRY and (pending.due or 0.0) + grace > now:
                     continue
                 if pending.state is RunState.PARKED:
-                    parked.append((key, change, state))
+                    if not sent_lately:
+                        parked.append((key, change, state))
                     continue
             if now - change.written < grace:
                 continue
@@ -447,7 +455,9 @@ class Reconciler:
                 continue
             if queue_floor is not None and change.revision >= queue_floor:
                 continue
-            plan.changes.append(KvChange(key, change.revision, change.operation))
+            plan.overdue += 1
+            if not sent_lately:
+                plan.changes.append(KvChange(key, change.revision, change.operation))
         plan.changes.extend(await self._parked_to_release(parked, now))
         return plan
 

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import itertools
 import json
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client
@@ -38,6 +39,7 @@ from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoStreamResponseError,
+    NotFoundError,
     ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue, _is_key_valid
@@ -50,6 +52,10 @@ NO_RESPONDERS_STATUS = "503"
 WRONG_LAST_SEQUENCE_CODES = frozenset({10071, 10164})
 NOT_FOUND_CODE = 404
 KV_OPERATION_HEADER = b"kv-operation"
+# nats-py's parsed form of the same header (a direct get's headers).
+KV_OPERATION = "KV-Operation"
+KV_DELETE = "DEL"
+KV_PURGE = "PURGE"
 DELETE_OPERATIONS = {b"DEL": "DEL", b"PURGE": "PURGE"}
 
 
@@ -134,7 +140,7 @@ class LeanKeyValue(KeyValue):
 
     async def _get(self, key: str, revision: int | None = None) -> KeyValue.Entry:
         if revision is not None or self._direct:
-            return await super()._get(key, revision)
+            return await self._get_stored(key, revision)
         subject = self._pre + key
         message = await self._stream_message({"last_by_subj": subject})
         if message is None:
@@ -149,11 +155,44 @@ class LeanKeyValue(KeyValue):
             value=base64.b64decode(data) if data else None,
             revision=int(message["seq"]),
             delta=None,
-            created=None,
+            # When the value was written: the worker's sync-lag histogram starts there.
+            created=_stored_time(message.get("time")),  # type: ignore[arg-type]
             operation=None,
         )
         operation = _delete_operation(message.get("hdrs"))
         if operation is not None:
+            raise KeyDeletedError(entry, operation)
+        return entry
+
+    async def _get_stored(self, key: str, revision: int | None) -> KeyValue.Entry:
+        """nats-py's own read (``js.get_msg``: direct get, or a given revision), time kept.
+
+        The same steps as nats-py's ``KeyValue._get``, which drops the stored
+        time that ``get_msg`` parses (``RawStreamMsg.time``); the worker's
+        sync-lag histogram starts there, and buckets made by the Go client or
+        the nats CLI allow direct gets.
+        """
+        subject = self._pre + key
+        try:
+            if revision:
+                msg = await self._js.get_msg(self._stream, seq=revision, direct=self._direct)
+            else:
+                msg = await self._js.get_msg(self._stream, subject=subject, direct=self._direct)
+        except NotFoundError:
+            raise KeyNotFoundError from None
+        if subject != msg.subject:
+            raise KeyNotFoundError(message=f"expected '{subject}', but got '{msg.subject}'")
+        entry = KeyValue.Entry(
+            bucket=self._name,
+            key=key,
+            value=msg.data,
+            revision=msg.seq,
+            delta=None,
+            created=msg.time,  # type: ignore[arg-type]
+            operation=None,
+        )
+        operation = (msg.headers or {}).get(KV_OPERATION)
+        if operation in (KV_DELETE, KV_PURGE):
             raise KeyDeletedError(entry, operation)
         return entry
 
@@ -216,6 +255,25 @@ class LeanKeyValue(KeyValue):
             return None
         APIError.from_error(error)  # raises the matching APIError
         raise AssertionError("unreachable")  # from_error always raises
+
+
+def _stored_time(text: Any) -> datetime | None:
+    """The stored message's ``time`` (RFC 3339, nanoseconds), to the microsecond; None if absent.
+
+    A ``datetime`` as nats-py's own watchers give ``Entry.created`` (its
+    ``get`` leaves it None).
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    head, dot, fraction = text.partition(".")
+    if dot:
+        # Python reads at most six fraction digits: cut the nanoseconds, keep the zone.
+        digits = len(fraction) - len(fraction.lstrip("0123456789"))
+        text = f"{head}.{fraction[: min(digits, 6)]}{fraction[digits:]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _delete_operation(encoded_headers: Any) -> str | None:

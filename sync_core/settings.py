@@ -243,6 +243,10 @@ class WorkerSettings(CommonSettings, RetrySettings):
     # False: member creates carry X-Skip-Notification (no welcome e-mails from a bulk sync).
     sync_member_notifications: bool = False
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # /livez fails when the consumer's event loop has not turned for this long
+    # (tasks.worker.health), or when every task slot held the same runs this long.
+    worker_liveness_stale_seconds: float = Field(default=60.0, gt=0)
+    worker_slot_stall_seconds: float = Field(default=600.0, gt=0)
     # The mass-delete guard: deletes off altogether, or at most this many per rolling hour.
     sync_deletes: bool = True
     sync_delete_budget: int = Field(default=100, ge=0)

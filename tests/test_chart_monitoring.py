@@ -33,7 +33,9 @@ import promql_parser
 import pydantic
 import pytest
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
+from prometheus_client import PlatformCollector, ProcessCollector
 
+from sync_core.build_info import BuildInfoCollector
 from tests.test_deployment import (
     ALL_FEATURES_VALUES,
     CHART_DIR,
@@ -90,6 +92,9 @@ EXPECTED_ALERTS = {
     "V1SyncBrokerDown": 0,
     "V1SyncV2ErrorRateHigh": 0,
     "V1SyncKeysBehindReconciler": 10 * 60,
+    # Issue 25: bridges down, and a reconciler without a sweep for several intervals.
+    "V1SyncNoBridgeOnline": 0,
+    "V1SyncReconcilerNotSweeping": 0,
 }
 
 # Labels Prometheus (through the operator's monitors) puts on every scraped series.
@@ -277,11 +282,28 @@ def code_series() -> dict[str, frozenset[str]]:
     return series
 
 
+def collector_series() -> dict[str, frozenset[str]]:
+    """Series name -> label names of the collectors the bridge and the worker serve besides
+    their own metrics (process_*, python_info, v1sync_build_info), read from the collectors."""
+    series: dict[str, frozenset[str]] = {}
+    collectors = (
+        ProcessCollector(registry=None),
+        PlatformCollector(registry=None),
+        BuildInfoCollector(),
+    )
+    for collector in collectors:
+        for family in collector.collect():
+            for sample in family.samples:
+                series[sample.name] = frozenset(sample.labels)
+    return series
+
+
 def known_series(exporter_metric: str) -> dict[str, frozenset[str] | None]:
     """Every series an expression may name, with its labels (None: not checked)."""
     known: dict[str, frozenset[str] | None] = {}
     known.update({name: labels | TARGET_LABELS for name, labels in ANNOUNCED_METRICS.items()})
     known.update({name: labels | TARGET_LABELS for name, labels in code_series().items()})
+    known.update({name: labels | TARGET_LABELS for name, labels in collector_series().items()})
     known.update(PROMETHEUS_SERIES)
     # The NATS exporter's metric, named by a value; its labels are the exporter's, not checked.
     known[exporter_metric] = None
@@ -636,10 +658,15 @@ def test_alert_thresholds_follow_the_values() -> None:
     values = deep_merge(
         REQUIRED_VALUES,
         {
-            "bridge": {"maxQueueDepth": 2500},
             "nats": {"kvConsumer": {"name": "other-consumer"}},
             "monitoring": {
-                "prometheusRule": {"enabled": True, "v2ErrorRateThreshold": 0.1},
+                "bridge": {"enabled": True},
+                "worker": {"enabled": True},
+                "prometheusRule": {
+                    "enabled": True,
+                    "v2ErrorRateThreshold": 0.1,
+                    "queueBacklog": {"minDepth": 2500, "drainWithinSeconds": 900},
+                },
                 "consumerPending": {"metric": "nats_consumer_pending", "consumerLabel": "consumer"},
             },
         },
@@ -647,9 +674,11 @@ def test_alert_thresholds_follow_the_values() -> None:
     rules = {r["alert"]: r for r in alert_rules(rendered_objects(values))}
 
     backlog = promql_parser.parse(rules["V1SyncQueueBacklog"]["expr"])
-    assert threshold(backlog) == 2500
-    (depth,) = selectors(backlog)
-    assert depth.name == "v1sync_bridge_queue_depth"
+    assert isinstance(backlog, promql_parser.BinaryExpr)
+    assert threshold(backlog.lhs) == 2500
+    assert {s.name for s in selectors(backlog)} == {"v1sync_bridge_queue_depth"}
+    assert "predict_linear(v1sync_bridge_queue_depth" in rules["V1SyncQueueBacklog"]["expr"]
+    assert ", 900))" in rules["V1SyncQueueBacklog"]["expr"]
 
     (pending,) = selectors(promql_parser.parse(rules["V1SyncConsumerPendingGrowing"]["expr"]))
     assert pending.name == "nats_consumer_pending"
@@ -669,9 +698,13 @@ def test_default_thresholds_are_the_issues(everything_on: list[dict[str, Any]]) 
     ratio = promql_parser.parse(rules["V1SyncV2ErrorRateHigh"]["expr"])
     assert threshold(ratio) == pytest.approx(0.05)
     backlog = promql_parser.parse(rules["V1SyncQueueBacklog"]["expr"])
+    assert isinstance(backlog, promql_parser.BinaryExpr)
+    assert threshold(backlog.lhs) == 100
+    # Four missed sweeps at the reconcile interval the bridges run with.
     bridge = deployment(everything_on, "bridge")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in bridge["env"]}
-    assert threshold(backlog) == int(env["BRIDGE_MAX_QUEUE_DEPTH"])
+    sweeping = promql_parser.parse(rules["V1SyncReconcilerNotSweeping"]["expr"])
+    assert threshold(sweeping) == 4 * int(env["RECONCILE_INTERVAL"])
     (pending,) = selectors(promql_parser.parse(rules["V1SyncConsumerPendingGrowing"]["expr"]))
     assert pending.name == "jetstream_consumer_num_pending"
     assert [(m.name, m.value) for m in pending.matchers.matchers] == [
@@ -679,19 +712,107 @@ def test_default_thresholds_are_the_issues(everything_on: list[dict[str, Any]]) 
     ]
 
 
+def up_selectors(expr: str) -> list[promql_parser.VectorSelector]:
+    return [s for s in selectors(promql_parser.parse(expr)) if s.name == "up"]
+
+
 def test_no_worker_alert_watches_the_pod_monitors_job(everything_on: list[dict[str, Any]]) -> None:
     rules = {r["alert"]: r for r in alert_rules(everything_on)}
-    (up,) = selectors(promql_parser.parse(rules["V1SyncNoWorkerOnline"]["expr"]))
     pod_monitor = the_one(everything_on, "PodMonitor")
     # The operator's job label of a PodMonitor without jobLabel: namespace/name.
     assert "jobLabel" not in pod_monitor["spec"]
     job = f"{NAMESPACE}/{pod_monitor['metadata']['name']}"
-    assert up.name == "up"
-    assert [(m.name, m.value) for m in up.matchers.matchers] == [("job", job)]
+    ups = up_selectors(rules["V1SyncNoWorkerOnline"]["expr"])
+    assert len(ups) == 2  # all down, or none at all (absent)
+    for up in ups:
+        assert sorted((m.name, m.value) for m in up.matchers.matchers) == [
+            ("job", job),
+            ("namespace", NAMESPACE),
+        ]
     custom = monitoring_values(prometheusRule={"enabled": True, "workerJob": "kubernetes-pods"})
     rules = {r["alert"]: r for r in alert_rules(rendered_objects(custom))}
-    (up,) = selectors(promql_parser.parse(rules["V1SyncNoWorkerOnline"]["expr"]))
-    assert [(m.name, m.value) for m in up.matchers.matchers] == [("job", "kubernetes-pods")]
+    for up in up_selectors(rules["V1SyncNoWorkerOnline"]["expr"]):
+        assert ("job", "kubernetes-pods") in [(m.name, m.value) for m in up.matchers.matchers]
+
+
+def test_no_bridge_alert_watches_the_service_monitors_job(
+    everything_on: list[dict[str, Any]],
+) -> None:
+    rules = {r["alert"]: r for r in alert_rules(everything_on)}
+    monitor = objects_by_kind(everything_on, "ServiceMonitor")[f"{FULLNAME}-bridge"]
+    # The operator's job label of a ServiceMonitor without jobLabel: the Service's name.
+    assert "jobLabel" not in monitor["spec"]
+    (service,) = [
+        s
+        for s in objects_by_kind(everything_on, "Service").values()
+        if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    for up in up_selectors(rules["V1SyncNoBridgeOnline"]["expr"]):
+        assert ("job", service["metadata"]["name"]) in [
+            (m.name, m.value) for m in up.matchers.matchers
+        ]
+
+
+# Which monitor scrapes the metrics each alert reads (None: the NATS exporter's).
+ALERT_SOURCES = {
+    "V1SyncDeadLettersGrowing": "worker",
+    "V1SyncQueueBacklog": "bridge",
+    "V1SyncConsumerPendingGrowing": None,
+    "V1SyncNoWorkerOnline": "worker",
+    "V1SyncBrokerDown": "bridge",
+    "V1SyncV2ErrorRateHigh": "worker",
+    "V1SyncKeysBehindReconciler": "bridge",
+    "V1SyncNoBridgeOnline": "bridge",
+    "V1SyncReconcilerNotSweeping": "bridge",
+}
+
+
+@pytest.mark.parametrize(
+    ("bridge", "worker"), [(True, True), (True, False), (False, True), (False, False)]
+)
+def test_only_alerts_whose_metrics_are_scraped_are_rendered(bridge: bool, worker: bool) -> None:
+    values = monitoring_values(
+        prometheusRule={"enabled": True},
+        bridge={"enabled": bridge},
+        worker={"enabled": worker},
+    )
+    rendered = {r["alert"] for r in alert_rules(rendered_objects(values))}
+    scraped = {None, *(["bridge"] if bridge else []), *(["worker"] if worker else [])}
+    assert rendered == {name for name, source in ALERT_SOURCES.items() if source in scraped}
+    # Without the worker PodMonitor, no alert would ever see a worker: none renders.
+    if not worker:
+        assert "V1SyncNoWorkerOnline" not in rendered
+
+
+def test_no_rule_object_without_any_scraped_metric() -> None:
+    values = monitoring_values(prometheusRule={"enabled": True}, consumerPending={"metric": ""})
+    assert monitoring_objects(rendered_objects(values)) == set()
+    values = monitoring_values(
+        prometheusRule={"enabled": True, "workerJob": "kubernetes-pods"},
+        consumerPending={"metric": ""},
+    )
+    rendered = {r["alert"] for r in alert_rules(rendered_objects(values))}
+    assert rendered == {n for n, source in ALERT_SOURCES.items() if source == "worker"}
+
+
+def test_every_alert_keeps_the_namespace(everything_on: list[dict[str, Any]]) -> None:
+    for rule in alert_rules(everything_on):
+        expr = promql_parser.parse(rule["expr"])
+        checks = grouping_checks(expr)
+        assert checks, f"{rule['alert']}: no aggregation"
+        for by_labels, _ in checks:
+            assert "namespace" in by_labels, f"{rule['alert']}: by ({', '.join(by_labels)})"
+        if "object_type" in {label for s in selectors(expr) for label in known_labels(s.name)}:
+            assert all("object_type" in by for by, _ in checks), rule["alert"]
+        # absent() keeps only the labels its selector matches with '='.
+        if "absent(" in rule["expr"]:
+            for up in up_selectors(rule["expr"]):
+                assert "namespace" in {m.name for m in up.matchers.matchers}, rule["alert"]
+
+
+def known_labels(metric: str | None) -> frozenset[str]:
+    labels = code_series().get(metric or "")
+    return labels or frozenset()
 
 
 def test_additional_alert_labels_are_added() -> None:
@@ -784,6 +905,12 @@ def test_dashboard_shows_what_the_issue_asks(everything_on: list[dict[str, Any]]
     )
     assert shown("v1sync_dead_letters_total", by={"object_type", "error_kind"})
     assert not shown("v1sync_dead_letters_total", by={"kind"})
+    # Issue 25: sync lag, the processes, the build.
+    assert shown("v1sync_sync_lag_seconds_bucket", by={"le", "object_type"})
+    assert shown("process_cpu_seconds_total", by={"pod"})
+    assert shown("process_resident_memory_bytes", by={"pod"})
+    assert shown("v1sync_build_info", by={"version", "python", "celery", "kombu", "nats_py"})
+    assert shown("v1sync_reconcile_last_sweep_timestamp_seconds")
 
 
 def test_dashboard_follows_the_consumer_values() -> None:

@@ -46,7 +46,6 @@ from sync_core.settings import (
     WorkerSettings,
     load_rsa_private_key,
 )
-from tasks.worker.command import NODE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = ROOT / "charts" / "lfx-v1-sync-helper"
@@ -500,11 +499,14 @@ def test_compose_flower_requires_basic_auth() -> None:
     assert "--no-auth" not in json.dumps(flower)
 
 
-def test_compose_probes_ping_the_workers_own_node() -> None:
-    test = compose_config()["services"]["worker"]["healthcheck"]["test"]
-    assert test[0] == "CMD-SHELL"
-    assert "celery -A tasks.worker.app:app inspect ping" in test[1]
-    assert f'--destination "{NODE_NAME.replace("%h", "$HOSTNAME")}"' in test[1]
+def test_compose_worker_health_is_its_own_readiness_endpoint() -> None:
+    worker = compose_config()["services"]["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert "/readyz" in test[3]
+    assert "WORKER_METRICS_PORT" in test[3]
+    assert "celery" not in test[3]  # no Celery import, no broker round trip
+    assert service_env(worker)["WORKER_METRICS_PORT"]
 
 
 def worker_command_env(worker: dict[str, Any], pems: dict[str, str]) -> dict[str, str]:
@@ -568,7 +570,7 @@ def test_compose_shell_commands_parse() -> None:
         for service in services.values()
         if (check := service.get("healthcheck")) and check["test"][0] == "CMD-SHELL"
     ]
-    assert len(scripts) >= 3
+    assert len(scripts) >= 2
     for script in scripts:
         result = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
         assert result.returncode == 0, f"{script!r}: {result.stderr}"
@@ -939,11 +941,16 @@ def test_probes(default_objects: list[dict[str, Any]]) -> None:
     assert bridge["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert bridge["ports"][0]["containerPort"] == 8080
     worker = container(deployment(default_objects, "worker"))
-    command = worker["livenessProbe"]["exec"]["command"]
-    assert command[:2] == ["/bin/sh", "-c"]
-    assert "celery -A tasks.worker.app:app inspect ping" in command[2]
-    assert f'--destination "{NODE_NAME.replace("%h", "$HOSTNAME")}"' in command[2]
-    assert "--timeout" in command[2]
+    # The worker's own endpoints (tasks.worker.probes), on its metrics port: no exec.
+    assert "exec" not in worker["livenessProbe"]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert int(env["WORKER_METRICS_PORT"]) == ports["metrics"]
+    # Liveness tolerates a stale loop for the configured threshold, no less.
+    assert float(env["WORKER_LIVENESS_STALE_SECONDS"]) > 0
+    assert float(env["WORKER_SLOT_STALL_SECONDS"]) > 120  # above the task hard time limit
 
 
 def resolve_env(env: list[dict[str, Any]], secrets: dict[tuple[str, str], str]) -> dict[str, str]:

@@ -42,7 +42,9 @@ async def outcome(call: Call, kv: KeyValue) -> tuple[str, Any]:
     return "ok", result
 
 
-def run_both(server: NatsServer, steps: list[tuple[Call, Call | None]]) -> list[tuple[Any, Any]]:
+def run_both(
+    server: NatsServer, steps: list[tuple[Call, Call | None]], direct: bool = False
+) -> list[tuple[Any, Any]]:
     """Run each step's call through nats-py, then the same through the lean handle.
 
     A step's second call, when given, undoes what the first did (so both
@@ -53,7 +55,8 @@ def run_both(server: NatsServer, steps: list[tuple[Call, Call | None]]) -> list[
         nc = await connect(server.url, "lean-test")
         try:
             js = nc.jetstream()
-            plain = await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=5))
+            config = KeyValueConfig(bucket=BUCKET, history=5, direct=direct)
+            plain = await js.create_key_value(config)
             lean = LeanKeyValue(plain, ReplyInbox(nc))
             pairs = []
             for call, undo in steps:
@@ -68,7 +71,8 @@ def run_both(server: NatsServer, steps: list[tuple[Call, Call | None]]) -> list[
     return asyncio.run(scenario())
 
 
-def test_reads_match_nats_py(nats_server: NatsServer) -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["msg-get", "direct-get"])
+def test_reads_match_nats_py(nats_server: NatsServer, direct: bool) -> None:
     async def put_a(kv: KeyValue) -> Any:
         return await kv.put("a", b"one")
 
@@ -87,7 +91,8 @@ def test_reads_match_nats_py(nats_server: NatsServer) -> None:
     reads: list[tuple[Call, Call | None]] = [
         (lambda kv, key=key: kv.get(key), None) for key in ("a", "b", "c", "d", "missing", "a.b")
     ]
-    pairs = run_both(nats_server, setup + reads)
+    reads.append((lambda kv: kv.get("a", revision=1), None))
+    pairs = run_both(nats_server, setup + reads, direct=direct)
     for plain, lean in pairs[len(setup) :]:
         assert plain == lean
     # The cases are the ones meant: a value, two deleted keys, an empty value, absent keys.
@@ -258,3 +263,47 @@ def test_has_any_sees_values_and_delete_markers_under_a_filter(nats_server: Nats
             await nc.close()
 
     assert asyncio.run(scenario()) == [True, True, False, True]
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["msg-get", "direct-get"])
+def test_entries_carry_their_write_time(nats_server: NatsServer, direct: bool) -> None:
+    # The worker's sync-lag histogram starts at Entry.created (nats-py's get leaves it None).
+    from datetime import UTC, datetime, timedelta
+
+    async def scenario() -> tuple[datetime, datetime, list[Any]]:
+        nc = await connect(nats_server.url, "lean-test")
+        try:
+            js = nc.jetstream()
+            config = KeyValueConfig(bucket=BUCKET, history=5, direct=direct)
+            lean = LeanKeyValue(await js.create_key_value(config), ReplyInbox(nc))
+            before = datetime.now(UTC)
+            revision = await lean.put("timed", b"1")
+            after = datetime.now(UTC)
+            latest = await lean.get("timed")
+            at_revision = await lean.get("timed", revision=revision)
+            return before, after, [latest.created, at_revision.created]
+        finally:
+            await nc.close()
+
+    before, after, created = asyncio.run(scenario())
+    # One machine, one clock: the server stamps the write between the two reads.
+    slack = timedelta(milliseconds=5)
+    for stamp in created:
+        assert isinstance(stamp, datetime)
+        assert before - slack <= stamp <= after + slack
+
+
+def test_stored_time_reads_rfc3339_nanoseconds() -> None:
+    from datetime import UTC, datetime
+
+    from sync_core.nats_kv import _stored_time
+
+    assert _stored_time("2026-12-06T23:59:01.123456789Z") == datetime(
+        2026, 12, 6, 23, 59, 1, 123456, tzinfo=UTC
+    )
+    assert _stored_time("2026-12-06T23:59:01Z") == datetime(2026, 12, 6, 23, 59, 1, tzinfo=UTC)
+    assert _stored_time("2026-12-06T23:59:01.5+01:00") == datetime(
+        2026, 12, 6, 22, 59, 1, 500000, tzinfo=UTC
+    )
+    assert _stored_time(None) is None
+    assert _stored_time("yesterday") is None

@@ -314,6 +314,13 @@ def test_the_bridge_runs_the_reconciler(
             "v1sync_reconcile_keys_behind",
             "v1sync_reconcile_reenqueued_total",
             "v1sync_reconcile_sweep_seconds_bucket",
+            "v1sync_reconcile_leader 1.0",
+            "v1sync_reconcile_last_sweep_timestamp_seconds",
+            # The process's own series and the build, in the bridge's own registry.
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "python_info{",
+            'v1sync_build_info{celery="',
         ):
             assert name in exposition
     finally:
@@ -350,3 +357,113 @@ def test_a_sweep_without_a_mappings_bucket_still_redrives_what_is_behind(
     assert (summary.behind, summary.reenqueued) == (1, 1)
     assert summary.mappings_epoch is None
     assert task_ids(queued_tasks(redis_client)) == [f"{behind}@{revision}"]
+
+
+def keys_behind_gauge(rec: Reconciler) -> float | None:
+    """``v1sync_reconcile_keys_behind`` as the bridge exposes it (None: not exported)."""
+    return rec.metrics.registry.get_sample_value("v1sync_reconcile_keys_behind")
+
+
+def test_keys_behind_counts_only_overdue_keys_not_parked_retrying_or_on_their_way(
+    buckets: NatsServer,
+    redis_server: ValkeyServer,
+    redis_client: redis.Redis,
+    sync_nats: SyncNats,
+    publisher: BrokerPublisher,
+) -> None:
+    # A bulk load of children whose parents are not there yet: all parked.
+    now = time.time()
+    for n in range(20):
+        child = f"{COMMITTEE}.bulk{n}"
+        revision = sync_nats.kv_put("v1-objects", child, b"{}")
+        pending = PendingRun(RunState.PARKED, revision, now, parent_key=f"project.sfid.p{n}")
+        put_state(sync_nats, SyncState(child, pending=pending))
+    retrying = f"{PROJECT}.retrying"
+    retry_rev = sync_nats.kv_put("v1-objects", retrying, b"{}")
+    put_state(
+        sync_nats,
+        SyncState(retrying, pending=PendingRun(RunState.RETRY, retry_rev, now, due=now + 60)),
+    )
+    leased = f"{PROJECT}.leased"
+    sync_nats.kv_put("v1-objects", leased, b"{}")
+    put_state(sync_nats, SyncState(leased, lease=KeyLease("t", now + 30)))
+    lost = f"{PROJECT}.lost"
+    sync_nats.kv_put("v1-objects", lost, b"{}")
+    queued = f"{PROJECT}.queued"
+    queued_rev = sync_nats.kv_put("v1-objects", queued, b"{}")
+    app = producer_app(redis_server.url, "celery", broker_transport_options())
+    encoder = TaskMessageEncoder(app, "celery", database_of(publisher.client))
+    publisher.push(encoder.encode([KvChange(queued, queued_rev, "PUT")]))
+    time.sleep(GRACE)
+    fresh = f"{PROJECT}.fresh"  # written less than a grace before the sweep
+    sync_nats.kv_put("v1-objects", fresh, b"{}")
+
+    async def scenario() -> tuple[SweepSummary, float | None, SweepSummary, float | None]:
+        nc = await connect(buckets.url, "reconcile-test")
+        try:
+            rec = reconciler(nc, redis_server.url, publisher)
+            rec.metrics.reconciler_leads(True)
+            first = await rec.sweep()
+            gauge = keys_behind_gauge(rec)
+            # The lost key was re-enqueued just now: still behind at the next sweep.
+            again = await rec.sweep()
+            return first, gauge, again, keys_behind_gauge(rec)
+        finally:
+            await nc.close()
+
+    first, gauge, again, gauge_again = asyncio.run(scenario())
+    assert first.behind == 25  # every key without a terminal outcome
+    assert gauge == 1  # only the lost one
+    assert first.reenqueued == 1
+    assert again.reenqueued == 0
+    assert gauge_again == 1
+
+
+def test_only_the_lease_holder_exports_keys_behind(
+    buckets: NatsServer, redis_server: ValkeyServer, publisher: BrokerPublisher
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        nc = await connect(buckets.url, "reconcile-test")
+        try:
+            first = reconciler(nc, redis_server.url, publisher, interval=0.15)
+            second = reconciler(nc, redis_server.url, publisher, interval=0.15)
+            stops = {first: asyncio.Event(), second: asyncio.Event()}
+            runs = [asyncio.create_task(r.run(stops[r])) for r in (first, second)]
+            deadline = time.monotonic() + 5
+            while not (first.sweeps or second.sweeps):
+                assert time.monotonic() < deadline, "nobody swept"
+                await asyncio.sleep(0.05)
+            leader = first if first.sweeps else second
+            follower = second if leader is first else first
+            seen: dict[str, Any] = {
+                "leader": keys_behind_gauge(leader),
+                "follower": keys_behind_gauge(follower),
+                "leader_flag": leader.metrics.registry.get_sample_value("v1sync_reconcile_leader"),
+                "follower_flag": follower.metrics.registry.get_sample_value(
+                    "v1sync_reconcile_leader"
+                ),
+            }
+            stops[leader].set()
+            before = follower.sweeps
+            while follower.sweeps == before:
+                assert time.monotonic() < deadline + 5, "nobody took over"
+                await asyncio.sleep(0.05)
+            seen["old_leader"] = keys_behind_gauge(leader)
+            seen["new_leader"] = keys_behind_gauge(follower)
+            seen["last_sweep"] = follower.metrics.registry.get_sample_value(
+                "v1sync_reconcile_last_sweep_timestamp_seconds"
+            )
+            stops[follower].set()
+            await asyncio.gather(*runs)
+            return seen
+        finally:
+            await nc.close()
+
+    started = time.time()
+    seen = asyncio.run(scenario())
+    assert seen["leader"] == 0
+    assert seen["follower"] is None
+    assert (seen["leader_flag"], seen["follower_flag"]) == (1, 0)
+    assert seen["old_leader"] is None  # stopped: no stale value left behind
+    assert seen["new_leader"] == 0
+    assert seen["last_sweep"] >= started

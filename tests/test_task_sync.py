@@ -303,6 +303,38 @@ def test_create_project_under_root_with_mappings_and_jwt(st: Stack) -> None:
     assert line["object_type"] == "project"
 
 
+LAG_GAP = 0.3
+
+
+def test_each_v2_write_observes_the_sync_lag_from_the_kv_write(st: Stack) -> None:
+    from prometheus_client import REGISTRY
+
+    def lag(suffix: str) -> float:
+        name = f"v1sync_sync_lag_seconds_{suffix}"
+        return REGISTRY.get_sample_value(name, {"object_type": "project"}) or 0.0
+
+    count, total = lag("count"), lag("sum")
+    key, project = new_project()
+    before_put = time.time()
+    revision = st.put(key, project)
+    after_put = time.time()
+    # The lag starts at the KV write (its JetStream time), not when the run starts:
+    # let a known gap pass between the two (a lower bound, not a speed check).
+    while time.time() - after_put < LAG_GAP:
+        time.sleep(0.05)
+    assert st.sync(key, revision) == "created"
+    synced_at = time.time()
+    assert lag("count") == count + 1
+    observed = lag("sum") - total
+    assert LAG_GAP <= observed <= synced_at - before_put
+    project["_sdc_received_at"] = "2025-12-01T00:00:00+00:00"  # loader metadata only
+    assert st.sync(key, st.put(key, project)) == "unchanged"  # no V2 write: no observation
+    assert lag("count") == count + 1
+    project["name"] = "Renamed for the lag"
+    assert st.sync(key, st.put(key, project)) == "updated"
+    assert lag("count") == count + 2
+
+
 def test_create_as_the_v1_user_who_made_the_change(st: Stack) -> None:
     key, project = new_project(lastmodifiedbyid=PLATFORM_ID)
     revision = st.put(key, project)

@@ -15,7 +15,7 @@ import redis
 from sandbox.servers import ValkeyServer
 from sync_core.broker import TASK_HARD_TIME_LIMIT, visibility_timeout
 from tasks.run.backoff import backoff_cap, lock_wait_countdown, retry_countdown
-from tasks.run.metrics import serve_metrics
+from tasks.run.metrics import scrape_registry
 from tasks.run.outcomes import (
     OUTCOME_KEY_PREFIX,
     OUTCOME_TTL_SECONDS,
@@ -25,6 +25,8 @@ from tasks.run.outcomes import (
 )
 from tasks.run.report import RunReport
 from tasks.run.sync import SYNCED_PREFIX, cache_outcome, children_parent_key, marked_revision
+from tasks.worker.health import WorkerHealth
+from tasks.worker.probes import serve_probes
 
 
 @pytest.mark.parametrize(
@@ -146,7 +148,7 @@ def test_metrics_sum_over_several_worker_processes(tmp_path: Path) -> None:
             cwd=Path(__file__).resolve().parent.parent,
         )
     assert len(list(samples.glob("counter_*.db"))) == 2
-    server, thread = serve_metrics(0, "127.0.0.1", str(samples))
+    server, thread = serve_probes(0, "127.0.0.1", WorkerHealth(), scrape_registry(str(samples)))
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -157,6 +159,10 @@ def test_metrics_sum_over_several_worker_processes(tmp_path: Path) -> None:
         thread.join(5)
     line = 'v1sync_task_outcomes_total{object_type="project",outcome="created"} 7.0'
     assert line in text
+    # The serving process's own series, which the multi-process sum does not have.
+    assert "process_resident_memory_bytes " in text
+    assert "python_info{" in text
+    assert text.count("v1sync_build_info{") == 1
 
 
 def test_a_stranded_task_comes_back_within_minutes_with_the_defaults() -> None:

@@ -4,8 +4,15 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (the worker command sets it to a fresh
 directory before anything imports this module or ``prometheus_client``: the
 mode is chosen at import), every process writes
 its samples to files there and the main process serves their sum on
-``WORKER_METRICS_PORT`` through a ``MultiProcessCollector``. Without it, the
+``WORKER_METRICS_PORT`` through a ``MultiProcessCollector`` (``scrape_registry``,
+served by ``tasks.worker_probes``). Without it, the
 default registry of this one process is served.
+
+Prometheus's multi-process mode has no per-process collectors (the
+``process_*`` and ``python_info`` series): the served registry adds them for
+the main process, the one that runs the consumer and, with the default
+threads pool, every task too (with ``--pool prefork`` they describe the parent
+only). The build-info gauge (``sync_core.build_info``) is served beside them.
 
 The V2 call latency histogram (``v1sync_v2_request_seconds``) lives beside the
 client that measures it, in ``tasks.clients.v2``.
@@ -13,14 +20,22 @@ client that measures it, in ``tasks.clients.v2``.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from wsgiref.simple_server import WSGIServer
+import time
+from datetime import datetime
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, multiprocess, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    multiprocess,
+)
 
-log = logging.getLogger(__name__)
+from sync_core.build_info import register_build_info
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -50,6 +65,29 @@ TOMBSTONED_UPSERTS = Counter(
     "Upserts of a V1 record whose V2 object was deleted on purpose (not re-created).",
     ["object_type"],
 )
+# From seconds (a change synced at once) to a day (a child that waited for its parent).
+SYNC_LAG_BUCKETS = (
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    86400.0,
+)
+SYNC_LAG = Histogram(
+    "v1sync_sync_lag_seconds",
+    "From the V1 change's write into v1-objects (its JetStream timestamp) to the end of "
+    "the V2 write that synced it, by object type.",
+    ["object_type"],
+    buckets=SYNC_LAG_BUCKETS,
+)
 KEY_LOCK_WAITS = Counter(
     "v1sync_key_lock_waits",
     "Task runs that found their key locked by another task and came back later.",
@@ -65,19 +103,27 @@ def scrape_registry(path: str | None = None) -> CollectorRegistry:
     """The registry to serve: the sum over ``path`` (or the env dir), else this process."""
     path = path or multiprocess_dir()
     if not path:
+        _build_info_on_default_registry()
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=path)
+    # The default registry's own collectors are not in the multi-process sum.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    register_build_info(registry)
     return registry
 
 
-def serve_metrics(
-    port: int, host: str = "0.0.0.0", path: str | None = None
-) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread; stop with ``server.shutdown()``."""
-    server, thread = start_http_server(port, addr=host, registry=scrape_registry(path))
-    log.info("serving worker metrics", extra={"port": server.server_port})
-    return server, thread
+_build_info_registered = threading.Lock()
+_build_info_done: list[bool] = []
+
+
+def _build_info_on_default_registry() -> None:
+    """Register the build-info gauge on the default registry, once per process."""
+    with _build_info_registered:
+        if not _build_info_done:
+            register_build_info(REGISTRY)
+            _build_info_done.append(True)
 
 
 def mark_process_dead(pid: int) -> None:
@@ -85,6 +131,18 @@ def mark_process_dead(pid: int) -> None:
     path = multiprocess_dir()
     if path:
         multiprocess.mark_process_dead(pid, path)
+
+
+def observe_sync_lag(object_type: str, written_at: datetime | None) -> None:
+    """Observe the time since ``written_at`` (the V1 write) now that its V2 write ended.
+
+    Nothing is observed without the write time (a delete marker carries none that
+    the run reads). A clock skew that puts the write in the future counts as 0.
+    """
+    if written_at is None:
+        return
+    lag = time.time() - written_at.timestamp()
+    SYNC_LAG.labels(object_type=object_type).observe(max(0.0, lag))
 
 
 def record_skip(object_type: str, reason: str) -> None:

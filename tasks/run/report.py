@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sync_core.sync_state import PendingRun
@@ -54,6 +55,8 @@ class RunReport:
     warnings: tuple[str, ...] = ()
     # The V2 body the mapping produced (``explain`` shows it; not logged).
     body: dict[str, Any] | None = None
+    # When the synced V1 value was written into v1-objects (the sync-lag histogram's start).
+    written_at: datetime | None = None
     started: float = field(default_factory=time.perf_counter)
 
     def uid(self) -> str | None:

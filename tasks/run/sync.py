@@ -68,6 +68,7 @@ from tasks.run.metrics import (
     KEY_LOCK_WAITS,
     TASK_OUTCOMES,
     TOMBSTONED_UPSERTS,
+    observe_sync_lag,
     record_skip,
 )
 from tasks.run.outcomes import Outcome, add_outcome, dead_letter_outcome, outcome_label
@@ -93,6 +94,8 @@ SUCCESSES = frozenset(
 # Outcomes after which the key's own mapping exists: its parked children can go.
 MAPPED_OUTCOMES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED})
 MAPPED_OUTCOME_VALUES = frozenset(outcome.value for outcome in MAPPED_OUTCOMES)
+# Runs that wrote to V2: each observes the sync lag (V1 write to the end of its V2 write).
+V2_WRITES = frozenset({Outcome.CREATED, Outcome.UPDATED, Outcome.DELETED})
 
 # The marker's value: ``{epoch}:{revision}`` (a bare revision, written before
 # epochs, is of an unknown life and never trusted).
@@ -418,6 +421,7 @@ def sync_entry(
         resume_budget(report, lease.state)
     with lease:
         entry = lease.entry
+        report.written_at = getattr(entry, "created", None)
         if report.operation in DELETE_OPERATIONS:
             return run_delete(runtime, report, kind, sfid, None, release_delete_budget)
         assert entry is not None  # fresh_verdict ends a PUT whose key is gone
@@ -672,4 +676,6 @@ def runtime_unavailable(report: RunReport, countdown: float) -> None:
 def emit(report: RunReport, outcome: Outcome) -> None:
     """The run's Prometheus count and INFO line (``run_sync`` counted it in Redis)."""
     TASK_OUTCOMES.labels(object_type=report.object_type, outcome=outcome.value).inc()
+    if outcome in V2_WRITES:
+        observe_sync_lag(report.object_type, report.written_at)
     log.info("sync %s", outcome.value, extra=report.fields(outcome.value))

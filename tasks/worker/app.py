@@ -25,6 +25,7 @@ from sync_core.broker import (
 )
 from sync_core.redis_connection import celery_broker_config
 from sync_core.settings import CommonSettings, RetrySettings, load_settings
+from tasks.worker.health import HealthStep
 from tasks.worker.patches import broker_transport, kombu_redis_fix
 from tasks.worker.patches.event_batching import EventBatching
 
@@ -79,6 +80,8 @@ app.conf.update(
 app.steps["consumer"].add(EventBatching)
 # Acks leave Redis with the next delivery's script (see tasks.worker.patches.broker_transport).
 app.steps["consumer"].add(broker_transport.AckBatching)
+# The worker's own liveness and readiness, answered on /livez and /readyz (see tasks.worker_health).
+app.steps["consumer"].add(HealthStep)
 
 
 CELERY_TRACE_LOGGER = "celery.app.trace"

@@ -25,8 +25,9 @@ prefork's memory; beyond one core, run more worker processes (pods).
 
 The command validates the configuration first (exit 2 on a bad one), logs
 JSON, serves ``/metrics`` on ``WORKER_METRICS_PORT`` from the main process
-(summing every pool process through ``PROMETHEUS_MULTIPROC_DIR``), then
-hands over to Celery.
+(summing every pool process through ``PROMETHEUS_MULTIPROC_DIR``), with the
+``/livez`` and ``/readyz`` probes on the same port (``tasks.worker_probes``),
+then hands over to Celery.
 """
 
 from __future__ import annotations
@@ -99,16 +100,22 @@ def worker_command(concurrency: int, pool: str, loglevel: str) -> None:
     logging.captureWarnings(True)
 
     metrics_dir = prepare_multiprocess_dir()
-    from tasks.run.metrics import serve_metrics
+    from tasks.run.metrics import scrape_registry
     from tasks.worker.app import app
+    from tasks.worker.health import HEALTH
+    from tasks.worker.probes import serve_probes
 
-    server, _ = serve_metrics(settings.worker_metrics_port, settings.bind_host, metrics_dir)
+    HEALTH.configure(settings.worker_liveness_stale_seconds, settings.worker_slot_stall_seconds)
+    server, _ = serve_probes(
+        settings.worker_metrics_port, settings.bind_host, HEALTH, scrape_registry(metrics_dir)
+    )
     try:
         code = run_worker(
             app, worker_argv(pool, concurrency, loglevel.upper(), settings.celery_queue)
         )
     finally:
         server.shutdown()
+        server.server_close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if code:
         log.error("the worker stopped on an error", extra={"exit_code": code})

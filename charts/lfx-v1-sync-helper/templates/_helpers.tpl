@@ -286,3 +286,8 @@ databaseIndex: {{ $database | quote }}
 enableTLS: {{ $tls | toString | quote }}
 sentinel: {{ $sentinel }}
 {{- end }}
+
+{{/* The job label of the bridges' `up` series: the ServiceMonitor's default, the Service's name. */}}
+{{- define "lfx-v1-sync-helper.bridgeJob" -}}
+{{- printf "%s-bridge" (include "lfx-v1-sync-helper.fullname" .) }}
+{{- end }}
