@@ -76,7 +76,8 @@ async def open_nats(url: NatsTarget | str, name: str) -> Client:
     except (OSError, TimeoutError, NatsError) as error:
         cause = most_telling_error([*seen, error])
         raise KvUnavailable(
-            f"cannot connect to NATS at {target.safe_url}: {describe_connect_error(cause)}"
+            f"cannot connect to NATS at {target.safe_url}: "
+            f"{describe_connect_error(cause, tls_wanted=target.wants_tls)}"
         ) from None
 
 

@@ -217,7 +217,7 @@ def most_telling_error(errors: list[BaseException]) -> BaseException:
     return errors[-1]
 
 
-def describe_connect_error(error: BaseException) -> str:
+def describe_connect_error(error: BaseException, *, tls_wanted: bool = False) -> str:
     """A short reason for a failed connect, with a hint at the setting to check.
 
     nats-py's own messages carry no secret (a server's ``-ERR`` line, an SSL
@@ -234,4 +234,8 @@ def describe_connect_error(error: BaseException) -> str:
             f"authorization failed: {text} (check the user or token in NATS_URL, "
             "NATS_CREDS or NATS_NKEY_SEED)"
         )
+    if tls_wanted:
+        # A server that refuses the client's certificate (or its absence) sends its
+        # alert after the handshake; a client that wrote first sees only the close.
+        return f"{text} (TLS: check NATS_TLS_CA, NATS_TLS_CERT and NATS_TLS_KEY)"
     return text

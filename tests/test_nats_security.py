@@ -26,7 +26,12 @@ from pydantic import ValidationError
 from operations.current_keys import KvUnavailable, open_nats
 from sandbox.servers import NatsServer, ValkeyServer, child_env, free_port
 from sync_core.nats_client import SyncNats, connect, ensure_bucket, ensure_buckets
-from sync_core.nats_connection import NatsTarget, most_telling_error, redact_url
+from sync_core.nats_connection import (
+    NatsTarget,
+    describe_connect_error,
+    most_telling_error,
+    redact_url,
+)
 from sync_core.settings import BridgeSettings, NatsSettings, describe_validation_error
 from tests.nats_auth_material import (
     Authority,
@@ -241,7 +246,9 @@ def test_mutual_tls_needs_a_client_certificate_of_the_servers_ca(
     without_cert = settings_from_env(
         monkeypatch, NATS_URL=url, NATS_TLS_CA=str(authority.cert_file)
     )
-    assert "CERTIFICATE_REQUIRED" in refusal(without_cert.nats_target)
+    # The server's alert, or (when the client saw only the close) the TLS hint.
+    refused = refusal(without_cert.nats_target)
+    assert "CERTIFICATE_REQUIRED" in refused or "check NATS_TLS_CA, NATS_TLS_CERT" in refused
 
     foreign_cert = settings_from_env(
         monkeypatch,
@@ -250,7 +257,8 @@ def test_mutual_tls_needs_a_client_certificate_of_the_servers_ca(
         NATS_TLS_CERT=str(rogue_cert),
         NATS_TLS_KEY=str(rogue_key),
     )
-    assert "TLS failed" in refusal(foreign_cert.nats_target)
+    refused = refusal(foreign_cert.nats_target)
+    assert "TLS failed" in refused or "check NATS_TLS_CA, NATS_TLS_CERT" in refused
 
     mutual = settings_from_env(
         monkeypatch,
@@ -423,3 +431,9 @@ def test_the_most_telling_connect_error_is_reported() -> None:
     assert most_telling_error([refused, reset]) is refused
     assert most_telling_error([reset, refused, reset]) is refused
     assert most_telling_error([reset]) is reset
+
+
+def test_a_bare_close_of_a_tls_connection_points_at_the_tls_settings() -> None:
+    closed = Exception("nats: no servers available for connection")
+    assert "NATS_TLS_CERT" in describe_connect_error(closed, tls_wanted=True)
+    assert describe_connect_error(closed) == str(closed)
