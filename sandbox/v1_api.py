@@ -144,7 +144,7 @@ class V1CommitteeApi:
     def create_committee(self, project_sfid: str, body: object, client_id: str) -> dict[str, Any]:
         """POST: 201 with the new committee (``ID`` is its sfid, a UUID as in V1)."""
         _check_project(project_sfid)
-        clean = _committee_body(body, creating=True)
+        clean = validate_v1_committee_body(body, creating=True)
         sfid = str(uuid.uuid4())
         stamp = loader_time()
         row: dict[str, Any] = {
@@ -166,7 +166,7 @@ class V1CommitteeApi:
         self, project_sfid: str, committee_sfid: str, body: object, client_id: str
     ) -> dict[str, Any]:
         """PATCH: absent keys stay; 404 for a committee V1 lacks."""
-        clean = _committee_body(body, creating=False)
+        clean = validate_v1_committee_body(body, creating=False)
         with self._lock:
             row = self._committee(project_sfid, committee_sfid)
             row.update({COMMITTEE_COLUMNS[key]: value for key, value in clean.items()})
@@ -185,7 +185,7 @@ class V1CommitteeApi:
         self, project_sfid: str, committee_sfid: str, body: object, client_id: str
     ) -> dict[str, Any]:
         """POST: **200** with ``ID`` (the row's sfid) and ``MemberID`` (the contact id)."""
-        clean = _member_body(body, creating=True)
+        clean = validate_v1_member_body(body, creating=True)
         with self._lock:
             self._committee(project_sfid, committee_sfid)
             contact_id = self._contact_for(clean)
@@ -214,7 +214,7 @@ class V1CommitteeApi:
         client_id: str,
     ) -> dict[str, Any]:
         """PATCH ``members/{contact_id}``: 404 when the committee has no such contact."""
-        clean = _member_body(body, creating=False)
+        clean = validate_v1_member_body(body, creating=False)
         with self._lock:
             key, row = self._member(project_sfid, committee_sfid, contact_id)
             if "MemberID" in clean and clean["MemberID"] != contact_id:
@@ -398,7 +398,8 @@ def _strings(body: dict[str, Any], allowed: frozenset[str]) -> dict[str, str]:
     return clean
 
 
-def _committee_body(body: object, *, creating: bool) -> dict[str, str]:
+def validate_v1_committee_body(body: object, *, creating: bool) -> dict[str, str]:
+    """The committee body as V1 takes it, or ``ApiError(400)`` naming every problem."""
     clean = _strings(_object(body), frozenset(COMMITTEE_COLUMNS))
     problems = []
     if creating and not clean.get("Name", "").strip():
@@ -412,7 +413,8 @@ def _committee_body(body: object, *, creating: bool) -> dict[str, str]:
     return clean
 
 
-def _member_body(body: object, *, creating: bool) -> dict[str, str]:
+def validate_v1_member_body(body: object, *, creating: bool) -> dict[str, str]:
+    """The member body as V1 takes it, or ``ApiError(400)`` naming every problem."""
     clean = _strings(_object(body), frozenset({*MEMBER_COLUMNS, *CONTACT_KEYS}))
     problems = []
     if creating and "Email" not in clean:

@@ -117,7 +117,14 @@ async def ensure_v2_event_stream(js: JetStreamContext, capture: V2EventCapture) 
         info = await js.stream_info(capture.stream)
     except NotFoundError:
         # Two bridges starting together: an identical create is idempotent on the server.
-        info = await js.add_stream(wanted)
+        try:
+            info = await js.add_stream(wanted)
+        except APIError as error:
+            # Typically another stream already captures one of the subjects.
+            raise StreamConfigError(
+                f"the server refused to create stream {capture.stream} "
+                f"for {', '.join(capture.subjects)}: {error.description}"
+            ) from None
         log.info("stream created", extra={"stream": capture.stream})
         return info
     drift = stream_differences(wanted, info.config)

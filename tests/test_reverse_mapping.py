@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox.v1_api import validate_v1_committee_body, validate_v1_member_body
 from tasks.mapping.v1_bodies import (
     V1_COMBINED_TECHNICAL_CATEGORY,
     V1_COMMITTEE_KEYS,
@@ -387,3 +388,75 @@ def test_a_reverted_role_is_a_different_fingerprint_from_the_edit() -> None:
     assert member_fingerprint({**edited, "role": MEMBER_DATA["role"]}) == member_fingerprint(
         MEMBER_DATA
     )
+
+
+# --- the bodies against the V1 API fake's contract -------------------------------------
+
+plausible_texts = st.one_of(
+    st.sampled_from(["", " ", "nil", "a@b.org", " Board ", "2024-01-01", "not a date", "#c"]),
+    st.text(max_size=15),
+)
+plausible_values = st.one_of(st.none(), st.booleans(), st.integers(), plausible_texts)
+plausible_dates = st.one_of(
+    st.none(),
+    st.sampled_from(["2024-01-01", "2024-02-30", "2024-01-01T10:00:00Z", "", "soon"]),
+    st.dates().map(str),
+)
+committee_data = st.fixed_dictionaries(
+    {},
+    optional={
+        **{field: plausible_values for field in COMMITTEE_DATA},
+        "category": st.one_of(st.sampled_from(V2_CATEGORIES), plausible_values),
+    },
+)
+member_data = st.fixed_dictionaries(
+    {},
+    optional={
+        **{field: plausible_values for field in MEMBER_DATA},
+        "role": st.one_of(
+            plausible_values,
+            st.fixed_dictionaries(
+                {
+                    "name": plausible_values,
+                    "start_date": plausible_dates,
+                    "end_date": plausible_dates,
+                }
+            ),
+        ),
+        "voting": st.fixed_dictionaries(
+            {"status": plausible_values, "start_date": plausible_dates, "end_date": plausible_dates}
+        ),
+        "organization": st.fixed_dictionaries(
+            {"id": st.one_of(st.just(ACCOUNT_ID), plausible_values)}
+        ),
+    },
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=committee_data)
+def test_every_committee_body_with_its_required_keys_is_one_v1_accepts(
+    data: dict[str, Any],
+) -> None:
+    translated = v1_committee_body(data)
+    validate_v1_committee_body(translated.body, creating=False)
+    if not translated.missing_for_create:
+        validate_v1_committee_body(translated.body, creating=True)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=member_data, contact=st.one_of(st.none(), st.just(CONTACT_ID), st.text(max_size=5)))
+def test_every_member_body_with_its_required_keys_is_one_v1_accepts(
+    data: dict[str, Any], contact: str | None
+) -> None:
+    translated = v1_member_body(data, contact)
+    validate_v1_member_body(translated.body, creating=False)
+    if not translated.missing_for_create:
+        validate_v1_member_body(translated.body, creating=True)
+
+
+def test_an_address_that_is_not_one_is_left_out_with_a_warning() -> None:
+    translated = v1_committee_body({**COMMITTEE_DATA, "mailing_list": "Governing Board"})
+    assert "MailingList" not in translated.body
+    assert translated.warnings[0].startswith("mailing_list: ")
+    assert v1_member_body({"email": "jane"}).missing_for_create == ("Email",)

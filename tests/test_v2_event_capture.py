@@ -107,6 +107,14 @@ def test_memory_storage_cannot_be_changed_and_says_so(sync_nats: SyncNats) -> No
         sync_nats.run(ensure_v2_event_capture(sync_nats.js, CAPTURE))
 
 
+def test_subjects_another_stream_captures_stop_start_up_naming_them(
+    sync_nats: SyncNats,
+) -> None:
+    sync_nats.run(sync_nats.js.add_stream(StreamConfig(name="other", subjects=["lfx.committee.>"])))
+    with pytest.raises(StreamConfigError, match=r"lfx\.committee\.>"):
+        sync_nats.run(ensure_v2_event_capture(sync_nats.js, CAPTURE))
+
+
 def test_events_published_while_nobody_listens_reach_the_consumer_later(
     sync_nats: SyncNats,
 ) -> None:

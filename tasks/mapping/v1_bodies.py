@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,9 @@ V1_MEMBER_KEYS = frozenset(
     }
 )
 FINGERPRINT_VERSION = "v1"
+# The keys V1 holds as e-mail addresses (mailing_list_email, contactemail__c).
+EMAIL_KEYS = frozenset({"MailingList", MEMBER_EMAIL_KEY})
+EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,12 @@ class _BodyOut:
             self.warn(field, f"{short_repr(value)} is not text; left out")
             return
         text = value.strip()
-        if text:
-            self.body[key] = text
+        if not text:
+            return
+        if key in EMAIL_KEYS and not EMAIL_SHAPE.fullmatch(text):
+            self.warn(field, f"{short_repr(value)} is not an e-mail address; left out")
+            return
+        self.body[key] = text
 
     def put_date(self, key: str, field: str, value: Any) -> None:
         """``YYYY-MM-DD`` from a date or date-time string; other values are left out."""
