@@ -25,7 +25,7 @@ from sandbox.service import Sandbox
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
 from tasks.clients.auth0 import token_source_from_settings
-from tasks.clients.v1_committees import V1CommitteeWriter, v1_committee_writer
+from tasks.clients.v1_committees import V1CommitteeWriter
 from tasks.errors import PermanentError, TransientError
 from tasks.mapping.v1_bodies import v1_committee_body, v1_member_body
 
@@ -73,7 +73,7 @@ def settings(sandbox: Sandbox, rsa_pems: dict[str, str]) -> WorkerSettings:
 
 @pytest.fixture
 def writer(settings: WorkerSettings) -> Iterator[V1CommitteeWriter]:
-    client = v1_committee_writer(settings)
+    client = V1CommitteeWriter(settings)
     yield client
     client.close()
 
@@ -294,7 +294,7 @@ def test_errors_and_logs_never_carry_the_token(
 ) -> None:
     tokens = token_source_from_settings(settings, requests.Session())
     token = tokens.access_token()
-    writer = V1CommitteeWriter(settings.lfx_api_gw, tokens, timeout=HTTP_TIMEOUT)
+    writer = V1CommitteeWriter(settings, token_source=tokens)
     sandbox.inject_fault("POST", COMMITTEES, status=400, body=f"bad token {token}")
     caplog.set_level(logging.DEBUG)
     try:

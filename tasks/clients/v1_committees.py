@@ -75,16 +75,26 @@ class V1CommitteeWriter:
     """Creates, updates and deletes V1 committees and members; thread-safe.
 
     Parameters:
-        gateway: ``LFX_API_GW`` (the URL gets a trailing ``/`` if it lacks one).
-        tokens: Auth0 access tokens for the gateway (share one per worker).
-        timeout: connect and read timeout of each call, in seconds.
+        settings: the worker's settings (``LFX_API_GW``, ``HTTP_TIMEOUT``, the Auth0 client).
+        token_source: Auth0 tokens; share one with the user lookups of a worker
+            (one is made from ``settings`` when omitted).
+        session: the HTTP session of a token source made here (closed by ``close``).
     """
 
-    def __init__(self, gateway: str, tokens: Auth0TokenSource, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        token_source: Auth0TokenSource | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        gateway = settings.lfx_api_gw
+        # The audience stays as configured; only the URL needs the separator.
         self.base_url = gateway if gateway.endswith("/") else gateway + "/"
-        self.timeout = timeout
-        self._tokens = tokens
-        self._pools = ThreadPools(self.base_url, timeout)
+        self.timeout = settings.http_timeout
+        self._session = session or requests.Session()
+        self._tokens = token_source or token_source_from_settings(settings, self._session)
+        self._pools = ThreadPools(self.base_url, self.timeout)
 
     def __repr__(self) -> str:
         return f"V1CommitteeWriter(base_url={self.base_url!r})"
@@ -130,6 +140,7 @@ class V1CommitteeWriter:
     def close(self) -> None:
         """Close every thread's connections."""
         self._pools.close()
+        self._session.close()
 
     # -- the calls --------------------------------------------------------------
 
@@ -262,11 +273,3 @@ def _committee(project_sfid: str, committee_sfid: str) -> str:
 
 def _member(project_sfid: str, committee_sfid: str, contact_id: str) -> str:
     return f"{_committee(project_sfid, committee_sfid)}/{MEMBERS}/{quote(contact_id, safe='')}"
-
-
-def v1_committee_writer(
-    settings: WorkerSettings, tokens: Auth0TokenSource | None = None
-) -> V1CommitteeWriter:
-    """The writer at ``LFX_API_GW`` with the worker's Auth0 client (``HTTP_TIMEOUT``)."""
-    source = tokens or token_source_from_settings(settings, requests.Session())
-    return V1CommitteeWriter(settings.lfx_api_gw, source, timeout=settings.http_timeout)
