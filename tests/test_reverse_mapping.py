@@ -20,6 +20,7 @@ from tasks.mapping.v1_bodies import (
     V1_COMMITTEE_KEYS,
     V1_MEMBER_KEYS,
     committee_fingerprint,
+    event_fingerprint,
     member_fingerprint,
     v1_category,
     v1_committee_body,
@@ -460,3 +461,18 @@ def test_an_address_that_is_not_one_is_left_out_with_a_warning() -> None:
     assert "MailingList" not in translated.body
     assert translated.warnings[0].startswith("mailing_list: ")
     assert v1_member_body({"email": "jane"}).missing_for_create == ("Email",)
+
+
+def test_an_events_fingerprint_is_its_objects_and_a_delete_has_none() -> None:
+    committee = parse_v2_event(envelope())
+    member = parse_v2_event(
+        envelope("committee_member", "created", MEMBER_DATA["uid"], data=MEMBER_DATA)
+    )
+    deleted = parse_v2_event(envelope(action="deleted", data={}))
+    assert isinstance(committee, V2Event)
+    assert isinstance(member, V2Event)
+    assert isinstance(deleted, V2Event)
+    assert event_fingerprint(committee) == committee_fingerprint(COMMITTEE_DATA)
+    assert event_fingerprint(member) == member_fingerprint(MEMBER_DATA)
+    assert event_fingerprint(member) != committee_fingerprint(MEMBER_DATA)
+    assert event_fingerprint(deleted) is None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.mapping.record_ids import SALESFORCE_ID_PATTERN
+from tasks.mapping.v2_events import V2Action, V2Event, V2ObjectType
 from tasks.mapping.value_repr import short_repr
 from tasks.mapping.values import to_date
 
@@ -211,6 +212,18 @@ def member_fingerprint(data: Mapping[str, Any]) -> str:
     The contact id is not content: it is how V1 names the member.
     """
     return v1_fingerprint(v1_member_body(data).body)
+
+
+def event_fingerprint(event: V2Event) -> str | None:
+    """The V1-relevant content of a create or update event; None for a delete.
+
+    A delete has no content to compare (and is never an echo to skip by content).
+    """
+    if event.action is V2Action.DELETED:
+        return None
+    if event.object_type is V2ObjectType.COMMITTEE:
+        return committee_fingerprint(event.data)
+    return member_fingerprint(event.data)
 
 
 def _canonical(key: str, value: Any) -> Any:
