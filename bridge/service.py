@@ -21,6 +21,7 @@ from bridge.reconciler import Reconciler, ReconcileTuning
 from sync_core.broker import broker_transport_options
 from sync_core.nats_client import connect, ensure_bucket
 from sync_core.settings import BridgeSettings
+from sync_core.v2_events import capture_from_settings, ensure_v2_event_capture
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class BridgeService:
             encoder = TaskMessageEncoder(app, self.settings.celery_queue, database_of(client))
             self.bridge = Bridge(nc, self.spec, encoder, publisher, self.metrics, self.tuning)
             await ensure_bucket(nc.jetstream(), self.settings.sync_state_bucket)
+            if self.settings.sync_v2_to_v1:
+                # From now on V2's committee events are kept even while no bridge runs;
+                # with the switch off nothing of the V2 -> V1 direction is created.
+                await ensure_v2_event_capture(nc.jetstream(), capture_from_settings(self.settings))
             self.reconciler = Reconciler(
                 nc,
                 objects_bucket=self.settings.v1_objects_bucket,

@@ -12,6 +12,8 @@ HTTP plumbing lives in ``sandbox.http_server``. Routes:
 - Heimdall JWKS: ``/.well-known/jwks``;
 - Auth0 token endpoint: ``/oauth/token``; V1 user service: ``/v1/users/{id}``;
 - V1 organization service: ``/organization-service/v1/orgs/{sfid}``;
+- V1 committee API: ``/project-service/v2/projects/{sfid}/committees…``
+  (``sandbox.v1_api``; only when the sandbox writes ``v1-objects``);
 - the read-only view: ``/`` (HTML) and ``/_sandbox/state`` (JSON).
 """
 
@@ -32,9 +34,11 @@ from sandbox import view
 from sandbox.api_error import ApiError
 from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.collection import FakeCollection
+from sandbox.indexer_events import IndexerEvents
 from sandbox.store import V2Store, Writer
 from sandbox.traffic import DROP_AFTER, DROP_BEFORE, Fault, RecordedRequest, TrafficLog
 from sandbox.user_objects import directory_of
+from sandbox.v1_api import V1CommitteeApi
 from sandbox.validation import is_uuid
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ ON_BEHALF_OF_HEADER = "X-On-Behalf-Of"
 SKIP_NOTIFICATION_HEADER = "X-Skip-Notification"
 JSON_TYPE = "application/json"
 VIEW_PATHS = ("/", "/_sandbox/state")
+V1_COMMITTEES = r"^/project-service/v2/projects/([^/]+)/committees"
 
 
 @dataclass
@@ -116,8 +121,14 @@ class SandboxApp:
         traffic: TrafficLog,
         stopping: threading.Event,
         organizations: dict[str, dict[str, Any]] | None = None,
+        v1_api: V1CommitteeApi | None = None,
+        indexer: IndexerEvents | None = None,
     ) -> None:
         self.store = store
+        # The V1 committee API; None: its routes answer 404 (the sandbox has no NATS).
+        self.v1_api = v1_api
+        # Publishes the V2 indexer's committee events after each write; None: no events.
+        self.indexer = indexer
         self.verifier = verifier
         self.auth0 = auth0
         self.users = users
@@ -171,6 +182,16 @@ class SandboxApp:
             (
                 re.compile(r"^/organization-service/v1/orgs/([^/]+)$"),
                 {"GET": self._v1_organization},
+            ),
+            (re.compile(V1_COMMITTEES + "$"), {"POST": self._v1_create_committee}),
+            (
+                re.compile(V1_COMMITTEES + r"/([^/]+)$"),
+                {"PATCH": self._v1_update_committee, "DELETE": self._v1_delete_committee},
+            ),
+            (re.compile(V1_COMMITTEES + r"/([^/]+)/members$"), {"POST": self._v1_create_member}),
+            (
+                re.compile(V1_COMMITTEES + r"/([^/]+)/members/([^/]+)$"),
+                {"PATCH": self._v1_update_member, "DELETE": self._v1_delete_member},
             ),
             (re.compile(r"^/_sandbox/state$"), {"GET": self._state}),
             (re.compile(r"^/$"), {"GET": self._page}),
@@ -354,7 +375,10 @@ class SandboxApp:
 
     def _create_committee(self, request: HttpRequest, notes: _CallNotes) -> HttpResponse:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE)
-        return json_response(201, self.store.create_committee(self._json(request, notes), writer))
+        committee = self.store.create_committee(self._json(request, notes), writer)
+        if self.indexer is not None:
+            self.indexer.committee("created", committee, writer)
+        return json_response(201, committee)
 
     def _get_committee(self, request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
         self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
@@ -365,11 +389,16 @@ class SandboxApp:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
         body = self._json(request, notes)
         record = self.store.update_committee(uid, body, request.headers.get("If-Match"), writer)
+        if self.indexer is not None:
+            self.indexer.committee("updated", record, writer)
         return json_response(200, record)
 
     def _delete_committee(self, request: HttpRequest, notes: _CallNotes, uid: str) -> HttpResponse:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, uid)
+        committee = self.store.get_committee(uid)[0] if self.indexer is not None else None
         self.store.delete_committee(uid, request.headers.get("If-Match"), writer)
+        if self.indexer is not None and committee is not None:
+            self.indexer.committee("deleted", committee, writer)
         return HttpResponse(204)
 
     def _get_committee_settings(
@@ -396,6 +425,8 @@ class SandboxApp:
         body = self._json(request, notes)
         skip = request.headers.get(SKIP_NOTIFICATION_HEADER, "").strip().lower() == "true"
         member = self.store.create_member(committee_uid, body, writer, skip_notification=skip)
+        if self.indexer is not None:
+            self.indexer.member("created", member, writer)
         return json_response(201, member)
 
     def _get_member(
@@ -411,15 +442,19 @@ class SandboxApp:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, committee_uid, uid)
         body = self._json(request, notes)
         if_match = request.headers.get("If-Match")
-        return json_response(
-            200, self.store.update_member(committee_uid, uid, body, if_match, writer)
-        )
+        member = self.store.update_member(committee_uid, uid, body, if_match, writer)
+        if self.indexer is not None:
+            self.indexer.member("updated", member, writer)
+        return json_response(200, member)
 
     def _delete_member(
         self, request: HttpRequest, notes: _CallNotes, committee_uid: str, uid: str
     ) -> HttpResponse:
         writer = self._v2_call(request, notes, COMMITTEE_AUDIENCE, committee_uid, uid)
+        member = self.store.get_member(committee_uid, uid)[0] if self.indexer is not None else None
         self.store.delete_member(committee_uid, uid, request.headers.get("If-Match"), writer)
+        if self.indexer is not None and member is not None:
+            self.indexer.member("deleted", member, writer)
         return HttpResponse(204)
 
     # -- the query service ------------------------------------------------------
@@ -486,6 +521,69 @@ class SandboxApp:
                 404, "organization not found", body={"message": "organization not found"}
             )
         return json_response(200, organization)
+
+    # -- the V1 committee API -------------------------------------------------------
+
+    def _v1_call(self, request: HttpRequest) -> tuple[V1CommitteeApi, str]:
+        """The API and the Auth0 client id of the bearer (401 before anything else)."""
+        client_id = self.auth0.client_of(request.headers.get("Authorization"))
+        if self.v1_api is None:
+            raise ApiError(404, "the V1 committee API is not enabled in this sandbox")
+        return self.v1_api, client_id
+
+    def _v1_create_committee(
+        self, request: HttpRequest, notes: _CallNotes, project_sfid: str
+    ) -> HttpResponse:
+        api, client_id = self._v1_call(request)
+        body = self._json(request, notes)
+        return json_response(201, api.create_committee(project_sfid, body, client_id))
+
+    def _v1_update_committee(
+        self, request: HttpRequest, notes: _CallNotes, project_sfid: str, sfid: str
+    ) -> HttpResponse:
+        api, client_id = self._v1_call(request)
+        body = self._json(request, notes)
+        return json_response(200, api.update_committee(project_sfid, sfid, body, client_id))
+
+    def _v1_delete_committee(
+        self, request: HttpRequest, notes: _CallNotes, project_sfid: str, sfid: str
+    ) -> HttpResponse:
+        api, client_id = self._v1_call(request)
+        api.delete_committee(project_sfid, sfid, client_id)
+        return HttpResponse(204)
+
+    def _v1_create_member(
+        self, request: HttpRequest, notes: _CallNotes, project_sfid: str, committee_sfid: str
+    ) -> HttpResponse:
+        api, client_id = self._v1_call(request)
+        body = self._json(request, notes)
+        # V1 answers a member create with 200, not 201.
+        return json_response(200, api.create_member(project_sfid, committee_sfid, body, client_id))
+
+    def _v1_update_member(
+        self,
+        request: HttpRequest,
+        notes: _CallNotes,
+        project_sfid: str,
+        committee_sfid: str,
+        contact_id: str,
+    ) -> HttpResponse:
+        api, client_id = self._v1_call(request)
+        body = self._json(request, notes)
+        member = api.update_member(project_sfid, committee_sfid, contact_id, body, client_id)
+        return json_response(200, member)
+
+    def _v1_delete_member(
+        self,
+        request: HttpRequest,
+        notes: _CallNotes,
+        project_sfid: str,
+        committee_sfid: str,
+        contact_id: str,
+    ) -> HttpResponse:
+        api, client_id = self._v1_call(request)
+        api.delete_member(project_sfid, committee_sfid, contact_id, client_id)
+        return HttpResponse(204)
 
     # -- the view ---------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class Auth0Issuer:
         self.token_lifetime = token_lifetime
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}  # access token -> expiry (epoch seconds)
+        self._token_clients: dict[str, str] = {}  # access token -> the client it was issued to
         self._used_jti: set[str] = set()
 
     def grant(self, form: Mapping[str, str]) -> dict[str, Any]:
@@ -166,6 +167,7 @@ class Auth0Issuer:
         token = ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = time.time() + self.token_lifetime
+            self._token_clients[token] = client_id
         return {
             "access_token": token,
             "token_type": "Bearer",
@@ -213,6 +215,15 @@ class Auth0Issuer:
             raise ApiError(401, "Unauthorized", body={"message": "Unauthorized"})
         if expires_at <= time.time():
             raise ApiError(401, "token expired", body={"message": "Token has expired"})
+
+    def client_of(self, authorization: str | None) -> str:
+        """The client id a valid bearer token was issued to (401 as ``check_access_token``).
+
+        V1 records its writes as ``{client_id}@clients``.
+        """
+        self.check_access_token(authorization)
+        with self._lock:
+            return self._token_clients[bearer_token(authorization) or ""]
 
     def expire_tokens(self) -> None:
         """Make every access token issued so far expired (tests of the refresh path)."""

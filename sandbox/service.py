@@ -10,7 +10,10 @@ Usage::
 One HTTP server serves the V2 Project and Committee services, Heimdall's
 JWKS, the Auth0 token endpoint, the V1 user service and the read-only view
 (``/`` and ``/_sandbox/state``). With ``nats_url`` it also answers
-``lfx.projects-api.slug_to_uid``. The fakes enforce ``v2-contract.md``.
+``lfx.projects-api.slug_to_uid``; with ``v1_objects_bucket`` it serves the V1
+committee API, writing into that bucket; with ``publish_indexer_events`` the
+committee fakes publish the V2 indexer's events. The fakes enforce
+``v2-contract.md`` and ``reverse-sync.md``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from sandbox.app import SandboxApp
 from sandbox.auth import Auth0Issuer, HeimdallVerifier
 from sandbox.collection import FakeCollection
 from sandbox.http_server import SandboxHttpServer
+from sandbox.indexer_events import IndexerEvents
 from sandbox.nats_responder import NatsResponder
 from sandbox.store import SEED_WRITER, V2Store
 from sandbox.traffic import DROPS, Fault, RandomFaults, RecordedRequest, TrafficLog
+from sandbox.v1_api import V1CommitteeApi
+from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import NatsTarget
 
 DEFAULT_TOKEN_LIFETIME = 86400
@@ -52,6 +58,10 @@ class Sandbox:
         crowdfunding_slugs: projects created with these slugs get
             ``funding_model: ["Crowdfunding"]`` (V1 does not send it), the only
             projects the project service lets a client delete.
+        v1_objects_bucket: with ``nats_url``, serve the V1 committee API
+            (``sandbox.v1_api``), which writes its changes into this bucket.
+        publish_indexer_events: with ``nats_url``, publish the V2 indexer's
+            events after each committee and member write (``sandbox.indexer_events``).
     """
 
     def __init__(
@@ -66,8 +76,15 @@ class Sandbox:
         stale_revision_status: int = 409,
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
         crowdfunding_slugs: frozenset[str] = frozenset(),
+        v1_objects_bucket: str | None = None,
+        publish_indexer_events: bool = False,
     ) -> None:
+        if (v1_objects_bucket or publish_indexer_events) and not nats_url:
+            raise ValueError("the V1 committee API and the indexer events need nats_url")
         self.host = host
+        self.v1_objects_bucket = v1_objects_bucket
+        self.publish_indexer_events = publish_indexer_events
+        self._events_nats: SyncNats | None = None
         self.nats_url = nats_url
         self._store = V2Store(stale_revision_status, crowdfunding_slugs)
         self._traffic = TrafficLog()
@@ -104,6 +121,13 @@ class Sandbox:
         )
         for collection in self._collections:
             self._app.mount(collection)
+        if self.v1_objects_bucket or self.publish_indexer_events:
+            assert self.nats_url is not None  # checked in __init__
+            self._events_nats = SyncNats(self.nats_url, "sandbox-v1-api")
+            if self.v1_objects_bucket:
+                self._app.v1_api = V1CommitteeApi(self._events_nats, self.v1_objects_bucket)
+            if self.publish_indexer_events:
+                self._app.indexer = IndexerEvents(self._events_nats)
         self._http = SandboxHttpServer(self._app, self.host, self._requested_port)
         self._auth0 = Auth0Issuer(
             self._auth0_clients, self.url, self.url + "/", self._token_lifetime
@@ -137,6 +161,9 @@ class Sandbox:
         if self._http is not None:
             self._http.stop()
             self._http = None
+        if self._events_nats is not None:
+            self._events_nats.close()
+            self._events_nats = None
 
     def __enter__(self) -> Sandbox:
         self.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -34,6 +35,14 @@ NATS_SCHEMES = {"nats", "tls", "ws", "wss"}
 REDIS_SCHEMES = {"redis", "rediss", "unix", "sentinel"}
 HTTP_SCHEMES = {"http", "https"}
 
+# The V2 -> V1 direction (issue 24): the stream capturing the V2 indexer's events.
+DEFAULT_V2_EVENTS_STREAM = "committee_events"
+DEFAULT_V2_EVENTS_SUBJECTS = "lfx.committee.>,lfx.committee_member.>"
+DEFAULT_V2_EVENTS_MAX_AGE = 14 * 24 * 3600.0
+DEFAULT_V2_EVENTS_CONSUMER_NAME = "v1-sync-helper-v2-events-consumer"
+# NATS subject tokens: no whitespace, no empty token, ``>`` only as the last one.
+_SUBJECT_TOKEN = re.compile(r"^[^\s.]+$")
+
 
 def _check_url(value: str, schemes: set[str]) -> str:
     """Return ``value`` stripped, or raise naming the accepted schemes."""
@@ -46,6 +55,18 @@ def _check_url(value: str, schemes: set[str]) -> str:
         if parsed.scheme != "unix" and not parsed.hostname:
             raise ValueError("URL has no host")
     return value
+
+
+def split_subjects(value: str) -> list[str]:
+    """The comma-separated NATS subjects of ``value``, each checked; ``ValueError`` otherwise."""
+    subjects = [part.strip() for part in value.split(",") if part.strip()]
+    if not subjects:
+        raise ValueError("must name at least one NATS subject")
+    for subject in subjects:
+        tokens = subject.split(".")
+        if not all(_SUBJECT_TOKEN.match(token) for token in tokens) or ">" in tokens[:-1]:
+            raise ValueError(f"{subject!r} is not a NATS subject")
+    return subjects
 
 
 def normalize_pem(text: str) -> str:
@@ -173,6 +194,10 @@ class CommonSettings(NatsSettings):
     sync_parent_wait: float = Field(default=24 * 3600.0, gt=0)
     kv_consumer_name: str = "v1-sync-helper-kv-consumer"
     celery_queue: str = "celery"
+    # V2 -> V1 (issue 24): off by default; with it off nothing of that direction exists.
+    sync_v2_to_v1: bool = False
+    v2_events_stream: str = DEFAULT_V2_EVENTS_STREAM
+    v2_events_consumer_name: str = DEFAULT_V2_EVENTS_CONSUMER_NAME
     port: int = Field(default=8080, ge=0, le=65535)
     bind: str = "*"
     debug: bool = False
@@ -181,6 +206,15 @@ class CommonSettings(NatsSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         return _check_url(value, REDIS_SCHEMES)
+
+    @field_validator("v2_events_stream", "v2_events_consumer_name")
+    @classmethod
+    def _jetstream_name(cls, value: str) -> str:
+        # JetStream names are one subject token: no dots, wildcards or whitespace.
+        value = value.strip()
+        if not value or any(c in value for c in ".*>") or not _SUBJECT_TOKEN.match(value):
+            raise ValueError("must be a JetStream name (no '.', '*', '>' or whitespace)")
+        return value
 
     @model_validator(mode="after")
     def _sentinel_master(self) -> CommonSettings:
@@ -212,6 +246,19 @@ class BridgeSettings(CommonSettings):
     # With 60 s + 30 s, a change lost with the broker is re-enqueued within 90 s.
     reconcile_interval: float = Field(default=60.0, gt=0)
     reconcile_grace: float = Field(default=30.0, gt=0)
+    # The stream of the V2 indexer events (only with SYNC_V2_TO_V1).
+    v2_events_subjects: str = DEFAULT_V2_EVENTS_SUBJECTS
+    v2_events_max_age: float = Field(default=DEFAULT_V2_EVENTS_MAX_AGE, gt=0)
+
+    @field_validator("v2_events_subjects")
+    @classmethod
+    def _subjects(cls, value: str) -> str:
+        return ",".join(split_subjects(value))
+
+    @property
+    def v2_events_subject_list(self) -> list[str]:
+        """``V2_EVENTS_SUBJECTS`` as a list."""
+        return split_subjects(self.v2_events_subjects)
 
 
 class RetrySettings(BaseSettings):

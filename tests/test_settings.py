@@ -32,6 +32,11 @@ WORKER_ENV_NAMES = (
     "PORT",
     "BIND",
     "DEBUG",
+    "SYNC_V2_TO_V1",
+    "V2_EVENTS_STREAM",
+    "V2_EVENTS_SUBJECTS",
+    "V2_EVENTS_MAX_AGE",
+    "V2_EVENTS_CONSUMER_NAME",
 )
 
 
@@ -58,6 +63,52 @@ def test_bridge_defaults_match_the_documented_table() -> None:
     assert settings.v1_mappings_bucket == "v1-mappings"
     assert settings.kv_consumer_name == "v1-sync-helper-kv-consumer"
     assert settings.bridge_max_queue_depth == 10_000
+
+
+def test_the_v2_to_v1_direction_is_off_by_default_with_the_documented_stream() -> None:
+    settings = BridgeSettings()
+    assert settings.sync_v2_to_v1 is False
+    assert settings.v2_events_stream == "committee_events"
+    assert settings.v2_events_subject_list == ["lfx.committee.>", "lfx.committee_member.>"]
+    assert settings.v2_events_max_age == 14 * 24 * 3600
+    assert settings.v2_events_consumer_name == "v1-sync-helper-v2-events-consumer"
+
+
+def test_the_v2_to_v1_switch_and_stream_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYNC_V2_TO_V1", "true")
+    monkeypatch.setenv("V2_EVENTS_STREAM", "edits")
+    monkeypatch.setenv("V2_EVENTS_SUBJECTS", " lfx.committee.* , lfx.committee_member.> ")
+    monkeypatch.setenv("V2_EVENTS_MAX_AGE", "3600")
+    settings = BridgeSettings()
+    assert settings.sync_v2_to_v1 is True
+    assert settings.v2_events_stream == "edits"
+    assert settings.v2_events_subject_list == ["lfx.committee.*", "lfx.committee_member.>"]
+    assert settings.v2_events_max_age == 3600
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SYNC_V2_TO_V1", "perhaps"),
+        ("V2_EVENTS_STREAM", "committee.events"),
+        ("V2_EVENTS_STREAM", "events>"),
+        ("V2_EVENTS_CONSUMER_NAME", " "),
+        ("V2_EVENTS_SUBJECTS", " , "),
+        ("V2_EVENTS_SUBJECTS", "lfx..committee"),
+        ("V2_EVENTS_SUBJECTS", "lfx.>.committee"),
+        ("V2_EVENTS_SUBJECTS", "lfx committee"),
+        ("V2_EVENTS_MAX_AGE", "0"),
+    ],
+)
+def test_a_malformed_v2_events_setting_is_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        BridgeSettings()
+    assert describe_validation_error(caught.value).startswith(f"{name}: ")
 
 
 def test_bridge_does_not_ask_for_signing_keys() -> None:

@@ -12,38 +12,33 @@ retries from the exception type alone:
 - 401 -> drop the cached tokens, retry once, then ``PermanentError``;
 - 400, 403, 404 and other 4xx -> ``PermanentError``.
 
-Workers run a thread pool: each thread has its own urllib3 pool manager,
-which keeps its connections open between tasks. urllib3 directly, not
-requests: requests' per-call machinery (preparing the request, merging session
-settings, hooks, cookies, adapters) was most of the HTTP cost of a task and
-none of it is needed here. What requests would read from the environment (a
-proxy for the service's URL, ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) is read
-once per pool manager, certificates are verified (certifi's bundle, as
-requests does), redirects are not followed and urllib3 never retries.
+The HTTP layer (urllib3, one pool manager per thread, no retries, no
+redirects, the environment's proxy and CA bundle) is ``tasks.clients.http_pool``,
+shared with the V1 write client.
 """
 
 from __future__ import annotations
 
 import copy
-import email.utils
 import json
 import logging
-import math
-import os
-import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import certifi
 import urllib3
-import urllib3.exceptions
 from prometheus_client import Histogram
-from requests.utils import get_environ_proxies
 
+from tasks.clients.http_pool import (
+    TRANSPORT_ERRORS,
+    Answer,
+    ThreadPools,
+    body_excerpt,
+    is_timeout,
+    parse_retry_after,
+)
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
 from tasks.errors import (
@@ -60,12 +55,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Answer and parse_retry_after moved to http_pool with the HTTP layer; still importable here.
+__all__ = [
+    "Answer",
+    "V2Service",
+    "V2ServiceSpec",
+    "Versioned",
+    "member_create_headers",
+    "members_of",
+    "parse_retry_after",
+]
+
 API_VERSION_QUERY = "v=1"
 ON_BEHALF_OF_HEADER = "X-On-Behalf-Of"
 REVISION_MISMATCH_TEXT = "revision mismatch"
-# Connections kept per thread and host; a thread makes one call at a time.
-POOL_MAXSIZE = 2
-REDACTED = "<redacted>"
 # What requests sent by default (compressed answers are decoded by urllib3).
 ACCEPT_ENCODING = "gzip, deflate"
 USER_AGENT = "v1-sync-helper"
@@ -87,33 +90,6 @@ class Versioned:
 
     record: dict[str, Any]
     etag: str
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One V2 answer: status, headers (case-insensitive), body.
-
-    ``sent_token`` is the bearer token of the request, so a body echoing it
-    can be blanked in excerpts; it never appears in ``repr``.
-    """
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-    sent_token: str = field(default="", repr=False)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        """The decoded JSON body (``ValueError`` when it is not JSON)."""
-        return json.loads(self.content)
-
-
-class _HasHeaders(Protocol):
-    @property
-    def headers(self) -> Mapping[str, str]: ...
 
 
 class V2Service:
@@ -150,9 +126,7 @@ class V2Service:
         self.minter = minter
         self.timeout = timeout
         self.service = service
-        self._local = threading.local()
-        self._sessions: list[urllib3.PoolManager] = []
-        self._sessions_lock = threading.Lock()
+        self._pools = ThreadPools(self.base_url, timeout)
 
     def __repr__(self) -> str:
         return (
@@ -236,36 +210,14 @@ class V2Service:
 
     def close(self) -> None:
         """Close every thread's session (their connections go with them)."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.clear()
-        self._local = threading.local()
+        self._pools.close()
 
     def _item_path(self, uid: str) -> str:
         return f"/{self.collection}/{quote(uid, safe='')}"
 
     def _session(self) -> urllib3.PoolManager:
         """This thread's pool manager, created on its first call."""
-        session: urllib3.PoolManager | None = getattr(self._local, "session", None)
-        if session is None:
-            # Read once, for this service's URL, as requests would on every call.
-            options: dict[str, Any] = {
-                "maxsize": POOL_MAXSIZE,
-                # No urllib3 retries: the task retries with backoff and knows what is safe.
-                "retries": False,
-                "timeout": urllib3.Timeout(connect=self.timeout, read=self.timeout),
-                "cert_reqs": "CERT_REQUIRED",
-                "ca_certs": _environ_ca_bundle() or certifi.where(),
-            }
-            proxy = _proxy_for(self.base_url)
-            session = (
-                urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
-            )
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+        return self._pools.session()
 
     def _call(
         self,
@@ -325,13 +277,10 @@ class V2Service:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            raw = self._session().request(
-                method, url, body=body, headers=headers, redirect=False, preload_content=True
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as error:
+            response = self._pools.request(method, url, body, headers, token)
+        except TRANSPORT_ERRORS as error:
             self._observe(method, "error", started)
             raise self._transport_error(method, path, error) from None
-        response = Answer(raw.status, raw.headers, raw.data, token)
         self._observe(method, str(response.status_code), started)
         if response.status_code >= 300:
             log.warning(
@@ -367,7 +316,7 @@ class V2Service:
     def _classify(self, method: str, path: str, response: Answer) -> SyncError:
         """The error a non-success answer stands for (see the module docstring)."""
         status = response.status_code
-        excerpt = _body_excerpt(response)
+        excerpt = body_excerpt(response)
         message = f"V2 {self.service} {method} {path} answered {status}"
         fields: dict[str, Any] = {"status": status, "body_excerpt": excerpt}
         if status == 429:
@@ -409,59 +358,9 @@ class V2Service:
                 "without a JSON object",
                 kind="v2_bad_response",
                 status=response.status_code,
-                body_excerpt=_body_excerpt(response),
+                body_excerpt=body_excerpt(response),
             )
         return data
-
-
-def _environ_ca_bundle() -> str | None:
-    """The CA bundle requests would take from the environment (``trust_env``)."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
-
-
-def is_timeout(error: Exception) -> bool:
-    """Whether a transport error is a timeout (a refused connection is not, as in requests)."""
-    return isinstance(error, urllib3.exceptions.TimeoutError | TimeoutError) and not isinstance(
-        error, urllib3.exceptions.NewConnectionError
-    )
-
-
-def _proxy_for(url: str) -> str | None:
-    """The proxy the environment names for ``url`` (``NO_PROXY`` respected), as requests would."""
-    proxies = get_environ_proxies(url)
-    scheme = url.split("://", 1)[0].lower()
-    return proxies.get(scheme) or proxies.get("all") or None
-
-
-def _body_excerpt(response: Answer) -> str:
-    """The start of the answer's body, with our bearer token blanked should it echo it."""
-    text = response.text[:2000]
-    token = response.sent_token
-    if token and token in text:
-        text = text.replace(token, REDACTED)
-    return text
-
-
-def parse_retry_after(response: _HasHeaders, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    return max(0.0, (when - current).total_seconds())
 
 
 @dataclass(frozen=True)
