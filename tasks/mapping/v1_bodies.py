@@ -22,41 +22,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.mapping.committees import (
+    COMBINED_TECHNICAL_CATEGORY,
+    COMMITTEE_CATEGORIES,
+    TECHNICAL_ADVISORY_CATEGORY,
+    TECHNICAL_OVERSIGHT_CATEGORY,
+)
 from tasks.mapping.record_ids import SALESFORCE_ID_PATTERN
 from tasks.mapping.v2_events import V2Action, V2Event, V2ObjectType
 from tasks.mapping.value_repr import short_repr
 from tasks.mapping.values import to_date
 
-# V1 has one category for these two V2 categories.
-V1_COMBINED_TECHNICAL_CATEGORY = "Technical Oversight Committee/Technical Advisory Committee"
-V2_TECHNICAL_CATEGORIES = frozenset(
-    {"Technical Oversight Committee", "Technical Advisory Committee"}
-)
-# The other V2 categories are the same words in V1.
-V1_COMMITTEE_CATEGORIES: frozenset[str] = frozenset(
-    {
-        "Ambassador",
-        "Board",
-        "Code of Conduct",
-        "Committers",
-        "Expert Group",
-        "Finance Committee",
-        "Government Advisory Council",
-        "Legal Committee",
-        "Maintainers",
-        "Marketing Committee/Sub Committee",
-        "Marketing Mailing List",
-        "Marketing Oversight Committee/Marketing Advisory Committee",
-        "Newsletter",
-        "Other",
-        "Product Security",
-        "Special Interest Group",
-        "Technical Mailing List",
-        V1_COMBINED_TECHNICAL_CATEGORY,
-        "Technical Steering Committee",
-        "Working Group",
-    }
-)
+# V1 has one category for the two V2 technical ones; the other V2 categories
+# are the same words in V1 (``reference/reverse-sync.md``).
+V1_COMBINED_TECHNICAL_CATEGORY = COMBINED_TECHNICAL_CATEGORY
+V2_TECHNICAL_CATEGORIES = frozenset({TECHNICAL_OVERSIGHT_CATEGORY, TECHNICAL_ADVISORY_CATEGORY})
+V1_COMMITTEE_CATEGORIES: frozenset[str] = (COMMITTEE_CATEGORIES - V2_TECHNICAL_CATEGORIES) | {
+    V1_COMBINED_TECHNICAL_CATEGORY
+}
 
 # V2 committee field -> V1 body key, text values sent as they are (trimmed).
 COMMITTEE_TEXT_KEYS = {
