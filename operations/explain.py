@@ -31,17 +31,20 @@ from tasks.kinds.registry import kind_for_key
 from tasks.mapping.codec import is_soft_delete
 from tasks.mapping.merge import field_changes
 from tasks.mapping.record_ids import check_key_id
+from tasks.mapping.settings_merge import settings_changes
 from tasks.run.decisions import read_value, skip_for_key
 from tasks.run.deletes import deleting_user
 from tasks.run.dry_run import NEW_UID, DryRun, V2Call, open_dry_run
 from tasks.run.outcomes import Outcome
 from tasks.run.report import OTHER_OBJECT_TYPE, RunReport
 from tasks.run.runtime import Runtime
+from tasks.run.settings_resource import SETTINGS_RESOURCE
 from tasks.run.sync import run_sync, synced_revision
 
 __all__ = ["NEW_UID", "Explanation", "UnknownKey", "explain_key", "open_dry_run"]
 
 REDACTED = "<redacted>"
+SETTINGS_PATH_SUFFIX = "/" + SETTINGS_RESOURCE
 # V1 tables hold no credentials; should a column ever look like one, it is not shown.
 SECRET_COLUMN = re.compile(r"password|secret|token|api_?key|private_?key", re.IGNORECASE)
 DELETE_REFUSED_KIND = Terminal.DELETE_REFUSED.value
@@ -97,6 +100,10 @@ class Explanation:
     body: dict[str, Any] | None = None
     write: dict[str, Any] | None = None
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # The object's settings resource, when the run would PUT it (projects, committees).
+    settings_current: dict[str, Any] | None = None
+    settings_write: dict[str, Any] | None = None
+    settings_changes: list[dict[str, Any]] = field(default_factory=list)
     synced_revision: int | None = None
     dead_letter: dict[str, Any] | None = None
     # The sync state bucket's entries the run would leave changed (key -> value, None: removed).
@@ -183,7 +190,7 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
     assert kind is not None
     writes = [call for call in dry.v2_calls if call.method != "GET"]
     posts = [call for call in writes if call.method == "POST"]
-    puts = [call for call in writes if call.method == "PUT"]
+    puts = [call for call in writes if call.method == "PUT" and not is_settings(call)]
     found.body = report.body if report.body is not None else (posts[-1].body if posts else None)
     verdict = VERDICTS[outcome]
     if outcome in (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.DELETED):
@@ -196,9 +203,13 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
         _ends(found, verdict, "no_mapping")
     elif outcome is Outcome.UPDATED:
         found.write = puts[-1].body if puts else None
-        changes = field_changes(found.v2_current or {}, found.write or {}, kind.read_only)
-        found.changes = [asdict(change) for change in changes]
-        _ends(found, verdict, f"{len(found.changes)} field(s) differ")
+        if found.write is not None:
+            changes = field_changes(found.v2_current or {}, found.write, kind.read_only)
+            found.changes = [asdict(change) for change in changes]
+        reason = f"{len(found.changes)} field(s) differ"
+        if _note_settings(found, dry.v2_calls):
+            reason += f", {len(found.settings_changes)} setting(s)"
+        _ends(found, verdict, reason)
     elif outcome is Outcome.UNCHANGED:
         _ends(found, verdict, "v2_up_to_date")
     elif outcome is Outcome.DELETED:
@@ -228,6 +239,25 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
         _ends(found, verdict, report.reason)
         if report.reason == "tombstoned":
             found.notes.append("deleted in V2 on purpose: `requeue --undelete` re-creates it")
+
+
+def is_settings(call: V2Call) -> bool:
+    """Whether ``call`` is on an object's settings resource (``…/{uid}/settings``)."""
+    return call.path.split("?", 1)[0].rstrip("/").endswith(SETTINGS_PATH_SUFFIX)
+
+
+def _note_settings(found: Explanation, calls: list[V2Call]) -> bool:
+    """Fill the settings PUT the run would make and its changes; False when it makes none."""
+    puts = [call for call in calls if call.method == "PUT" and is_settings(call)]
+    if not puts or puts[-1].body is None:
+        return False
+    found.settings_write = puts[-1].body
+    gets = [c for c in calls if c.method == "GET" and is_settings(c) and c.body is not None]
+    current = gets[-1].body if gets and gets[-1].body is not None else {}
+    found.settings_current = current
+    changes = settings_changes(current, found.settings_write)
+    found.settings_changes = [asdict(change) for change in changes]
+    return True
 
 
 def own_uid(report: RunReport) -> str | None:

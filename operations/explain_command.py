@@ -145,6 +145,14 @@ def render(found: Explanation) -> str:
             "Changes (V2 now -> after the write)",
             [f"{c['field']}: {_show(c['before'])} -> {_show(c['after'])}" for c in found.changes],
         )
+    if found.settings_changes:
+        lines += _section(
+            "Settings changes (V2 now -> after the write)",
+            [
+                f"{c['field']}: {_show(c['before'])} -> {_show(c['after'])}"
+                for c in found.settings_changes
+            ],
+        )
     if found.outcome == "create" and found.body is not None:
         lines += _section("V2 body (POST)", _json_lines(found.body))
     elif found.write is not None:

@@ -590,3 +590,22 @@ def test_the_command_prints_the_explanation_and_json(st: Stack, restore_logging:
     )
     assert unknown.exit_code == 1
     assert "is not in v1-objects" in unknown.stderr
+
+
+def test_a_changed_setting_shows_the_settings_diff_and_no_base_put(st: Stack) -> None:
+    key, project = new_project(mission_statement="First.")
+    assert st.sync(key, st.put(key, project)) == "created"
+    project["mission_statement"] = "A new mission."
+    st.put(key, project)
+    before = snapshot(st)
+
+    found = st.explain(key)
+
+    assert (found.outcome, found.reason) == ("update", "0 field(s) differ, 1 setting(s)")
+    assert found.write is None  # the base already matches: no PUT of it
+    assert found.settings_write is not None
+    assert found.settings_write["mission_statement"] == "A new mission."
+    assert [(c["field"], c["before"], c["after"]) for c in found.settings_changes] == [
+        ("mission_statement", "First.", "A new mission.")
+    ]
+    assert snapshot(st) == before
