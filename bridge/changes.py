@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sync_core.broker import OPERATIONS
-
-KV_OPERATION_HEADER = "KV-Operation"
-MARKER_REASON_HEADER = "Nats-Marker-Reason"
-
-# ADR-48: MaxAge and Purge markers read as PURGE, Remove as DEL.
-MARKER_OPERATIONS = {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}
-UNKNOWN_MARKER_OPERATION = "DEL"
+from sync_core.kv_listing import (
+    KV_OPERATION_HEADER as KV_OPERATION_HEADER,
+)
+from sync_core.kv_listing import (
+    MARKER_REASON_HEADER as MARKER_REASON_HEADER,
+)
+from sync_core.kv_listing import operation_of as operation_of
 
 SKIP_FOREIGN_SUBJECT = "foreign_subject"
 SKIP_EMPTY_KEY = "empty_key"
@@ -45,19 +44,6 @@ class Skip:
 def subject_prefix(bucket: str) -> str:
     """The subject prefix of every key of ``bucket``: ``$KV.{bucket}.``."""
     return f"$KV.{bucket}."
-
-
-def operation_of(headers: Mapping[str, str] | None) -> str | None:
-    """The KV operation a message's headers announce, or None when unknown."""
-    if not headers:
-        return "PUT"
-    reason = headers.get(MARKER_REASON_HEADER)
-    if reason is not None:
-        return MARKER_OPERATIONS.get(reason, UNKNOWN_MARKER_OPERATION)
-    operation = headers.get(KV_OPERATION_HEADER)
-    if operation is None:
-        return "PUT"
-    return operation if operation in OPERATIONS else None
 
 
 def change_of(

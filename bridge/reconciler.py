@@ -63,16 +63,16 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from bridge.changes import KvChange, operation_of
+from bridge.changes import KvChange
 from bridge.messages import TaskMessageEncoder, queued_revision
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
 from sync_core.epochs import EPOCH_TASK_KWARG, BucketLife, bucket_epoch, bucket_life
 from sync_core.keys import ObjectType, forward_mapping_key, key_specs, parse_key
+from sync_core.kv_listing import kv_stream, kv_subject, last_per_subject, operation_of
 from sync_core.sync_state import (
     RECONCILER_LEASE_KEY,
     RECONCILER_SWEEP_KEY,
@@ -210,58 +210,6 @@ class ReconcilerLease:
                 await self._kv.delete(RECONCILER_LEASE_KEY, last=revision)
             except Exception as error:
                 log.debug("reconciler lease release failed", extra={"failure": repr(error)})
-
-
-async def last_per_subject(
-    js: JetStreamContext,
-    stream: str,
-    subject: str,
-    on_message: Callable[[Msg, Msg.Metadata], None],
-    headers_only: bool,
-) -> None:
-    """Deliver the last message of every subject matching ``subject`` to ``on_message``.
-
-    One ordered push consumer (``DeliverPolicy.LAST_PER_SUBJECT``), headers
-    only when the payloads are not needed; returns once it has caught up.
-    """
-    done = asyncio.get_running_loop().create_future()
-
-    async def deliver(msg: Msg) -> None:
-        # The metadata is parsed from the reply subject on each access: once is enough.
-        meta = msg.metadata
-        on_message(msg, meta)
-        if meta.num_pending == 0 and not done.done():
-            done.set_result(None)
-
-    sub = await js.subscribe(
-        subject,
-        stream=stream,
-        cb=deliver,
-        ordered_consumer=True,
-        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-        headers_only=headers_only,
-        inactive_threshold=LIST_IDLE_TIMEOUT,
-    )
-    try:
-        info = await sub.consumer_info()
-        # Nothing matched at all (the server delivered nothing and has nothing
-        # pending); otherwise the last message delivered says num_pending 0.
-        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-        if info.num_pending == 0 and not delivered:
-            return
-        await asyncio.wait_for(done, LIST_IDLE_TIMEOUT)
-    finally:
-        await sub.unsubscribe()
-
-
-def kv_stream(bucket: str) -> str:
-    """The stream behind KV bucket ``bucket``."""
-    return f"KV_{bucket}"
-
-
-def kv_subject(bucket: str, key_filter: str) -> str:
-    """The stream subject of a key filter in ``bucket``."""
-    return f"$KV.{bucket}.{key_filter}"
 
 
 class Reconciler:

@@ -10,15 +10,15 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
 from sync_core.keys import sync_rank
-from sync_core.nats_client import LISTING_CONSUMER_TTL
+from sync_core.kv_listing import PUT, kv_stream, kv_subject, last_per_subject, operation_of
 from sync_core.nats_connection import (
     NatsTarget,
     as_target,
@@ -28,7 +28,6 @@ from sync_core.nats_connection import (
     new_client,
 )
 
-PUT = "PUT"
 CONNECT_TIMEOUT = 3.0
 RECONNECT_WAIT = 0.2
 CONNECT_DEADLINE = 2 * CONNECT_TIMEOUT + 1
@@ -126,28 +125,26 @@ def watch_subject(prefix: str) -> str:
 async def _list(url: NatsTarget | str, bucket: str, prefix: str) -> list[KvChange]:
     nc = await open_nats(url, "v1-sync-helper-replay")
     try:
-        kv = await _bucket(nc, bucket)
-        # Last value per key, headers only (no payloads), deletes skipped: the
-        # cheapest way nats-py offers to get every live key with its revision.
-        watcher = await kv.watch(
-            watch_subject(prefix),
-            ignore_deletes=True,
-            meta_only=True,
-            inactive_threshold=LISTING_CONSUMER_TTL,
-        )
+        await _bucket(nc, bucket)  # a missing bucket says so (KvUnavailable)
         found: list[KvChange] = []
+
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
+            key = msg.subject[len(kv_subject(bucket, "")) :]
+            if operation_of(msg.headers) == PUT and key.startswith(prefix):
+                found.append(KvChange(key, meta.sequence.stream, PUT))
+
+        # Last message per key, headers only (no payloads), deletes skipped.
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except nats.errors.TimeoutError:
-                    raise KvUnavailable("listing the bucket's keys stalled") from None
-                if entry is None:  # the end of the initial values
-                    break
-                if entry.key.startswith(prefix):
-                    found.append(KvChange(entry.key, int(entry.revision or 0), PUT))
-        finally:
-            await watcher.stop()
+            await last_per_subject(
+                nc.jetstream(),
+                kv_stream(bucket),
+                kv_subject(bucket, watch_subject(prefix)),
+                note,
+                headers_only=True,
+                idle_timeout=LIST_IDLE_TIMEOUT,
+            )
+        except TimeoutError:
+            raise KvUnavailable("listing the bucket's keys stalled") from None
         return found
     finally:
         await nc.close()

@@ -37,8 +37,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from sandbox.api_error import ApiError
-from sync_core.nats_client import LISTING_CONSUMER_TTL, SyncNats
+from sync_core.kv_listing import PUT, kv_stream, kv_subject, last_per_subject, operation_of
+from sync_core.nats_client import SyncNats
 
 COMMITTEE_PREFIX = "platform-collaboration__c."
 MEMBER_PREFIX = "platform-community__c."
@@ -303,21 +306,21 @@ class V1CommitteeApi:
         return None
 
     async def _member_keys(self) -> list[str]:
-        """Every live member key of the bucket (nats-py's ``keys`` filters only by substring)."""
-        watcher = await self.nats.kv(self.bucket).watch(
-            MEMBER_PREFIX + ">",
-            meta_only=True,
-            ignore_deletes=True,
-            inactive_threshold=LISTING_CONSUMER_TTL,
-        )
+        """Every live member key of the bucket (one listing of its stream, deletes skipped)."""
         keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what is stored now
-                    break
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()
+        start = len(kv_subject(self.bucket, ""))
+
+        def note(msg: Msg, _meta: Msg.Metadata) -> None:
+            if operation_of(msg.headers) == PUT:
+                keys.append(msg.subject[start:])
+
+        await last_per_subject(
+            self.nats.js,
+            kv_stream(self.bucket),
+            kv_subject(self.bucket, MEMBER_PREFIX + ">"),
+            note,
+            headers_only=True,
+        )
         return keys
 
     def _contact_for(self, clean: Mapping[str, Any]) -> str:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 
+from sync_core.kv_listing import kv_stream as kv_stream
+
 log = logging.getLogger(__name__)
 
 # The keyword argument of ``sync_kv_entry`` that carries the epoch of its revision.
@@ -34,11 +36,6 @@ EPOCH_TASK_KWARG = "epoch"
 # every record then shares this epoch, and revisions compare as before.
 UNKNOWN_CREATION = 0
 MICROSECONDS = 1_000_000
-
-
-def kv_stream(bucket: str) -> str:
-    """The stream behind KV bucket ``bucket``."""
-    return f"KV_{bucket}"
 
 
 def epoch_of(info: StreamInfo) -> int:

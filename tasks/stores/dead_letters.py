@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import nats.errors
+from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from sync_core.broker import task_id_for
-from sync_core.nats_client import LISTING_CONSUMER_TTL, SyncNats
+from sync_core.kv_listing import PUT, kv_stream, kv_subject, last_per_subject, operation_of
+from sync_core.nats_client import SyncNats
 from sync_core.sync_state import CAS_ATTEMPTS, DEAD_LETTER_PREFIX, dead_letter_key
 from tasks.errors import BODY_EXCERPT_CHARS
 
@@ -244,30 +245,29 @@ class DeadLetterStore:
         return True
 
     def _entries(self) -> StoredLetters:
-        # The bucket handle first: looking it up inside the coroutine would block its own loop.
-        return self._nats.run(self._list(self._kv), timeout=LIST_TIMEOUT)
+        return self._nats.run(self._list(), timeout=LIST_TIMEOUT)
 
-    async def _list(self, kv: KeyValue) -> StoredLetters:
-        # A short inactive threshold: the server drops the listing's consumer soon
-        # after (stopping a watcher does not delete it; the default keeps it 5 min).
-        watcher = await kv.watch(
-            f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_TTL
-        )
+    async def _list(self) -> StoredLetters:
+        """Every stored letter with its revision (one listing of the bucket's stream)."""
         found: StoredLetters = []
+
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
+            if operation_of(msg.headers) != PUT:  # a removed letter
+                return
+            try:
+                found.append((DeadLetter.from_json(bytes(msg.data or b"")), meta.sequence.stream))
+            except ValueError:
+                log.warning("skipping a malformed dead letter", extra={"id": msg.subject})
+
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except nats.errors.TimeoutError:
-                    raise TimeoutError("listing the dead letters stalled") from None
-                if entry is None:
-                    break
-                try:
-                    found.append(
-                        (DeadLetter.from_json(bytes(entry.value or b"")), int(entry.revision or 0))
-                    )
-                except ValueError:
-                    log.warning("skipping a malformed dead letter", extra={"id": entry.key})
-        finally:
-            await watcher.stop()
+            await last_per_subject(
+                self._nats.js,
+                kv_stream(self.bucket),
+                kv_subject(self.bucket, f"{DEAD_LETTER_PREFIX}>"),
+                note,
+                headers_only=False,
+                idle_timeout=LIST_IDLE_TIMEOUT,
+            )
+        except TimeoutError:
+            raise TimeoutError("listing the dead letters stalled") from None
         return found
