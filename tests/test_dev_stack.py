@@ -4,7 +4,9 @@ Runs the real command (nats-server, valkey, sandbox, bridge, worker, Flower)
 and checks what reached the sandbox object by object against the sample data,
 the deletes included: deleted objects gone (deleted by the expected principal)
 with their mappings tombstoned, refused ones still there with their mappings,
-the re-puts not re-created, and the summary's delete counts.
+the re-puts not re-created, and the summary's delete counts. ``make run`` has the
+V2 -> V1 switch on: the bridge creates the V2 events' stream and the sandbox's
+committee writes land in it (the reverse tasks are not built yet).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ pytestmark = pytest.mark.timeout(DEV_TIMEOUT + STOP_GRACE_SECONDS + 30)
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "REDIS_"))}
     for name in ("PROJECT_SERVICE_URL", "COMMITTEE_SERVICE_URL", "FLOWER_BASIC_AUTH"):
+        env.pop(name, None)
+    for name in ("SYNC_V2_TO_V1", "V2_EVENTS_STREAM", "V2_EVENTS_SUBJECTS", "V2_EVENTS_MAX_AGE"):
         env.pop(name, None)
     return env
 
@@ -273,6 +277,22 @@ def test_the_summary_counts_match_the_durable_outcomes(dev_run: dict[str, Any]) 
     counts = load_expected()["counts"]
     for name in ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2"):
         assert outcomes.get(name, 0) == counts[name], name
+
+
+def test_the_v2_to_v1_switch_is_on_and_the_stream_captures_the_sandbox_writes(
+    dev_run: dict[str, Any],
+) -> None:
+    state = dev_run["state"]
+    events = state["v2_events"]
+    assert events["stream"] == "committee_events"
+    # Every committee and member V2 holds was created once, each create published an event.
+    assert len(state["committees"]) + len(state["members"]) > 0
+    assert events["captured"] >= len(state["committees"]) + len(state["members"])
+    bridge_log = (Path(dev_run["run_dir"]) / "logs" / "bridge.log").read_text()
+    created = [json.loads(line) for line in bridge_log.splitlines() if '"stream created"' in line]
+    assert [entry.get("stream") for entry in created] == ["committee_events"]
+    summary = f"  V2 -> V1       on: {events['captured']} V2 indexer events captured in"
+    assert summary in dev_run["result"].stdout
 
 
 def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:
