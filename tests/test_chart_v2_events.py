@@ -2,7 +2,9 @@
 
 - Off by default: no Stream, no second Consumer, ``SYNC_V2_TO_V1=false`` in the
   bridge and the workers; on, both read ``true`` and the two NACK objects render
-  (unless ``nats.v2Events.creation`` is off).
+  (unless ``nats.v2Events.creation`` is off). Bad values (a non-boolean switch, a
+  JetStream name with a dot, a duration string for ``maxAge``, a ``storage`` the
+  bridge would refuse) stop the install, naming the key.
 - Every rendered NACK object (the buckets and the KV consumer too) validated with
   jsonschema against the openAPIV3Schema of NACK's own CRDs (tests/data/nack/,
   vendored unchanged from nats-io/nack v0.22.4), made strict as ``kubectl apply
@@ -22,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import jsonschema
 import pytest
 import yaml
@@ -51,6 +54,7 @@ from tests.test_deployment import (
     deployment,
     load_yaml,
     objects_by_kind,
+    render_chart,
     rendered_objects,
     resolve_env,
 )
@@ -193,6 +197,26 @@ def test_resource_names_are_kubernetes_names_the_specs_keep_jetstream_names() ->
     assert stream["spec"]["name"] == "V2_Committee_Events"
     assert consumer["spec"]["streamName"] == "V2_Committee_Events"
     assert consumer["spec"]["durableName"] == "reverse_consumer"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"config": {"syncV2ToV1": "true"}}, "/config/syncV2ToV1': got string, want boolean"),
+        ({"nats": {"v2Events": {"maxAge": "14d"}}}, "/nats/v2Events/maxAge'"),
+        ({"nats": {"v2Events": {"stream": "committee.events"}}}, "/nats/v2Events/stream'"),
+        ({"nats": {"v2Events": {"consumerName": "a b"}}}, "/nats/v2Events/consumerName'"),
+        ({"nats": {"v2Events": {"subjects": []}}}, "/nats/v2Events/subjects'"),
+        ({"nats": {"v2Events": {"subjects": ["lfx..x"]}}}, "/nats/v2Events/subjects/0'"),
+        ({"nats": {"v2Events": {"storage": "memory"}}}, "additional properties 'storage'"),
+    ],
+)
+def test_helm_refuses_bad_v2_events_values_naming_the_key(
+    values: dict[str, Any], message: str
+) -> None:
+    # Refused at install, not by a bridge exiting at start-up or NACK failing later.
+    with pytest.raises(helm_python.HelmError, match=re.escape(message)):
+        render_chart(deep_merge(SWITCH_ON, values))
 
 
 # --------------------------------------------------------------- the NACK CRDs
