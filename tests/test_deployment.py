@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -41,6 +42,7 @@ from pydantic_settings import BaseSettings
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from sandbox.__main__ import build_parser, build_sandbox
 from sync_core.settings import (
     BridgeSettings,
     FlowerSettings,
@@ -584,6 +586,42 @@ def test_compose_v2_to_v1_switch_is_off_by_default_and_reaches_bridge_and_worker
     for name in ("v2_events_stream", "v2_events_consumer_name", "v2_events_subjects"):
         assert getattr(bridge, name) == defaults[name].default, name
     assert bridge.v2_events_max_age == defaults["v2_events_max_age"].default
+
+
+@pytest.mark.parametrize(("switch", "publishes"), [(None, False), ("true", True), ("0", False)])
+def test_compose_sandbox_publishes_the_indexer_events_with_the_switch(
+    switch: str | None,
+    publishes: bool,
+    rsa_pems: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    overrides = {} if switch is None else {"SYNC_V2_TO_V1": switch}
+    sandbox = compose_config(overrides)["services"]["sandbox"]
+    for name in ("NATS_URL", *(n for n in os.environ if n.startswith("SANDBOX_"))):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in service_env(sandbox).items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(sandbox["command"])
+    # The key files the keygen one-shot writes into the `keys` volume.
+    for option, key in (("heimdall_key", "heimdall"), ("auth0_key", "auth0")):
+        path = tmp_path / f"{key}.pem"
+        path.write_text(rsa_pems[key])
+        setattr(args, option, path)
+    built = build_sandbox(args)
+    assert built.publish_indexer_events is publishes
+    assert built.v1_objects_bucket == "v1-objects"
+
+
+def test_sandbox_refuses_a_switch_that_is_not_a_boolean(
+    tmp_path: Path, rsa_pems: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_INDEXER_EVENTS", "maybe")
+    key = tmp_path / "heimdall.pem"
+    key.write_text(rsa_pems["heimdall"])
+    args = build_parser().parse_args(["--nats-url", "nats://nats:4222", "--heimdall-key", str(key)])
+    with pytest.raises(ValueError, match=r"--indexer-events \(SANDBOX_INDEXER_EVENTS\): 'maybe'"):
+        build_sandbox(args)
 
 
 def test_compose_app_containers_are_hardened() -> None:
