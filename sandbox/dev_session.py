@@ -25,7 +25,7 @@ import click
 import redis
 from cryptography.hazmat.primitives import serialization
 from nats.js.errors import NotFoundError
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from sandbox.sample_check import differences, expected_mappings
 from sandbox.sample_loader import load_samples
@@ -245,7 +245,12 @@ class DevSession:
                 "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}",
             }
         )
-        if TypeAdapter(bool).validate_python(env["SYNC_V2_TO_V1"]):
+        try:
+            v2_to_v1 = TypeAdapter(bool).validate_python(env["SYNC_V2_TO_V1"])
+        except ValidationError:
+            # Said before any pipeline process starts (they would each exit 2 on it).
+            raise RuntimeError(f"SYNC_V2_TO_V1={env['SYNC_V2_TO_V1']!r} is not a boolean") from None
+        if v2_to_v1:
             self.v2_events_stream = env.get("V2_EVENTS_STREAM") or DEFAULT_V2_EVENTS_STREAM
         self.redis_client = redis.Redis.from_url(self.servers.valkey.url, socket_timeout=5)
         self.children = pipeline_processes(env, self.run_dir / "logs")

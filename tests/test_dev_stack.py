@@ -74,7 +74,9 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"result": result, "state": state, "stack": stack, "run_dir": run_dir}
 
 
-def _run_in_own_group(command: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+def _run_in_own_group(
+    command: list[str], workdir: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``command``; past DEV_TIMEOUT, SIGTERM it so that it stops its stack.
 
     ``subprocess.run``'s timeout (and pytest-timeout before it) SIGKILLs only
@@ -84,7 +86,7 @@ def _run_in_own_group(command: list[str], workdir: Path) -> subprocess.Completed
     """
     process = subprocess.Popen(
         command,
-        env=_clean_env(),
+        env={**_clean_env(), **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -300,6 +302,16 @@ def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:
     assert not _port_open(stack["nats_url"])
     assert not _port_open(stack["redis_url"])
     assert not _port_open(stack["sandbox_url"])
+
+
+def test_a_switch_that_is_not_a_boolean_stops_the_stack_before_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-m", "v1_sync_helper", "dev", "--exit-when-synced"]
+    result = _run_in_own_group(command, tmp_path, {"SYNC_V2_TO_V1": "maybe"})
+    assert result.returncode == 1
+    assert "SYNC_V2_TO_V1='maybe' is not a boolean" in result.stderr
+    assert not (tmp_path / ".run" / "logs" / "bridge.log").exists()
 
 
 def test_keys_are_generated_once_and_private(dev_run: dict[str, Any]) -> None:
