@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from sandbox.keys import public_key_from_file
 from sandbox.samples import crowdfunding_slugs, load_organizations, load_users
 from sandbox.service import DEFAULT_TOKEN_LIFETIME, Sandbox
@@ -36,6 +38,19 @@ DEFAULT_KEY_ID = "sandbox-heimdall"
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _flag(option: str, value: bool | str) -> bool:
+    """An option given as a flag, or from its variable as the settings read a boolean.
+
+    Compose passes ``SYNC_V2_TO_V1`` through as ``SANDBOX_INDEXER_EVENTS``, so the
+    sandbox accepts every spelling the pipeline accepts for the switch (``true``,
+    ``1``, ``on``…); anything else is a ``ValueError`` naming the option.
+    """
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"{option}: {value!r} is not a boolean") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(_env("SANDBOX_TOKEN_LIFETIME", str(DEFAULT_TOKEN_LIFETIME)) or 0),
     )
+    parser.add_argument(
+        "--indexer-events",
+        action="store_true",
+        default=_env("SANDBOX_INDEXER_EVENTS", "false"),
+        help="publish the V2 indexer's committee events after each write (needs --nats-url)",
+    )
+    parser.add_argument(
+        "--v1-objects-bucket",
+        default=_env("SANDBOX_V1_OBJECTS_BUCKET"),
+        help="serve the V1 committee API, writing its changes into this KV bucket "
+        "(needs --nats-url)",
+    )
     parser.add_argument("--debug", action="store_true", default=_env("DEBUG") == "true")
     return parser
 
@@ -148,6 +175,10 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
         stale_revision_status=args.stale_revision_status,
         token_lifetime=args.token_lifetime,
         crowdfunding_slugs=frozenset(slugs),
+        v1_objects_bucket=args.v1_objects_bucket,
+        publish_indexer_events=_flag(
+            "--indexer-events (SANDBOX_INDEXER_EVENTS)", args.indexer_events
+        ),
     )
 
 

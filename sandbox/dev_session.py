@@ -24,6 +24,8 @@ from typing import Any
 import click
 import redis
 from cryptography.hazmat.primitives import serialization
+from nats.js.errors import NotFoundError
+from pydantic import TypeAdapter, ValidationError
 
 from sandbox.sample_check import differences, expected_mappings
 from sandbox.sample_loader import load_samples
@@ -39,6 +41,7 @@ from sandbox.stack import (
     AUTH0_CLIENT_ID,
     AUTH0_TENANT,
     DEV_RETRY_ENV,
+    DEV_V2_TO_V1_ENV,
     FLOWER_USER,
     HEIMDALL_KEY_ID,
     PREFERRED_PORTS,
@@ -54,6 +57,7 @@ from sandbox.stack import (
 )
 from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import redact_url
+from sync_core.settings import DEFAULT_V2_EVENTS_STREAM
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 from tasks.run.outcomes import recent_outcomes
 from tasks.stores.dead_letters import DeadLetterStore
@@ -80,6 +84,7 @@ SUMMARY_OUTCOMES = (
 # The delete outcomes the sample set makes: the summary must count exactly its numbers.
 CHECKED_DELETE_OUTCOMES = ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2")
 MAPPINGS_BUCKET = "v1-mappings"
+OBJECTS_BUCKET = "v1-objects"
 
 
 def external_mode(environ: dict[str, str] | None = None) -> bool:
@@ -185,6 +190,8 @@ class DevSession:
     redis_client: redis.Redis | None = None
     nats_client: SyncNats | None = None
     load: SampleLoad | None = None
+    # The V2 events' stream when SYNC_V2_TO_V1 is on for the pipeline, else None.
+    v2_events_stream: str | None = None
 
     def __post_init__(self) -> None:
         self.servers = EmbeddedServers(self.run_dir)
@@ -209,11 +216,18 @@ class DevSession:
             port=port_or_free(PREFERRED_PORTS["sandbox"]),
             # V1 sends no funding model: the sample's crowdfunded projects are named.
             crowdfunding_slugs=crowdfunding_slugs(),
+            # V2 -> V1 (DEV_V2_TO_V1_ENV): the committee fakes publish the indexer's
+            # events, and the V1 committee API fake writes its changes into v1-objects.
+            v1_objects_bucket=OBJECTS_BUCKET,
+            publish_indexer_events=True,
         )
         self.sandbox.start()
         env = dict(os.environ)
         env.update(self.sandbox.env())
         env.update(DEV_RETRY_ENV)
+        # On unless the caller's environment says otherwise (SYNC_V2_TO_V1=false make run).
+        for name, value in DEV_V2_TO_V1_ENV.items():
+            env.setdefault(name, value)
         env.update(
             {
                 "NATS_URL": self.servers.nats.url,
@@ -231,6 +245,13 @@ class DevSession:
                 "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}",
             }
         )
+        try:
+            v2_to_v1 = TypeAdapter(bool).validate_python(env["SYNC_V2_TO_V1"])
+        except ValidationError:
+            # Said before any pipeline process starts (they would each exit 2 on it).
+            raise RuntimeError(f"SYNC_V2_TO_V1={env['SYNC_V2_TO_V1']!r} is not a boolean") from None
+        if v2_to_v1:
+            self.v2_events_stream = env.get("V2_EVENTS_STREAM") or DEFAULT_V2_EVENTS_STREAM
         self.redis_client = redis.Redis.from_url(self.servers.valkey.url, socket_timeout=5)
         self.children = pipeline_processes(env, self.run_dir / "logs")
         for child in self.children:
@@ -278,6 +299,31 @@ class DevSession:
         self.dead_letters()  # opens the NATS client
         assert self.nats_client is not None
         return MappingStore(self.nats_client, MAPPINGS_BUCKET)
+
+    def captured_v2_events(self) -> int | None:
+        """Events in the V2 events' stream; None when off or before the bridge made it."""
+        if self.v2_events_stream is None:
+            return None
+        self.dead_letters()  # opens the NATS client
+        assert self.nats_client is not None
+        client = self.nats_client
+        try:
+            info = client.run(client.js.stream_info(self.v2_events_stream))
+        except NotFoundError:
+            return None
+        return int(info.state.messages)
+
+    def v2_to_v1_line(self) -> str:
+        """What the V2 -> V1 direction did in this run (one summary line)."""
+        if self.v2_events_stream is None:
+            return "off (SYNC_V2_TO_V1=false)"
+        captured = self.captured_v2_events()
+        if captured is None:
+            return f"on, but the bridge has not created stream {self.v2_events_stream}"
+        return (
+            f"on: {captured} V2 indexer events captured in {self.v2_events_stream} "
+            "(the reverse tasks are not built yet: nothing is written to V1)"
+        )
 
     def start_loading(self, nats_url: str) -> None:
         """Write the sample set, phase by phase, while the session watches."""
@@ -372,6 +418,10 @@ class DevSession:
             "dead_letters": self.progress().dead_letters,
             "mappings": {key: store.read(key) for key in expected_mappings(state)},
             "outcomes": recent_outcomes(self.redis_client) if self.redis_client else {},
+            "v2_events": {
+                "stream": self.v2_events_stream,
+                "captured": self.captured_v2_events(),
+            },
         }
         path.write_text(json.dumps(document, indent=1, sort_keys=True, default=str))
 
@@ -387,6 +437,7 @@ class DevSession:
         )
         for name in SUMMARY_OUTCOMES:
             lines.append(f"  {name:<14} {outcomes.get(name, 0)}")
+        lines.append(f"  V2 -> V1       {self.v2_to_v1_line()}")
         letters = self.dead_letters().list()
         if letters:
             lines.append("  dead letters:")

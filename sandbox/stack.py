@@ -59,6 +59,13 @@ DEV_RETRY_ENV = {
     "RECONCILE_GRACE": "3",
 }
 
+# The V2 -> V1 direction is on in the local stack (issue 24: off by default in the
+# chart, on in `make run`). Today that makes the bridge create the stream of the V2
+# indexer's committee events and its durable consumer; the sandbox publishes those
+# events after each committee and member write. Nothing consumes them yet: the
+# reverse tasks are not built, so the forward sync and its checks are unchanged.
+DEV_V2_TO_V1_ENV = {"SYNC_V2_TO_V1": "true"}
+
 PREFERRED_PORTS = {
     "nats": 4222,
     "valkey": 6379,

@@ -8,7 +8,8 @@
   balanced, values.yaml documents every key), then for real: Helm's own
   linter and renderer (helm-python-sdk binds Helm's Go SDK, no helm binary),
   the rendered objects validated against the Kubernetes OpenAPI schemas
-  (kubernetes-validate) and the NACK fields, and the rendered environment fed
+  (kubernetes-validate) and the NACK fields (the NACK CRDs themselves in
+  tests/test_chart_v2_events.py), and the rendered environment fed
   to the settings classes;
 - the Dockerfile: hadolint, and its runtime stage (non-root, no compilers or
   dev extra, entrypoint ``v1-sync-helper``).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -40,6 +42,7 @@ from pydantic_settings import BaseSettings
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from sandbox.__main__ import build_parser, build_sandbox
 from sync_core.settings import (
     BridgeSettings,
     FlowerSettings,
@@ -78,7 +81,8 @@ ALL_FEATURES_VALUES: dict[str, Any] = {
     "commonLabels": {"team": "lfx"},
     "serviceAccount": {"annotations": {"example.com/role": "sync"}},
     "extraEnv": [{"name": "EXTRA", "value": "1"}],
-    "config": {"redisUrlSecret": {"name": "redis-url"}, "debug": True},
+    # syncV2ToV1: the V2 -> V1 direction's Stream and Consumer (tests/test_chart_v2_events.py).
+    "config": {"redisUrlSecret": {"name": "redis-url"}, "debug": True, "syncV2ToV1": True},
     "heimdall": {"existingSecret": HEIMDALL_SECRET, "keyId": "kid-1"},
     "auth0": {"existingSecret": AUTH0_SECRET, "baseUrl": "https://auth.example.com"},
     "nats": {"account": "lfx"},
@@ -173,6 +177,18 @@ NACK_SPEC_FIELDS: dict[str, dict[str, type]] = {
         "replicas": int,
         "compression": bool,
     },
+    "Stream": {
+        **NACK_COMMON_FIELDS,
+        "name": str,
+        "description": str,
+        "subjects": list,
+        "retention": str,
+        "storage": str,
+        "maxAge": str,
+        "maxBytes": int,
+        "discard": str,
+        "replicas": int,
+    },
     "Consumer": {
         **NACK_COMMON_FIELDS,
         "streamName": str,
@@ -193,6 +209,8 @@ NACK_ENUMS = {
     "ackPolicy": {"none", "all", "explicit"},
     "deliverPolicy": {"all", "last", "new", "byStartSequence", "byStartTime"},
     "replayPolicy": {"instant", "original"},
+    "retention": {"limits", "interest", "workqueue"},
+    "discard": {"old", "new"},
 }
 
 # Environment a process reads that is not a settings field.
@@ -548,6 +566,62 @@ def test_compose_env_file_overrides_reach_the_services(
     assert isinstance(settings, WorkerSettings)
     assert settings.project_service_url == "https://projects.example.com"
     assert service_env(worker)["WORKER_CONCURRENCY"] == "4"
+
+
+def test_compose_v2_to_v1_switch_is_off_by_default_and_reaches_bridge_and_worker(
+    rsa_pems: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose_config()["services"]
+    for name in ("bridge", "worker"):
+        assert service_env(services[name])["SYNC_V2_TO_V1"] == "false", name
+    on = compose_config({"SYNC_V2_TO_V1": "true"})["services"]
+    bridge = build_settings(BridgeSettings, service_env(on["bridge"]), monkeypatch)
+    worker = build_settings(WorkerSettings, worker_command_env(on["worker"], rsa_pems), monkeypatch)
+    assert isinstance(bridge, BridgeSettings)
+    assert isinstance(worker, WorkerSettings)
+    assert bridge.sync_v2_to_v1 is True
+    assert worker.sync_v2_to_v1 is True
+    # Compose's defaults are the settings' own: the stream the bridge makes is the documented one.
+    defaults = BridgeSettings.model_fields
+    for name in ("v2_events_stream", "v2_events_consumer_name", "v2_events_subjects"):
+        assert getattr(bridge, name) == defaults[name].default, name
+    assert bridge.v2_events_max_age == defaults["v2_events_max_age"].default
+
+
+@pytest.mark.parametrize(("switch", "publishes"), [(None, False), ("true", True), ("0", False)])
+def test_compose_sandbox_publishes_the_indexer_events_with_the_switch(
+    switch: str | None,
+    publishes: bool,
+    rsa_pems: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    overrides = {} if switch is None else {"SYNC_V2_TO_V1": switch}
+    sandbox = compose_config(overrides)["services"]["sandbox"]
+    for name in ("NATS_URL", *(n for n in os.environ if n.startswith("SANDBOX_"))):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in service_env(sandbox).items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(sandbox["command"])
+    # The key files the keygen one-shot writes into the `keys` volume.
+    for option, key in (("heimdall_key", "heimdall"), ("auth0_key", "auth0")):
+        path = tmp_path / f"{key}.pem"
+        path.write_text(rsa_pems[key])
+        setattr(args, option, path)
+    built = build_sandbox(args)
+    assert built.publish_indexer_events is publishes
+    assert built.v1_objects_bucket == "v1-objects"
+
+
+def test_sandbox_refuses_a_switch_that_is_not_a_boolean(
+    tmp_path: Path, rsa_pems: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_INDEXER_EVENTS", "maybe")
+    key = tmp_path / "heimdall.pem"
+    key.write_text(rsa_pems["heimdall"])
+    args = build_parser().parse_args(["--nats-url", "nats://nats:4222", "--heimdall-key", str(key)])
+    with pytest.raises(ValueError, match=r"--indexer-events \(SANDBOX_INDEXER_EVENTS\): 'maybe'"):
+        build_sandbox(args)
 
 
 def test_compose_app_containers_are_hardened() -> None:

@@ -4,7 +4,9 @@ Runs the real command (nats-server, valkey, sandbox, bridge, worker, Flower)
 and checks what reached the sandbox object by object against the sample data,
 the deletes included: deleted objects gone (deleted by the expected principal)
 with their mappings tombstoned, refused ones still there with their mappings,
-the re-puts not re-created, and the summary's delete counts.
+the re-puts not re-created, and the summary's delete counts. ``make run`` has the
+V2 -> V1 switch on: the bridge creates the V2 events' stream and the sandbox's
+committee writes land in it (the reverse tasks are not built yet).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "REDIS_"))}
     for name in ("PROJECT_SERVICE_URL", "COMMITTEE_SERVICE_URL", "FLOWER_BASIC_AUTH"):
         env.pop(name, None)
+    for name in ("SYNC_V2_TO_V1", "V2_EVENTS_STREAM", "V2_EVENTS_SUBJECTS", "V2_EVENTS_MAX_AGE"):
+        env.pop(name, None)
     return env
 
 
@@ -70,7 +74,9 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"result": result, "state": state, "stack": stack, "run_dir": run_dir}
 
 
-def _run_in_own_group(command: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+def _run_in_own_group(
+    command: list[str], workdir: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``command``; past DEV_TIMEOUT, SIGTERM it so that it stops its stack.
 
     ``subprocess.run``'s timeout (and pytest-timeout before it) SIGKILLs only
@@ -80,7 +86,7 @@ def _run_in_own_group(command: list[str], workdir: Path) -> subprocess.Completed
     """
     process = subprocess.Popen(
         command,
-        env=_clean_env(),
+        env={**_clean_env(), **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -275,11 +281,37 @@ def test_the_summary_counts_match_the_durable_outcomes(dev_run: dict[str, Any]) 
         assert outcomes.get(name, 0) == counts[name], name
 
 
+def test_the_v2_to_v1_switch_is_on_and_the_stream_captures_the_sandbox_writes(
+    dev_run: dict[str, Any],
+) -> None:
+    state = dev_run["state"]
+    events = state["v2_events"]
+    assert events["stream"] == "committee_events"
+    # Every committee and member V2 holds was created once, each create published an event.
+    assert len(state["committees"]) + len(state["members"]) > 0
+    assert events["captured"] >= len(state["committees"]) + len(state["members"])
+    bridge_log = (Path(dev_run["run_dir"]) / "logs" / "bridge.log").read_text()
+    created = [json.loads(line) for line in bridge_log.splitlines() if '"stream created"' in line]
+    assert [entry.get("stream") for entry in created] == ["committee_events"]
+    summary = f"  V2 -> V1       on: {events['captured']} V2 indexer events captured in"
+    assert summary in dev_run["result"].stdout
+
+
 def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:
     stack = dev_run["stack"]
     assert not _port_open(stack["nats_url"])
     assert not _port_open(stack["redis_url"])
     assert not _port_open(stack["sandbox_url"])
+
+
+def test_a_switch_that_is_not_a_boolean_stops_the_stack_before_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-m", "v1_sync_helper", "dev", "--exit-when-synced"]
+    result = _run_in_own_group(command, tmp_path, {"SYNC_V2_TO_V1": "maybe"})
+    assert result.returncode == 1
+    assert "SYNC_V2_TO_V1='maybe' is not a boolean" in result.stderr
+    assert not (tmp_path / ".run" / "logs" / "bridge.log").exists()
 
 
 def test_keys_are_generated_once_and_private(dev_run: dict[str, Any]) -> None:

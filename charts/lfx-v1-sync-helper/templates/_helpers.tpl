@@ -103,6 +103,12 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.sync.parentWait | quote }}
 - name: KV_CONSUMER_NAME
   value: {{ .Values.nats.kvConsumer.name | quote }}
+- name: SYNC_V2_TO_V1
+  value: {{ .Values.config.syncV2ToV1 | quote }}
+- name: V2_EVENTS_STREAM
+  value: {{ .Values.nats.v2Events.stream | quote }}
+- name: V2_EVENTS_CONSUMER_NAME
+  value: {{ .Values.nats.v2Events.consumerName | quote }}
 - name: CELERY_QUEUE
   value: {{ .Values.config.celeryQueue | quote }}
 - name: DEBUG
@@ -290,4 +296,13 @@ sentinel: {{ $sentinel }}
 {{/* The job label of the bridges' `up` series: the ServiceMonitor's default, the Service's name. */}}
 {{- define "lfx-v1-sync-helper.bridgeJob" -}}
 {{- printf "%s-bridge" (include "lfx-v1-sync-helper.fullname" .) }}
+{{- end }}
+
+{{/*
+The Kubernetes name of a NACK resource for a JetStream name: JetStream allows `_` and
+capitals (committee_events), a resource name is a lower-case DNS subdomain. The spec
+carries the JetStream name itself.
+*/}}
+{{- define "lfx-v1-sync-helper.v2EventsResourceName" -}}
+{{- . | lower | replace "_" "-" | trunc 253 | trimSuffix "-" }}
 {{- end }}
