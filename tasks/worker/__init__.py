@@ -6,6 +6,8 @@
 - ``process``: the process's ``Runtime`` (opened once, closed at shutdown; the
   Celery signals);
 - ``command``: ``v1-sync-helper worker`` (only the CLI imports it);
+- ``health`` and ``probes``: the worker's own liveness and readiness (its
+  consumer loop and task slots, not the broker), served on its metrics port;
 - ``patches/``: the three changes to private parts of kombu and Celery, pinned
   and guarded by tests.
 
