@@ -29,6 +29,8 @@ import urllib3
 import urllib3.exceptions
 from requests.utils import get_environ_proxies
 
+from tasks.errors import TransientError
+
 # Connections kept per thread and host; a thread makes one call at a time.
 POOL_MAXSIZE = 2
 REDACTED = "<redacted>"
@@ -169,3 +171,31 @@ def parse_retry_after(response: HasHeaders, now: float | None = None) -> float |
         when = when.replace(tzinfo=UTC)
     current = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     return max(0.0, (when - current).total_seconds())
+
+
+# Answers a retry may cure, whatever the service: rate limits, server errors, timeouts.
+RATE_LIMITED_STATUS = 429
+REQUEST_TIMEOUT_STATUS = 408
+SERVER_ERROR_STATUS = 500
+
+
+def transient_error(
+    answer: Answer, message: str, prefix: str, fields: dict[str, Any]
+) -> TransientError | None:
+    """The ``TransientError`` a non-success ``answer`` stands for, or None when it is not one.
+
+    ``prefix`` names the service in the error kinds (``v2`` -> ``v2_rate_limited``,
+    ``v2_5xx``, ``v2_timeout``); a ``Retry-After`` is honoured where one is sent.
+    """
+    status = answer.status_code
+    if status == RATE_LIMITED_STATUS:
+        return TransientError(
+            message, kind=f"{prefix}_rate_limited", retry_after=parse_retry_after(answer), **fields
+        )
+    if status >= SERVER_ERROR_STATUS:
+        return TransientError(
+            message, kind=f"{prefix}_5xx", retry_after=parse_retry_after(answer), **fields
+        )
+    if status == REQUEST_TIMEOUT_STATUS:
+        return TransientError(message, kind=f"{prefix}_timeout", **fields)
+    return None

@@ -42,7 +42,7 @@ from tasks.clients.http_pool import (
     ThreadPools,
     body_excerpt,
     is_timeout,
-    parse_retry_after,
+    transient_error,
 )
 from tasks.errors import PermanentError, SyncError, TransientError
 from tasks.stores.leases import check_write_allowed
@@ -231,16 +231,9 @@ def _classify(method: str, path: str, answer: Answer) -> SyncError:
     status = answer.status_code
     message = f"V1 {method} {path} answered {status}"
     fields: dict[str, Any] = {"status": status, "body_excerpt": body_excerpt(answer)}
-    if status == 429:
-        return TransientError(
-            message, kind="v1_rate_limited", retry_after=parse_retry_after(answer), **fields
-        )
-    if status >= 500:
-        return TransientError(
-            message, kind="v1_5xx", retry_after=parse_retry_after(answer), **fields
-        )
-    if status == 408:
-        return TransientError(message, kind="v1_timeout", **fields)
+    transient = transient_error(answer, message, "v1", fields)
+    if transient is not None:
+        return transient
     kinds = {
         400: "v1_validation",
         401: "v1_unauthorized",

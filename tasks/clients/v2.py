@@ -38,6 +38,7 @@ from tasks.clients.http_pool import (
     body_excerpt,
     is_timeout,
     parse_retry_after,
+    transient_error,
 )
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
@@ -319,16 +320,9 @@ class V2Service:
         excerpt = body_excerpt(response)
         message = f"V2 {self.service} {method} {path} answered {status}"
         fields: dict[str, Any] = {"status": status, "body_excerpt": excerpt}
-        if status == 429:
-            return TransientError(
-                message, kind="v2_rate_limited", retry_after=parse_retry_after(response), **fields
-            )
-        if status >= 500:
-            return TransientError(
-                message, kind="v2_5xx", retry_after=parse_retry_after(response), **fields
-            )
-        if status == 408:
-            return TransientError(message, kind="v2_timeout", **fields)
+        transient = transient_error(response, message, "v2", fields)
+        if transient is not None:
+            return transient
         if method in ("PUT", "DELETE") and (
             status in (409, 412)
             or (status == 400 and REVISION_MISMATCH_TEXT in (excerpt or "").lower())
