@@ -38,7 +38,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandbox.api_error import ApiError
-from sync_core.nats_client import LISTING_CONSUMER_TTL, SyncNats
+from sync_core.kv_listing import current_entries
+from sync_core.nats_client import SyncNats
 
 COMMITTEE_PREFIX = "platform-collaboration__c."
 MEMBER_PREFIX = "platform-community__c."
@@ -304,21 +305,10 @@ class V1CommitteeApi:
 
     async def _member_keys(self) -> list[str]:
         """Every live member key of the bucket (nats-py's ``keys`` filters only by substring)."""
-        watcher = await self.nats.kv(self.bucket).watch(
-            MEMBER_PREFIX + ">",
-            meta_only=True,
-            ignore_deletes=True,
-            inactive_threshold=LISTING_CONSUMER_TTL,
+        entries = await current_entries(
+            self.nats.kv(self.bucket), MEMBER_PREFIX + ">", meta_only=True
         )
-        keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what is stored now
-                    break
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()
-        return keys
+        return [entry.key for entry in entries]
 
     def _contact_for(self, clean: Mapping[str, Any]) -> str:
         """The contact the member is: ``MemberID`` when given, else found or made by e-mail."""

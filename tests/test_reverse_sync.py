@@ -39,6 +39,7 @@ from tasks.clients.tokens import TokenMinter
 from tasks.clients.v2 import V2Service
 from tasks.kinds.committees import COMMITTEE_AUDIENCE
 from tasks.run.runtime import Runtime
+from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
 from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
@@ -200,6 +201,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
             handler = OutcomeLog()
             sync_log = logging.getLogger("tasks.run.sync")
             sync_log.addHandler(handler)
+            reverse_log = logging.getLogger("tasks.run.reverse")
+            reverse_log.addHandler(handler)
             client = redis.Redis.from_url(valkey.url)
             test_nats = SyncNats(nats_server.url, "reverse-tests")
             minter = TokenMinter(
@@ -235,6 +238,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
                     yield Stack(test_nats, client, sandbox, runtime, handler, committees)
             finally:
                 sync_log.removeHandler(handler)
+                reverse_log.removeHandler(handler)
                 committees.close()
                 test_nats.close()
                 client.close()
@@ -506,3 +510,57 @@ def test_a_forward_sync_of_a_v1_change_causes_no_v1_write(st: Stack) -> None:
     assert st.v1_calls() == []
     # The V2 event was a person's principal: only the content told the echo apart.
     assert st.committees.get(uid, PERSON).record["description"] == "Changed in V1."
+
+
+# --- lost answers, bad events, metrics -------------------------------------------------
+
+
+def test_a_lost_member_create_answer_does_not_duplicate_the_v1_member(st: Stack) -> None:
+    project_uid, _ = a_project(st)
+    committee_uid = v2_committee(st, project_uid, "Lost members " + uuid.uuid4().hex[:8])
+    assert st.final(f"v2.committee.{committee_uid}", "created").outcome == "created"
+    committee_sfid = st.mapping(f"committee.uid.{committee_uid}")
+    st.sandbox.inject_fault("POST", V1_COMMITTEES, status=None, drop="after")
+    members = st.committees.collection_under(committee_uid, "members")
+    email = f"lost{uuid.uuid4().hex[:8]}@example.org"
+    uid = members.create({"email": email}, PERSON)["uid"]
+    key = f"v2.committee_member.{uid}"
+    assert st.final(key, "created").outcome == "created"
+    sfid = st.mapping(f"committee_member.uid.{uid}")
+    keys = st.nats.run(st.nats.kv(OBJECTS).keys())
+    rows = [
+        row
+        for row in (st.v1_row(k) for k in keys if k.startswith("platform-community__c."))
+        if row is not None
+        and row.get("collaboration_name__c") == committee_sfid
+        and row.get("contactemail__c") == email
+    ]
+    assert [row["sfid"] for row in rows] == [sfid]  # one V1 member, the one mapped
+    # Adopted, not re-sent: the only member POST is the one whose answer was lost.
+    assert len([c for c in st.v1_calls("POST") if c.path.endswith("/members")]) <= 1
+    assert st.state(key).contact_id == rows[0]["contact_name__c"]
+
+
+def test_an_event_that_is_not_one_is_a_dead_letter(st: Stack) -> None:
+    st.nats.run(st.nats.nc.publish("lfx.committee.updated", b"not json"))
+    key = "v2.committee.unreadable"
+    line = st.wait_for(key, lambda runs: any(r.outcome in FINAL for r in runs), "an outcome")[-1]
+    assert line.outcome == "dead_lettered"
+    assert line.__dict__["error_kind"] == "invalid_event"
+    letters = [d for d in DeadLetterStore(st.nats, STATE).list() if d.key == key]
+    assert letters
+    assert st.v1_calls() == []
+
+
+def test_reverse_outcomes_are_counted_apart_from_the_forward_ones(st: Stack) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        labels = {"object_type": "committee", "outcome": outcome}
+        return REGISTRY.get_sample_value("v1sync_v2_to_v1_outcomes_total", labels) or 0.0
+
+    created = count("created")
+    project_uid, _ = a_project(st)
+    uid = v2_committee(st, project_uid, "Counted " + uuid.uuid4().hex[:8])
+    assert st.final(f"v2.committee.{uid}", "created").outcome == "created"
+    assert count("created") == created + 1

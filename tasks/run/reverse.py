@@ -74,8 +74,8 @@ from tasks.mapping.v2_events import EventRejected, V2Action, V2Event, V2ObjectTy
 from tasks.run.backoff import lock_wait_countdown
 from tasks.run.decisions import ECHO_REASON, should_retry
 from tasks.run.deletes import DeleteBudget
-from tasks.run.metrics import DELETES, KEY_LOCK_WAITS, TOMBSTONED_UPSERTS
-from tasks.run.outcomes import Outcome, dead_letter_outcome
+from tasks.run.metrics import KEY_LOCK_WAITS, TOMBSTONED_UPSERTS, V2_TO_V1_OUTCOMES
+from tasks.run.outcomes import Outcome, dead_letter_outcome, outcome_label
 from tasks.run.report import RunReport
 from tasks.run.runtime import Runtime
 from tasks.run.sync import (
@@ -153,6 +153,14 @@ def run_reverse(
             lease.release()
         except Exception:
             log.warning("key lease release failed", extra=report.context(), exc_info=True)
+
+
+def emit_reverse(report: RunReport, outcome: Outcome) -> None:
+    """The run's Prometheus count (``v1sync_v2_to_v1_outcomes``) and INFO outcome line."""
+    V2_TO_V1_OUTCOMES.labels(
+        object_type=report.object_type, outcome=outcome_label(outcome, report.reason)
+    ).inc()
+    log.info("v2 to v1 %s", outcome.value, extra=report.fields(outcome.value))
 
 
 def attempt_reverse(
@@ -460,7 +468,6 @@ def reverse_delete(runtime: Runtime, report: RunReport, event: V2Event, lease: K
         skip(report, reason, logging.INFO)
     report.sfid = sfid
     if not runtime.settings.sync_deletes:
-        DELETES.labels(object_type=report.object_type, result="disabled").inc()
         skip(report, "deletes_disabled", logging.WARNING)
     keys = COMMITTEE_KEYS if is_committee else MEMBER_KEYS
     row = live_row(runtime.v1_value(v1_key_of(keys, sfid))) or {}
@@ -483,7 +490,6 @@ def reverse_delete(runtime: Runtime, report: RunReport, event: V2Event, lease: K
     budget = DeleteBudget(runtime.redis, runtime.settings.sync_delete_budget)
     task_id = task_id_for(report.key, report.revision)
     if not budget.take(task_id):
-        DELETES.labels(object_type=report.object_type, result="budget_exceeded").inc()
         raise PermanentError(
             f"more than SYNC_DELETE_BUDGET={budget.budget} deletes in the last hour: "
             "re-queue the dead letter to let it through",
@@ -499,9 +505,7 @@ def reverse_delete(runtime: Runtime, report: RunReport, event: V2Event, lease: K
     mappings.tombstone(tombstones)
     if not deleted:
         budget.give_back(task_id)
-        DELETES.labels(object_type=report.object_type, result="already_gone").inc()
         skip(report, NOT_IN_V1_REASON, logging.INFO)
-    DELETES.labels(object_type=report.object_type, result="deleted").inc()
     return Outcome.DELETED
 
 

@@ -13,15 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import nats.errors
-
-from sync_core.nats_client import LISTING_CONSUMER_TTL, SyncNats
+from sync_core.kv_listing import ListingStalled, current_entries
+from sync_core.nats_client import SyncNats
 from tasks.errors import InvalidRecord, TransientError
 from tasks.mapping.codec import decode_value, is_empty, is_soft_delete
 
-# The listing ends when the watcher says it has delivered what is stored; a
-# stall this long is an error (the run retries).
-LIST_IDLE_TIMEOUT = 5.0
 LIST_TIMEOUT = 120.0
 
 Row = dict[str, Any]
@@ -38,25 +34,18 @@ def find_rows(
     kv = nats_handle.kv(bucket)
 
     async def scan() -> list[tuple[str, Row]]:
-        watcher = await kv.watch(
-            prefix + ">", ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_TTL
-        )
-        found: list[tuple[str, Row]] = []
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    raise TransientError(
-                        f"listing {prefix}> of {bucket} stalled", kind="v1_lookup_unavailable"
-                    ) from None
-                if entry is None:
-                    return found
-                row = live_row(entry.value)
-                if row is not None and wanted(row):
-                    found.append((entry.key, row))
-        finally:
-            await watcher.stop()
+            entries = await current_entries(kv, prefix + ">")
+        except ListingStalled:
+            raise TransientError(
+                f"listing {prefix}> of {bucket} stalled", kind="v1_lookup_unavailable"
+            ) from None
+        found: list[tuple[str, Row]] = []
+        for entry in entries:
+            row = live_row(entry.value)
+            if row is not None and wanted(row):
+                found.append((entry.key, row))
+        return found
 
     return nats_handle.run(scan(), timeout=LIST_TIMEOUT)
 

@@ -19,7 +19,7 @@ from tasks.errors import DeadLettered
 from tasks.run.backoff import retry_countdown
 from tasks.run.outcomes import ends_in_dead_letter
 from tasks.run.report import RunReport
-from tasks.run.reverse import run_reverse
+from tasks.run.reverse import emit_reverse, run_reverse
 from tasks.run.sync import emit, run_sync, runtime_unavailable
 from tasks.worker.app import APP_SETTINGS, app
 from tasks.worker.process import get_runtime
@@ -144,7 +144,7 @@ def sync_v2_event(
     outcome, retry_kwargs = run_reverse(
         runtime, report, lock_waits=lock_waits, fresh_budget=fresh_budget
     )
-    emit(report, outcome)
+    emit_reverse(report, outcome)
     if retry_kwargs is not None:
         raise self.retry(
             countdown=report.countdown,
