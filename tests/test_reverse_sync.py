@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 import tasks.run.reverse as reverse_run
 import tasks.worker.task  # noqa: F401  (registers the tasks on the app)
+from operations.dlq import requeue_letters
+from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import V2_EVENT_TASK_NAME
@@ -564,3 +566,59 @@ def test_reverse_outcomes_are_counted_apart_from_the_forward_ones(st: Stack) -> 
     uid = v2_committee(st, project_uid, "Counted " + uuid.uuid4().hex[:8])
     assert st.final(f"v2.committee.{uid}", "created").outcome == "created"
     assert count("created") == created + 1
+
+
+def test_a_dead_letter_of_the_direction_runs_again_with_dlq_requeue(st: Stack) -> None:
+    project_uid, _ = a_project(st)
+    uid = v2_committee(st, project_uid, "Refused " + uuid.uuid4().hex[:8])
+    key = f"v2.committee.{uid}"
+    assert st.final(key, "created").outcome == "created"
+    st.sandbox.inject_fault("PATCH", V1_COMMITTEES, status=400, body={"message": "no"})
+    current = st.committees.get(uid, PERSON)
+    st.committees.update(
+        uid,
+        {**editable(current.record, COMMITTEE_READ_ONLY), "description": "Kept."},
+        current.etag,
+        PERSON,
+    )
+    assert st.final(key, "updated").outcome == "dead_lettered"
+    store = DeadLetterStore(st.nats, STATE)
+    letters = [d for d in store.list() if d.key == key]
+    assert len(letters) == 1
+    settings = st.runtime.settings
+    with TaskQueue(settings.redis_target, settings.celery_queue, DEAD_LETTER_TASK_KWARGS) as queue:
+        requeue_letters(queue, store, letters)
+    st.wait_for(
+        key,
+        lambda runs: any(r.outcome == "updated" for r in _final_of(runs, "updated")),
+        "the re-queued update",
+    )
+    sfid = st.mapping(f"committee.uid.{uid}")
+    row = st.v1_row(f"platform-collaboration__c.{sfid}")
+    assert row is not None
+    assert row["description__c"] == "Kept."
+    assert [d for d in store.list() if d.key == key] == []
+
+
+def test_an_older_event_never_overwrites_a_newer_v1_state(st: Stack) -> None:
+    project_uid, _ = a_project(st)
+    uid = v2_committee(st, project_uid, "Ordered " + uuid.uuid4().hex[:8])
+    key = f"v2.committee.{uid}"
+    created = st.final(key, "created")
+    assert created.outcome == "created"
+    current = st.committees.get(uid, PERSON)
+    st.committees.update(
+        uid,
+        {**editable(current.record, COMMITTEE_READ_ONLY), "description": "Newer."},
+        current.etag,
+        PERSON,
+    )
+    assert st.final(key, "updated").outcome == "updated"
+    calls = len(st.v1_calls())
+    # The create event once more, as a late redelivery would bring it.
+    app.send_task(V2_EVENT_TASK_NAME, args=[key, created.__dict__["revision"], "created"])
+    runs = st.wait_for(
+        key, lambda runs: len(_final_of(runs, "created")) >= 2, "the late event's outcome"
+    )
+    assert _final_of(runs, "created")[-1].outcome == "superseded"
+    assert len(st.v1_calls()) == calls

@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
 
@@ -118,6 +118,15 @@ SWITCHED_OFF_REASON = "v2_to_v1_off"
 SETTLING_REASON = "settling"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What the task asked of the run besides the event (see ``run_reverse``)."""
+
+    fresh_budget: bool = False
+    force: bool = False
+    release_delete_budget: bool = False
+
+
 class Deferred(Exception):
     """The run comes back after ``countdown`` seconds, spending no budget."""
 
@@ -133,15 +142,21 @@ def run_reverse(
     *,
     lock_waits: int = 0,
     fresh_budget: bool = False,
+    force: bool = False,
+    release_delete_budget: bool = False,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """One run: the outcome, and the kwargs to retry with when the task runs again.
 
     Sets ``report.countdown`` for a retry. Never raises a ``SyncError``.
+    ``force`` (an operator's re-queue) runs a sequence the state has settled
+    already (a dead letter), never one older than the last applied;
+    ``release_delete_budget`` lets a delete past ``SYNC_DELETE_BUDGET``.
     """
     report.epoch = REVERSE_EPOCH
     lease = KeyLock(runtime.state, report.key)
+    options = RunOptions(fresh_budget, force, release_delete_budget)
     try:
-        outcome, retry_kwargs = attempt_reverse(runtime, report, lease, lock_waits, fresh_budget)
+        outcome, retry_kwargs = attempt_reverse(runtime, report, lease, lock_waits, options)
         record(runtime, report, outcome, lease, retry_kwargs)
         try:
             cache_outcome(runtime, report, outcome)
@@ -164,11 +179,11 @@ def emit_reverse(report: RunReport, outcome: Outcome) -> None:
 
 
 def attempt_reverse(
-    runtime: Runtime, report: RunReport, lease: KeyLock, lock_waits: int, fresh_budget: bool
+    runtime: Runtime, report: RunReport, lease: KeyLock, lock_waits: int, options: RunOptions
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """The run, every error classified into an outcome (as ``tasks.run.sync.attempt_run``)."""
     try:
-        return reverse_entry(runtime, report, lease, fresh_budget), None
+        return reverse_entry(runtime, report, lease, options), None
     except Finished as finished:
         report.reason = finished.reason
         report.settled_already = finished.settled_already
@@ -275,25 +290,26 @@ def record(
 
 
 def reverse_entry(
-    runtime: Runtime, report: RunReport, lease: KeyLock, fresh_budget: bool
+    runtime: Runtime, report: RunReport, lease: KeyLock, options: RunOptions
 ) -> Outcome:
     """Everything between the task and the V1 outcome (raises ``Finished`` to end early)."""
     if not runtime.settings.sync_v2_to_v1:
         raise Finished(Outcome.SKIPPED, SWITCHED_OFF_REASON, settled_already=True)
     event = load_event(runtime, report)
-    lease.acquire(wanted=lambda state, _entry: fresh_verdict(report, state) is None)
-    verdict = fresh_verdict(report, lease.state)
+    force = options.force
+    lease.acquire(wanted=lambda state, _entry: fresh_verdict(report, state, force) is None)
+    verdict = fresh_verdict(report, lease.state, force)
     if verdict is not None:
         raise verdict
     if not lease.held:
         raise KeyLocked()
-    if not fresh_budget:
+    if not options.fresh_budget:
         resume_budget(report, lease.state)
     with lease:
         if own_principal(runtime, event):
             skip(report, ECHO_REASON, logging.DEBUG)
         if event.action is V2Action.DELETED:
-            outcome = reverse_delete(runtime, report, event, lease)
+            outcome = reverse_delete(runtime, report, event, lease, options.release_delete_budget)
         elif event.object_type is V2ObjectType.COMMITTEE:
             outcome = reverse_committee(runtime, report, event, lease)
         else:
@@ -332,10 +348,10 @@ def load_event(runtime: Runtime, report: RunReport) -> V2Event:
     return event
 
 
-def fresh_verdict(report: RunReport, state: SyncState) -> Finished | None:
+def fresh_verdict(report: RunReport, state: SyncState, force: bool = False) -> Finished | None:
     """How a run ends before it does anything, or None: latest wins per V2 object."""
     state = state.in_life(REVERSE_EPOCH)
-    if state.revision == report.revision:
+    if state.revision == report.revision and not force:
         if state.outcome == Terminal.DEAD_LETTERED:
             return Finished(Outcome.SKIPPED, "already_dead_lettered", settled_already=True)
         return Finished(Outcome.UNCHANGED, "already_synced", settled_already=True)
@@ -456,7 +472,9 @@ def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: K
 # -- deletes ---------------------------------------------------------------------------
 
 
-def reverse_delete(runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock) -> Outcome:
+def reverse_delete(
+    runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock, release_budget: bool
+) -> Outcome:
     """Delete the V1 object of a deleted V2 object, through the delete budget."""
     uid = event.object_id
     is_committee = event.object_type is V2ObjectType.COMMITTEE
@@ -489,7 +507,7 @@ def reverse_delete(runtime: Runtime, report: RunReport, event: V2Event, lease: K
         skip(report, NOT_IN_V1_REASON, logging.INFO)
     budget = DeleteBudget(runtime.redis, runtime.settings.sync_delete_budget)
     task_id = task_id_for(report.key, report.revision)
-    if not budget.take(task_id):
+    if not budget.take(task_id, released=release_budget):
         raise PermanentError(
             f"more than SYNC_DELETE_BUDGET={budget.budget} deletes in the last hour: "
             "re-queue the dead letter to let it through",

@@ -122,13 +122,18 @@ def sync_v2_event(
     attempt: int = 0,
     lock_waits: int = 0,
     fresh_budget: bool = False,
+    force: bool = False,
+    release_delete_budget: bool = False,
+    epoch: int | None = None,
 ) -> str:
     """Bring V2 event ``sequence`` of object ``key`` (``v2.{object_type}.{uid}``) into V1.
 
     The V2 -> V1 direction (``SYNC_V2_TO_V1``; ``tasks.run.reverse``). ``action``
     is the event's (``created``…), for people reading Flower: the run reads
     the event itself from the V2 events stream. Retries, the durable budget
-    and dead letters work as ``sync_kv_entry``'s do.
+    and dead letters work as ``sync_kv_entry``'s do, and so do the operator's
+    ``force``, ``fresh_budget`` and ``release_delete_budget`` (``dlq requeue``);
+    ``epoch`` is accepted and ignored (V2 events belong to no life of ``v1-objects``).
     """
     report = RunReport(key=key, revision=int(sequence), operation=action, attempt=attempt)
     try:
@@ -142,7 +147,12 @@ def sync_v2_event(
         raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
 
     outcome, retry_kwargs = run_reverse(
-        runtime, report, lock_waits=lock_waits, fresh_budget=fresh_budget
+        runtime,
+        report,
+        lock_waits=lock_waits,
+        fresh_budget=fresh_budget,
+        force=force,
+        release_delete_budget=release_delete_budget,
     )
     emit_reverse(report, outcome)
     if retry_kwargs is not None:
