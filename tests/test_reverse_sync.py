@@ -48,7 +48,7 @@ from tasks.worker.app import app
 from tasks.worker.process import set_runtime
 from tests.bridge_harness import BackgroundBridge
 from tests.test_task_sync import FINAL, OutcomeLog, use_broker
-from tests.v1_examples import COMMITTEE_JSON, record
+from tests.v1_examples import COMMITTEE_JSON, MEMBER_JSON, record
 from tests.worker_process import sandbox_worker_settings
 
 KID = "reverse-kid"
@@ -622,3 +622,41 @@ def test_an_older_event_never_overwrites_a_newer_v1_state(st: Stack) -> None:
     )
     assert _final_of(runs, "created")[-1].outcome == "superseded"
     assert len(st.v1_calls()) == calls
+
+
+def test_a_forward_sync_of_a_v1_member_change_causes_no_v1_write(st: Stack) -> None:
+    _, project_sfid = a_project(st)
+    committee_sfid = str(uuid.uuid4())
+    committee_key = f"platform-collaboration__c.{committee_sfid}"
+    committee = record(
+        COMMITTEE_JSON,
+        sfid=committee_sfid,
+        project_name__c=project_sfid,
+        mailing_list__c="Members " + committee_sfid[:8],
+        lastmodifiedbyid=PLATFORM_ID,
+    )
+    st.nats.kv_put(OBJECTS, committee_key, json.dumps(committee).encode())
+    st.wait_for(committee_key, lambda runs: any(r.outcome == "created" for r in runs), "create")
+    sfid = str(uuid.uuid4())
+    v1_key = f"platform-community__c.{sfid}"
+    member = record(
+        MEMBER_JSON,
+        sfid=sfid,
+        collaboration_name__c=committee_sfid,
+        project_name__c=project_sfid,
+        contactemail__c=f"m{sfid[:8]}@example.com",
+        contact_name__c=PLATFORM_ID,
+    )
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(member).encode())
+    st.wait_for(v1_key, lambda runs: any(r.outcome == "created" for r in runs), "forward create")
+    place = st.mapping(f"committee_member.sfid.{sfid}")
+    assert place is not None
+    key = f"v2.committee_member.{place.partition(':')[2]}"
+    created = st.final(key, "created")
+    assert (created.outcome, created.__dict__["reason"]) == ("skipped", "echo")
+
+    member["title"] = "Chief Architect"
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(member).encode())
+    updated = st.final(key, "updated")
+    assert (updated.outcome, updated.__dict__["reason"]) == ("skipped", "echo")
+    assert st.v1_calls() == []
