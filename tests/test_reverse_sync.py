@@ -40,6 +40,8 @@ from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
 from tasks.clients.v2 import V2Service
 from tasks.kinds.committees import COMMITTEE_AUDIENCE
+from tasks.run.report import RunReport
+from tasks.run.reverse import run_reverse
 from tasks.run.runtime import Runtime
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
@@ -659,4 +661,34 @@ def test_a_forward_sync_of_a_v1_member_change_causes_no_v1_write(st: Stack) -> N
     st.nats.kv_put(OBJECTS, v1_key, json.dumps(member).encode())
     updated = st.final(key, "updated")
     assert (updated.outcome, updated.__dict__["reason"]) == ("skipped", "echo")
+    assert st.v1_calls() == []
+
+
+def test_v1_unavailable_is_retried_with_backoff_and_written_once(st: Stack) -> None:
+    project_uid, _ = a_project(st)
+    uid = v2_committee(st, project_uid, "Flaky " + uuid.uuid4().hex[:8])
+    key = f"v2.committee.{uid}"
+    assert st.final(key, "created").outcome == "created"
+    st.sandbox.inject_fault("PATCH", V1_COMMITTEES, status=503, times=2)
+    current = st.committees.get(uid, PERSON)
+    st.committees.update(
+        uid,
+        {**editable(current.record, COMMITTEE_READ_ONLY), "description": "Eventually."},
+        current.etag,
+        PERSON,
+    )
+    line = st.final(key, "updated")
+    assert (line.outcome, line.__dict__["attempt"]) == ("updated", 2)
+    assert [c.status for c in st.v1_calls("PATCH")] == [503, 503, 200]
+
+
+def test_with_the_switch_off_a_stray_task_does_nothing(st: Stack) -> None:
+    settings = st.runtime.settings
+    st.runtime.settings = settings.model_copy(update={"sync_v2_to_v1": False})
+    try:
+        report = RunReport(key="v2.committee.stray", revision=1, operation="updated")
+        outcome, retry = run_reverse(st.runtime, report)
+    finally:
+        st.runtime.settings = settings
+    assert (outcome.value, report.reason, retry) == ("skipped", "v2_to_v1_off", None)
     assert st.v1_calls() == []
