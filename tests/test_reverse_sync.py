@@ -30,6 +30,7 @@ import tasks.run.reverse as reverse_run
 import tasks.worker.task  # noqa: F401  (registers the tasks on the app)
 from operations.dlq import requeue_letters
 from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
+from operations.status import collect, collect_v2_events, render
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
 from sync_core.broker import V2_EVENT_TASK_NAME
@@ -692,3 +693,13 @@ def test_with_the_switch_off_a_stray_task_does_nothing(st: Stack) -> None:
         st.runtime.settings = settings
     assert (outcome.value, report.reason, retry) == ("skipped", "v2_to_v1_off", None)
     assert st.v1_calls() == []
+
+
+def test_status_shows_the_v2_events_consumer_with_the_switch_on(st: Stack) -> None:
+    status = collect(st.runtime.settings, ping_timeout=2.0)
+    assert status.v2_events is not None
+    assert status.v2_events.found, status.v2_events.error
+    assert status.v2_events.stream == "committee_events"
+    assert "(stream committee_events) V2 -> V1" in render(status)
+    settings = st.runtime.settings.model_copy(update={"sync_v2_to_v1": False})
+    assert collect_v2_events(settings) is None
