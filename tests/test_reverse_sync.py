@@ -703,3 +703,16 @@ def test_status_shows_the_v2_events_consumer_with_the_switch_on(st: Stack) -> No
     assert "(stream committee_events) V2 -> V1" in render(status)
     settings = st.runtime.settings.model_copy(update={"sync_v2_to_v1": False})
     assert collect_v2_events(settings) is None
+
+
+def test_a_v2_delete_v1_answers_404_to_is_skipped_and_tombstoned(st: Stack) -> None:
+    project_uid, _ = a_project(st)
+    uid = v2_committee(st, project_uid, "404 " + uuid.uuid4().hex[:8])
+    key = f"v2.committee.{uid}"
+    assert st.final(key, "created").outcome == "created"
+    st.sandbox.inject_fault("DELETE", V1_COMMITTEES, status=404, body={"message": "gone"})
+    st.committees.delete(uid, st.committees.get(uid, PERSON).etag, PERSON)
+    line = st.final(key, "deleted")
+    assert (line.outcome, line.__dict__["reason"]) == ("skipped", "not_in_v1")
+    assert [c.status for c in st.v1_calls("DELETE")] == [404]
+    assert st.mapping(f"committee.uid.{uid}") == "!del"

@@ -98,7 +98,7 @@ from tasks.stores.id_mappings import (
 )
 from tasks.stores.leases import KeyLock, LeaseLost
 from tasks.stores.sync_state import parked_pending, retry_pending
-from tasks.stores.v1_rows import Row, find_rows, live_row
+from tasks.stores.v1_rows import Row, deleted_row, find_rows, live_row
 from tasks.stores.v2_event_log import read_event
 
 log = logging.getLogger(__name__)
@@ -488,11 +488,16 @@ def reverse_delete(
     if not runtime.settings.sync_deletes:
         skip(report, "deletes_disabled", logging.WARNING)
     keys = COMMITTEE_KEYS if is_committee else MEMBER_KEYS
-    row = live_row(runtime.v1_value(v1_key_of(keys, sfid))) or {}
+    tombstones = [uid_key, (COMMITTEE_SFID if is_committee else MEMBER_SFID) + sfid]
+    value = runtime.v1_value(v1_key_of(keys, sfid))
+    if deleted_row(value):
+        # V1 deleted it (often the V1 delete this V2 delete echoes): no call.
+        mappings.tombstone(tombstones)
+        skip(report, NOT_IN_V1_REASON, logging.INFO)
+    row = live_row(value) or {}
     project_sfid = _text(row.get("project_name__c"))
     if project_sfid is None and report.project_uid is not None:
         project_sfid = mappings.project_sfid(report.project_uid)
-    tombstones = [uid_key, (COMMITTEE_SFID if is_committee else MEMBER_SFID) + sfid]
     committee_sfid = contact_id = None
     if not is_committee:
         committee_sfid = _text(row.get("collaboration_name__c")) or (

@@ -59,3 +59,13 @@ def live_row(value: bytes | None) -> Row | None:
     except InvalidRecord:
         return None
     return None if is_soft_delete(row) else row
+
+
+def deleted_row(value: bytes | None) -> bool:
+    """Whether ``value`` is a row the loader marked deleted (V1 no longer has the object)."""
+    if not value or is_empty(value):
+        return False
+    try:
+        return is_soft_delete(decode_value(bytes(value)))
+    except InvalidRecord:
+        return False
