@@ -716,3 +716,45 @@ def test_a_v2_delete_v1_answers_404_to_is_skipped_and_tombstoned(st: Stack) -> N
     assert (line.outcome, line.__dict__["reason"]) == ("skipped", "not_in_v1")
     assert [c.status for c in st.v1_calls("DELETE")] == [404]
     assert st.mapping(f"committee.uid.{uid}") == "!del"
+
+
+def test_a_member_added_in_v2_to_a_committee_from_v1_reaches_v1_once(st: Stack) -> None:
+    _, project_sfid = a_project(st)
+    committee_sfid = str(uuid.uuid4())
+    committee_key = f"platform-collaboration__c.{committee_sfid}"
+    committee = record(
+        COMMITTEE_JSON,
+        sfid=committee_sfid,
+        project_name__c=project_sfid,
+        mailing_list__c="From V1 " + committee_sfid[:8],
+        lastmodifiedbyid=PLATFORM_ID,
+    )
+    st.nats.kv_put(OBJECTS, committee_key, json.dumps(committee).encode())
+    st.wait_for(committee_key, lambda runs: any(r.outcome == "created" for r in runs), "create")
+    committee_uid = st.mapping(f"committee.sfid.{committee_sfid}")
+    assert committee_uid is not None
+    members = st.committees.collection_under(committee_uid, "members")
+    email = f"v2{uuid.uuid4().hex[:8]}@example.org"
+    body = {
+        "email": email,
+        "first_name": "Vera",
+        "last_name": "Two",
+        "role": {"name": "Chair"},
+        "voting": {"status": "Voting Rep"},
+        # The committee from V1 has voting on: V2 requires the organization.
+        "organization": {"id": "0014100000Te2ovAAB", "name": "Acme"},
+    }
+    uid = members.create(body, PERSON)["uid"]
+    key = f"v2.committee_member.{uid}"
+    assert st.final(key, "created").outcome == "created"
+    (post,) = st.v1_calls("POST")
+    assert post.path == f"{V1_COMMITTEES}{project_sfid}/committees/{committee_sfid}/members"
+    sfid = st.mapping(f"committee_member.uid.{uid}")
+    v1_key = f"platform-community__c.{sfid}"
+    row = st.v1_row(v1_key)
+    assert row is not None
+    assert (row["account__c"], row["role__c"]) == ("0014100000Te2ovAAB", "Chair")
+    forward_echo_skipped(st, v1_key)
+    # One V2 member: the row V1 wrote back did not become a second one.
+    stored = [m for m in st.sandbox.members.values() if m.get("committee_uid") == committee_uid]
+    assert [m["email"] for m in stored] == [email]
