@@ -331,14 +331,18 @@ def decode_envelope(raw: bytes | str) -> dict[str, Any]:
 
 
 def queued_revision(raw: bytes | str) -> int | None:
-    """The KV revision a queued ``sync_kv_entry`` message is for; None for anything else.
+    """The KV revision a queued ``sync_kv_entry`` message is for; None for anything else
+    (a ``sync_v2_event`` carries a sequence of another stream).
 
     The body is Celery's protocol 2 ``[args, kwargs, embed]`` with ``args`` =
     ``[key, revision, operation]``.
     """
     try:
-        args = decode_envelope(raw)["body"][0]
+        envelope = decode_envelope(raw)
+        if envelope["headers"].get("task", SYNC_TASK_NAME) != SYNC_TASK_NAME:
+            return None
+        args = envelope["body"][0]
         revision = args[1]
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
     return revision if isinstance(revision, int) and not isinstance(revision, bool) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -53,3 +54,18 @@ def test_the_loop_spec_is_the_consumer_the_capture_creates() -> None:
     for field in ("name", "durable_name", "ack_policy", "deliver_policy", "max_deliver"):
         assert getattr(got, field) == getattr(wanted, field), field
     assert (got.ack_wait, got.max_ack_pending) == (wanted.ack_wait, wanted.max_ack_pending)
+
+
+def test_a_queued_v2_event_task_gives_no_kv_revision() -> None:
+    from celery import Celery
+
+    from bridge.messages import TaskMessageEncoder, queued_revision
+    from sync_core.broker import V2_EVENT_TASK_NAME
+
+    app = Celery("t", broker="memory://", set_as_current=False)
+    kv = TaskMessageEncoder(app, "celery", 0)
+    v2 = TaskMessageEncoder(app, "celery", 0, task_name=V2_EVENT_TASK_NAME)
+    change = KvChange("v2.committee.c-1", 42, "updated")
+    assert queued_revision(kv.encode([change]).tasks[0]) == 42
+    assert queued_revision(v2.encode([change]).tasks[0]) is None
+    assert json.loads(v2.encode([change]).tasks[0])["headers"]["task"] == V2_EVENT_TASK_NAME
