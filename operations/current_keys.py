@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
@@ -18,7 +17,7 @@ from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
 from sync_core.keys import sync_rank
-from sync_core.nats_client import LISTING_CONSUMER_TTL
+from sync_core.kv_listing import ListingStalled, current_entries
 from sync_core.nats_connection import (
     NatsTarget,
     as_target,
@@ -128,26 +127,19 @@ async def _list(url: NatsTarget | str, bucket: str, prefix: str) -> list[KvChang
     try:
         kv = await _bucket(nc, bucket)
         # Last value per key, headers only (no payloads), deletes skipped: the
-        # cheapest way nats-py offers to get every live key with its revision.
-        watcher = await kv.watch(
-            watch_subject(prefix),
-            ignore_deletes=True,
-            meta_only=True,
-            inactive_threshold=LISTING_CONSUMER_TTL,
-        )
-        found: list[KvChange] = []
+        # cheapest way nats-py offers to get every live key with its revision
+        # (ending at the last key, not at nats-py's early end marker).
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except nats.errors.TimeoutError:
-                    raise KvUnavailable("listing the bucket's keys stalled") from None
-                if entry is None:  # the end of the initial values
-                    break
-                if entry.key.startswith(prefix):
-                    found.append(KvChange(entry.key, int(entry.revision or 0), PUT))
-        finally:
-            await watcher.stop()
+            entries = await current_entries(
+                kv, watch_subject(prefix), meta_only=True, idle_timeout=LIST_IDLE_TIMEOUT
+            )
+        except ListingStalled:
+            raise KvUnavailable("listing the bucket's keys stalled") from None
+        found = [
+            KvChange(entry.key, int(entry.revision or 0), PUT)
+            for entry in entries
+            if entry.key.startswith(prefix)
+        ]
         return found
     finally:
         await nc.close()

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import nats.errors
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from sync_core.broker import task_id_for
-from sync_core.nats_client import LISTING_CONSUMER_TTL, SyncNats
+from sync_core.kv_listing import ListingStalled, current_entries
+from sync_core.nats_client import SyncNats
 from sync_core.sync_state import CAS_ATTEMPTS, DEAD_LETTER_PREFIX, dead_letter_key
 from tasks.errors import BODY_EXCERPT_CHARS
 
@@ -248,26 +248,20 @@ class DeadLetterStore:
         return self._nats.run(self._list(self._kv), timeout=LIST_TIMEOUT)
 
     async def _list(self, kv: KeyValue) -> StoredLetters:
-        # A short inactive threshold: the server drops the listing's consumer soon
-        # after (stopping a watcher does not delete it; the default keeps it 5 min).
-        watcher = await kv.watch(
-            f"{DEAD_LETTER_PREFIX}>", ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_TTL
-        )
-        found: StoredLetters = []
+        # Ends at the last letter, not at nats-py's end marker, which can come before
+        # letters already on their way (``sync_core.kv_listing``).
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=LIST_IDLE_TIMEOUT)
-                except nats.errors.TimeoutError:
-                    raise TimeoutError("listing the dead letters stalled") from None
-                if entry is None:
-                    break
-                try:
-                    found.append(
-                        (DeadLetter.from_json(bytes(entry.value or b"")), int(entry.revision or 0))
-                    )
-                except ValueError:
-                    log.warning("skipping a malformed dead letter", extra={"id": entry.key})
-        finally:
-            await watcher.stop()
+            entries = await current_entries(
+                kv, f"{DEAD_LETTER_PREFIX}>", idle_timeout=LIST_IDLE_TIMEOUT
+            )
+        except ListingStalled:
+            raise TimeoutError("listing the dead letters stalled") from None
+        found: StoredLetters = []
+        for entry in entries:
+            try:
+                found.append(
+                    (DeadLetter.from_json(bytes(entry.value or b"")), int(entry.revision or 0))
+                )
+            except ValueError:
+                log.warning("skipping a malformed dead letter", extra={"id": entry.key})
         return found
