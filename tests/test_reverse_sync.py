@@ -26,7 +26,7 @@ from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-import tasks.run.reverse as reverse_run
+import tasks.run.reverse_writes as reverse_writes
 import tasks.worker.task  # noqa: F401  (registers the tasks on the app)
 from operations.dlq import requeue_letters
 from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
@@ -167,7 +167,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
         ValkeyServer(base / "valkey") as valkey,
         pytest.MonkeyPatch.context() as patch,
     ):
-        patch.setattr(reverse_run, "CREATE_SETTLE_SECONDS", SETTLE_SECONDS)
+        patch.setattr(reverse_writes, "CREATE_SETTLE_SECONDS", SETTLE_SECONDS)
         asyncio.run(_create_buckets(nats_server.url))
         sandbox = Sandbox(
             heimdall_keys={KID: heimdall_key.public_key()},
