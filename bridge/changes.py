@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sync_core.kv_listing import (
     KV_OPERATION_HEADER as KV_OPERATION_HEADER,
@@ -59,3 +60,29 @@ def change_of(
     if operation is None:
         return Skip(SKIP_UNKNOWN_OPERATION)
     return KvChange(key, sequence, operation)
+
+
+class ChangeReader(Protocol):
+    """What one stream message means for the loop: a change to enqueue, or a ``Skip``.
+
+    ``stamps_epoch``: whether the tasks carry the epoch of ``v1-objects``.
+    """
+
+    stamps_epoch: bool
+
+    def __call__(self, msg: Any) -> KvChange | Skip:
+        """The change ``msg`` records."""
+        ...
+
+
+class KvChangeReader:
+    """The KV consumer's reader: ``change_of`` on the bucket's subjects."""
+
+    stamps_epoch = True
+
+    def __init__(self, bucket: str) -> None:
+        self.prefix = subject_prefix(bucket)
+
+    def __call__(self, msg: Any) -> KvChange | Skip:
+        """The key, revision and operation of one KV stream message."""
+        return change_of(msg.subject, msg.headers, msg.metadata.sequence.stream, self.prefix)

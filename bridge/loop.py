@@ -42,7 +42,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from bridge.changes import KvChange, Skip, change_of, subject_prefix
+from bridge.changes import ChangeReader, KvChange, KvChangeReader, Skip
 from bridge.consumer import ConsumerSpec, ensure_consumer
 from bridge.messages import EncodedBatch, TaskMessageEncoder
 from bridge.metrics import BridgeMetrics
@@ -103,7 +103,10 @@ class Bridge:
         publisher: BrokerPublisher,
         metrics: BridgeMetrics,
         tuning: LoopTuning,
+        reader: ChangeReader | None = None,
     ) -> None:
+        """``reader``: what a message means (the KV bucket's changes by default;
+        ``bridge.v2_events.V2EventReader`` for the V2 events consumer)."""
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.spec = spec
@@ -111,7 +114,7 @@ class Bridge:
         self.publisher = publisher
         self.metrics = metrics
         self.tuning = tuning
-        self.prefix = subject_prefix(spec.bucket)
+        self.reader: ChangeReader = reader or KvChangeReader(spec.bucket)
         self.in_progress_interval = min(IN_PROGRESS_INTERVAL_MAX, spec.ack_wait / 3)
         # None until the first contact: the first failure is logged either way.
         self.broker_up: bool | None = None
@@ -177,6 +180,8 @@ class Bridge:
 
     async def _read_epoch(self) -> None:
         """Read the epoch of ``v1-objects`` and stamp the tasks with it from now on."""
+        if not self.reader.stamps_epoch:
+            return
         try:
             epoch = await bucket_epoch(self.js, self.spec.bucket)
         except Exception as error:  # keep the last one; the worker checks stamps anyway
@@ -317,7 +322,7 @@ class Bridge:
         for msg in msgs:
             meta = msg.metadata
             self._delivered = meta.sequence.consumer
-            result = change_of(msg.subject, msg.headers, meta.sequence.stream, self.prefix)
+            result = self.reader(msg)
             if isinstance(result, Skip):
                 self.metrics.skipped.labels(result.reason).inc()
                 log.warning(

@@ -1,4 +1,4 @@
-"""Celery task messages for ``sync_kv_entry``, byte for byte what ``apply_async`` writes.
+"""Celery task messages (``sync_kv_entry``, ``sync_v2_event``), as ``apply_async`` writes them.
 
 ``apply_async`` costs about 0.4 ms of CPU per task; most of it goes to work
 that is the same for every task of the bridge. So the encoder runs Celery's
@@ -136,18 +136,25 @@ class TaskMessageEncoder:
     """Turns KV changes into the Redis payloads ``send_task`` would have written."""
 
     def __init__(
-        self, app: Celery, queue: str, db: int, task_kwargs: Mapping[str, Any] | None = None
+        self,
+        app: Celery,
+        queue: str,
+        db: int,
+        task_kwargs: Mapping[str, Any] | None = None,
+        task_name: str = SYNC_TASK_NAME,
     ) -> None:
         """``task_kwargs`` go into every message (the bridge sends the epoch of
-        ``v1-objects``, ``with_epoch``; manual re-queues send ``force=True``)."""
+        ``v1-objects``, ``with_epoch``; manual re-queues send ``force=True``).
+        ``task_name``: ``sync_kv_entry``, or ``sync_v2_event`` for the V2 events."""
         self.queue = queue
+        self.task_name = task_name
         self._app, self._db, self._task_kwargs = app, db, dict(task_kwargs or {})
         self._stamped: dict[tuple[tuple[str, Any], ...], TaskMessageEncoder] = {}
         amqp = app.amqp
         self._argsrepr_maxsize = amqp.argsrepr_maxsize
         self._repr_maxlevels = app.conf.task_repr_maxlevels
         self._task_template, self._body_template, sent_event = self._task_templates(
-            app, queue, dict(task_kwargs or {})
+            app, queue, dict(task_kwargs or {}), task_name
         )
         self._event_body_template, self._event_template = self._event_templates(app, sent_event)
         self._clock = app.clock
@@ -170,19 +177,21 @@ class TaskMessageEncoder:
         wanted = tuple(sorted({**self._task_kwargs, **extra}.items()))
         stamped = self._stamped.get(wanted)
         if stamped is None:
-            stamped = TaskMessageEncoder(self._app, self.queue, self._db, task_kwargs=dict(wanted))
+            stamped = TaskMessageEncoder(
+                self._app, self.queue, self._db, task_kwargs=dict(wanted), task_name=self.task_name
+            )
             self._stamped[wanted] = stamped
         return stamped
 
     @staticmethod
     def _task_templates(
-        app: Celery, queue: str, task_kwargs: dict[str, Any]
+        app: Celery, queue: str, task_kwargs: dict[str, Any], task_name: str
     ) -> tuple[_Template, _Template, dict[str, Any]]:
         """Run Celery's own message construction once, on placeholder values."""
         amqp = app.amqp
         headers, properties, body, sent_event = amqp.as_task_v2(
             _slot("id"),
-            SYNC_TASK_NAME,
+            task_name,
             args=(_slot("key"), _slot("revision"), _slot("operation")),
             kwargs=task_kwargs,
             reply_to=app.thread_oid,
@@ -322,14 +331,18 @@ def decode_envelope(raw: bytes | str) -> dict[str, Any]:
 
 
 def queued_revision(raw: bytes | str) -> int | None:
-    """The KV revision a queued ``sync_kv_entry`` message is for; None for anything else.
+    """The KV revision a queued ``sync_kv_entry`` message is for; None for anything else
+    (a ``sync_v2_event`` carries a sequence of another stream).
 
     The body is Celery's protocol 2 ``[args, kwargs, embed]`` with ``args`` =
     ``[key, revision, operation]``.
     """
     try:
-        args = decode_envelope(raw)["body"][0]
+        envelope = decode_envelope(raw)
+        if envelope["headers"].get("task", SYNC_TASK_NAME) != SYNC_TASK_NAME:
+            return None
+        args = envelope["body"][0]
         revision = args[1]
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
     return revision if isinstance(revision, int) and not isinstance(revision, bool) else None

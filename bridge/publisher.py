@@ -134,6 +134,11 @@ class BrokerPublisher:
         raw = self.client.lindex(queue, -1)
         return raw if isinstance(raw, bytes) else None
 
+    def oldest_few(self, queue: str, count: int) -> list[bytes]:
+        """Up to ``count`` task messages that have waited longest in ``queue``, oldest first."""
+        raw = self.client.lrange(queue, -count, -1)
+        return [item for item in reversed(raw) if isinstance(item, bytes)]
+
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()

@@ -100,6 +100,8 @@ MAPPING_LOOKUPS_IN_FLIGHT = 64
 MAPPED_OUTCOMES = frozenset({Terminal.CREATED, Terminal.UPDATED, Terminal.UNCHANGED})
 # Re-drives of keys whose revision looks synced but whose mapping is gone.
 FORCE_KWARGS = {"force": True}
+# The oldest queued messages looked at for the queue floor (V2 -> V1 tasks are passed over).
+QUEUE_FLOOR_SCAN = 100
 
 
 @dataclass(frozen=True)
@@ -551,9 +553,19 @@ class Reconciler:
         )
 
     async def queue_floor(self) -> int | None:
-        """The KV revision of the oldest task waiting in the Celery queue; None when empty."""
-        raw = await self._on_redis_thread(self.publisher.oldest, self.encoder.queue)
-        return None if raw is None else queued_revision(raw)
+        """The KV revision of the oldest ``sync_kv_entry`` waiting in the Celery queue.
+
+        None when there is none among the ``QUEUE_FLOOR_SCAN`` oldest messages (V2 -> V1
+        tasks, whose sequences are of another stream, are passed over).
+        """
+        oldest = await self._on_redis_thread(
+            self.publisher.oldest_few, self.encoder.queue, QUEUE_FLOOR_SCAN
+        )
+        for raw in oldest:
+            revision = queued_revision(raw)
+            if revision is not None:
+                return revision
+        return None
 
     async def ack_floor(self) -> int | None:
         """The stream sequence up to which the bridges acked every message, if known."""

@@ -18,7 +18,8 @@ from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher, broker_client, database_of
 from bridge.reconciler import Reconciler, ReconcileTuning
-from sync_core.broker import broker_transport_options
+from bridge.v2_events import V2EventReader, event_stream_spec
+from sync_core.broker import V2_EVENT_TASK_NAME, broker_transport_options
 from sync_core.nats_client import connect, ensure_bucket
 from sync_core.settings import BridgeSettings
 from sync_core.v2_events import capture_from_settings, ensure_v2_event_capture
@@ -59,6 +60,8 @@ class BridgeService:
         self.metrics = BridgeMetrics()
         self.transport_options: dict[str, Any] = broker_transport_options()
         self.bridge: Bridge | None = None
+        # The V2 events' loop (``SYNC_V2_TO_V1``): None while the switch is off.
+        self.v2_bridge: Bridge | None = None
         self.health: HealthServer | None = None
         if serve_http:
             self.health = HealthServer(
@@ -69,7 +72,12 @@ class BridgeService:
         """What ``/readyz`` reports: not ready until the loop is set up."""
         if self.bridge is None:
             return {"nats": False, "subscription": False, "broker": False}
-        return self.bridge.readiness()
+        checks = self.bridge.readiness()
+        if self.settings.sync_v2_to_v1:
+            checks["v2_events_subscription"] = (
+                self.v2_bridge is not None and self.v2_bridge.subscribed
+            )
+        return checks
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then finish in-hand work and disconnect."""
@@ -92,7 +100,23 @@ class BridgeService:
             if self.settings.sync_v2_to_v1:
                 # From now on V2's committee events are kept even while no bridge runs;
                 # with the switch off nothing of the V2 -> V1 direction is created.
-                await ensure_v2_event_capture(nc.jetstream(), capture_from_settings(self.settings))
+                capture = capture_from_settings(self.settings)
+                await ensure_v2_event_capture(nc.jetstream(), capture)
+                v2_encoder = TaskMessageEncoder(
+                    app,
+                    self.settings.celery_queue,
+                    database_of(client),
+                    task_name=V2_EVENT_TASK_NAME,
+                )
+                self.v2_bridge = Bridge(
+                    nc,
+                    event_stream_spec(capture),
+                    v2_encoder,
+                    publisher,
+                    self.metrics,
+                    self.tuning,
+                    reader=V2EventReader(),
+                )
             self.reconciler = Reconciler(
                 nc,
                 objects_bucket=self.settings.v1_objects_bucket,
@@ -105,11 +129,16 @@ class BridgeService:
                 tuning=self.reconcile_tuning,
             )
             reconciling = asyncio.create_task(self.reconciler.run(stop))
+            v2_events = None
+            if self.v2_bridge is not None:
+                v2_events = asyncio.create_task(self._run_v2_events(stop))
             try:
                 await self.bridge.run(stop)
             finally:
                 stop.set()
                 await reconciling
+                if v2_events is not None:
+                    await v2_events
         finally:
             if nc is not None:
                 await _drain(nc)
@@ -117,6 +146,16 @@ class BridgeService:
             if self.health is not None:
                 self.health.stop()
             log.info("bridge stopped")
+
+    async def _run_v2_events(self, stop: asyncio.Event) -> None:
+        """The V2 events' loop; its failure stops the process, as the KV loop's does."""
+        assert self.v2_bridge is not None
+        try:
+            await self.v2_bridge.run(stop)
+        except Exception:
+            log.exception("the V2 events loop failed: stopping the bridge")
+            stop.set()
+            raise
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:

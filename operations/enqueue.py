@@ -18,10 +18,11 @@ from bridge.changes import KvChange
 from bridge.loop import LOW_WATER_FRACTION
 from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.publisher import BrokerPublisher, broker_client, database_of
-from sync_core.broker import broker_transport_options
+from sync_core.broker import V2_EVENT_TASK_NAME, broker_transport_options
 from sync_core.epochs import EPOCH_TASK_KWARG
 from sync_core.redis_connection import RedisTarget
 from sync_core.redis_connection import redis_client as connect_redis
+from sync_core.v2_events import V2_KEY_PREFIX
 
 # kombu's Redis transport keeps one list per priority step: "celery",
 # "celery\x06\x163", … A depth that ignores them undercounts prioritised tasks.
@@ -89,6 +90,14 @@ class TaskQueue:
             database_of(self._publisher.client),
             task_kwargs=MANUAL_TASK_KWARGS if task_kwargs is None else task_kwargs,
         )
+        # Keys of V2 objects (``v2.…``, V2 -> V1) go to their own task with the same options.
+        self._v2_encoder = TaskMessageEncoder(
+            self._app,
+            queue,
+            database_of(self._publisher.client),
+            task_kwargs=MANUAL_TASK_KWARGS if task_kwargs is None else task_kwargs,
+            task_name=V2_EVENT_TASK_NAME,
+        )
 
     def publish(self, changes: Sequence[KvChange], epoch: int | None = None) -> None:
         """Enqueue every change; raise ``BrokerUnavailable`` unless all are in Redis.
@@ -101,8 +110,13 @@ class TaskQueue:
         encoder = self._encoder
         if epoch is not None:
             encoder = encoder.with_kwargs({EPOCH_TASK_KWARG: epoch})
+        v1_changes = [c for c in changes if not c.key.startswith(V2_KEY_PREFIX)]
+        v2_changes = [c for c in changes if c.key.startswith(V2_KEY_PREFIX)]
         try:
-            self._publisher.push(encoder.encode(changes))
+            if v1_changes:
+                self._publisher.push(encoder.encode(v1_changes))
+            if v2_changes:
+                self._publisher.push(self._v2_encoder.encode(v2_changes))
         except (redis.RedisError, OSError) as error:
             raise BrokerUnavailable(f"the broker did not accept the tasks: {error}") from None
 

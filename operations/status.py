@@ -108,6 +108,8 @@ class Status:
     problems: list[str]
     # Worth knowing, not unhealthy (an older life of v1-objects in the state).
     warnings: list[str] = field(default_factory=list)
+    # The V2 events consumer (``SYNC_V2_TO_V1``); None while the switch is off.
+    v2_events: ConsumerStatus | None = None
 
     @property
     def healthy(self) -> bool:
@@ -140,9 +142,23 @@ async def _consumer_info(settings: CommonSettings, status: ConsumerStatus) -> No
 
 def collect_consumer(settings: CommonSettings) -> ConsumerStatus:
     """Pending, awaiting-ack and redelivered counts of the bridge's consumer."""
-    status = ConsumerStatus(
-        stream=f"KV_{settings.v1_objects_bucket}", name=settings.kv_consumer_name
+    return _collect(
+        settings,
+        ConsumerStatus(stream=f"KV_{settings.v1_objects_bucket}", name=settings.kv_consumer_name),
     )
+
+
+def collect_v2_events(settings: CommonSettings) -> ConsumerStatus | None:
+    """The same counts of the V2 events consumer, when ``SYNC_V2_TO_V1`` is on."""
+    if not settings.sync_v2_to_v1:
+        return None
+    return _collect(
+        settings,
+        ConsumerStatus(stream=settings.v2_events_stream, name=settings.v2_events_consumer_name),
+    )
+
+
+def _collect(settings: CommonSettings, status: ConsumerStatus) -> ConsumerStatus:
     try:
         asyncio.run(_consumer_info(settings, status))
     except KvUnavailable as error:
@@ -210,6 +226,7 @@ def ping_workers(settings: CommonSettings, timeout: float) -> list[str]:
 def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT) -> Status:
     """Read every part of the status and list what is unhealthy."""
     consumer = collect_consumer(settings)
+    v2_events = collect_v2_events(settings)
     broker = collect_broker(settings)
     sync_state = collect_sync_state(settings)
     workers: list[str] = []
@@ -222,6 +239,8 @@ def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT
     problems = []
     if not consumer.found:
         problems.append(consumer.error or "the JetStream consumer is missing")
+    if v2_events is not None and not v2_events.found:
+        problems.append(v2_events.error or "the V2 events consumer is missing")
     if not broker.up:
         problems.append(broker.error or "the broker is down")
     elif ping_error:
@@ -237,6 +256,7 @@ def collect(settings: CommonSettings, ping_timeout: float = DEFAULT_PING_TIMEOUT
         workers=workers,
         problems=problems,
         warnings=sync_state.warnings(),
+        v2_events=v2_events,
     )
 
 
@@ -246,16 +266,10 @@ def _count(value: int | None) -> str:
 
 def render(status: Status) -> str:
     """The human-readable report, one fact per line."""
-    consumer, broker = status.consumer, status.broker
-    lines = [f"JetStream consumer {consumer.name} (stream {consumer.stream})"]
-    if consumer.found:
-        lines += [
-            f"  pending           {_count(consumer.num_pending)}",
-            f"  awaiting ack      {_count(consumer.num_ack_pending)}",
-            f"  redelivered       {_count(consumer.num_redelivered)}",
-        ]
-    else:
-        lines.append(f"  unavailable: {consumer.error}")
+    broker = status.broker
+    lines = _render_consumer(status.consumer)
+    if status.v2_events is not None:
+        lines += _render_consumer(status.v2_events, " V2 -> V1")
     lines.append("Broker (Redis)")
     if broker.up:
         outcomes = ", ".join(f"{k} {v}" for k, v in broker.outcomes_last_hour.items()) or "none"
@@ -275,6 +289,19 @@ def render(status: Status) -> str:
         lines.append("UNHEALTHY")
         lines += [f"  - {problem}" for problem in status.problems]
     return "\n".join(lines)
+
+
+def _render_consumer(consumer: ConsumerStatus, direction: str = "") -> list[str]:
+    lines = [f"JetStream consumer {consumer.name} (stream {consumer.stream}){direction}"]
+    if consumer.found:
+        lines += [
+            f"  pending           {_count(consumer.num_pending)}",
+            f"  awaiting ack      {_count(consumer.num_ack_pending)}",
+            f"  redelivered       {_count(consumer.num_redelivered)}",
+        ]
+    else:
+        lines.append(f"  unavailable: {consumer.error}")
+    return lines
 
 
 def _render_sync_state(state: SyncStateStatus) -> list[str]:

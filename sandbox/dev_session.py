@@ -225,7 +225,7 @@ class DevSession:
         env = dict(os.environ)
         env.update(self.sandbox.env())
         env.update(DEV_RETRY_ENV)
-        # On unless the caller's environment says otherwise (SYNC_V2_TO_V1=false make run).
+        # DEV_V2_TO_V1_ENV unless the caller's environment says otherwise.
         for name, value in DEV_V2_TO_V1_ENV.items():
             env.setdefault(name, value)
         env.update(
@@ -320,10 +320,7 @@ class DevSession:
         captured = self.captured_v2_events()
         if captured is None:
             return f"on, but the bridge has not created stream {self.v2_events_stream}"
-        return (
-            f"on: {captured} V2 indexer events captured in {self.v2_events_stream} "
-            "(the reverse tasks are not built yet: nothing is written to V1)"
-        )
+        return f"on: {captured} V2 indexer events captured in {self.v2_events_stream}"
 
     def start_loading(self, nats_url: str) -> None:
         """Write the sample set, phase by phase, while the session watches."""

@@ -64,7 +64,11 @@ DEV_RETRY_ENV = {
 # indexer's committee events and its durable consumer; the sandbox publishes those
 # events after each committee and member write. Nothing consumes them yet: the
 # reverse tasks are not built, so the forward sync and its checks are unchanged.
-DEV_V2_TO_V1_ENV = {"SYNC_V2_TO_V1": "true"}
+# Off in `make run` until the reverse run passes the local stack's own check
+# (`dev --exit-when-synced`): with it on, a V2 create echoed from the forward
+# path is still PATCHed to V1 now and then (issue 24). `SYNC_V2_TO_V1=true make run`
+# turns it on by hand.
+DEV_V2_TO_V1_ENV = {"SYNC_V2_TO_V1": "false"}
 
 PREFERRED_PORTS = {
     "nats": 4222,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 SYNC_TASK_NAME = "sync_kv_entry"
+# V2 -> V1 (``SYNC_V2_TO_V1``): one task per V2 indexer event, args (key, stream sequence, action).
+V2_EVENT_TASK_NAME = "sync_v2_event"
 
 # Task time limits. The hard limit bounds a stuck V2 call; the per-key lease is
 # renewed while the run lives, so it needs no TTL above the limit.

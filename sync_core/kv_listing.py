@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -100,3 +101,32 @@ async def last_per_subject(
         await asyncio.wait_for(done, idle_timeout)
     finally:
         await sub.unsubscribe()
+
+
+@dataclass(frozen=True, slots=True)
+class KvItem:
+    """The current value of one live key, as a listing found it."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+async def current_entries(
+    js: JetStreamContext,
+    bucket: str,
+    key_filter: str,
+    idle_timeout: float = DEFAULT_LIST_IDLE_TIMEOUT,
+) -> list[KvItem]:
+    """Every live key of ``bucket`` under ``key_filter`` at its latest value (no deletes)."""
+    start = len(kv_subject(bucket, ""))
+    found: list[KvItem] = []
+
+    def note(msg: Msg, meta: Msg.Metadata) -> None:
+        if operation_of(msg.headers) == PUT:
+            found.append(KvItem(msg.subject[start:], bytes(msg.data or b""), meta.sequence.stream))
+
+    await last_per_subject(
+        js, kv_stream(bucket), kv_subject(bucket, key_filter), note, False, idle_timeout
+    )
+    return found

@@ -117,6 +117,15 @@ class SyncState:
     # The life of ``v1-objects`` that ``revision`` and ``pending`` belong to
     # (``sync_core.epochs``); None: written before epochs, a life unknown.
     epoch: int | None = None
+    # The V1-relevant fingerprint (``tasks.mapping.v1_bodies``) of the content V1
+    # and V2 last agreed on for this object, written by whichever direction wrote
+    # it last: a V2 event carrying it is an echo (V2 -> V1, issue 24).
+    fingerprint: str | None = None
+    # V2 -> V1 only: a V1 create sent for stream sequence ``intent`` whose answer
+    # is not recorded yet (a retry looks the object up in V1 before creating it).
+    intent: int | None = None
+    # V2 -> V1 only: the V1 contact id of a member (its URL names it).
+    contact_id: str | None = None
 
     def in_life(self, epoch: int) -> SyncState:
         """The state as seen from life ``epoch`` of ``v1-objects``.
@@ -175,7 +184,7 @@ class SyncState:
     def to_bytes(self) -> bytes:
         """The stored form: compact JSON, empty fields left out."""
         data: dict[str, Any] = {"key": self.key, "revision": self.revision}
-        for name in ("outcome", "at", "uid", "epoch"):
+        for name in ("outcome", "at", "uid", "epoch", "fingerprint", "intent", "contact_id"):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         if self.pending is not None:
@@ -201,6 +210,9 @@ class SyncState:
                 at=None if data.get("at") is None else float(data["at"]),
                 uid=data.get("uid"),
                 epoch=None if data.get("epoch") is None else int(data["epoch"]),
+                fingerprint=data.get("fingerprint"),
+                intent=None if data.get("intent") is None else int(data["intent"]),
+                contact_id=data.get("contact_id"),
                 pending=None
                 if not pending
                 else PendingRun(

@@ -46,6 +46,16 @@ MAX_ACK_PENDING = 1000
 MAX_AGE_TOLERANCE_SECONDS = 1e-3
 
 
+# The key of a V2 object in ``v1-sync-state`` (its lease and durable state) and in the
+# task ``sync_v2_event``: ``v2.{object_type}.{uid}``.
+V2_KEY_PREFIX = "v2."
+
+
+def v2_key(object_type: str, object_id: str) -> str:
+    """``v2.{object_type}.{object_id}``: the key of a V2 object of the V2 -> V1 direction."""
+    return f"{V2_KEY_PREFIX}{object_type}.{object_id}"
+
+
 class StreamConfigError(RuntimeError):
     """The existing stream differs in a way the server will not update (its storage)."""
 

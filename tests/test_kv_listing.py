@@ -11,7 +11,13 @@ from nats.aio.msg import Msg
 
 from operations.current_keys import list_current
 from sandbox.servers import NatsServer
-from sync_core.kv_listing import kv_stream, kv_subject, last_per_subject, operation_of
+from sync_core.kv_listing import (
+    current_entries,
+    kv_stream,
+    kv_subject,
+    last_per_subject,
+    operation_of,
+)
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
 from tasks.stores.dead_letters import DeadLetterStore
@@ -71,3 +77,29 @@ def test_replay_and_dlq_list_see_every_live_entry(buckets: NatsServer, sync_nats
         current = list_current(buckets.url, BUCKET, "salesforce-project__c.")
         assert len(current) == KEYS - 1
         assert len(letters.list()) == KEYS
+
+
+def current(sync_nats: SyncNats, key_filter: str) -> dict[str, bytes]:
+    entries = sync_nats.run(current_entries(sync_nats.js, BUCKET, key_filter))
+    assert len({e.key for e in entries}) == len(entries)  # each key once
+    return {e.key: e.value for e in entries}
+
+
+def test_current_entries_are_every_live_key_at_its_latest_value(sync_nats: SyncNats) -> None:
+    for i in range(50):
+        sync_nats.kv_put(BUCKET, f"a.k{i}", b"old")
+    for i in range(0, 50, 2):
+        sync_nats.kv_put(BUCKET, f"a.k{i}", b"new")
+    sync_nats.kv_put(BUCKET, "b.other", b"x")
+    found = current(sync_nats, "a.>")
+    assert len(found) == 50
+    assert found["a.k0"] == b"new"
+    assert found["a.k1"] == b"old"
+
+
+def test_current_entries_end_after_a_delete_and_on_an_empty_filter(sync_nats: SyncNats) -> None:
+    sync_nats.kv_put(BUCKET, "c.one", b"1")
+    sync_nats.kv_put(BUCKET, "c.two", b"2")
+    sync_nats.run(sync_nats.kv(BUCKET).delete("c.two"))
+    assert current(sync_nats, "c.>") == {"c.one": b"1"}
+    assert current(sync_nats, "nothing.>") == {}

@@ -197,6 +197,18 @@ def member_fingerprint(data: Mapping[str, Any]) -> str:
     return v1_fingerprint(v1_member_body(data).body)
 
 
+def written_fingerprint(object_type: str, data: Mapping[str, Any] | None) -> str | None:
+    """The V1-relevant fingerprint of a V2 committee or member body the forward path
+    wrote; None for other types (their V2 events do not flow back to V1)."""
+    if data is None:
+        return None
+    if object_type == V2ObjectType.COMMITTEE:
+        return committee_fingerprint(data)
+    if object_type == V2ObjectType.COMMITTEE_MEMBER:
+        return member_fingerprint(data)
+    return None
+
+
 def event_fingerprint(event: V2Event) -> str | None:
     """The V1-relevant content of a create or update event; None for a delete.
 

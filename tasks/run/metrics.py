@@ -88,6 +88,12 @@ SYNC_LAG = Histogram(
     ["object_type"],
     buckets=SYNC_LAG_BUCKETS,
 )
+V2_TO_V1_OUTCOMES = Counter(
+    "v1sync_v2_to_v1_outcomes",
+    "V2 -> V1 task runs (SYNC_V2_TO_V1) by V2 object type and outcome "
+    "(created, updated, deleted, skipped:echo, skipped:not_in_v1, parked, retrying, ...).",
+    ["object_type", "outcome"],
+)
 KEY_LOCK_WAITS = Counter(
     "v1sync_key_lock_waits",
     "Task runs that found their key locked by another task and came back later.",

@@ -39,7 +39,9 @@ class Outcome(enum.StrEnum):
 
 # Skip reasons counted on their own in the per-minute counts (``skipped:{reason}``),
 # so that ``status`` shows deletes that did not reach V2 apart from other skips.
-COUNTED_SKIP_REASONS = frozenset({"tombstoned", "not_in_v2", "deletes_disabled", "echo"})
+COUNTED_SKIP_REASONS = frozenset(
+    {"tombstoned", "not_in_v2", "not_in_v1", "deletes_disabled", "echo"}
+)
 # Dead letters whose run ends in an outcome of its own rather than ``dead_lettered``.
 DEAD_LETTER_OUTCOMES = {"delete_refused": Outcome.DELETE_REFUSED}
 

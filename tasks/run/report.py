@@ -55,6 +55,9 @@ class RunReport:
     warnings: tuple[str, ...] = ()
     # The V2 body the mapping produced (``explain`` shows it; not logged).
     body: dict[str, Any] | None = None
+    # The body a create or update sent to V2 (its V1-relevant fingerprint is
+    # recorded for the V2 -> V1 echo check; not logged).
+    written: dict[str, Any] | None = None
     # When the synced V1 value was written into v1-objects (the sync-lag histogram's start).
     written_at: datetime | None = None
     started: float = field(default_factory=time.perf_counter)

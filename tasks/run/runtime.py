@@ -34,6 +34,7 @@ from tasks.clients.organizations import OrganizationDirectory, organization_dire
 from tasks.clients.query_service import query_service
 from tasks.clients.tokens import TokenMinter, minter_from_settings
 from tasks.clients.users import UserDirectory, user_directory_from_settings
+from tasks.clients.v1_committees import V1CommitteeWriter
 from tasks.clients.v2 import V2Service
 from tasks.errors import TransientError
 from tasks.kinds.committees import COMMITTEE_SERVICE
@@ -77,6 +78,8 @@ class Runtime:
     _objects_epoch: ObjectsEpoch | None = field(default=None, repr=False)
     _root_uid: str | None = field(default=None, repr=False)
     _root_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The V1 write client of the V2 -> V1 direction, made on its first use.
+    _v1_writer: V1CommitteeWriter | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(
@@ -195,9 +198,19 @@ class Runtime:
                 log.info("found the ROOT project", extra={"project_uid": uid})
             return self._root_uid
 
+    @property
+    def v1_committees(self) -> V1CommitteeWriter:
+        """The V1 committee write client (``SYNC_V2_TO_V1``), made once per process."""
+        with self._root_lock:
+            if self._v1_writer is None:
+                self._v1_writer = V1CommitteeWriter(self.settings)
+            return self._v1_writer
+
     def close(self) -> None:
         """Close every connection (errors are logged, not raised)."""
         closers: list[Any] = [self.users.close, self.organizations.close, self.redis.close]
+        if self._v1_writer is not None:
+            closers.append(self._v1_writer.close)
         closers.extend(service.close for service in self.services.values() if service is not None)
         if self.query is not None:
             closers.append(self.query.close)

@@ -60,6 +60,7 @@ from tasks.errors import MissingMapping, PermanentError, SyncError, TransientErr
 from tasks.kinds.base import ObjectKind
 from tasks.kinds.registry import kind_for_key
 from tasks.mapping.record_ids import check_key_id
+from tasks.mapping.v1_bodies import written_fingerprint
 from tasks.run.backoff import lock_wait_countdown, retry_countdown
 from tasks.run.decisions import echo_skip, read_value, should_retry, skip_for_key
 from tasks.run.deletes import sync_delete
@@ -307,6 +308,11 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
     # Whether children wait on this key's mapping is asked in the same round trip.
     parent_key = children_parent_key(report) if outcome in MAPPED_OUTCOMES else None
     epoch = run_epoch(runtime, report)
+    fingerprint = None
+    if runtime.settings.sync_v2_to_v1 and outcome in V2_WRITES:
+        # What V2's indexer event of this write will carry: the V2 -> V1 run
+        # compares with it and skips the echo without an HTTP call.
+        fingerprint = written_fingerprint(report.object_type, report.written)
     before, _, any_parked = runtime.state.finish(
         report.key,
         report.revision,
@@ -317,6 +323,7 @@ def finish(runtime: Runtime, report: RunReport, outcome: Outcome, lease: KeyLock
         known=lease.known(),
         probe_parked=parent_key,
         epoch=epoch,
+        fingerprint=fingerprint,
     )
     if outcome not in SUCCESSES:
         return

@@ -84,8 +84,9 @@ def upsert(
     service = kind.service(runtime, desired)
     uid = kind.mapped_uid(runtime, desired)
     if uid is None:
+        body = create_body(desired.body, desired.settings)
         try:
-            created = service.create(create_body(desired.body, desired.settings), identity)
+            created = service.create(body, identity)
         except SlugConflict as conflict:
             uid = kind.adopt_existing(runtime, desired, identity, report, conflict)
             kind.note_uid(report, uid)
@@ -93,6 +94,7 @@ def upsert(
             kind.record_mappings(runtime, desired, uid)
         else:
             uid = created_uid(created, kind.name)
+            report.written = body
             kind.note_uid(report, uid)
             kind.record_mappings(runtime, desired, uid)
             return Outcome.CREATED
@@ -128,6 +130,7 @@ def update_existing(
             stale = error
             log.info("stale ETag, refetching", extra=report.context())
             continue
+        report.written = merged
         kind.record_mappings(runtime, desired, uid)
         return Outcome.UPDATED
     assert stale is not None

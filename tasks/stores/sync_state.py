@@ -25,6 +25,7 @@ from sync_core.sync_state import (
     PendingRun,
     RunState,
     SyncState,
+    Terminal,
     modify,
     parked_filter,
     parked_key,
@@ -131,6 +132,7 @@ class StateStore:
         probe_parked: str | None = None,
         *,
         epoch: int,
+        fingerprint: str | None = None,
     ) -> tuple[SyncState, SyncState, bool]:
         """Record a terminal outcome and drop the lease ``token`` held; (before, after, parked).
 
@@ -138,13 +140,23 @@ class StateStore:
         ``known``: see ``modify_versioned``. ``probe_parked``: a parent key
         whose parked children the caller will release; whether any index entry
         exists under it is asked in the same round trip (``parked`` is False
-        when not asked).
+        when not asked). ``fingerprint``: the V1-relevant content written
+        (``SyncState.fingerprint``), stored in the same write.
         """
         seen: list[SyncState] = []
 
         def change(state: SyncState) -> SyncState:
             seen[:] = [state]
             after = state.finished(revision, outcome, at, uid, epoch=epoch)
+            if fingerprint is not None:
+                after = replace(after, fingerprint=fingerprint)
+            if (
+                after.intent is not None
+                and after.intent <= revision
+                and outcome != Terminal.DEAD_LETTERED
+            ):
+                # The V1 create the intent announced has its answer recorded (V2 -> V1).
+                after = replace(after, intent=None)
             if token is not None and after.lease is not None and after.lease.token == token:
                 after = replace(after, lease=None)
             return after

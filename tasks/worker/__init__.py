@@ -2,7 +2,8 @@
 
 - ``app``: the Celery app, configured from the environment at import (light
   settings only), with the library patches applied;
-- ``task``: ``sync_kv_entry`` on the app, calling ``tasks.run.sync.run_sync``;
+- ``task``: ``sync_kv_entry`` on the app, calling ``tasks.run.sync.run_sync``, and
+  ``sync_v2_event`` (V2 -> V1), calling ``tasks.run.reverse.run_reverse``;
 - ``process``: the process's ``Runtime`` (opened once, closed at shutdown; the
   Celery signals);
 - ``command``: ``v1-sync-helper worker`` (only the CLI imports it);

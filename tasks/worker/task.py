@@ -1,4 +1,4 @@
-"""The Celery binding of the sync: the task ``sync_kv_entry`` on the worker's app.
+"""The Celery binding of the sync: the tasks ``sync_kv_entry`` and ``sync_v2_event``.
 
 The task opens (or finds) the process's runtime, runs ``tasks.run.sync.run_sync``
 and turns its answer into Celery's terms: a retry with its countdown and
@@ -13,12 +13,13 @@ from typing import Any
 
 from celery import Task
 
-from sync_core.broker import SYNC_TASK_NAME
+from sync_core.broker import SYNC_TASK_NAME, V2_EVENT_TASK_NAME
 from sync_core.epochs import EPOCH_TASK_KWARG
 from tasks.errors import DeadLettered
 from tasks.run.backoff import retry_countdown
 from tasks.run.outcomes import ends_in_dead_letter
 from tasks.run.report import RunReport
+from tasks.run.reverse import emit_reverse, run_reverse
 from tasks.run.sync import emit, run_sync, runtime_unavailable
 from tasks.worker.app import APP_SETTINGS, app
 from tasks.worker.process import get_runtime
@@ -101,6 +102,66 @@ def sync_kv_entry(
         )
     if ends_in_dead_letter(outcome):
         # The dead letter is stored: FAILURE in Flower, with its kind and message.
+        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
+    return outcome.value
+
+
+@app.task(
+    name=V2_EVENT_TASK_NAME,
+    bind=True,
+    max_retries=None,
+    ignore_result=True,
+    shared=False,
+    throws=(DeadLettered,),
+)
+def sync_v2_event(
+    self: Task,
+    key: str,
+    sequence: int,
+    action: str = "updated",
+    attempt: int = 0,
+    lock_waits: int = 0,
+    fresh_budget: bool = False,
+    force: bool = False,
+    release_delete_budget: bool = False,
+    epoch: int | None = None,
+) -> str:
+    """Bring V2 event ``sequence`` of object ``key`` (``v2.{object_type}.{uid}``) into V1.
+
+    The V2 -> V1 direction (``SYNC_V2_TO_V1``; ``tasks.run.reverse``). ``action``
+    is the event's (``created``…), for people reading Flower: the run reads
+    the event itself from the V2 events stream. Retries, the durable budget
+    and dead letters work as ``sync_kv_entry``'s do, and so do the operator's
+    ``force``, ``fresh_budget`` and ``release_delete_budget`` (``dlq requeue``);
+    ``epoch`` is accepted and ignored (V2 events belong to no life of ``v1-objects``).
+    """
+    report = RunReport(key=key, revision=int(sequence), operation=action, attempt=attempt)
+    try:
+        runtime = get_runtime()
+    except Exception as error:
+        report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
+        backoff = retry_countdown(
+            attempt, APP_SETTINGS.sync_retry_backoff_base, APP_SETTINGS.sync_retry_backoff_max
+        )
+        runtime_unavailable(report, max(1.0, backoff))
+        raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
+
+    outcome, retry_kwargs = run_reverse(
+        runtime,
+        report,
+        lock_waits=lock_waits,
+        fresh_budget=fresh_budget,
+        force=force,
+        release_delete_budget=release_delete_budget,
+    )
+    emit_reverse(report, outcome)
+    if retry_kwargs is not None:
+        raise self.retry(
+            countdown=report.countdown,
+            max_retries=None,
+            kwargs={**_retry_kwargs(self), **retry_kwargs},
+        )
+    if ends_in_dead_letter(outcome):
         raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
     return outcome.value
 

@@ -1,0 +1,418 @@
+"""The V1 writes of the V2 -> V1 run: committees, members, deletes, exactly one create.
+
+``tasks.run.reverse`` runs one V2 event; once it holds the object's lease and
+the event is not an echo of this service's own V2 write, it calls
+``reverse_committee``, ``reverse_member`` or ``reverse_delete`` here. They find
+the V1 ids (parking on a missing parent), skip an echo by its fingerprint,
+and create (``create_once``: intent recorded before the POST, V1 searched on a
+retry), update or delete the V1 object through ``V1CommitteeWriter``, then
+write the mappings both ways and record the fingerprint V1 now holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC
+from typing import Any
+
+from sync_core.broker import V2_EVENT_TASK_NAME, task_id_for
+from sync_core.keys import COMMITTEE_KEYS, MEMBER_KEYS, KeySpec
+from sync_core.sync_state import SyncState
+from tasks.clients.v1_committees import V1Created
+from tasks.errors import (
+    DELETE_BUDGET_EXCEEDED_KIND,
+    MissingMapping,
+    PermanentError,
+    TransientError,
+)
+from tasks.mapping.v1_bodies import V1Body, event_fingerprint, v1_committee_body, v1_member_body
+from tasks.mapping.v2_events import V2Action, V2Event, V2ObjectType
+from tasks.run.decisions import ECHO_REASON
+from tasks.run.deletes import DeleteBudget
+from tasks.run.metrics import TOMBSTONED_UPSERTS
+from tasks.run.outcomes import Outcome
+from tasks.run.report import RunReport
+from tasks.run.runtime import Runtime
+from tasks.run.sync import (
+    KeyLocked,
+    skip,
+)
+from tasks.stores.id_mappings import (
+    COMMITTEE_SFID,
+    COMMITTEE_UID,
+    MEMBER_SFID,
+    MEMBER_UID,
+    PROJECT_UID,
+)
+from tasks.stores.leases import KeyLock, LeaseLost
+from tasks.stores.v1_rows import Row, deleted_row, find_rows, live_row
+
+log = logging.getLogger(__name__)
+
+# A create waits until its event is this old (see ``tasks.run.reverse``, step 5).
+CREATE_SETTLE_SECONDS = 5.0
+INVALID_EVENT_KIND = "invalid_event"
+PARENT_NOT_IN_V1_KIND = "parent_not_in_v1"
+NO_CONTACT_ID_KIND = "no_contact_id"
+NOT_IN_V1_REASON = "not_in_v1"
+SETTLING_REASON = "settling"
+
+
+class Deferred(Exception):
+    """The run comes back after ``countdown`` seconds, spending no budget."""
+
+    def __init__(self, reason: str, countdown: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+
+
+# -- committees ------------------------------------------------------------------------
+
+
+def reverse_committee(
+    runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock
+) -> Outcome:
+    """Create or update the V1 committee of a V2 committee."""
+    uid = event.object_id
+    check_not_tombstoned(runtime, report, COMMITTEE_UID + uid)
+    project_sfid = parent_sfid(runtime, report.project_uid, PROJECT_UID, "project")
+    body = checked_body(report, v1_committee_body(event.data))
+    fingerprint = event_fingerprint(event)
+    report.written = event.data
+    writer = runtime.v1_committees
+    sfid = runtime.mappings.committee_sfid(uid)
+    if sfid is None:
+        name = body.body.get("Name")
+
+        def same_committee(row: Row) -> bool:
+            return row.get("project_name__c") == project_sfid and _sametext_or_none(
+                row.get("mailing_list__c"), name
+            )
+
+        created = create_once(
+            runtime,
+            report,
+            event,
+            lease,
+            send=lambda: writer.create_committee(project_sfid, _for_create(body)),
+            find=lambda: _found(runtime, COMMITTEE_KEYS, same_committee, with_contact=False),
+        )
+        report.sfid = created.sfid
+        runtime.mappings.record_committee(created.sfid, uid)
+        agree(runtime, v1_key_of(COMMITTEE_KEYS, created.sfid), fingerprint)
+        release_children(runtime, report, COMMITTEE_UID + uid)
+        return Outcome.CREATED
+    report.sfid = sfid
+    v1_key = v1_key_of(COMMITTEE_KEYS, sfid)
+    if last_agreed(runtime, v1_key) == fingerprint:
+        skip(report, ECHO_REASON, logging.DEBUG)
+    writer.update_committee(project_sfid, sfid, body.body)
+    agree(runtime, v1_key, fingerprint)
+    return Outcome.UPDATED
+
+
+# -- members ---------------------------------------------------------------------------
+
+
+def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock) -> Outcome:
+    """Create or update the V1 member of a V2 committee member."""
+    uid = event.object_id
+    check_not_tombstoned(runtime, report, MEMBER_UID + uid)
+    if report.committee_uid is None:
+        raise PermanentError("the member's event names no committee_uid", kind=INVALID_EVENT_KIND)
+    check_not_tombstoned(runtime, report, COMMITTEE_UID + report.committee_uid)
+    committee_sfid = parent_sfid(runtime, report.committee_uid, COMMITTEE_UID, "committee")
+    project_sfid = member_project_sfid(runtime, report, committee_sfid)
+    fingerprint = event_fingerprint(event)
+    report.written = event.data
+    writer = runtime.v1_committees
+    sfid = runtime.mappings.member_sfid(uid)
+    if sfid is None:
+        body = checked_body(report, v1_member_body(event.data))
+        email = body.body.get("Email")
+
+        def same_member(row: Row) -> bool:
+            return row.get("collaboration_name__c") == committee_sfid and _same_email(
+                row.get("contactemail__c"), email
+            )
+
+        created = create_once(
+            runtime,
+            report,
+            event,
+            lease,
+            send=lambda: writer.create_member(project_sfid, committee_sfid, _for_create(body)),
+            find=lambda: _found(runtime, MEMBER_KEYS, same_member, with_contact=True),
+        )
+        report.sfid = created.sfid
+        runtime.mappings.record_member(created.sfid, report.committee_uid, uid)
+        if created.contact_id is not None:
+            keep_contact_id(runtime, report, lease, created.contact_id)
+        agree(runtime, v1_key_of(MEMBER_KEYS, created.sfid), fingerprint)
+        return Outcome.CREATED
+    report.sfid = sfid
+    v1_key = v1_key_of(MEMBER_KEYS, sfid)
+    if last_agreed(runtime, v1_key) == fingerprint:
+        skip(report, ECHO_REASON, logging.DEBUG)
+    contact_id = lease.state.contact_id or _column(runtime, v1_key, "contact_name__c")
+    if contact_id is None:
+        raise PermanentError(
+            f"V1 member {sfid} has no contact id to name it by", kind=NO_CONTACT_ID_KIND
+        )
+    body = checked_body(report, v1_member_body(event.data, contact_id))
+    writer.update_member(project_sfid, committee_sfid, contact_id, body.body)
+    agree(runtime, v1_key, fingerprint)
+    return Outcome.UPDATED
+
+
+# -- deletes ---------------------------------------------------------------------------
+
+
+def reverse_delete(
+    runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock, release_budget: bool
+) -> Outcome:
+    """Delete the V1 object of a deleted V2 object, through the delete budget."""
+    uid = event.object_id
+    is_committee = event.object_type is V2ObjectType.COMMITTEE
+    uid_key = (COMMITTEE_UID if is_committee else MEMBER_UID) + uid
+    mappings = runtime.mappings
+    sfid = mappings.committee_sfid(uid) if is_committee else mappings.member_sfid(uid)
+    if sfid is None:
+        reason = "already_deleted" if mappings.is_tombstoned(uid_key) else NOT_IN_V1_REASON
+        skip(report, reason, logging.INFO)
+    report.sfid = sfid
+    if not runtime.settings.sync_deletes:
+        skip(report, "deletes_disabled", logging.WARNING)
+    keys = COMMITTEE_KEYS if is_committee else MEMBER_KEYS
+    tombstones = [uid_key, (COMMITTEE_SFID if is_committee else MEMBER_SFID) + sfid]
+    value = runtime.v1_value(v1_key_of(keys, sfid))
+    if deleted_row(value):
+        # V1 deleted it (often the V1 delete this V2 delete echoes): no call.
+        mappings.tombstone(tombstones)
+        skip(report, NOT_IN_V1_REASON, logging.INFO)
+    row = live_row(value) or {}
+    project_sfid = text_or_none(row.get("project_name__c"))
+    if project_sfid is None and report.project_uid is not None:
+        project_sfid = mappings.project_sfid(report.project_uid)
+    committee_sfid = contact_id = None
+    if not is_committee:
+        committee_sfid = text_or_none(row.get("collaboration_name__c")) or (
+            mappings.committee_sfid(report.committee_uid) if report.committee_uid else None
+        )
+        contact_id = text_or_none(row.get("contact_name__c")) or lease.state.contact_id
+    if project_sfid is None or (
+        not is_committee and (committee_sfid is None or contact_id is None)
+    ):
+        # Nothing names the object in V1 any more: it is gone there.
+        mappings.tombstone(tombstones)
+        skip(report, NOT_IN_V1_REASON, logging.INFO)
+    budget = DeleteBudget(runtime.redis, runtime.settings.sync_delete_budget)
+    task_id = task_id_for(report.key, report.revision)
+    if not budget.take(task_id, released=release_budget):
+        raise PermanentError(
+            f"more than SYNC_DELETE_BUDGET={budget.budget} deletes in the last hour: "
+            "re-queue the dead letter to let it through",
+            kind=DELETE_BUDGET_EXCEEDED_KIND,
+        )
+    writer = runtime.v1_committees
+    if is_committee:
+        deleted = writer.delete_committee(project_sfid, sfid)
+    else:
+        assert committee_sfid is not None
+        assert contact_id is not None
+        deleted = writer.delete_member(project_sfid, committee_sfid, contact_id)
+    mappings.tombstone(tombstones)
+    if not deleted:
+        budget.give_back(task_id)
+        skip(report, NOT_IN_V1_REASON, logging.INFO)
+    return Outcome.DELETED
+
+
+# -- exactly one V1 create ---------------------------------------------------------------
+
+
+def create_once(
+    runtime: Runtime,
+    report: RunReport,
+    event: V2Event,
+    lease: KeyLock,
+    *,
+    send: Callable[[], V1Created],
+    find: Callable[[], V1Created | None],
+) -> V1Created:
+    """The V1 object of this V2 create: found (a lost answer) or created, never twice.
+
+    A recorded intent without a recorded answer means an earlier POST may have
+    created the object: V1 is searched first. Otherwise the intent is written
+    (under the lease) before the POST is sent.
+    """
+    if lease.state.intent is not None:
+        found = find()
+        if found is not None:
+            log.info("adopting the V1 object an earlier create made", extra=report.context())
+            return found
+    else:
+        age = time.time() - event.timestamp.astimezone(UTC).timestamp()
+        if age < CREATE_SETTLE_SECONDS:
+            raise Deferred(SETTLING_REASON, CREATE_SETTLE_SECONDS - max(age, 0.0))
+    note_intent(runtime, report, lease)
+    return send()
+
+
+def note_intent(runtime: Runtime, report: RunReport, lease: KeyLock) -> None:
+    """Record in the durable state that a V1 create for this sequence is about to be sent."""
+    amend_own_state(runtime, report, lease, lambda state: replace(state, intent=report.revision))
+
+
+def keep_contact_id(runtime: Runtime, report: RunReport, lease: KeyLock, contact_id: str) -> None:
+    """Record the V1 contact id of a member this run created (its URL names it)."""
+    amend_own_state(runtime, report, lease, lambda state: replace(state, contact_id=contact_id))
+
+
+def amend_own_state(
+    runtime: Runtime, report: RunReport, lease: KeyLock, change: Callable[[SyncState], SyncState]
+) -> None:
+    """Change the key's durable state while this run holds its lease (``LeaseLost`` else)."""
+    lease.check()
+
+    def amend(state: SyncState) -> SyncState | None:
+        if state.lease is None or state.lease.token != lease.token:
+            return None
+        return change(state)
+
+    state, revision = runtime.state.modify_versioned(report.key, amend, known=lease.known())
+    if state.lease is None or state.lease.token != lease.token:
+        raise LeaseLost(report.key)
+    lease.state, lease.revision = state, revision
+
+
+def _found(
+    runtime: Runtime, keys: KeySpec, wanted: Callable[[Row], bool], *, with_contact: bool
+) -> V1Created | None:
+    """The one unmapped V1 row ``wanted`` accepts, as a create answer; None if none."""
+    rows = find_rows(runtime.nats, runtime.settings.v1_objects_bucket, keys.prefix + ".", wanted)
+    forward_prefix = COMMITTEE_SFID if keys is COMMITTEE_KEYS else MEMBER_SFID
+    for _, row in rows:
+        sfid = text_or_none(row.get("sfid"))
+        # A row another V2 object is mapped to is that object's, not ours.
+        if sfid is None or runtime.mappings.get(forward_prefix + sfid) is not None:
+            continue
+        contact_id = text_or_none(row.get("contact_name__c")) if with_contact else None
+        return V1Created(sfid=sfid, contact_id=contact_id, record=row)
+    return None
+
+
+# -- echoes ------------------------------------------------------------------------------
+
+
+def last_agreed(runtime: Runtime, v1_key: str) -> str | None:
+    """The fingerprint recorded on the object's V1 key; ``KeyLocked`` while a forward run
+    holds that key (its write's fingerprint lands with its outcome)."""
+    state = runtime.state.get(v1_key)
+    if state.lease_live(time.time()):
+        raise KeyLocked()
+    return state.fingerprint
+
+
+def agree(runtime: Runtime, v1_key: str, fingerprint: str | None) -> None:
+    """Record on the V1 key that V1 now holds ``fingerprint`` (the next echo of it is skipped)."""
+    if fingerprint is None:
+        return
+
+    def change(state: SyncState) -> SyncState | None:
+        return None if state.fingerprint == fingerprint else replace(state, fingerprint=fingerprint)
+
+    runtime.state.modify(v1_key, change)
+
+
+def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> None:
+    """Enqueue the V2 events parked on ``parent_key`` (the mapping this run just wrote)."""
+    if runtime.send_task is None:
+        return
+    for child in runtime.state.parked_children(parent_key, probe=False):
+        if not child.key.startswith("v2."):
+            continue
+        runtime.send_task(
+            V2_EVENT_TASK_NAME,
+            args=[child.key, child.revision, str(V2Action.UPDATED)],
+            task_id=task_id_for(child.key, child.revision),
+        )
+        log.info(
+            "released a parked V2 event",
+            extra=report.context() | {"child": child.key, "parent_key": parent_key},
+        )
+
+
+# -- small pieces ------------------------------------------------------------------------
+
+
+def check_not_tombstoned(runtime: Runtime, report: RunReport, mapping_key: str) -> None:
+    """``skipped:tombstoned`` for an object deleted on purpose (its mapping tombstoned)."""
+    if runtime.mappings.is_tombstoned(mapping_key):
+        TOMBSTONED_UPSERTS.labels(object_type=report.object_type).inc()
+        skip(report, "tombstoned", logging.INFO)
+
+
+def parent_sfid(runtime: Runtime, uid: str | None, prefix: str, what: str) -> str:
+    """The V1 id of a parent (``MissingMapping`` parks the run while there is none)."""
+    if uid is None:
+        raise PermanentError(f"the event names no {what}_uid", kind=INVALID_EVENT_KIND)
+    sfid = runtime.mappings.get(prefix + uid)
+    if sfid is None:
+        raise MissingMapping(
+            f"{what} {uid} has no V1 id yet", kind=PARENT_NOT_IN_V1_KIND, parent_key=prefix + uid
+        )
+    return sfid
+
+
+def member_project_sfid(runtime: Runtime, report: RunReport, committee_sfid: str) -> str:
+    """The V1 project of a member's committee: its V1 row's, else the event's project."""
+    project_sfid = _column(runtime, v1_key_of(COMMITTEE_KEYS, committee_sfid), "project_name__c")
+    if project_sfid is not None:
+        return project_sfid
+    if report.project_uid is None:
+        # The committee's V1 row is not in v1-objects yet (the loader lags): try again.
+        raise TransientError(
+            f"V1 committee {committee_sfid} is not in v1-objects yet", kind="v1_row_missing"
+        )
+    return parent_sfid(runtime, report.project_uid, PROJECT_UID, "project")
+
+
+def checked_body(report: RunReport, body: V1Body) -> V1Body:
+    """The body, its dropped values logged one line each."""
+    for warning in body.warnings:
+        log.warning("V2 value not sent to V1", extra=report.context() | {"detail": warning})
+    return body
+
+
+def _for_create(body: V1Body) -> dict[str, Any]:
+    missing = body.missing_for_create
+    if missing:
+        raise PermanentError(f"V1 needs {', '.join(missing)} to create it", kind=INVALID_EVENT_KIND)
+    return body.body
+
+
+def v1_key_of(keys: KeySpec, sfid: str) -> str:
+    """The ``v1-objects`` key of the V1 record ``sfid`` of a type: ``{prefix}.{sfid}``."""
+    return f"{keys.prefix}.{sfid}"
+
+
+def _column(runtime: Runtime, v1_key: str, column: str) -> str | None:
+    row = live_row(runtime.v1_value(v1_key))
+    return None if row is None else text_or_none(row.get(column))
+
+
+def text_or_none(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _sametext_or_none(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and " ".join(a.split()) == " ".join(b.split())
+
+
+def _same_email(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and a.strip().lower() == b.strip().lower()
