@@ -9,6 +9,7 @@ keyword arguments, a dead letter as a FAILURE (``DeadLettered``, declared in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -17,9 +18,10 @@ from sync_core.broker import SYNC_TASK_NAME, V2_EVENT_TASK_NAME
 from sync_core.epochs import EPOCH_TASK_KWARG
 from tasks.errors import DeadLettered
 from tasks.run.backoff import retry_countdown
-from tasks.run.outcomes import ends_in_dead_letter
+from tasks.run.outcomes import Outcome, ends_in_dead_letter
 from tasks.run.report import RunReport
 from tasks.run.reverse import emit_reverse, run_reverse
+from tasks.run.runtime import Runtime
 from tasks.run.sync import emit, run_sync, runtime_unavailable
 from tasks.worker.app import APP_SETTINGS, app
 from tasks.worker.process import get_runtime
@@ -71,39 +73,19 @@ def sync_kv_entry(
         attempt=attempt,
         epoch=None if epoch is None else int(epoch),
     )
-    try:
-        runtime = get_runtime()
-    except Exception as error:
-        # NATS or Redis unreachable when the process opened its connections.
-        report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
-        backoff = retry_countdown(
-            attempt, APP_SETTINGS.sync_retry_backoff_base, APP_SETTINGS.sync_retry_backoff_max
-        )
-        runtime_unavailable(report, max(1.0, backoff))
-        raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
-
-    outcome, retry_kwargs = run_sync(
-        runtime,
+    return _run(
+        self,
         report,
-        force=force,
-        lock_waits=lock_waits,
-        release_delete_budget=release_delete_budget,
-        fresh_budget=fresh_budget,
+        lambda runtime: run_sync(
+            runtime,
+            report,
+            force=force,
+            lock_waits=lock_waits,
+            release_delete_budget=release_delete_budget,
+            fresh_budget=fresh_budget,
+        ),
+        emit,
     )
-    emit(report, outcome)
-    if retry_kwargs is not None:
-        if report.epoch is not None:
-            # The retry stays in the life it started in.
-            retry_kwargs = {**retry_kwargs, EPOCH_TASK_KWARG: report.epoch}
-        raise self.retry(
-            countdown=report.countdown,
-            max_retries=None,
-            kwargs={**_retry_kwargs(self), **retry_kwargs},
-        )
-    if ends_in_dead_letter(outcome):
-        # The dead letter is stored: FAILURE in Flower, with its kind and message.
-        raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
-    return outcome.value
 
 
 @app.task(
@@ -136,32 +118,58 @@ def sync_v2_event(
     ``epoch`` is accepted and ignored (V2 events belong to no life of ``v1-objects``).
     """
     report = RunReport(key=key, revision=int(sequence), operation=action, attempt=attempt)
+    return _run(
+        self,
+        report,
+        lambda runtime: run_reverse(
+            runtime,
+            report,
+            lock_waits=lock_waits,
+            fresh_budget=fresh_budget,
+            force=force,
+            release_delete_budget=release_delete_budget,
+        ),
+        emit_reverse,
+    )
+
+
+def _run(
+    task: Task,
+    report: RunReport,
+    run: Callable[[Runtime], tuple[Outcome, dict[str, Any] | None]],
+    emit_outcome: Callable[[RunReport, Outcome], None],
+) -> str:
+    """One run of either task on the process's runtime: emit, retry or dead-letter.
+
+    ``run`` is the direction's run; a retry keeps the task's keyword arguments
+    (and its life of ``v1-objects``), a dead letter ends as FAILURE in Flower.
+    """
     try:
         runtime = get_runtime()
     except Exception as error:
+        # NATS or Redis unreachable when the process opened its connections.
         report.error_kind, report.error_message = "runtime_unavailable", type(error).__name__
         backoff = retry_countdown(
-            attempt, APP_SETTINGS.sync_retry_backoff_base, APP_SETTINGS.sync_retry_backoff_max
+            report.attempt,
+            APP_SETTINGS.sync_retry_backoff_base,
+            APP_SETTINGS.sync_retry_backoff_max,
         )
         runtime_unavailable(report, max(1.0, backoff))
-        raise self.retry(countdown=report.countdown, kwargs=_retry_kwargs(self)) from None
+        raise task.retry(countdown=report.countdown, kwargs=_retry_kwargs(task)) from None
 
-    outcome, retry_kwargs = run_reverse(
-        runtime,
-        report,
-        lock_waits=lock_waits,
-        fresh_budget=fresh_budget,
-        force=force,
-        release_delete_budget=release_delete_budget,
-    )
-    emit_reverse(report, outcome)
+    outcome, retry_kwargs = run(runtime)
+    emit_outcome(report, outcome)
     if retry_kwargs is not None:
-        raise self.retry(
+        if report.epoch is not None:
+            # The retry stays in the life it started in.
+            retry_kwargs = {**retry_kwargs, EPOCH_TASK_KWARG: report.epoch}
+        raise task.retry(
             countdown=report.countdown,
             max_retries=None,
-            kwargs={**_retry_kwargs(self), **retry_kwargs},
+            kwargs={**_retry_kwargs(task), **retry_kwargs},
         )
     if ends_in_dead_letter(outcome):
+        # The dead letter is stored: FAILURE in Flower, with its kind and message.
         raise DeadLettered(report.error_kind or "unknown", report.error_message or "")
     return outcome.value
 
