@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
 
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, SyncState, Terminal
@@ -61,14 +60,12 @@ from tasks.clients.identity import MACHINE_SUFFIX
 from tasks.errors import (
     MissingMapping,
     PermanentError,
-    SyncError,
-    TransientError,
 )
 from tasks.mapping.v2_events import EventRejected, V2Action, V2Event, V2ObjectType, parse_v2_event
 from tasks.run.backoff import lock_wait_countdown
-from tasks.run.decisions import ECHO_REASON, should_retry
+from tasks.run.decisions import ECHO_REASON
 from tasks.run.metrics import KEY_LOCK_WAITS, V2_TO_V1_OUTCOMES
-from tasks.run.outcomes import Outcome, dead_letter_outcome, outcome_label
+from tasks.run.outcomes import Outcome, outcome_label
 from tasks.run.report import RunReport
 from tasks.run.reverse_writes import (
     INVALID_EVENT_KIND,
@@ -81,14 +78,14 @@ from tasks.run.reverse_writes import (
 )
 from tasks.run.runtime import Runtime
 from tasks.run.sync import (
-    INTERNAL_ERROR_MESSAGE_CHARS,
     Finished,
     KeyLocked,
     cache_outcome,
-    countdown_for,
     dead_letter,
+    failure_of,
     finish,
     resume_budget,
+    settle_failure,
     skip,
 )
 from tasks.stores.leases import KeyLock
@@ -175,32 +172,9 @@ def attempt_reverse(
         report.reason = deferred.reason
         report.countdown = deferred.countdown
         return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": lock_waits}
-    except SyncError as error:
-        failure = error
-    except SoftTimeLimitExceeded:
-        failure = TransientError("the run hit the soft time limit", kind="timeout")
-    except redis.RedisError as error:
-        failure = TransientError(f"Redis: {type(error).__name__}", kind="redis_unavailable")
     except Exception as error:
-        log.exception("unexpected error in the V2 -> V1 task", extra=report.context())
-        message = f"{type(error).__name__}: {error}"[:INTERNAL_ERROR_MESSAGE_CHARS]
-        failure = TransientError(message, kind="unexpected_error")
-    report.error_kind, report.error_message = failure.kind, failure.message
-    report.status = failure.status
-    if isinstance(failure, MissingMapping):
-        parked = park(runtime, report, failure, lease)
-        if parked is not None:
-            return parked
-    elif should_retry(failure, report.attempt, runtime.settings.sync_retry_max):
-        report.countdown = countdown_for(runtime, report.attempt, failure.retry_after)
-        return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
-    try:
-        dead_letter(runtime, report, failure)
-    except Exception:
-        log.exception("could not write the dead letter", extra=report.context())
-        report.countdown = runtime.settings.sync_retry_backoff_max
-        return Outcome.RETRYING, {"attempt": report.attempt, "lock_waits": 0}
-    return dead_letter_outcome(failure.kind), None
+        failure = failure_of(error, report, "the V2 -> V1 task")
+    return settle_failure(runtime, report, failure, lease, park, dead_letter)
 
 
 def park(

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import redis
@@ -180,7 +181,6 @@ def attempt_run(
     fresh_budget: bool = False,
 ) -> tuple[Outcome, dict[str, Any] | None]:
     """The run itself, every error classified into an outcome (see ``run_sync``)."""
-    settings = runtime.settings
     try:
         outcome = sync_entry(
             runtime, report, force, lease, release_delete_budget, fresh_budget=fresh_budget
@@ -195,25 +195,50 @@ def attempt_run(
         report.reason = "key_locked"
         report.countdown = lock_wait_countdown()
         return Outcome.RETRYING, {"lock_waits": lock_waits + 1}
-    except SyncError as error:
-        failure = error
-    except SoftTimeLimitExceeded:
-        failure = TransientError("the run hit the soft time limit", kind="timeout")
-    except redis.RedisError as error:
-        failure = TransientError(f"Redis: {type(error).__name__}", kind="redis_unavailable")
     except Exception as error:
-        # A NATS hiccup, or a bug: retry, and dead-letter when it keeps happening
-        # rather than lose the change.
-        log.exception("unexpected error in the sync task", extra=report.context())
-        message = f"{type(error).__name__}: {error}"[:INTERNAL_ERROR_MESSAGE_CHARS]
-        failure = TransientError(message, kind="unexpected_error")
+        failure = failure_of(error, report, "the sync task")
+    return settle_failure(runtime, report, failure, lease, park, dead_letter)
+
+
+def failure_of(error: Exception, report: RunReport, what: str) -> SyncError:
+    """The ``SyncError`` an exception that ended a run stands for (call it in ``except``).
+
+    A time limit and Redis are transient; anything else unexpected (a NATS
+    hiccup, or a bug) is logged and retried, and dead-lettered when it keeps
+    happening, rather than lose the change.
+    """
+    if isinstance(error, SyncError):
+        return error
+    if isinstance(error, SoftTimeLimitExceeded):
+        return TransientError("the run hit the soft time limit", kind="timeout")
+    if isinstance(error, redis.RedisError):
+        return TransientError(f"Redis: {type(error).__name__}", kind="redis_unavailable")
+    log.exception(f"unexpected error in {what}", extra=report.context())
+    message = f"{type(error).__name__}: {error}"[:INTERNAL_ERROR_MESSAGE_CHARS]
+    return TransientError(message, kind="unexpected_error")
+
+
+def settle_failure(
+    runtime: Runtime,
+    report: RunReport,
+    failure: SyncError,
+    lease: KeyLock,
+    park: Callable[
+        [Runtime, RunReport, MissingMapping, KeyLock], tuple[Outcome, dict[str, Any] | None] | None
+    ],
+    dead_letter: Callable[[Runtime, RunReport, SyncError], object],
+) -> tuple[Outcome, dict[str, Any] | None]:
+    """How a failed run ends, in either direction: parked, retried or dead-lettered.
+
+    ``park`` and ``dead_letter`` are the direction's own.
+    """
     report.error_kind, report.error_message = failure.kind, failure.message
     report.status = failure.status
     if isinstance(failure, MissingMapping):
         parked = park(runtime, report, failure, lease)
         if parked is not None:
             return parked
-    elif should_retry(failure, report.attempt, settings.sync_retry_max):
+    elif should_retry(failure, report.attempt, runtime.settings.sync_retry_max):
         report.countdown = countdown_for(runtime, report.attempt, failure.retry_after)
         return Outcome.RETRYING, {"attempt": report.attempt + 1, "lock_waits": 0}
     try:
