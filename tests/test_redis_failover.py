@@ -144,7 +144,14 @@ def test_bridge_publish_and_worker_task_go_through_a_sentinel_failover(
             worker.wait_for(
                 lambda: sandbox.count("POST", "/projects") >= 2, DEADLINE, "sync after failover"
             )
-            assert sync_nats.kv_get("v1-mappings", "project.sfid.a09SNT000000000002")
+            # The mapping is written after V2 answers the POST the sandbox counted.
+            wait_until(
+                lambda: (
+                    sync_nats.kv_get("v1-mappings", "project.sfid.a09SNT000000000002") is not None
+                ),
+                DEADLINE,
+                "mapping after failover",
+            )
             assert worker.exit_code is None
             assert redis.Redis(port=replica.port).info("replication")["role"] == "master"
         finally:
