@@ -59,6 +59,7 @@ from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import redact_url
 from sync_core.settings import DEFAULT_V2_EVENTS_STREAM
 from sync_core.sync_state import DEFAULT_STATE_BUCKET
+from tasks.errors import DELETE_REFUSED_KIND
 from tasks.run.outcomes import recent_outcomes
 from tasks.stores.dead_letters import DeadLetterStore
 from tasks.stores.id_mappings import MappingStore
@@ -66,6 +67,7 @@ from tasks.stores.id_mappings import MappingStore
 EXTERNAL_MARKERS = ("NATS_URL", "REDIS_URL", "PROJECT_SERVICE_URL")
 HEIMDALL_CLIENT_ID = "v1_sync_helper"
 POLL_INTERVAL = 0.5
+DEAD_LETTERED = "dead_lettered"
 SUMMARY_OUTCOMES = (
     "created",
     "updated",
@@ -423,7 +425,11 @@ class DevSession:
         path.write_text(json.dumps(document, indent=1, sort_keys=True, default=str))
 
     def summary(self, started: float) -> str:
-        """Outcome counts, dead letters with reasons, and the time taken."""
+        """Outcome counts, dead letters with reasons, and the time taken.
+
+        ``dead_lettered`` counts the keys in the dead letters (delete refusals
+        apart); the other lines count the runs of the last hour.
+        """
         assert self.redis_client is not None
         outcomes = recent_outcomes(self.redis_client)
         lines = ["", "Summary", f"  time taken     {time.monotonic() - started:.1f} s"]
@@ -432,10 +438,16 @@ class DevSession:
             f"  in V2          {progress.projects} projects, {progress.committees} committees, "
             f"{progress.members} committee members"
         )
+        letters = self.dead_letters().list()
+        # Keys dead-lettered now, not dead-letter events: on a busy machine a child
+        # that waited out SYNC_PARENT_WAIT is dead-lettered, released by its parent
+        # and may end in a dead letter again (two events, one key).
+        outcomes = outcomes | {
+            DEAD_LETTERED: sum(letter.error_kind != DELETE_REFUSED_KIND for letter in letters)
+        }
         for name in SUMMARY_OUTCOMES:
             lines.append(f"  {name:<14} {outcomes.get(name, 0)}")
         lines.append(f"  V2 -> V1       {self.v2_to_v1_line()}")
-        letters = self.dead_letters().list()
         if letters:
             lines.append("  dead letters:")
             for letter in sorted(letters, key=lambda d: d.key):
