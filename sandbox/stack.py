@@ -60,15 +60,11 @@ DEV_RETRY_ENV = {
 }
 
 # The V2 -> V1 direction is on in the local stack (issue 24: off by default in the
-# chart, on in `make run`). Today that makes the bridge create the stream of the V2
-# indexer's committee events and its durable consumer; the sandbox publishes those
-# events after each committee and member write. Nothing consumes them yet: the
-# reverse tasks are not built, so the forward sync and its checks are unchanged.
-# Off in `make run` until the reverse run passes the local stack's own check
-# (`dev --exit-when-synced`): with it on, a V2 create echoed from the forward
-# path is still PATCHed to V1 now and then (issue 24). `SYNC_V2_TO_V1=true make run`
-# turns it on by hand.
-DEV_V2_TO_V1_ENV = {"SYNC_V2_TO_V1": "false"}
+# chart, on in `make run`): the bridge creates the stream of the V2 indexer's
+# committee events and its durable consumer, the sandbox publishes those events
+# after each committee and member write, and the workers write them to the V1
+# API fake. `SYNC_V2_TO_V1=false make run` turns it off.
+DEV_V2_TO_V1_ENV = {"SYNC_V2_TO_V1": "true"}
 
 PREFERRED_PORTS = {
     "nats": 4222,

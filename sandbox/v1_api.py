@@ -42,6 +42,8 @@ from nats.aio.msg import Msg
 from sandbox.api_error import ApiError
 from sync_core.kv_listing import PUT, kv_stream, kv_subject, last_per_subject, operation_of
 from sync_core.nats_client import SyncNats
+from tasks.errors import InvalidRecord
+from tasks.mapping.codec import decode_value
 
 COMMITTEE_PREFIX = "platform-collaboration__c."
 MEMBER_PREFIX = "platform-community__c."
@@ -242,10 +244,11 @@ class V1CommitteeApi:
         if entry is None or not entry.value:
             return None
         try:
-            row = json.loads(entry.value)
-        except ValueError:
-            return None  # a msgpack row of the sample set: V1's fake only reads JSON
-        if not isinstance(row, dict) or row.get("isdeleted") or row.get("_sdc_deleted_at"):
+            # The loader writes JSON or msgpack rows; V1 itself knows them all.
+            row = decode_value(entry.value)
+        except InvalidRecord:
+            return None
+        if row.get("isdeleted") or row.get("_sdc_deleted_at"):
             return None
         return row
 
@@ -262,7 +265,7 @@ class V1CommitteeApi:
                 "_sdc_received_at": moment,
             }
         )
-        self.nats.kv_put(self.bucket, key, json.dumps(row).encode())
+        self.nats.kv_put(self.bucket, key, json.dumps(row, default=_iso).encode())
 
     def _soft_delete(self, key: str, row: dict[str, Any], client_id: str) -> None:
         stamp = loader_time()
@@ -349,6 +352,13 @@ class V1CommitteeApi:
         contact = self.contacts.get(str(row.get("contact_name__c")), {})
         answer.update({key: contact.get(key) for key in CONTACT_KEYS})
         return answer
+
+
+def _iso(value: object) -> str:
+    """A msgpack row's timestamps (``datetime``) as the loader's JSON text."""
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _committee_answer(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,9 +4,9 @@ Runs the real command (nats-server, valkey, sandbox, bridge, worker, Flower)
 and checks what reached the sandbox object by object against the sample data,
 the deletes included: deleted objects gone (deleted by the expected principal)
 with their mappings tombstoned, refused ones still there with their mappings,
-the re-puts not re-created, and the summary's delete counts. ``make run`` keeps
-the V2 -> V1 switch off for now (``sandbox.stack.DEV_V2_TO_V1_ENV``): nothing
-of that direction is created.
+the re-puts not re-created, and the summary's delete counts. ``make run`` has the
+V2 -> V1 switch on (``sandbox.stack.DEV_V2_TO_V1_ENV``): the bridge creates the
+V2 events' stream and the sandbox's committee writes land in it.
 """
 
 from __future__ import annotations
@@ -281,14 +281,20 @@ def test_the_summary_counts_match_the_durable_outcomes(dev_run: dict[str, Any]) 
         assert outcomes.get(name, 0) == counts[name], name
 
 
-def test_the_v2_to_v1_switch_is_off_by_default_and_nothing_of_it_is_created(
+def test_the_v2_to_v1_switch_is_on_and_the_stream_captures_the_sandbox_writes(
     dev_run: dict[str, Any],
 ) -> None:
     state = dev_run["state"]
-    assert state["v2_events"]["stream"] is None
+    events = state["v2_events"]
+    assert events["stream"] == "committee_events"
+    # Every committee and member V2 holds was created once, each create published an event.
+    assert len(state["committees"]) + len(state["members"]) > 0
+    assert events["captured"] >= len(state["committees"]) + len(state["members"])
     bridge_log = (Path(dev_run["run_dir"]) / "logs" / "bridge.log").read_text()
-    assert '"stream created"' not in bridge_log
-    assert "  V2 -> V1       off (SYNC_V2_TO_V1=false)" in dev_run["result"].stdout
+    created = [json.loads(line) for line in bridge_log.splitlines() if '"stream created"' in line]
+    assert [entry.get("stream") for entry in created] == ["committee_events"]
+    summary = f"  V2 -> V1       on: {events['captured']} V2 indexer events captured in"
+    assert summary in dev_run["result"].stdout
 
 
 def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:

@@ -491,7 +491,19 @@ def test_a_v1_delete_coming_back_from_v2_makes_no_v1_call(st: Stack) -> None:
 # --- the forward path's own writes -----------------------------------------------------
 
 
-def test_a_forward_sync_of_a_v1_change_causes_no_v1_write(st: Stack) -> None:
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {},
+        # V2 fills in sso_group_name itself: its event carries a value the forward
+        # path never sent, so the echo guard must compare with V2's answer.
+        {"sso_group_enabled": True},
+    ],
+    ids=["as_sent", "v2_fills_in_values"],
+)
+def test_a_forward_sync_of_a_v1_change_causes_no_v1_write(
+    st: Stack, columns: dict[str, Any]
+) -> None:
     _, project_sfid = a_project(st)
     sfid = str(uuid.uuid4())
     v1_key = f"platform-collaboration__c.{sfid}"
@@ -501,6 +513,7 @@ def test_a_forward_sync_of_a_v1_change_causes_no_v1_write(st: Stack) -> None:
         project_name__c=project_sfid,
         mailing_list__c="Board " + sfid[:8],
         lastmodifiedbyid=PLATFORM_ID,  # a person: the V2 write impersonates them
+        **columns,
     )
     st.nats.kv_put(OBJECTS, v1_key, json.dumps(committee).encode())
     st.wait_for(v1_key, lambda runs: any(r.outcome == "created" for r in runs), "forward create")

@@ -94,7 +94,7 @@ def upsert(
             kind.record_mappings(runtime, desired, uid)
         else:
             uid = created_uid(created, kind.name)
-            report.written = body
+            report.written = as_stored(created, body)
             kind.note_uid(report, uid)
             kind.record_mappings(runtime, desired, uid)
             return Outcome.CREATED
@@ -125,12 +125,12 @@ def update_existing(
             return Outcome.UNCHANGED
         kind.check_update(runtime, uid, current.record, merged, identity)
         try:
-            service.update(uid, merged, current.etag, identity)
+            answer = service.update(uid, merged, current.etag, identity)
         except StaleRevision as error:
             stale = error
             log.info("stale ETag, refetching", extra=report.context())
             continue
-        report.written = merged
+        report.written = as_stored(answer, merged)
         kind.record_mappings(runtime, desired, uid)
         return Outcome.UPDATED
     assert stale is not None
@@ -209,6 +209,15 @@ def v2_message(body: str | None) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
     return body.strip()
+
+
+def as_stored(answer: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """What V2 holds after a write: its answer, or what was sent when it answered nothing.
+
+    V2 fills in values of its own (defaults, normalized text) that its indexer
+    event carries; the V2 -> V1 echo guard compares that event with this.
+    """
+    return answer if answer else sent
 
 
 def created_uid(created: dict[str, Any], what: str) -> str:
