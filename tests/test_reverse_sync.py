@@ -50,7 +50,13 @@ from tasks.stores.sync_state import StateStore
 from tasks.worker.app import app
 from tasks.worker.process import set_runtime
 from tests.bridge_harness import BackgroundBridge
-from tests.test_task_sync import FINAL, OutcomeLog, use_broker
+from tests.test_task_sync import (
+    FINAL,
+    PLATFORM_ID,
+    OutcomeLog,
+    sandbox_with_platform_user,
+    use_broker,
+)
 from tests.v1_examples import COMMITTEE_JSON, MEMBER_JSON, record
 from tests.worker_process import sandbox_worker_settings
 
@@ -59,7 +65,6 @@ AUTH0_CLIENT = "v1-sync-helper-reverse"
 OBJECTS = "v1-objects"
 MAPPINGS = "v1-mappings"
 STATE = "v1-sync-state"
-PLATFORM_ID = "0032M00002XyZabQAB"
 WAIT_SECONDS = 30.0
 # Long enough for the forward path's mappings of its own V2 create to land first.
 SETTLE_SECONDS = 1.0
@@ -169,18 +174,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
     ):
         patch.setattr(reverse_writes, "CREATE_SETTLE_SECONDS", SETTLE_SECONDS)
         asyncio.run(_create_buckets(nats_server.url))
-        sandbox = Sandbox(
-            heimdall_keys={KID: heimdall_key.public_key()},
-            auth0_clients={AUTH0_CLIENT: auth0_key.public_key()},
-            users={
-                PLATFORM_ID: {
-                    "ID": PLATFORM_ID,
-                    "Username": "jdoe",
-                    "Email": "jdoe@example.com",
-                    "FirstName": "Jane",
-                    "LastName": "Doe",
-                }
-            },
+        sandbox = sandbox_with_platform_user(
+            KID,
+            heimdall_key,
+            AUTH0_CLIENT,
+            auth0_key,
             nats_url=nats_server.url,
             v1_objects_bucket=OBJECTS,
             publish_indexer_events=True,
@@ -277,6 +275,27 @@ def v2_committee(st: Stack, project_uid: str, name: str) -> str:
         PERSON,
     )
     return str(created["uid"])
+
+
+def v1_committee(
+    st: Stack, project_sfid: str, name: str, **columns: Any
+) -> tuple[str, dict[str, Any], str]:
+    """A committee written to V1 by a person and synced forward: its sfid, row and V2 uid."""
+    sfid = str(uuid.uuid4())
+    v1_key = f"platform-collaboration__c.{sfid}"
+    committee = record(
+        COMMITTEE_JSON,
+        sfid=sfid,
+        project_name__c=project_sfid,
+        mailing_list__c=f"{name} {sfid[:8]}",
+        lastmodifiedbyid=PLATFORM_ID,  # a person: the V2 write impersonates them
+        **columns,
+    )
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(committee).encode())
+    st.wait_for(v1_key, lambda runs: any(r.outcome == "created" for r in runs), "forward create")
+    uid = st.mapping(f"committee.sfid.{sfid}")
+    assert uid is not None
+    return sfid, committee, uid
 
 
 def forward_echo_skipped(st: Stack, v1_key: str) -> None:
@@ -505,20 +524,8 @@ def test_a_forward_sync_of_a_v1_change_causes_no_v1_write(
     st: Stack, columns: dict[str, Any]
 ) -> None:
     _, project_sfid = a_project(st)
-    sfid = str(uuid.uuid4())
+    sfid, committee, uid = v1_committee(st, project_sfid, "Board", **columns)
     v1_key = f"platform-collaboration__c.{sfid}"
-    committee = record(
-        COMMITTEE_JSON,
-        sfid=sfid,
-        project_name__c=project_sfid,
-        mailing_list__c="Board " + sfid[:8],
-        lastmodifiedbyid=PLATFORM_ID,  # a person: the V2 write impersonates them
-        **columns,
-    )
-    st.nats.kv_put(OBJECTS, v1_key, json.dumps(committee).encode())
-    st.wait_for(v1_key, lambda runs: any(r.outcome == "created" for r in runs), "forward create")
-    uid = st.mapping(f"committee.sfid.{sfid}")
-    assert uid is not None
     key = f"v2.committee.{uid}"
     created = st.final(key, "created")
     assert (created.outcome, created.__dict__["reason"]) == ("skipped", "echo")
@@ -644,17 +651,7 @@ def test_an_older_event_never_overwrites_a_newer_v1_state(st: Stack) -> None:
 
 def test_a_forward_sync_of_a_v1_member_change_causes_no_v1_write(st: Stack) -> None:
     _, project_sfid = a_project(st)
-    committee_sfid = str(uuid.uuid4())
-    committee_key = f"platform-collaboration__c.{committee_sfid}"
-    committee = record(
-        COMMITTEE_JSON,
-        sfid=committee_sfid,
-        project_name__c=project_sfid,
-        mailing_list__c="Members " + committee_sfid[:8],
-        lastmodifiedbyid=PLATFORM_ID,
-    )
-    st.nats.kv_put(OBJECTS, committee_key, json.dumps(committee).encode())
-    st.wait_for(committee_key, lambda runs: any(r.outcome == "created" for r in runs), "create")
+    committee_sfid, _, _ = v1_committee(st, project_sfid, "Members")
     sfid = str(uuid.uuid4())
     v1_key = f"platform-community__c.{sfid}"
     member = record(
@@ -735,19 +732,7 @@ def test_a_v2_delete_v1_answers_404_to_is_skipped_and_tombstoned(st: Stack) -> N
 
 def test_a_member_added_in_v2_to_a_committee_from_v1_reaches_v1_once(st: Stack) -> None:
     _, project_sfid = a_project(st)
-    committee_sfid = str(uuid.uuid4())
-    committee_key = f"platform-collaboration__c.{committee_sfid}"
-    committee = record(
-        COMMITTEE_JSON,
-        sfid=committee_sfid,
-        project_name__c=project_sfid,
-        mailing_list__c="From V1 " + committee_sfid[:8],
-        lastmodifiedbyid=PLATFORM_ID,
-    )
-    st.nats.kv_put(OBJECTS, committee_key, json.dumps(committee).encode())
-    st.wait_for(committee_key, lambda runs: any(r.outcome == "created" for r in runs), "create")
-    committee_uid = st.mapping(f"committee.sfid.{committee_sfid}")
-    assert committee_uid is not None
+    committee_sfid, _, committee_uid = v1_committee(st, project_sfid, "From V1")
     members = st.committees.collection_under(committee_uid, "members")
     email = f"v2{uuid.uuid4().hex[:8]}@example.org"
     body = {

@@ -196,6 +196,30 @@ def use_broker(url: str) -> None:
     app.amqp._producer_pool = None
 
 
+def sandbox_with_platform_user(
+    kid: str,
+    heimdall_key: RSAPrivateKey,
+    auth0_client: str,
+    auth0_key: RSAPrivateKey,
+    **options: Any,
+) -> Sandbox:
+    """The fakes trusting the test keys, with one V1 platform user (``PLATFORM_ID``, jdoe)."""
+    return Sandbox(
+        heimdall_keys={kid: heimdall_key.public_key()},
+        auth0_clients={auth0_client: auth0_key.public_key()},
+        users={
+            PLATFORM_ID: {
+                "ID": PLATFORM_ID,
+                "Username": "jdoe",
+                "Email": "jdoe@example.com",
+                "FirstName": "Jane",
+                "LastName": "Doe",
+            }
+        },
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) -> Iterator[Stack]:
     base: Path = tmp_path_factory.mktemp("task-stack")
@@ -208,19 +232,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
     assert registered.__module__ == "tasks.worker.task", f"sync_kv_entry replaced by {registered}"
     with NatsServer(base / "nats") as nats_server, ValkeyServer(base / "valkey") as valkey:
         asyncio.run(_create_buckets(nats_server.url))
-        sandbox = Sandbox(
-            heimdall_keys={KID: heimdall_key.public_key()},
-            auth0_clients={AUTH0_CLIENT: auth0_key.public_key()},
-            users={
-                PLATFORM_ID: {
-                    "ID": PLATFORM_ID,
-                    "Username": "jdoe",
-                    "Email": "jdoe@example.com",
-                    "FirstName": "Jane",
-                    "LastName": "Doe",
-                }
-            },
-            nats_url=nats_server.url,
+        sandbox = sandbox_with_platform_user(
+            KID, heimdall_key, AUTH0_CLIENT, auth0_key, nats_url=nats_server.url
         )
         with sandbox:
             settings = sandbox_worker_settings(
