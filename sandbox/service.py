@@ -328,6 +328,16 @@ class Sandbox:
         """Forget the recorded requests."""
         self._traffic.reset()
 
+    @property
+    def v1_api(self) -> V1CommitteeApi:
+        """The V1 committee API fake (a sandbox given ``v1_objects_bucket`` only)."""
+        api = self._app.v1_api if self._app is not None else None
+        if api is None:
+            raise RuntimeError(
+                "this sandbox serves no V1 API (not started, or no v1_objects_bucket)"
+            )
+        return api
+
     def inject_fault(
         self,
         method: str,

@@ -143,6 +143,25 @@ class V1CommitteeApi:
         self._lock = threading.Lock()
         # contact id -> {"Email", "FirstName", "LastName"}; V1's contact records.
         self.contacts: dict[str, dict[str, Any]] = {}
+        # While the loader is held (``hold_loader``), V1's changes wait here
+        # instead of reaching ``v1-objects``: key -> the row's stored form.
+        self._unloaded: dict[str, bytes] | None = None
+
+    # -- the loader -----------------------------------------------------------------
+
+    def hold_loader(self) -> None:
+        """From now on V1 keeps its changes to itself: a loader running late."""
+        with self._lock:
+            if self._unloaded is None:
+                self._unloaded = {}
+
+    def release_loader(self) -> int:
+        """The loader catches up: every held change goes into ``v1-objects``; how many."""
+        with self._lock:
+            held, self._unloaded = self._unloaded or {}, None
+            for key, value in held.items():
+                self.nats.kv_put(self.bucket, key, value)
+            return len(held)
 
     # -- committees ---------------------------------------------------------------
 
@@ -240,12 +259,15 @@ class V1CommitteeApi:
     # -- V1's state -----------------------------------------------------------------
 
     def _get(self, key: str) -> dict[str, Any] | None:
-        entry = self.nats.kv_get(self.bucket, key)
-        if entry is None or not entry.value:
+        value = (self._unloaded or {}).get(key)
+        if value is None:
+            entry = self.nats.kv_get(self.bucket, key)
+            value = entry.value if entry is not None else None
+        if not value:
             return None
         try:
             # The loader writes JSON or msgpack rows; V1 itself knows them all.
-            row = decode_value(entry.value)
+            row = decode_value(value)
         except InvalidRecord:
             return None
         if row.get("isdeleted") or row.get("_sdc_deleted_at"):
@@ -265,7 +287,11 @@ class V1CommitteeApi:
                 "_sdc_received_at": moment,
             }
         )
-        self.nats.kv_put(self.bucket, key, json.dumps(row, default=_iso).encode())
+        value = json.dumps(row, default=_iso).encode()
+        if self._unloaded is not None:
+            self._unloaded[key] = value
+        else:
+            self.nats.kv_put(self.bucket, key, value)
 
     def _soft_delete(self, key: str, row: dict[str, Any], client_id: str) -> None:
         stamp = loader_time()
@@ -298,7 +324,8 @@ class V1CommitteeApi:
         """The live row of ``contact_id`` in the committee (a scan, as a fake may)."""
         if not SALESFORCE_ID.match(contact_id):
             return None
-        for key in self.nats.run(self._member_keys(), KV_TIMEOUT):
+        held = [key for key in self._unloaded or {} if key.startswith(MEMBER_PREFIX)]
+        for key in [*self.nats.run(self._member_keys(), KV_TIMEOUT), *held]:
             row = self._get(key)
             if (
                 row is not None

@@ -294,6 +294,9 @@ class WorkerSettings(CommonSettings, RetrySettings):
     # (tasks.worker.health), or when every task slot held the same runs this long.
     worker_liveness_stale_seconds: float = Field(default=60.0, gt=0)
     worker_slot_stall_seconds: float = Field(default=600.0, gt=0)
+    # V2 -> V1: how long a V1 create whose answer was lost waits for its row to come
+    # back through the loader before it is sent again (tasks.run.reverse_writes.create_once).
+    sync_v1_create_confirm_wait: float = Field(default=3600.0, gt=0)
     # The mass-delete guard: deletes off altogether, or at most this many per rolling hour.
     sync_deletes: bool = True
     sync_delete_budget: int = Field(default=100, ge=0)

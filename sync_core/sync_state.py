@@ -122,8 +122,10 @@ class SyncState:
     # it last: a V2 event carrying it is an echo (V2 -> V1, issue 24).
     fingerprint: str | None = None
     # V2 -> V1 only: a V1 create sent for stream sequence ``intent`` whose answer
-    # is not recorded yet (a retry looks the object up in V1 before creating it).
+    # is not recorded yet (a retry looks the object up in V1 before creating it),
+    # and when the intent was recorded (how long the retry has waited for the row).
     intent: int | None = None
+    intent_at: float | None = None
     # V2 -> V1 only: the V1 contact id of a member (its URL names it).
     contact_id: str | None = None
 
@@ -184,7 +186,16 @@ class SyncState:
     def to_bytes(self) -> bytes:
         """The stored form: compact JSON, empty fields left out."""
         data: dict[str, Any] = {"key": self.key, "revision": self.revision}
-        for name in ("outcome", "at", "uid", "epoch", "fingerprint", "intent", "contact_id"):
+        for name in (
+            "outcome",
+            "at",
+            "uid",
+            "epoch",
+            "fingerprint",
+            "intent",
+            "intent_at",
+            "contact_id",
+        ):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         if self.pending is not None:
@@ -212,6 +223,7 @@ class SyncState:
                 epoch=None if data.get("epoch") is None else int(data["epoch"]),
                 fingerprint=data.get("fingerprint"),
                 intent=None if data.get("intent") is None else int(data["intent"]),
+                intent_at=None if data.get("intent_at") is None else float(data["intent_at"]),
                 contact_id=data.get("contact_id"),
                 pending=None
                 if not pending

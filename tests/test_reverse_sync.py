@@ -68,6 +68,8 @@ STATE = "v1-sync-state"
 WAIT_SECONDS = 30.0
 # Long enough for the forward path's mappings of its own V2 create to land first.
 SETTLE_SECONDS = 1.0
+# How often a create whose answer was lost looks for its row (production: 30 s).
+CONFIRM_POLL_SECONDS = 0.2
 PERSON = Identity(principal="mary", sub="mary", email="mary@example.org", on_behalf_of="mary")
 V1_COMMITTEES = "/project-service/v2/projects/"
 COMMITTEE_READ_ONLY = ("uid", "sso_group_name", "project_name", "total_members")
@@ -173,6 +175,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_pems: dict[str, str]) ->
         pytest.MonkeyPatch.context() as patch,
     ):
         patch.setattr(reverse_writes, "CREATE_SETTLE_SECONDS", SETTLE_SECONDS)
+        patch.setattr(reverse_writes, "CONFIRM_POLL_SECONDS", CONFIRM_POLL_SECONDS)
         asyncio.run(_create_buckets(nats_server.url))
         sandbox = sandbox_with_platform_user(
             KID,
@@ -405,6 +408,60 @@ def test_a_lost_create_answer_does_not_duplicate_the_v1_committee(st: Stack) -> 
         if row.get("mailing_list__c") == name and row.get("project_name__c") == project_sfid
     ]
     assert [row["sfid"] for row in rows] == [sfid]  # one V1 committee, the one mapped
+
+
+def test_a_lost_create_answer_waits_for_the_late_loader_instead_of_creating_again(
+    st: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long enough never to run out here: only the row coming back ends the wait.
+    monkeypatch.setattr(st.runtime.settings, "sync_v1_create_confirm_wait", 600.0)
+    project_uid, project_sfid = a_project(st)
+    name = "Late loader " + uuid.uuid4().hex[:8]
+    st.sandbox.v1_api.hold_loader()
+    try:
+        st.sandbox.inject_fault("POST", V1_COMMITTEES, status=None, drop="after")
+        uid = v2_committee(st, project_uid, name)
+        key = f"v2.committee.{uid}"
+        st.wait_for(
+            key,
+            lambda runs: sum(r.__dict__.get("reason") == "confirming_create" for r in runs) >= 2,
+            "runs waiting for the lost create's row",
+        )
+        assert len(st.v1_calls("POST")) == 1  # V1 holds the committee; no second POST
+    finally:
+        assert st.sandbox.v1_api.release_loader() >= 1
+    assert st.final(key, "created").outcome == "created"
+    assert len(st.v1_calls("POST")) == 1
+    sfid = st.mapping(f"committee.uid.{uid}")
+    rows = [
+        row
+        for _, row in _committee_rows(st)
+        if row.get("mailing_list__c") == name and row.get("project_name__c") == project_sfid
+    ]
+    assert [row["sfid"] for row in rows] == [sfid]
+
+
+def test_a_create_v1_never_made_is_sent_again_after_the_confirm_wait(
+    st: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(st.runtime.settings, "sync_v1_create_confirm_wait", 1.0)
+    project_uid, project_sfid = a_project(st)
+    name = "Never made " + uuid.uuid4().hex[:8]
+    # The POST fails before V1 creates anything (the worker died, say): an intent, no row.
+    st.sandbox.inject_fault("POST", V1_COMMITTEES, status=None, drop="before")
+    uid = v2_committee(st, project_uid, name)
+    key = f"v2.committee.{uid}"
+    assert st.final(key, "created").outcome == "created"
+    runs = st.outcomes.of(key)
+    assert any(r.__dict__.get("reason") == "confirming_create" for r in runs)
+    posts = st.v1_calls("POST")
+    assert len(posts) == 2  # the one V1 never answered, and the one sent after the wait
+    rows = [
+        row
+        for _, row in _committee_rows(st)
+        if row.get("mailing_list__c") == name and row.get("project_name__c") == project_sfid
+    ]
+    assert [row["sfid"] for row in rows] == [st.mapping(f"committee.uid.{uid}")]
 
 
 def _committee_rows(st: Stack) -> list[tuple[str, dict[str, Any]]]:

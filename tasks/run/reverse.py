@@ -29,7 +29,9 @@ event's stream sequence; the run, in order:
    that finds an intent and no recorded answer (the answer was lost, the
    worker died) looks the object up in ``v1-objects`` first (a committee by
    name in its project, a member by e-mail in its committee) and adopts it
-   instead of creating a second one (``tasks.run.reverse_writes``). A create
+   instead of creating a second one; while no row has come back it looks
+   again (``confirming_create``) and sends the create again only after
+   ``SYNC_V1_CREATE_CONFIRM_WAIT`` (``tasks.run.reverse_writes``). A create
    of an event younger than ``CREATE_SETTLE_SECONDS`` waits that long first,
    so that the forward path's mappings of an object it has just created in
    V2 are in place (its echo then finds the mapping and is skipped). After a create the mappings

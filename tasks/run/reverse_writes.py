@@ -59,6 +59,9 @@ PARENT_NOT_IN_V1_KIND = "parent_not_in_v1"
 NO_CONTACT_ID_KIND = "no_contact_id"
 NOT_IN_V1_REASON = "not_in_v1"
 SETTLING_REASON = "settling"
+# A create whose answer was lost waits for its row (``create_once``); it looks this often.
+CONFIRMING_REASON = "confirming_create"
+CONFIRM_POLL_SECONDS = 30.0
 
 
 class Deferred(Exception):
@@ -247,14 +250,32 @@ def create_once(
     """The V1 object of this V2 create: found (a lost answer) or created, never twice.
 
     A recorded intent without a recorded answer means an earlier POST may have
-    created the object: V1 is searched first. Otherwise the intent is written
-    (under the lease) before the POST is sent.
+    created the object: its row is searched in ``v1-objects``, where V1's loader
+    writes it back some time later. The create is sent again only once that
+    row has not appeared for ``SYNC_V1_CREATE_CONFIRM_WAIT`` (V1 did not create
+    it: the worker died before the POST, or the POST failed without reaching
+    V1); until then the run looks again every ``CONFIRM_POLL_SECONDS``,
+    spending no budget. Otherwise the intent is written (under the lease)
+    before the POST is sent.
     """
-    if lease.state.intent is not None:
+    state = lease.state
+    if state.intent is not None:
         found = find()
         if found is not None:
             log.info("adopting the V1 object an earlier create made", extra=report.context())
             return found
+        confirm_wait = runtime.settings.sync_v1_create_confirm_wait
+        if state.intent_at is None:
+            # An intent of an older release, without its time: the wait starts now.
+            note_intent(runtime, report, lease)
+            raise Deferred(CONFIRMING_REASON, min(CONFIRM_POLL_SECONDS, confirm_wait))
+        waited = time.time() - state.intent_at
+        if waited < confirm_wait:
+            raise Deferred(CONFIRMING_REASON, min(CONFIRM_POLL_SECONDS, confirm_wait - waited))
+        log.warning(
+            "no V1 row of the earlier create came back: V1 did not create it, sending it again",
+            extra=report.context() | {"waited_seconds": round(waited, 1)},
+        )
     else:
         age = time.time() - event.timestamp.astimezone(UTC).timestamp()
         if age < CREATE_SETTLE_SECONDS:
@@ -265,7 +286,10 @@ def create_once(
 
 def note_intent(runtime: Runtime, report: RunReport, lease: KeyLock) -> None:
     """Record in the durable state that a V1 create for this sequence is about to be sent."""
-    amend_own_state(runtime, report, lease, lambda state: replace(state, intent=report.revision))
+    now = time.time()
+    amend_own_state(
+        runtime, report, lease, lambda state: replace(state, intent=report.revision, intent_at=now)
+    )
 
 
 def keep_contact_id(runtime: Runtime, report: RunReport, lease: KeyLock, contact_id: str) -> None:

@@ -156,7 +156,7 @@ class StateStore:
                 and outcome != Terminal.DEAD_LETTERED
             ):
                 # The V1 create the intent announced has its answer recorded (V2 -> V1).
-                after = replace(after, intent=None)
+                after = replace(after, intent=None, intent_at=None)
             if token is not None and after.lease is not None and after.lease.token == token:
                 after = replace(after, lease=None)
             return after
