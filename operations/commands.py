@@ -652,6 +652,7 @@ def _replay_v2(
     from operations.bulk import confirm_bulk, count_by, describe_counts
     from operations.enqueue import REPLAY_V2_TASK_KWARGS, TaskQueue
     from operations.v2_latest import list_unsettled, parse_v2_key
+    from sync_core.broker import task_id_for
 
     wanted = [t for t in sorted(V2_OBJECT_TYPES) if not object_types or t in object_types]
     if not wanted:
@@ -679,6 +680,7 @@ def _replay_v2(
             "types": list(object_types),
             "count": len(requests),
             "by_type": by_type,
+            "tasks": [task_id_for(change.key, change.revision) for change in requests],
         }
         if not dry_run and requests:
             confirm_bulk(
