@@ -49,6 +49,7 @@ from tasks.run.dry_run import NEW_V1_SFID
 from tasks.run.report import RunReport
 from tasks.run.reverse import run_reverse
 from tasks.stores.dead_letters import DeadLetterStore
+from tasks.stores.id_mappings import TOMBSTONE
 from tests.test_bridge_loop import queued_tasks, task_ids
 from tests.test_reverse_sync import (  # noqa: F401 - the module-scoped stack fixture
     COMMITTEE_READ_ONLY,
@@ -315,6 +316,25 @@ def test_explain_tells_update_echo_and_superseded_apart(st: Stack) -> None:
     assert (echo.outcome, echo.reason) == ("skip", "echo")
     assert echo.v1_calls == []
     assert any("as updated" in note for note in echo.notes)
+
+
+def test_explain_of_a_v2_delete_shows_the_v1_delete_it_would_make(st: Stack) -> None:
+    key, v1_key, _ = created_committee(st)
+    uid = key.rpartition(".")[2]
+    with switched_off(st):
+        st.committees.delete(uid, st.committees.get(uid, PERSON).etag, PERSON)
+        line = st.final(key, "deleted")
+    assert (line.outcome, line.__dict__["reason"]) == ("skipped", "v2_to_v1_off")
+
+    with nothing_written(st, key, f"committee.uid.{uid}"):
+        found = explain(st, key)
+
+    assert (found.outcome, found.operation) == ("delete", "deleted")
+    (call,) = found.v1_calls
+    assert (call["method"], call["body"]) == ("DELETE", None)
+    assert call["path"].endswith("/committees/" + v1_key.partition(".")[2])
+    assert found.mappings_written[f"committee.uid.{uid}"] == TOMBSTONE
+    assert st.mapping(f"committee.uid.{uid}") != TOMBSTONE
 
 
 def test_explain_of_a_parked_committee_says_what_it_waits_for(st: Stack) -> None:
