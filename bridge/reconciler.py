@@ -37,6 +37,15 @@ message count never falls in normal use), or the last sweep still found keys
 without a mapping (the signal, ``sync_core.epochs.BucketLife``, is kept in the
 sweep summary, so a restarted bridge compares with the sweep before it).
 
+With ``SYNC_V2_TO_V1`` on, the sweeps also re-drive the V2 objects of the
+V2 -> V1 direction (``v2.{object_type}.{uid}`` states in ``v1-sync-state``):
+a retry recorded as pending and overdue by the grace, or a parked run whose
+parent is mapped now or whose wait is over, gets its ``sync_v2_event`` task
+for the pending stream sequence again (``plan_reverse``). Only unfinished
+runs the state records are seen: an event whose first task was lost before it
+ran (no state yet) waits for the object's next event or ``replay --prefix v2.``
+(comparing with the latest event would take a scan of the V2 events stream).
+
 It respects the bridge's backpressure (never more than the room left below
 ``BRIDGE_MAX_QUEUE_DEPTH``; the rest waits for the next sweep). Exactly one
 reconciler sweeps at a time across all bridges: it holds the lease
@@ -82,6 +91,7 @@ from sync_core.sync_state import (
     Terminal,
     decode_state,
 )
+from sync_core.v2_events import REVERSE_EPOCH, V2_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,9 @@ MAPPED_OUTCOMES = frozenset({Terminal.CREATED, Terminal.UPDATED, Terminal.UNCHAN
 FORCE_KWARGS = {"force": True}
 # The oldest queued messages looked at for the queue floor (V2 -> V1 tasks are passed over).
 QUEUE_FLOOR_SCAN = 100
+# The action a re-driven V2 event's task carries: its run reads the event's own
+# (the state does not record it); as ``tasks.run.reverse_writes.release_children``.
+REDRIVEN_V2_ACTION = "updated"
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,8 @@ class SweepPlan:
     changes: list[KvChange] = field(default_factory=list)
     # Settled keys whose forward mapping is gone: re-driven with ``force``.
     forced: list[KvChange] = field(default_factory=list)
+    # V2 objects (``v2.…``) whose retry or parked run was lost: ``sync_v2_event`` again.
+    reverse: list[KvChange] = field(default_factory=list)
 
 
 def holder_name() -> str:
@@ -231,8 +246,12 @@ class Reconciler:
         tuning: ReconcileTuning,
         holder: str | None = None,
         clock: Callable[[], float] = time.time,
+        v2_encoder: TaskMessageEncoder | None = None,
     ) -> None:
+        """``v2_encoder``: the ``sync_v2_event`` encoder (``SYNC_V2_TO_V1``); with it the
+        sweeps re-drive the V2 objects' lost retries and parked runs (``plan_reverse``)."""
         self.js = nc.jetstream()
+        self.v2_encoder = v2_encoder
         self.objects_bucket = objects_bucket
         self.mappings_bucket = mappings_bucket
         self.state_bucket = state_bucket
@@ -304,10 +323,14 @@ class Reconciler:
         plan = await self.plan(
             latest, states, ack_floor, now, queue_floor, epoch=epoch, unmapped=unmapped
         )
+        reverse: list[KvChange] = []
+        if self.v2_encoder is not None:
+            reverse = await self.plan_reverse(await self.reverse_states(), now, plan)
         depth = await self._on_redis_thread(self.publisher.depth, self.encoder.queue)
         room = max(0, self.tuning.max_queue_depth - depth)
         forced = plan.forced[:room]
         batch = plan.changes[: room - len(forced)]
+        reverse = reverse[: room - len(forced) - len(batch)]
         stamped = self.encoder.with_kwargs({EPOCH_TASK_KWARG: epoch})
         if forced:
             encoder = stamped.with_kwargs(FORCE_KWARGS)
@@ -318,9 +341,16 @@ class Reconciler:
             )
         if batch:
             await self._on_redis_thread(self.publisher.push, stamped.encode(batch))
-        for change in forced + batch:
+        if reverse:
+            assert self.v2_encoder is not None
+            # No epoch (V2 events belong to no life of v1-objects), no force: the
+            # run resumes the budget its durable state holds.
+            await self._on_redis_thread(self.publisher.push, self.v2_encoder.encode(reverse))
+        for change in forced + batch + reverse:
             self._sent[change.key] = now
-        batch = forced + batch
+        deferred = len(plan.changes) + len(plan.forced) + len(plan.reverse) - len(batch)
+        deferred -= len(forced) + len(reverse)
+        batch = forced + batch + reverse
         if batch:
             self.metrics.reconcile_reenqueued.inc(len(batch))
             log.info(
@@ -336,7 +366,7 @@ class Reconciler:
             keys=plan.keys,
             behind=plan.behind,
             reenqueued=len(batch),
-            deferred=len(plan.changes) + len(plan.forced) - len(batch),
+            deferred=deferred,
             holder=self.holder,
             epoch=epoch,
             other_life=len(other_life),
@@ -410,6 +440,54 @@ class Reconciler:
                 plan.changes.append(KvChange(key, change.revision, change.operation))
         plan.changes.extend(await self._parked_to_release(parked, now))
         return plan
+
+    async def plan_reverse(
+        self, states: dict[str, SyncState], now: float, plan: SweepPlan
+    ) -> list[KvChange]:
+        """The V2 objects' runs to re-drive (also noted in ``plan``): their tasks were lost.
+
+        A V2 object's latest event is not compared (finding it is a scan of the
+        V2 events stream); its durable state says what is unfinished: a
+        ``pending`` retry overdue by the grace, or a parked run whose parent is
+        mapped now or whose wait is over (as for ``v1-objects`` keys). Keys in
+        flight (a live lease) or re-enqueued less than a grace ago are left
+        alone. Each gets ``sync_v2_event`` for its pending sequence (the run
+        reads its action from the event).
+        """
+        grace = self.tuning.grace
+        parked: list[tuple[str, Latest, SyncState]] = []
+        found: list[KvChange] = []
+        for key, state in states.items():
+            state = state.in_life(REVERSE_EPOCH)
+            pending = state.pending
+            if pending is None or state.settled(pending.revision):
+                continue
+            plan.behind += 1
+            if state.lease_live(now) or now - self._sent.get(key, -grace) < grace:
+                continue
+            change = Latest(pending.revision, REDRIVEN_V2_ACTION, pending.since)
+            if pending.state is RunState.PARKED:
+                parked.append((key, change, state))
+            elif (pending.due or 0.0) + grace <= now:
+                plan.overdue += 1
+                found.append(KvChange(key, pending.revision, REDRIVEN_V2_ACTION))
+        found.extend(await self._parked_to_release(parked, now))
+        plan.reverse = found
+        return found
+
+    async def reverse_states(self) -> dict[str, SyncState]:
+        """The durable state of every V2 object (``v2.…`` keys of the state bucket)."""
+        found: dict[str, SyncState] = {}
+        start = len(kv_subject(self.state_bucket, ""))
+
+        def note(msg: Msg, meta: Msg.Metadata) -> None:
+            if operation_of(msg.headers) == PUT:
+                key = msg.subject[start:]
+                found[key] = decode_state(msg.data, key)
+
+        subject = kv_subject(self.state_bucket, V2_KEY_PREFIX + ">")
+        await last_per_subject(self.js, kv_stream(self.state_bucket), subject, note, False)
+        return found
 
     async def _parked_to_release(
         self, parked: list[tuple[str, Latest, SyncState]], now: float

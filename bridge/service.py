@@ -97,6 +97,7 @@ class BridgeService:
             encoder = TaskMessageEncoder(app, self.settings.celery_queue, database_of(client))
             self.bridge = Bridge(nc, self.spec, encoder, publisher, self.metrics, self.tuning)
             await ensure_bucket(nc.jetstream(), self.settings.sync_state_bucket)
+            v2_encoder = None
             if self.settings.sync_v2_to_v1:
                 # From now on V2's committee events are kept even while no bridge runs;
                 # with the switch off nothing of the V2 -> V1 direction is created.
@@ -127,6 +128,7 @@ class BridgeService:
                 publisher=publisher,
                 metrics=self.metrics,
                 tuning=self.reconcile_tuning,
+                v2_encoder=v2_encoder,
             )
             reconciling = asyncio.create_task(self.reconciler.run(stop))
             v2_events = None

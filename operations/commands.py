@@ -431,6 +431,11 @@ def requeue_command(
     informational. A sync always runs at the key's current revision (an older
     one would end as `superseded`); when it differs, the output says so.
 
+    A V2 object's key, v2.committee.UID or v2.committee_member.UID (V2 -> V1,
+    SYNC_V2_TO_V1), gets a sync_v2_event task for its latest event in the V2
+    events stream (KEY@SEQUENCE: where the search for it may start); an object
+    without an event there is reported as unknown.
+
     Each key gets a sync_kv_entry task with id KEY@REVISION (a deleted key is
     queued as its delete). An unknown key is reported and the command exits
     1, but the other keys are still queued.
@@ -442,12 +447,17 @@ def requeue_command(
     from operations.bulk import confirm_bulk, parse_task_ref
     from operations.current_keys import current_changes
     from operations.enqueue import REQUEUE_TASK_KWARGS, TaskQueue
+    from operations.v2_latest import current_v2_changes, is_v2_key
     from sync_core.broker import task_id_for
 
     asked: dict[str, int | None] = {}
     for ref in keys:
         key, revision = parse_task_ref(ref)
         asked.setdefault(key, revision)
+    asked_v2 = {key: revision for key, revision in asked.items() if is_v2_key(key)}
+    asked_v1 = {key: revision for key, revision in asked.items() if key not in asked_v2}
+    if undelete and asked_v2:
+        raise click.UsageError("--undelete is for keys of v1-objects, not V2 objects (v2.…)")
     settings = _settings()
     tombstones: dict[str, bool] = {}
     with _expected_failures():
@@ -455,7 +465,16 @@ def requeue_command(
             from operations.undelete import clear_tombstones, find_tombstones
 
             tombstones = find_tombstones(settings.nats_target, settings.v1_mappings_bucket, asked)
-        found = current_changes(settings.nats_target, settings.v1_objects_bucket, asked)
+        found: dict[str, KvChange | None] = {}
+        if asked_v1:
+            found = current_changes(settings.nats_target, settings.v1_objects_bucket, asked_v1)
+        if asked_v2:
+            found |= current_v2_changes(
+                settings.nats_target,
+                settings.v2_events_stream,
+                settings.sync_state_bucket,
+                asked_v2,
+            )
         requests = [request for request in found.values() if request is not None]
         to_clear = [key for key, tombstoned in tombstones.items() if tombstoned]
         if to_clear and not dry_run:
@@ -510,7 +529,15 @@ def requeue_command(
         if dry_run:
             click.echo(f"dry run: {len(tasks)} task(s) would be queued; nothing was changed")
     for key in unknown:
-        click.echo(f"Error: key {key!r} is not in {settings.v1_objects_bucket}", err=True)
+        if key in asked_v2:
+            click.echo(
+                f"Error: no event of {key!r} in the stream {settings.v2_events_stream} "
+                "(not a V2 committee or committee_member key, or its events are older "
+                "than V2_EVENTS_MAX_AGE)",
+                err=True,
+            )
+        else:
+            click.echo(f"Error: key {key!r} is not in {settings.v1_objects_bucket}", err=True)
     if unknown:
         sys.exit(1)
 
@@ -546,7 +573,8 @@ def _enqueue_with_progress(queue: TaskQueue, requests: Sequence[KvChange], max_d
 @click.option(
     "--prefix",
     default="",
-    help="Only keys starting with this, e.g. salesforce-project__c. (default: every key).",
+    help="Only keys starting with this, e.g. salesforce-project__c. (default: every key); "
+    "v2. replays the V2 objects of the V2 -> V1 direction instead.",
 )
 @type_option
 @dry_run_option
@@ -563,11 +591,21 @@ def replay_command(
     confirmation unless --yes. While the Celery queue holds more than
     BRIDGE_MAX_QUEUE_DEPTH tasks the replay pauses until the workers drain it.
     Safe to run twice: a task that finds nothing changed does nothing.
+
+    --prefix v2. (or v2.committee., v2.committee_member.) replays the V2
+    objects of the V2 -> V1 direction instead: the latest event of every V2
+    object in the V2 events stream whose sync state has not settled it
+    (never run, retrying, parked, or its task lost) gets its sync_v2_event
+    task; settled ones are left alone (`dlq requeue` runs dead letters again).
     """
     from operations.bulk import confirm_bulk, count_by, describe_counts, object_type_of
     from operations.current_keys import list_current
     from operations.enqueue import TaskQueue
+    from operations.v2_latest import is_v2_key
 
+    if is_v2_key(prefix):
+        _replay_v2(prefix, object_types, dry_run, yes, as_json)
+        return
     settings = _settings()
     with _expected_failures():
         click.echo(f"listing keys of {settings.v1_objects_bucket}…", err=True)
@@ -604,6 +642,67 @@ def replay_command(
         )
     else:
         click.echo(f"queued {len(requests)} key(s){where} ({describe_counts(by_type)})")
+
+
+def _replay_v2(
+    prefix: str, object_types: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """``replay --prefix v2.…``: re-drive the V2 objects whose latest event is not settled."""
+    from bridge.v2_events import V2_OBJECT_TYPES
+    from operations.bulk import confirm_bulk, count_by, describe_counts
+    from operations.enqueue import REPLAY_V2_TASK_KWARGS, TaskQueue
+    from operations.v2_latest import list_unsettled, parse_v2_key
+    from sync_core.broker import task_id_for
+
+    wanted = [t for t in sorted(V2_OBJECT_TYPES) if not object_types or t in object_types]
+    if not wanted:
+        raise click.UsageError(f"--type: V2 objects are of {', '.join(sorted(V2_OBJECT_TYPES))}")
+    settings = _settings()
+    with _expected_failures():
+        click.echo(f"scanning the stream {settings.v2_events_stream}…", err=True)
+        requests = list_unsettled(
+            settings.nats_target,
+            settings.v2_events_stream,
+            settings.sync_state_bucket,
+            wanted,
+            prefix,
+        )
+
+        def type_of(change: KvChange) -> str:
+            parsed = parse_v2_key(change.key)
+            return "v2 " + (parsed.object_type if parsed else "other")
+
+        by_type = count_by(requests, type_of)
+        result = {
+            "dry_run": dry_run,
+            "stream": settings.v2_events_stream,
+            "prefix": prefix,
+            "types": list(object_types),
+            "count": len(requests),
+            "by_type": by_type,
+            "tasks": [task_id_for(change.key, change.revision) for change in requests],
+        }
+        if not dry_run and requests:
+            confirm_bulk(
+                f"Re-drive {len(requests)} V2 object(s) of {settings.v2_events_stream} "
+                f"({describe_counts(by_type)})",
+                yes,
+            )
+            with TaskQueue(
+                settings.redis_target, settings.celery_queue, REPLAY_V2_TASK_KWARGS
+            ) as queue:
+                _enqueue_with_progress(queue, requests, settings.bridge_max_queue_depth)
+    if as_json:
+        _echo_json(result)
+        return
+    where = f" with prefix {prefix!r}, not settled at their latest event"
+    if dry_run:
+        click.echo(
+            f"dry run: {len(requests)} V2 object(s){where} would be queued "
+            f"({describe_counts(by_type)}); nothing was changed"
+        )
+    else:
+        click.echo(f"queued {len(requests)} V2 object(s){where} ({describe_counts(by_type)})")
 
 
 # --------------------------------------------------------------------- status

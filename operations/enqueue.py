@@ -37,6 +37,9 @@ REQUEUE_TASK_KWARGS = {**MANUAL_TASK_KWARGS, "fresh_budget": True}
 # A dead letter re-queued by an operator is a decision: a fresh retry budget, and a
 # delete held back by SYNC_DELETE_BUDGET (``delete_budget_exceeded``) runs past it.
 DEAD_LETTER_TASK_KWARGS = {**REQUEUE_TASK_KWARGS, "release_delete_budget": True}
+# ``replay`` of V2 objects (``v2.…``): only events not settled are sent, and a run that
+# finds its event settled meanwhile stops there (no ``force``); budgets go on.
+REPLAY_V2_TASK_KWARGS: dict[str, Any] = {}
 DRAIN_POLL_SECONDS = 1.0
 
 

@@ -110,6 +110,8 @@ class Explanation:
     state_written: dict[str, Any] = field(default_factory=dict)
     # Every write the run would make, in order (V2, KV, Redis, queue).
     writes: list[dict[str, Any]] = field(default_factory=list)
+    # V2 -> V1 (``v2.…`` keys): the V1 calls the run would make (method, path, body).
+    v1_calls: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def explain_key(dry: DryRun, key: str) -> Explanation:
         found.object_type = kind.name
     skip = skip_for_key(kind, kind is not None and kind.available(runtime))
     if skip is not None:
-        return _ends(found, Verdict.SKIP, skip.reason)
+        return ends_as(found, Verdict.SKIP, skip.reason)
     assert kind is not None
     settings = runtime.settings
     change = runtime.nats.run(lookup_change(runtime.nats.kv(settings.v1_objects_bucket), key))
@@ -157,8 +159,8 @@ def explain_key(dry: DryRun, key: str) -> Explanation:
     found.warnings = list(report.warnings)
     found.mappings_read = dict(dry.mappings.reads)
     found.writes = [asdict(write) for write in dry.writes.all()]
-    found.mappings_written = _kv_written(dry, settings.v1_mappings_bucket)
-    found.state_written = _state_written(dry, settings.sync_state_bucket)
+    found.mappings_written = kv_written(dry, settings.v1_mappings_bucket)
+    found.state_written = states_written(dry, settings.sync_state_bucket)
     found.identity = _identity(runtime, dry.v2_calls, record, change.operation)
     _verdict(dry, found, report, outcome)
     if outcome is Outcome.DELETED and not report.reason:
@@ -200,7 +202,7 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
         found.notes.append(
             "a 409 (the object exists in V2 without a mapping) would make the task adopt it"
         )
-        _ends(found, verdict, "no_mapping")
+        ends_as(found, verdict, "no_mapping")
     elif outcome is Outcome.UPDATED:
         found.write = puts[-1].body if puts else None
         if found.write is not None:
@@ -209,24 +211,24 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
         reason = f"{len(found.changes)} field(s) differ"
         if _note_settings(found, dry.v2_calls):
             reason += f", {len(found.settings_changes)} setting(s)"
-        _ends(found, verdict, reason)
+        ends_as(found, verdict, reason)
     elif outcome is Outcome.UNCHANGED:
-        _ends(found, verdict, "v2_up_to_date")
+        ends_as(found, verdict, "v2_up_to_date")
     elif outcome is Outcome.DELETED:
         how = "soft_delete" if report.operation == "PUT" else report.operation
-        _ends(found, verdict, report.reason or how)
+        ends_as(found, verdict, report.reason or how)
     elif outcome is Outcome.RETRYING and report.reason == KEY_LOCKED_REASON:
-        _ends(found, verdict, KEY_LOCKED_REASON)
+        ends_as(found, verdict, KEY_LOCKED_REASON)
         found.notes.append("a worker is syncing this key right now: explain it again shortly")
     elif outcome is Outcome.RETRYING:
-        _ends(found, verdict, report.error_kind, report.error_message)
+        ends_as(found, verdict, report.error_kind, report.error_message)
         retry_max = dry.runtime.settings.sync_retry_max
         found.notes.append(
             f"transient: retried with backoff (this is try {report.attempt + 1} of "
             f"{retry_max + 1}), dead-lettered as {report.error_kind} if it persists"
         )
     elif outcome is Outcome.PARKED:
-        _ends(found, verdict, report.error_kind, report.error_message)
+        ends_as(found, verdict, report.error_kind, report.error_message)
         parent = report.pending.parent_key if report.pending is not None else None
         wait = dry.runtime.settings.sync_parent_wait
         found.notes.append(
@@ -234,9 +236,9 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
             f"dead-lettered as {report.error_kind} after SYNC_PARENT_WAIT={wait:g}s"
         )
     elif verdict == Verdict.DEAD_LETTER:
-        _ends(found, verdict, report.error_kind, report.error_message)
+        ends_as(found, verdict, report.error_kind, report.error_message)
     else:
-        _ends(found, verdict, report.reason)
+        ends_as(found, verdict, report.reason)
         if report.reason == "tombstoned":
             found.notes.append("deleted in V2 on purpose: `requeue --undelete` re-creates it")
 
@@ -274,7 +276,7 @@ def _current(calls: list[V2Call], uid: str | None) -> dict[str, Any] | None:
     return gets[-1].body if gets else None
 
 
-def _kv_written(dry: DryRun, bucket: str) -> dict[str, str]:
+def kv_written(dry: DryRun, bucket: str) -> dict[str, str]:
     """The writes into ``bucket``, key -> the value written last (a removal says so)."""
     written: dict[str, str] = {}
     for write in dry.writes.all():
@@ -283,7 +285,7 @@ def _kv_written(dry: DryRun, bucket: str) -> dict[str, str]:
     return written
 
 
-def _state_written(dry: DryRun, bucket: str) -> dict[str, Any]:
+def states_written(dry: DryRun, bucket: str) -> dict[str, Any]:
     """The sync state entries the run would leave changed (the lease's comings and goings
     that cancel out are left out)."""
     changed: dict[str, Any] = {}
@@ -395,7 +397,7 @@ def redact(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ends(
+def ends_as(
     found: Explanation, outcome: str, reason: str | None, message: str | None = None
 ) -> Explanation:
     found.outcome, found.reason, found.message = outcome, reason, message

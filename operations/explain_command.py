@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sync_core.v2_events import V2_KEY_PREFIX
+
 if TYPE_CHECKING:
     from operations.explain import Explanation
 
@@ -46,9 +48,18 @@ def explain_command(key: str, as_json: bool) -> None:
     (PROJECT_SERVICE_URL, HEIMDALL_PRIVATE_KEY, AUTH0_*); run it in a worker pod.
     Exits 0 after explaining, 1 when the key is unknown or a service cannot be
     reached.
+
+    KEY may be a V2 object, v2.committee.UID or v2.committee_member.UID
+    (V2 -> V1, SYNC_V2_TO_V1): the V2 -> V1 run of its latest event in the V2
+    events stream (KEY@SEQUENCE: of that event) is shown the same way, with
+    the V1 calls it would make (none is sent) and the outcome: create, update,
+    delete, skip (echo, not_in_v1, tombstoned…), superseded, retry, parked or
+    dead_letter.
     """
     from operations.current_keys import open_nats
     from operations.explain import UnknownKey, explain_key, open_dry_run
+    from operations.explain_v2 import explain_v2_key
+    from operations.v2_latest import is_v2_key
     from sync_core.logs import configure_logging
     from sync_core.settings import WorkerSettings, load_settings
 
@@ -59,19 +70,25 @@ def explain_command(key: str, as_json: bool) -> None:
         # the dead letter it would write): its log lines would read as if it had.
         logging.getLogger().setLevel(logging.CRITICAL)
     key, _, asked_revision = key.partition("@")
+    reverse = is_v2_key(key)
     try:
         dry = open_dry_run(settings, open_nats)
     except Exception as error:
         raise click.ClickException(f"cannot open the worker's connections: {error}") from None
     try:
-        found = explain_key(dry, key)
+        if reverse:
+            # A V2 object's task id names its event: that event is explained.
+            sequence = int(asked_revision) if asked_revision.isdigit() else None
+            found = explain_v2_key(dry, key, sequence)
+        else:
+            found = explain_key(dry, key)
     except UnknownKey as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from None
     finally:
         dry.close()
-    if asked_revision.isdigit() and int(asked_revision) != found.revision:
+    if not reverse and asked_revision.isdigit() and int(asked_revision) != found.revision:
         found.notes.insert(
             0,
             f"the task {key}@{asked_revision} ends as superseded: this is the current "
@@ -85,9 +102,11 @@ def explain_command(key: str, as_json: bool) -> None:
 
 def render(found: Explanation) -> str:
     """The explanation as text, sections in the order an operator reads them."""
+    reverse = found.key.startswith(V2_KEY_PREFIX)
     head = f"{found.key}  ({found.object_type}"
     if found.revision is not None:
-        head += f", revision {found.revision}, {found.operation}"
+        place = "stream sequence" if reverse else "revision"
+        head += f", {place} {found.revision}, {found.operation}"
     lines = [head + ")"]
     outcome = f"Outcome: {found.outcome}"
     if found.reason:
@@ -102,7 +121,7 @@ def render(found: Explanation) -> str:
             f"{INDENT}in the dead letters: [{letter['error_kind']}] {letter['error_message']}"
         )
     if found.record is not None:
-        lines += _section("V1 record", _pairs(found.record))
+        lines += _section("V2 event data" if reverse else "V1 record", _pairs(found.record))
     if found.warnings:
         lines += _section("Mapping warnings (dropped or changed)", found.warnings)
     if found.identity:
@@ -138,6 +157,11 @@ def render(found: Explanation) -> str:
             "Other writes it would make",
             [f"{w['target']} {w['action']} {w['key']}" for w in other],
         )
+    for call in found.v1_calls:
+        title = f"V1 call it would make: {call['method']} {call['path']}"
+        lines += _section(title, _json_lines(call["body"]) if call["body"] else ["(no body)"])
+    if reverse:
+        return "\n".join(lines)
     if found.v2_uid:
         lines += _section(f"Current V2 object {found.v2_uid}", _pairs(found.v2_current or {}))
     if found.changes:

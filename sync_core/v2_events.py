@@ -51,6 +51,11 @@ MAX_AGE_TOLERANCE_SECONDS = 1e-3
 V2_KEY_PREFIX = "v2."
 
 
+# The durable states of V2 objects belong to no life of ``v1-objects``
+# (``sync_core.epochs``): one constant epoch, for the run, the reconciler and the commands.
+REVERSE_EPOCH = 0
+
+
 def v2_key(object_type: str, object_id: str) -> str:
     """``v2.{object_type}.{object_id}``: the key of a V2 object of the V2 -> V1 direction."""
     return f"{V2_KEY_PREFIX}{object_type}.{object_id}"

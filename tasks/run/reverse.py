@@ -57,7 +57,7 @@ import redis
 
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, SyncState, Terminal
-from sync_core.v2_events import v2_key
+from sync_core.v2_events import REVERSE_EPOCH, v2_key
 from tasks.clients.identity import MACHINE_SUFFIX
 from tasks.errors import (
     MissingMapping,
@@ -96,8 +96,6 @@ from tasks.stores.v2_event_log import read_event
 
 log = logging.getLogger(__name__)
 
-# The reverse keys' states belong to no life of ``v1-objects``: one constant epoch.
-REVERSE_EPOCH = 0
 # A parked run looks again this often (the project mappings come from the forward path).
 PARK_POLL_SECONDS = 30.0
 EVENT_GONE_REASON = "event_gone"

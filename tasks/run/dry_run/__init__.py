@@ -16,12 +16,14 @@ the real one would:
 - V2 (``DryRunV2Service``): GETs are sent; POST, PUT and DELETE are recorded
   and answered as V2 accepting them (a create answers with ``NEW_UID``).
   Whether V2 would refuse a write can only be known by sending it.
+- V1 (``DryRunV1Writer``, the V2 -> V1 run's ``Runtime.v1_committees``): every
+  write is recorded and answered as V1 accepting it (a create with ``NEW_V1_SFID``).
 - The queue (``Runtime.send_task``): a task the run would enqueue is recorded.
 - The user and organization directories read their caches and never write
   them (``cache_writes=False``).
 
 One ``DryRun`` explains one run at a time: ``reset`` forgets the overlay.
-The ports: ``kv_buckets``, ``redis_commands``, ``v2_calls``; what they record:
+The ports: ``kv_buckets``, ``redis_commands``, ``v2_calls``, ``v1_calls``; what they record:
 ``write_log``.
 """
 
@@ -40,6 +42,7 @@ from tasks.clients.users import user_directory_from_settings
 from tasks.clients.v2 import V2Service
 from tasks.run.dry_run.kv_buckets import DryRunBucket, DryRunNats
 from tasks.run.dry_run.redis_commands import DryRunRedis
+from tasks.run.dry_run.v1_calls import NEW_CONTACT_ID, NEW_V1_SFID, DryRunV1Writer, V1Call
 from tasks.run.dry_run.v2_calls import NEW_UID, DryRunV2Service, V2Call
 from tasks.run.dry_run.write_log import RecordedWrite, WriteLog
 from tasks.run.runtime import Runtime, open_services, redis_client_for
@@ -48,13 +51,17 @@ from tasks.stores.id_mappings import MappingStore
 from tasks.stores.sync_state import StateStore
 
 __all__ = [
+    "NEW_CONTACT_ID",
     "NEW_UID",
+    "NEW_V1_SFID",
     "DryRun",
     "DryRunBucket",
     "DryRunNats",
     "DryRunRedis",
+    "DryRunV1Writer",
     "DryRunV2Service",
     "RecordedWrite",
+    "V1Call",
     "V2Call",
     "WriteLog",
     "open_dry_run",
@@ -85,6 +92,8 @@ class DryRun:
     mappings: ReadNotingMappings
     writes: WriteLog
     v2_calls: list[V2Call] = field(default_factory=list)
+    # The V1 writes of a V2 -> V1 run (``DryRunV1Writer``).
+    v1_calls: list[V1Call] = field(default_factory=list)
 
     def reset(self) -> None:
         """Forget the previous run: its overlay, its writes, its reads and calls."""
@@ -92,6 +101,7 @@ class DryRun:
         self.writes.clear()
         self.mappings.reads.clear()
         self.v2_calls.clear()
+        self.v1_calls.clear()
 
     def close(self) -> None:
         """Close every connection."""
@@ -105,6 +115,7 @@ def open_dry_run(settings: WorkerSettings, connector: Connector = connect) -> Dr
     """
     writes = WriteLog()
     calls: list[V2Call] = []
+    v1_calls: list[V1Call] = []
     nats = DryRunNats(settings.nats_target, NATS_CLIENT_NAME, writes, connector)
     try:
         real_redis = redis_client_for(settings.redis_target)
@@ -143,8 +154,10 @@ def open_dry_run(settings: WorkerSettings, connector: Connector = connect) -> Dr
             dead_letters=DeadLetterStore(nats, settings.sync_state_bucket),
             state=StateStore(nats, settings.sync_state_bucket),
             send_task=send_task,
+            # The V2 -> V1 run's V1 client (made on first use in a worker): a recording one.
+            _v1_writer=DryRunV1Writer(settings, v1_calls, writes, token_source=auth0),
         )
     except BaseException:
         nats.close()
         raise
-    return DryRun(runtime, nats, mappings, writes, calls)
+    return DryRun(runtime, nats, mappings, writes, calls, v1_calls)
