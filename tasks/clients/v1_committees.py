@@ -60,6 +60,8 @@ ACCEPT_ENCODING = "gzip, deflate"
 ID_FIELD = "ID"
 MEMBER_ID_FIELD = "MemberID"
 NOT_FOUND = 404
+# The kind of a failure to get the Auth0 token: no V1 call was sent.
+V1_AUTH0_KIND = "v1_auth0"
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ class V1CommitteeWriter:
             return self._tokens.access_token()
         except Auth0Error as error:
             status = error.status
-            kind = "v1_auth0"
+            kind = V1_AUTH0_KIND
             if status is None or status >= 500 or status == 429:
                 raise TransientError(str(error), kind=kind, status=status) from None
             raise PermanentError(str(error), kind=kind, status=status) from None

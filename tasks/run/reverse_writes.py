@@ -21,11 +21,12 @@ from typing import Any
 from sync_core.broker import V2_EVENT_TASK_NAME, task_id_for
 from sync_core.keys import COMMITTEE_KEYS, MEMBER_KEYS, KeySpec
 from sync_core.sync_state import SyncState
-from tasks.clients.v1_committees import V1Created
+from tasks.clients.v1_committees import V1_AUTH0_KIND, V1Created
 from tasks.errors import (
     DELETE_BUDGET_EXCEEDED_KIND,
     MissingMapping,
     PermanentError,
+    SyncError,
     TransientError,
 )
 from tasks.mapping.v1_bodies import V1Body, event_fingerprint, v1_committee_body, v1_member_body
@@ -281,7 +282,32 @@ def create_once(
         if age < CREATE_SETTLE_SECONDS:
             raise Deferred(SETTLING_REASON, CREATE_SETTLE_SECONDS - max(age, 0.0))
     note_intent(runtime, report, lease)
-    return send()
+    try:
+        return send()
+    except SyncError as error:
+        if never_reached_v1(error):
+            forget_intent(runtime, report, lease)
+        raise
+
+
+def never_reached_v1(error: SyncError) -> bool:
+    """Whether V1 surely made nothing: it refused the call (4xx), or no call was sent.
+
+    A dropped connection, a timeout or a 5xx leave it unknown (the intent stays).
+    """
+    if error.kind == V1_AUTH0_KIND:
+        return True  # no token, no call
+    return error.status is not None and 400 <= error.status < 500
+
+
+def forget_intent(runtime: Runtime, report: RunReport, lease: KeyLock) -> None:
+    """V1 refused the create: the next run sends it again at once (no row to wait for)."""
+    try:
+        amend_own_state(
+            runtime, report, lease, lambda state: replace(state, intent=None, intent_at=None)
+        )
+    except LeaseLost:
+        log.warning("lost the key before forgetting the create intent", extra=report.context())
 
 
 def note_intent(runtime: Runtime, report: RunReport, lease: KeyLock) -> None:
