@@ -24,6 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from sandbox.service import JWKS_PATH
 from sync_core.keys import COMMITTEE_KEYS, MEMBER_KEYS
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
@@ -249,9 +250,7 @@ class PersonClient:
     """The sandbox's committee service as ``PERSON`` calls it (a Heimdall JWT of a user)."""
 
     def __init__(self, sandbox_url: str, heimdall_key: RSAPrivateKey, key_id: str) -> None:
-        minter = TokenMinter(
-            heimdall_key, key_id=key_id, jwks_url=sandbox_url + "/.well-known/jwks"
-        )
+        minter = TokenMinter(heimdall_key, key_id=key_id, jwks_url=sandbox_url + JWKS_PATH)
         self.committees = V2Service(
             sandbox_url,
             "committees",
