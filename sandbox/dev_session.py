@@ -229,7 +229,6 @@ class DevSession:
     worker_metrics_url: str | None = None
     # How many requests the sandbox had answered when the V2 edits began.
     edits_began: int | None = None
-    last_edit_check: EditCheck | None = None
 
     def __post_init__(self) -> None:
         self.servers = EmbeddedServers(self.run_dir)
@@ -363,7 +362,7 @@ class DevSession:
         path skipped (out of all of them).
         """
         assert self.sandbox is not None
-        check = self.last_edit_check
+        check = self.check_edits()  # fresh: the last poll may have stopped before it
         results = check.results if check is not None else []
         letters = [d.key for d in self.dead_letters().list()]
         return {
@@ -451,8 +450,7 @@ class DevSession:
             edits_began=self.edits_began,
             auth0_client_id=AUTH0_CLIENT_ID,
         )
-        self.last_edit_check = check_edits(applied, view)
-        return self.last_edit_check
+        return check_edits(applied, view)
 
     def start_loading(self, nats_url: str) -> None:
         """Write the sample set, phase by phase, then (when on) the V2 edits."""
