@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from nats.js.errors import NotFoundError
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter, ValidationError
 
 from sandbox.edit_check import EditCheck, StackView, check_edits, v1_write_counts
@@ -67,6 +65,7 @@ from sandbox.v2_edits import (
     apply_edits,
     expected_after_edits,
 )
+from sandbox.v2_to_v1_summary import ECHO_OUTCOME, V2ToV1Counts, worker_v2_to_v1_outcomes
 from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import redact_url
 from sync_core.settings import DEFAULT_V2_EVENTS_STREAM
@@ -99,10 +98,6 @@ SUMMARY_OUTCOMES = (
 CHECKED_DELETE_OUTCOMES = ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2")
 MAPPINGS_BUCKET = "v1-mappings"
 OBJECTS_BUCKET = "v1-objects"
-# The worker's count of V2 -> V1 runs by outcome (tasks.run.metrics.V2_TO_V1_OUTCOMES).
-V2_TO_V1_METRIC = "v1sync_v2_to_v1_outcomes"
-ECHO_OUTCOME = "skipped:echo"
-METRICS_TIMEOUT = 5.0
 V2_EVENT_KEY_PREFIX = "v2."
 # The Celery queue the pipeline's tasks wait in (CELERY_QUEUE's default).
 CELERY_QUEUE = "celery"
@@ -352,67 +347,35 @@ class DevSession:
             return None
         return int(info.state.messages)
 
-    def v2_to_v1_counts(self) -> dict[str, Any]:
-        """What the V2 -> V1 direction did: events, V1 writes, echoes skipped, dead letters.
+    def v2_to_v1_counts(self) -> V2ToV1Counts | None:
+        """What the V2 -> V1 direction did in this run (None when it is off).
 
-        V1 writes are the V1 API fake's answered writes; the V2 events skipped
-        as echoes are the worker's ``v1sync_v2_to_v1_outcomes{outcome="skipped:echo"}``
-        (None when the worker's metrics cannot be read); the V1 rows skipped as
-        echoes are the rows the V1 API wrote back for the edits that the forward
-        path skipped (out of all of them).
+        The V1 rows skipped as echoes are those the V1 API wrote back for the
+        edits (read afresh: the last poll may have stopped before checking them).
         """
+        if self.v2_events_stream is None:
+            return None
         assert self.sandbox is not None
-        check = self.check_edits()  # fresh: the last poll may have stopped before it
+        check = self.check_edits()
         results = check.results if check is not None else []
         letters = [d.key for d in self.dead_letters().list()]
-        return {
-            "captured": self.captured_v2_events(),
-            "v1_writes": v1_write_counts(self.sandbox.requests),
-            "v2_events_skipped_as_echo": self.v2_to_v1_outcomes().get(ECHO_OUTCOME),
-            "v1_rows_skipped_as_echo": sum(result.echo_skipped for result in results),
-            "v1_rows_written_back": sum(result.v1_key is not None for result in results),
-            "dead_letters": sum(key.startswith(V2_EVENT_KEY_PREFIX) for key in letters),
-        }
-
-    def v2_to_v1_outcomes(self) -> dict[str, int]:
-        """The worker's V2 -> V1 run counts by outcome (empty when they cannot be read)."""
-        if self.worker_metrics_url is None:
-            return {}
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - our own worker, on loopback
-                self.worker_metrics_url, timeout=METRICS_TIMEOUT
-            ) as answer:
-                text = answer.read().decode()
-        except OSError:
-            return {}
-        counts: dict[str, int] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name != V2_TO_V1_METRIC:
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    outcome = sample.labels.get("outcome", "")
-                    counts[outcome] = counts.get(outcome, 0) + int(sample.value)
-        return counts
+        outcomes = (
+            worker_v2_to_v1_outcomes(self.worker_metrics_url) if self.worker_metrics_url else {}
+        )
+        return V2ToV1Counts(
+            stream=self.v2_events_stream,
+            captured=self.captured_v2_events(),
+            v1_writes=v1_write_counts(self.sandbox.requests),
+            v2_events_skipped_as_echo=outcomes.get(ECHO_OUTCOME),
+            v1_rows_skipped_as_echo=sum(result.echo_skipped for result in results),
+            v1_rows_written_back=sum(result.v1_key is not None for result in results),
+            dead_letters=sum(key.startswith(V2_EVENT_KEY_PREFIX) for key in letters),
+        )
 
     def v2_to_v1_lines(self) -> list[str]:
         """What the V2 -> V1 direction did in this run (the summary's lines)."""
-        if self.v2_events_stream is None:
-            return ["off (SYNC_V2_TO_V1=false)"]
         counts = self.v2_to_v1_counts()
-        if counts["captured"] is None:
-            return [f"on, but the bridge has not created stream {self.v2_events_stream}"]
-        writes = counts["v1_writes"]
-        v2_echoes = counts["v2_events_skipped_as_echo"]
-        return [
-            f"on: {counts['captured']} V2 indexer events captured in {self.v2_events_stream}",
-            "V1 writes: " + ", ".join(f"{count} {name}" for name, count in writes.items()),
-            "echoes skipped: "
-            f"{'?' if v2_echoes is None else v2_echoes} V2 events (this service's own writes), "
-            f"{counts['v1_rows_skipped_as_echo']}/{counts['v1_rows_written_back']} V1 rows "
-            "the V1 API wrote back (by the forward path)",
-            f"dead letters: {counts['dead_letters']}",
-        ]
+        return ["off (SYNC_V2_TO_V1=false)"] if counts is None else counts.lines()
 
     def expected(self) -> dict[str, Any]:
         """What the run must end with: the sample's expectations, after the V2 edits if on."""
@@ -554,6 +517,7 @@ class DevSession:
         state = self.state()
         store = self.mappings()
         edits = self.check_edits()
+        counts = self.v2_to_v1_counts()
         document = {
             **state,
             "dead_letters": self.progress().dead_letters,
@@ -564,7 +528,7 @@ class DevSession:
                 "captured": self.captured_v2_events(),
             },
             "v2_to_v1": {
-                **(self.v2_to_v1_counts() if self.v2_events_stream is not None else {}),
+                **(counts.as_dict() if counts is not None else {}),
                 **(edits.as_dict() if edits is not None else {}),
             },
         }

@@ -1,4 +1,5 @@
-"""The V2 edit phase of ``make run`` (``sandbox.v2_edits``) and its check (``sandbox.edit_check``).
+"""The V2 edit phase of ``make run`` (``sandbox.v2_edits``), its check (``sandbox.edit_check``)
+and the summary's V2 -> V1 lines (``sandbox.v2_to_v1_summary``).
 
 The edits must fit the sample set (every object they touch is in V2 and V1 at
 the end of the forward phases), be bodies the V2 services take, and turn the
@@ -17,11 +18,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from requests.structures import CaseInsensitiveDict
 
 from sandbox.edit_check import StackView, check_edits, v1_write_counts
 from sandbox.sample_check import differences
 from sandbox.samples import load_expected, stays_in_v2
+from sandbox.servers import free_port
 from sandbox.traffic import RecordedRequest
 from sandbox.v2_edits import (
     EDITS,
@@ -35,6 +38,7 @@ from sandbox.v2_edits import (
     merged,
     sfid_of,
 )
+from sandbox.v2_to_v1_summary import V2ToV1Counts, worker_v2_to_v1_outcomes
 from sandbox.validation import validate_committee, validate_member
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET, SyncState
@@ -309,3 +313,49 @@ def test_v1_write_counts_count_answered_writes_by_what_they_did() -> None:
         _request("PUT", "/committees/c1", PERSON.principal),
     ]
     assert v1_write_counts(requests) == {"created": 1, "updated": 1, "deleted": 1}
+
+
+# -- the summary's lines ------------------------------------------------------------------
+
+
+def test_the_summary_reads_the_workers_v2_to_v1_outcomes_summed_over_types() -> None:
+    registry = CollectorRegistry()
+    outcomes = Counter(
+        "v1sync_v2_to_v1_outcomes", "runs", ["object_type", "outcome"], registry=registry
+    )
+    outcomes.labels(object_type="committee", outcome="skipped:echo").inc(3)
+    outcomes.labels(object_type="committee_member", outcome="skipped:echo").inc(5)
+    outcomes.labels(object_type="committee_member", outcome="created").inc()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        counts = worker_v2_to_v1_outcomes(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert counts == {"skipped:echo": 8, "created": 1}
+    # A worker that does not answer (restarting): no counts, and the summary says "?".
+    assert worker_v2_to_v1_outcomes(f"http://127.0.0.1:{port}/metrics", timeout=1) == {}
+
+
+def test_the_summary_lines_of_the_direction() -> None:
+    counts = V2ToV1Counts(
+        stream="committee_events",
+        captured=391,
+        v1_writes={"created": 4, "updated": 4, "deleted": 1},
+        v2_events_skipped_as_echo=None,
+        v1_rows_skipped_as_echo=8,
+        v1_rows_written_back=9,
+        dead_letters=2,
+    )
+    assert counts.lines() == [
+        "on: 391 V2 indexer events captured in committee_events",
+        "V1 writes: 4 created, 4 updated, 1 deleted",
+        "echoes skipped: ? V2 events (this service's own writes), 8/9 V1 rows the V1 API "
+        "wrote back (by the forward path)",
+        "dead letters: 2",
+    ]
+    assert V2ToV1Counts("s", None, {}, 0, 0, 0, 0).lines() == [
+        "on, but the bridge has not created stream s"
+    ]
