@@ -111,8 +111,13 @@ async def load_in_phases(
     phase_timeout: float = DEFAULT_PHASE_TIMEOUT,
     phases: list[list[SampleRecord]] | None = None,
     say: Say | None = None,
+    settle_last: bool = False,
 ) -> int:
-    """Write each phase once the one before settled; returns how many records were written."""
+    """Write each phase once the one before settled; returns how many records were written.
+
+    ``settle_last``: return only once the last phase settled too (what comes
+    next, the dev stack's V2 edits, must find every forward write done).
+    """
     phases = load_phases() if phases is None else phases
     nc = await connect(nats_url, "sample-loader")
     written = 0
@@ -136,6 +141,9 @@ async def load_in_phases(
                     f"Phase {number}/{len(phases)}: wrote {len(records)} records "
                     f"at {time.monotonic() - started:.1f} s"
                 )
+        if settle_last and revisions:
+            state_kv = state_kv or await open_state_bucket(js, state_bucket, phase_timeout)
+            await wait_until_settled(state_kv, revisions, phase_timeout)
     finally:
         await nc.drain()
     return written
@@ -147,9 +155,14 @@ def load_samples(
     state_bucket: str = DEFAULT_STATE_BUCKET,
     phase_timeout: float = DEFAULT_PHASE_TIMEOUT,
     say: Say | None = None,
+    settle_last: bool = False,
 ) -> int:
     """Blocking form of ``load_in_phases`` over the whole sample set."""
-    return asyncio.run(load_in_phases(nats_url, bucket, state_bucket, phase_timeout, say=say))
+    return asyncio.run(
+        load_in_phases(
+            nats_url, bucket, state_bucket, phase_timeout, say=say, settle_last=settle_last
+        )
+    )
 
 
 def main() -> int:

@@ -6,7 +6,10 @@ the deletes included: deleted objects gone (deleted by the expected principal)
 with their mappings tombstoned, refused ones still there with their mappings,
 the re-puts not re-created, and the summary's delete counts. ``make run`` has the
 V2 -> V1 switch on (``sandbox.stack.DEV_V2_TO_V1_ENV``): the bridge creates the
-V2 events' stream and the sandbox's committee writes land in it.
+V2 events' stream and the sandbox's committee writes land in it; after the
+forward phases a person edits committees and members in V2
+(``sandbox.v2_edits``), so V2 must end as the expectations after those edits,
+and each edit must reach V1 once, its echo skipped.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from sandbox.samples import (
     expected_writer,
     load_expected,
     stays_in_v2,
+)
+from sandbox.stack import AUTH0_CLIENT_ID
+from sandbox.v2_edits import (
+    EDITS,
+    NEW_KEY_PREFIX,
+    PERSON,
+    Action,
+    edits_for,
+    expected_after_edits,
 )
 from v1_sync_helper.cli import main
 
@@ -106,8 +118,13 @@ def _run_in_own_group(
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def _after_edits() -> dict[str, Any]:
+    """The sample expectations once the person's V2 edits are made (the switch is on)."""
+    return expected_after_edits(load_expected())
+
+
 def _expected() -> dict[str, dict[str, Any]]:
-    keys: dict[str, dict[str, Any]] = load_expected()["keys"]
+    keys: dict[str, dict[str, Any]] = _after_edits()["keys"]
     return keys
 
 
@@ -131,12 +148,16 @@ def test_dev_exits_0_after_the_summary(dev_run: dict[str, Any]) -> None:
         if v["outcome"] == "dead_letter" and v["reason"] != "delete_refused"
     )
     assert _summary_line("dead_lettered", dead) in lines
-    counts = load_expected()["counts"]
+    counts = _after_edits()["counts"]
     for name in ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2"):
         assert _summary_line(name, counts[name]) in lines, name
     assert counts["deleted"] > 0
     assert f"{counts['members_in_v2']} committee members" in result.stdout
-    assert f"Phase {counts['phases']}/{counts['phases']}: wrote" in result.stdout
+    phases = load_expected()["counts"]["phases"]
+    assert f"Phase {phases}/{phases}: wrote" in result.stdout
+    assert f"Phase {phases + 1} (V2 edits): {PERSON.principal} made {len(EDITS)} edits" in (
+        result.stdout
+    )
 
 
 def test_every_sample_project_has_its_fields_parent_and_writer(dev_run: dict[str, Any]) -> None:
@@ -218,7 +239,8 @@ def test_every_sample_member_is_in_its_committee(dev_run: dict[str, Any]) -> Non
             assert name not in got, f"{place}.{name} should have been dropped"
         writer = expected_writer(want, HEIMDALL_CLIENT_ID)
         assert {k: got["_last_write"].get(k) for k in writer} == writer
-        assert got["_skip_notification"] is True
+        # The sync never lets V2 send a welcome e-mail; a person adding a member does.
+        assert got["_skip_notification"] is not want["sfid"].startswith(NEW_KEY_PREFIX)
     assert len(state["members"]) == len(members)
 
 
@@ -233,7 +255,7 @@ def test_every_accepted_delete_removed_its_object_as_the_expected_principal(
     state = dev_run["state"]
     deleted = state["deleted"]
     accepted = [v for v in _expected().values() if delete_accepted(v)]
-    assert len(accepted) == len(deleted) == load_expected()["counts"]["deleted"]
+    assert len(accepted) == len(deleted) == _after_edits()["counts"]["deleted"]
     for want in accepted:
         label = f"{want['type']} {want['sfid']} ({want['delete']['shape']})"
         found = [uid for uid, d in deleted.items() if _same_object(d, want)]
@@ -276,7 +298,7 @@ def test_refused_deletes_keep_the_object_and_its_mappings(dev_run: dict[str, Any
 
 def test_the_summary_counts_match_the_durable_outcomes(dev_run: dict[str, Any]) -> None:
     outcomes = dev_run["state"]["outcomes"]
-    counts = load_expected()["counts"]
+    counts = _after_edits()["counts"]
     for name in ("deleted", "delete_refused", "skipped:tombstoned", "skipped:not_in_v2"):
         assert outcomes.get(name, 0) == counts[name], name
 
@@ -295,6 +317,61 @@ def test_the_v2_to_v1_switch_is_on_and_the_stream_captures_the_sandbox_writes(
     assert [entry.get("stream") for entry in created] == ["committee_events"]
     summary = f"  V2 -> V1       on: {events['captured']} V2 indexer events captured in"
     assert summary in dev_run["result"].stdout
+
+
+def _v2_to_v1(dev_run: dict[str, Any]) -> dict[str, Any]:
+    section: dict[str, Any] = dev_run["state"]["v2_to_v1"]
+    return section
+
+
+def test_each_v2_edit_is_in_its_v1_row_as_the_v1_api_wrote_it(dev_run: dict[str, Any]) -> None:
+    results = _v2_to_v1(dev_run)["edits"]
+    assert [r["label"] for r in results] == [edit.label for edit in EDITS]
+    for edit, result in zip(EDITS, results, strict=True):
+        row = result["v1_row"]
+        assert row is not None, edit.label
+        assert {c: row.get(c) for c in edit.v1_columns} == dict(edit.v1_columns), edit.label
+        assert row["lastmodifiedbyid"] == f"{AUTH0_CLIENT_ID}@clients", edit.label
+        assert result["problems"] == [], edit.label
+    removed = edits_for((Action.DELETE_MEMBER,))
+    assert removed
+    assert all(edit.v1_columns["isdeleted"] is True for edit in removed)
+
+
+def test_each_object_the_edits_created_is_one_v1_row(dev_run: dict[str, Any]) -> None:
+    created = (Action.CREATE_COMMITTEE, Action.ADD_MEMBER)
+    results = _v2_to_v1(dev_run)["edits"]
+    rows = [r["rows"] for edit, r in zip(EDITS, results, strict=True) if edit.action in created]
+    assert len(rows) >= 3
+    assert rows == [1] * len(rows)
+
+
+def test_the_v1_api_received_only_the_edits_writes_and_their_echoes_were_skipped(
+    dev_run: dict[str, Any],
+) -> None:
+    section = _v2_to_v1(dev_run)
+    # No V1 write for any of the hundreds of objects the forward path created: their
+    # V2 events were echoes. Exactly one per edit.
+    created = len(edits_for((Action.CREATE_COMMITTEE, Action.ADD_MEMBER)))
+    updated = len(edits_for((Action.UPDATE_COMMITTEE, Action.UPDATE_MEMBER)))
+    deleted = len(edits_for((Action.DELETE_MEMBER,)))
+    assert section["v1_writes"] == {"created": created, "updated": updated, "deleted": deleted}
+    # Each row the V1 API wrote back was skipped by the forward path, and no V2
+    # write but the person's followed the edits.
+    assert section["v1_rows_skipped_as_echo"] == section["v1_rows_written_back"] == len(EDITS)
+    assert section["problems"] == []
+    assert section["dead_letters"] == 0
+    state = dev_run["state"]
+    # Every committee and member the forward path created published an event it skipped.
+    forward_objects = len(state["committees"]) + len(state["members"]) - created
+    assert section["v2_events_skipped_as_echo"] >= forward_objects > 300
+    stdout = dev_run["result"].stdout
+    assert f"V1 writes: {created} created, {updated} updated, {deleted} deleted" in stdout
+    assert (
+        f"echoes skipped: {section['v2_events_skipped_as_echo']} V2 events (this service's "
+        f"own writes), {len(EDITS)}/{len(EDITS)} V1 rows the V1 API wrote back"
+    ) in stdout
+    assert "                 dead letters: 0" in stdout.splitlines()
 
 
 def test_every_process_is_stopped_afterwards(dev_run: dict[str, Any]) -> None:

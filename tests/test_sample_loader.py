@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from sandbox.sample_loader import PhaseNotSettled, load_in_phases, wait_until_settled
 from sandbox.samples import SampleRecord, encode
@@ -160,3 +160,44 @@ def test_the_loader_never_creates_the_state_bucket(nats_server: NatsServer) -> N
     phases = [[put(A, {"sfid": "a"})], [SampleRecord(A, None, None, "DEL", 2)]]
     with pytest.raises(PhaseNotSettled, match="no bucket"):
         asyncio.run(load_in_phases(nats_server.url, OBJECTS, phase_timeout=0.5, phases=phases))
+
+
+def test_settle_last_returns_only_once_the_last_phase_settled(
+    buckets: NatsServer, sync_nats: SyncNats, state: StateStore
+) -> None:
+    """What the dev stack's V2 edits wait for: every forward write done, the last phase's too."""
+    phases = [[put(A, {"sfid": "a"})], [put(B, {"sfid": "b"}, 2)]]
+
+    async def load() -> int:
+        return await load_in_phases(
+            buckets.url, OBJECTS, phase_timeout=DEADLINE, phases=phases, settle_last=True
+        )
+
+    done: list[int | BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(asyncio.run(load()))
+        except BaseException as error:
+            done.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    revision_a = wait_for(lambda: last_message_or_none(sync_nats, A), "phase 1")
+    state.finish(A, revision_a, "created", time.time(), "uid-a", None, epoch=1)
+    revision_b = wait_for(lambda: last_message_or_none(sync_nats, B), "phase 2")
+    # Phase 2 is written, not settled: the load has not returned.
+    with pytest.raises(PhaseNotSettled, match=B):
+        sync_nats.run(wait_until_settled(sync_nats.kv(DEFAULT_STATE_BUCKET), {B: revision_b}, 0.6))
+    assert done == []
+    state.finish(B, revision_b, "created", time.time(), "uid-b", None, epoch=1)
+    thread.join(DEADLINE)
+    assert done == [2]
+
+
+def last_message_or_none(sync_nats: SyncNats, key: str) -> int | None:
+    """The revision of the key's latest entry, None before it has one."""
+    try:
+        return last_message(sync_nats, key)[0]
+    except NotFoundError:
+        return None
