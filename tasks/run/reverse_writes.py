@@ -20,7 +20,7 @@ from typing import Any
 
 from sync_core.broker import V2_EVENT_TASK_NAME, task_id_for
 from sync_core.keys import COMMITTEE_KEYS, MEMBER_KEYS, KeySpec
-from sync_core.sync_state import SyncState
+from sync_core.sync_state import MemberMove, SyncState
 from tasks.clients.v1_committees import V1Created
 from tasks.errors import (
     DELETE_BUDGET_EXCEEDED_KIND,
@@ -35,6 +35,7 @@ from tasks.run.deletes import DeleteBudget
 from tasks.run.metrics import TOMBSTONED_UPSERTS
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
+from tasks.run.reverse_move import MOVED_REASON, find_move, leave_old_committee, moved_already
 from tasks.run.runtime import Runtime
 from tasks.run.sync import (
     KeyLocked,
@@ -130,7 +131,20 @@ def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: K
     fingerprint = event_fingerprint(event)
     report.written = event.data
     writer = runtime.v1_committees
+    pending = lease.state.moving_from
+    if pending is not None:
+        # A move an earlier run began: finished first, whatever this event says.
+        move_member(runtime, report, event, lease, pending)
+        if pending.to_committee_uid == report.committee_uid:
+            return Outcome.UPDATED
     sfid = runtime.mappings.member_sfid(uid)
+    if sfid is not None:
+        to = (report.committee_uid, committee_sfid, project_sfid)
+        move = find_move(runtime, report, uid, sfid, to, lease.state.contact_id)
+        if move is not None:
+            amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=move))
+            move_member(runtime, report, event, lease, move)
+            return Outcome.UPDATED
     if sfid is None:
         body = checked_body(report, v1_member_body(event.data))
         email = body.body.get("Email")
@@ -167,6 +181,46 @@ def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: K
     writer.update_member(project_sfid, committee_sfid, contact_id, body.body)
     agree(runtime, v1_key, fingerprint)
     return Outcome.UPDATED
+
+
+def move_member(
+    runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock, move: MemberMove
+) -> None:
+    """Move the member in V1 to ``move``'s committee: create there, rewrite the mappings,
+    delete the old row, forget the move (``tasks.run.reverse_move``; ``move`` is recorded)."""
+    uid = event.object_id
+    report.reason = MOVED_REASON
+    sfid = moved_already(runtime, uid, move)
+    if sfid is None:
+        body = checked_body(report, v1_member_body(event.data, move.contact_id))
+        email = body.body.get("Email")
+
+        def same_member(row: Row) -> bool:
+            return row.get("collaboration_name__c") == move.to_committee_sfid and (
+                _same_email(row.get("contactemail__c"), email)
+                or (move.contact_id is not None and row.get("contact_name__c") == move.contact_id)
+            )
+
+        created = create_once(
+            runtime,
+            report,
+            event,
+            lease,
+            send=lambda: runtime.v1_committees.create_member(
+                move.to_project_sfid, move.to_committee_sfid, _for_create(body)
+            ),
+            find=lambda: _found(runtime, MEMBER_KEYS, same_member, with_contact=True),
+            settle=False,
+        )
+        sfid = created.sfid
+        # Before the old row is deleted: its delete coming back is then no V2 delete.
+        runtime.mappings.record_member_move(sfid, move.to_committee_uid, uid, move.sfid)
+        if created.contact_id is not None and created.contact_id != lease.state.contact_id:
+            keep_contact_id(runtime, report, lease, created.contact_id)
+        agree(runtime, v1_key_of(MEMBER_KEYS, sfid), event_fingerprint(event))
+    report.sfid = sfid
+    leave_old_committee(runtime, report, move)
+    amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=None))
 
 
 # -- deletes ---------------------------------------------------------------------------
@@ -243,19 +297,21 @@ def create_once(
     *,
     send: Callable[[], V1Created],
     find: Callable[[], V1Created | None],
+    settle: bool = True,
 ) -> V1Created:
     """The V1 object of this V2 create: found (a lost answer) or created, never twice.
 
     A recorded intent without a recorded answer means an earlier POST may have
     created the object: V1 is searched first. Otherwise the intent is written
-    (under the lease) before the POST is sent.
+    (under the lease) before the POST is sent. ``settle``: a fresh event waits
+    ``CREATE_SETTLE_SECONDS`` first (not for an object mapped already, a move).
     """
     if lease.state.intent is not None:
         found = find()
         if found is not None:
             log.info("adopting the V1 object an earlier create made", extra=report.context())
             return found
-    else:
+    elif settle:
         age = time.time() - event.timestamp.astimezone(UTC).timestamp()
         if age < CREATE_SETTLE_SECONDS:
             raise Deferred(SETTLING_REASON, CREATE_SETTLE_SECONDS - max(age, 0.0))
