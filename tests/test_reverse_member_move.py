@@ -288,6 +288,25 @@ def test_a_move_whose_create_answer_is_lost_adopts_the_new_row(st: Stack) -> Non
     assert_moved(st, moving)
 
 
+def test_a_member_deleted_while_its_move_is_unfinished_leaves_no_v1_row(st: Stack) -> None:
+    moving = a_member_to_move(st)
+    # The old row's delete keeps failing: the move is a dead letter after the create.
+    st.sandbox.inject_fault("DELETE", old_path(moving), status=503, times=20)
+    move(st, moving)
+    (line,) = updates(st, moving.key, 1)
+    assert line.outcome == "dead_lettered", line.__dict__
+    assert st.state(moving.key).moving_from is not None
+    assert len(member_rows(st, moving.b_sfid, moving.email)) == 1
+    st.sandbox.clear_faults()
+
+    members = st.committees.collection_under(moving.a_uid, "members")
+    members.delete(moving.uid, members.get(moving.uid, PERSON).etag, PERSON)
+    assert st.final(moving.key, "deleted").outcome == "deleted"
+    assert member_rows(st, moving.b_sfid, moving.email) == []
+    assert member_rows(st, moving.a_sfid, moving.email) == []
+    assert st.state(moving.key).moving_from is None
+
+
 # --- parents ----------------------------------------------------------------------------
 
 

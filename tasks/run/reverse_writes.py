@@ -6,7 +6,9 @@ the event is not an echo of this service's own V2 write, it calls
 the V1 ids (parking on a missing parent), skip an echo by its fingerprint,
 and create (``create_once``: intent recorded before the POST, V1 searched on a
 retry), update or delete the V1 object through ``V1CommitteeWriter``, then
-write the mappings both ways and record the fingerprint V1 now holds.
+write the mappings both ways and record the fingerprint V1 now holds. A
+member moved to another committee is created there and deleted where it was
+(``move_member``; the steps and their order in ``tasks.run.reverse_move``).
 """
 
 from __future__ import annotations
@@ -223,6 +225,33 @@ def move_member(
     amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=None))
 
 
+def drop_pending_move(runtime: Runtime, report: RunReport, lease: KeyLock, uid: str) -> None:
+    """A member deleted in V2 while its move was under way: no row of the move stays in V1.
+
+    The mapped row (the new one once the mappings were rewritten, else the old
+    one) is the delete's own; the other is deleted here, outside the delete
+    budget like the move it belonged to.
+    """
+    move = lease.state.moving_from
+    if move is None:
+        return
+    if moved_already(runtime, uid, move) is not None:
+        leave_old_committee(runtime, report, move)
+    elif lease.state.intent is not None and move.contact_id is not None:
+        # The create in the new committee may have happened with its answer lost.
+        def made_by_the_move(row: Row) -> bool:
+            return (
+                row.get("collaboration_name__c") == move.to_committee_sfid
+                and row.get("contact_name__c") == move.contact_id
+            )
+
+        if _found(runtime, MEMBER_KEYS, made_by_the_move, with_contact=True) is not None:
+            runtime.v1_committees.delete_member(
+                move.to_project_sfid, move.to_committee_sfid, move.contact_id
+            )
+    amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=None))
+
+
 # -- deletes ---------------------------------------------------------------------------
 
 
@@ -241,6 +270,8 @@ def reverse_delete(
     report.sfid = sfid
     if not runtime.settings.sync_deletes:
         skip(report, "deletes_disabled", logging.WARNING)
+    if not is_committee:
+        drop_pending_move(runtime, report, lease, uid)
     keys = COMMITTEE_KEYS if is_committee else MEMBER_KEYS
     tombstones = [uid_key, (COMMITTEE_SFID if is_committee else MEMBER_SFID) + sfid]
     value = runtime.v1_value(v1_key_of(keys, sfid))
