@@ -28,6 +28,7 @@ from sync_core.sync_state import MemberMove, SyncState
 from tasks.run.deletes import DeleteBudget
 from tasks.stores.dead_letters import DeadLetterStore
 from tests.test_reverse_sync import (
+    AUTH0_CLIENT,
     OBJECTS,
     PERSON,
     STATE,
@@ -44,7 +45,6 @@ stack = reverse_sync.stack
 st = reverse_sync.st
 
 MEMBER_PREFIX = "platform-community__c."
-MEMBER_EVENT_SUBJECT = "lfx.committee_member.updated"
 TOMBSTONE = "!del"
 WRITER = Writer(
     principal="mary", sub="mary", email="mary@example.org", on_behalf_of=None, method="PUT"
@@ -115,18 +115,20 @@ def a_member_to_move(st: Stack) -> Moving:
 
 def publish_member_update(st: Stack, data: dict[str, Any]) -> None:
     """The indexer's ``lfx.committee_member.updated`` for ``data`` (a person's change)."""
+    publish_member_event(st, "updated", str(data["uid"]), str(data["committee_uid"]), data)
+
+
+def publish_member_event(
+    st: Stack, action: str, uid: str, committee_uid: str, data: dict[str, Any]
+) -> None:
+    """The indexer's ``lfx.committee_member.{action}`` of member ``uid``, by a person."""
     event = indexer_event(
-        "committee_member",
-        "updated",
-        str(data["uid"]),
-        data,
-        WRITER,
-        [f"committee:{data['committee_uid']}"],
+        "committee_member", action, uid, data, WRITER, [f"committee:{committee_uid}"]
     )
 
     async def publish() -> None:
         nc = st.nats.live()
-        await nc.publish(MEMBER_EVENT_SUBJECT, json.dumps(event).encode())
+        await nc.publish(f"lfx.committee_member.{action}", json.dumps(event).encode())
         await nc.flush()
 
     st.nats.run(publish())
@@ -305,6 +307,28 @@ def test_a_member_deleted_while_its_move_is_unfinished_leaves_no_v1_row(st: Stac
     assert member_rows(st, moving.b_sfid, moving.email) == []
     assert member_rows(st, moving.a_sfid, moving.email) == []
     assert st.state(moving.key).moving_from is None
+
+
+def test_the_v2_delete_of_a_forward_move_leaves_the_moved_v1_row(st: Stack) -> None:
+    """V1 moved the row to B; the forward path deleted the V2 member in A and has not
+    rewritten the mappings yet when that delete's event arrives: V1 keeps the row."""
+    moving = a_member_to_move(st)
+    v1_key = MEMBER_PREFIX + moving.sfid
+    row = st.v1_row(v1_key)
+    assert row is not None
+    # The row as V1 has it after the move (written as our own, so the forward path
+    # leaves it alone here: the window between its V2 delete and its mappings).
+    moved_row = {
+        **row,
+        "collaboration_name__c": moving.b_sfid,
+        "lastmodifiedbyid": f"{AUTH0_CLIENT}@clients",
+    }
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(moved_row).encode())
+    publish_member_event(st, "deleted", moving.uid, moving.a_uid, {})
+    line = st.final(moving.key, "deleted")
+    assert (line.outcome, line.__dict__.get("reason")) == ("skipped", "moved_in_v1"), line.__dict__
+    assert st.v1_calls() == []
+    assert [r["sfid"] for r in member_rows(st, moving.b_sfid, moving.email)] == [moving.sfid]
 
 
 # --- parents ----------------------------------------------------------------------------

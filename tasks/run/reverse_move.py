@@ -29,7 +29,9 @@ removing V1 data, does not apply; the move is logged on its own line.
 
 The forward path does the same for a V1 row whose committee changed
 (``tasks.kinds.members.MemberKind.moved_from``): there the V2 member is deleted
-and created anew, because V2 members live under their committee.
+and created anew, because V2 members live under their committee. Its V2 delete
+of the old member comes back here before its mappings are rewritten; the V1
+row, already in the new committee, is then not deleted (``moved_in_v1``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tasks.stores.v1_rows import live_row
 log = logging.getLogger(__name__)
 
 MOVED_REASON = "moved"
+MOVED_IN_V1_REASON = "moved_in_v1"
 
 
 def find_move(
@@ -104,6 +107,21 @@ def moved_already(runtime: Runtime, member_uid: str, move: MemberMove) -> str | 
         return None
     place = runtime.mappings.member_place(sfid)
     return sfid if place == (move.to_committee_uid, member_uid) else None
+
+
+def moved_in_v1(runtime: Runtime, sfid: str, row_committee_sfid: str) -> bool:
+    """Whether V1 has the member row ``sfid`` in another committee than its mapping says.
+
+    Then the forward path is moving the V2 member the other way round
+    (``MemberKind.moved_from``: deleted in its old committee, created in the new
+    one) and has not rewritten the mappings yet: the V2 delete of the old member
+    is that move's echo, and the V1 row is no longer that member's to delete.
+    """
+    place = runtime.mappings.member_place(sfid)
+    if place is None:
+        return False
+    mapped = runtime.mappings.committee_sfid(place[0])
+    return mapped is not None and mapped != row_committee_sfid
 
 
 def leave_old_committee(runtime: Runtime, report: RunReport, move: MemberMove) -> bool:

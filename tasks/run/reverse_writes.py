@@ -37,7 +37,14 @@ from tasks.run.deletes import DeleteBudget
 from tasks.run.metrics import TOMBSTONED_UPSERTS
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
-from tasks.run.reverse_move import MOVED_REASON, find_move, leave_old_committee, moved_already
+from tasks.run.reverse_move import (
+    MOVED_IN_V1_REASON,
+    MOVED_REASON,
+    find_move,
+    leave_old_committee,
+    moved_already,
+    moved_in_v1,
+)
 from tasks.run.runtime import Runtime
 from tasks.run.sync import (
     KeyLocked,
@@ -289,6 +296,9 @@ def reverse_delete(
             mappings.committee_sfid(report.committee_uid) if report.committee_uid else None
         )
         contact_id = text_or_none(row.get("contact_name__c")) or lease.state.contact_id
+        row_committee = text_or_none(row.get("collaboration_name__c"))
+        if row_committee is not None and moved_in_v1(runtime, sfid, row_committee):
+            skip(report, MOVED_IN_V1_REASON, logging.INFO)
     if project_sfid is None or (
         not is_committee and (committee_sfid is None or contact_id is None)
     ):
