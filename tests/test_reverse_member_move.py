@@ -31,6 +31,7 @@ from tests.test_reverse_sync import (
     AUTH0_CLIENT,
     OBJECTS,
     PERSON,
+    PLATFORM_ID,
     STATE,
     V1_COMMITTEES,
     Stack,
@@ -39,6 +40,7 @@ from tests.test_reverse_sync import (
     v2_committee,
 )
 from tests.test_task_sync import FINAL
+from tests.v1_examples import COMMITTEE_JSON, MEMBER_JSON, record
 
 # The stack (one per module) and its per-test view, those of test_reverse_sync.py.
 stack = reverse_sync.stack
@@ -329,6 +331,59 @@ def test_the_v2_delete_of_a_forward_move_leaves_the_moved_v1_row(st: Stack) -> N
     assert (line.outcome, line.__dict__.get("reason")) == ("skipped", "moved_in_v1"), line.__dict__
     assert st.v1_calls() == []
     assert [r["sfid"] for r in member_rows(st, moving.b_sfid, moving.email)] == [moving.sfid]
+
+
+def test_a_member_moved_in_v1_comes_back_from_v2_without_a_v1_write(st: Stack) -> None:
+    """The forward path moves a V1 member (V2: deleted in A, created in B); the V2
+    events of that move make no V1 call and V1 keeps the moved row."""
+    _, project_sfid = a_project(st)
+    committee_sfids = []
+    for name in ("Old", "New"):
+        committee_sfid = str(uuid.uuid4())
+        committee_key = f"platform-collaboration__c.{committee_sfid}"
+        committee = record(
+            COMMITTEE_JSON,
+            sfid=committee_sfid,
+            project_name__c=project_sfid,
+            mailing_list__c=f"{name} {committee_sfid[:8]}",
+            lastmodifiedbyid=PLATFORM_ID,
+        )
+        st.nats.kv_put(OBJECTS, committee_key, json.dumps(committee).encode())
+        st.wait_for(committee_key, lambda runs: any(r.outcome == "created" for r in runs), name)
+        committee_sfids.append(committee_sfid)
+    a_sfid, b_sfid = committee_sfids
+    sfid = str(uuid.uuid4())
+    v1_key = MEMBER_PREFIX + sfid
+    email = f"v1mover{sfid[:8]}@example.com"
+    member = record(
+        MEMBER_JSON,
+        sfid=sfid,
+        collaboration_name__c=a_sfid,
+        project_name__c=project_sfid,
+        contactemail__c=email,
+        contact_name__c=PLATFORM_ID,
+    )
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(member).encode())
+    st.wait_for(v1_key, lambda runs: any(r.outcome == "created" for r in runs), "forward create")
+    place = st.mapping(f"committee_member.sfid.{sfid}")
+    assert place is not None
+    old_uid = place.partition(":")[2]
+    assert st.final(f"v2.committee_member.{old_uid}", "created").outcome == "skipped"
+
+    member["collaboration_name__c"] = b_sfid
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(member).encode())
+    line = st.final(f"v2.committee_member.{old_uid}", "deleted")
+    assert line.outcome == "skipped", line.__dict__
+    assert line.__dict__["reason"] in ("already_deleted", "moved_in_v1"), line.__dict__
+    b_uid = st.mapping(f"committee.sfid.{b_sfid}")
+    place = st.mapping(f"committee_member.sfid.{sfid}")
+    assert place is not None
+    assert place.partition(":")[0] == b_uid
+    new_uid = place.partition(":")[2]
+    created = st.final(f"v2.committee_member.{new_uid}", "created")
+    assert (created.outcome, created.__dict__["reason"]) == ("skipped", "echo")
+    assert st.v1_calls() == []
+    assert [r["sfid"] for r in member_rows(st, b_sfid, email)] == [sfid]
 
 
 # --- parents ----------------------------------------------------------------------------
