@@ -27,6 +27,7 @@ from sandbox.store import Writer
 from sync_core.sync_state import MemberMove, SyncState
 from tasks.run.deletes import DeleteBudget
 from tasks.stores.dead_letters import DeadLetterStore
+from tasks.stores.v1_rows import find_rows
 from tests.test_reverse_sync import (
     AUTH0_CLIENT,
     OBJECTS,
@@ -152,17 +153,14 @@ def updates(st: Stack, key: str, count: int) -> list[Any]:
 
 
 def member_rows(st: Stack, committee_sfid: str, email: str) -> list[dict[str, Any]]:
-    """The live V1 rows of ``email`` in the committee."""
-    keys = st.nats.run(st.nats.kv(OBJECTS).keys())
-    rows = (st.v1_row(k) for k in keys if k.startswith(MEMBER_PREFIX))
-    return [
-        row
-        for row in rows
-        if row is not None
-        and not row.get("isdeleted")
-        and row.get("collaboration_name__c") == committee_sfid
-        and row.get("contactemail__c") == email
-    ]
+    """The live V1 rows of ``email`` in the committee (the run's own listing of them)."""
+
+    def wanted(row: dict[str, Any]) -> bool:
+        return row.get("collaboration_name__c") == committee_sfid and (
+            row.get("contactemail__c") == email
+        )
+
+    return [row for _, row in find_rows(st.nats, OBJECTS, MEMBER_PREFIX, wanted)]
 
 
 def v1_member_calls(st: Stack) -> list[tuple[str, str, int]]:
