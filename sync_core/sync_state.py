@@ -104,6 +104,42 @@ class PendingRun:
 
 
 @dataclass(frozen=True)
+class MemberMove:
+    """V2 -> V1 only: a member moving to another committee, not finished yet.
+
+    Recorded before the create in the new committee, so a run that dies
+    anywhere before the old V1 row is deleted finishes the move
+    (``tasks.run.reverse_move``). ``sfid``: the member's V1 row in the old
+    committee; its ``committee_sfid``, ``project_sfid`` and ``contact_id`` name
+    it in V1's URL (any None: V1 cannot be asked, nothing is deleted there).
+    ``to_*``: the committee it moves to.
+    """
+
+    sfid: str
+    to_committee_uid: str
+    to_committee_sfid: str
+    to_project_sfid: str
+    committee_sfid: str | None = None
+    project_sfid: str | None = None
+    contact_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MemberMove:
+        """The stored form back; ``TypeError``/``KeyError`` when it is not one."""
+        if not isinstance(data, dict):
+            raise TypeError("a member move is a JSON object")
+        return cls(
+            sfid=str(data["sfid"]),
+            to_committee_uid=str(data["to_committee_uid"]),
+            to_committee_sfid=str(data["to_committee_sfid"]),
+            to_project_sfid=str(data["to_project_sfid"]),
+            committee_sfid=_optional_text(data.get("committee_sfid")),
+            project_sfid=_optional_text(data.get("project_sfid")),
+            contact_id=_optional_text(data.get("contact_id")),
+        )
+
+
+@dataclass(frozen=True)
 class SyncState:
     """Everything durable about one V1 key's sync."""
 
@@ -128,6 +164,8 @@ class SyncState:
     intent_at: float | None = None
     # V2 -> V1 only: the V1 contact id of a member (its URL names it).
     contact_id: str | None = None
+    # V2 -> V1 only: a move of a member to another committee not finished yet.
+    moving_from: MemberMove | None = None
 
     def in_life(self, epoch: int) -> SyncState:
         """The state as seen from life ``epoch`` of ``v1-objects``.
@@ -205,6 +243,10 @@ class SyncState:
             data["pending"] = pending
         if self.lease is not None:
             data["lease"] = asdict(self.lease)
+        if self.moving_from is not None:
+            data["moving_from"] = {
+                k: v for k, v in asdict(self.moving_from).items() if v is not None
+            }
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -225,6 +267,9 @@ class SyncState:
                 intent=None if data.get("intent") is None else int(data["intent"]),
                 intent_at=None if data.get("intent_at") is None else float(data["intent_at"]),
                 contact_id=data.get("contact_id"),
+                moving_from=None
+                if not data.get("moving_from")
+                else MemberMove.from_dict(data["moving_from"]),
                 pending=None
                 if not pending
                 else PendingRun(
@@ -399,3 +444,7 @@ class SweepSummary:
 
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -38,7 +38,10 @@ event's stream sequence; the run, in order:
    are written both ways, so the row V1's loader writes back is the same
    object to the forward path (it skips it as an echo, and adopts it later);
 6. deletes go through the delete budget and tombstone both mappings; a V1
-   object already gone is ``skipped:not_in_v1``;
+   object already gone is ``skipped:not_in_v1``. A member whose event names
+   another committee than its mapping moves in V1 (``tasks.run.reverse_move``:
+   created in the new committee, mappings rewritten, deleted from the old one;
+   no delete budget), ending ``updated`` with the reason ``moved``;
 7. the outcome goes into the durable state with the sequence and the
    fingerprint written (one compare-and-set that also drops the lease);
    transient errors retry with backoff on the durable budget

@@ -6,7 +6,9 @@ the event is not an echo of this service's own V2 write, it calls
 the V1 ids (parking on a missing parent), skip an echo by its fingerprint,
 and create (``create_once``: intent recorded before the POST, V1 searched on a
 retry), update or delete the V1 object through ``V1CommitteeWriter``, then
-write the mappings both ways and record the fingerprint V1 now holds.
+write the mappings both ways and record the fingerprint V1 now holds. A
+member moved to another committee is created there and deleted where it was
+(``move_member``; the steps and their order in ``tasks.run.reverse_move``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from sync_core.broker import V2_EVENT_TASK_NAME, task_id_for
 from sync_core.keys import COMMITTEE_KEYS, MEMBER_KEYS, KeySpec
-from sync_core.sync_state import SyncState
+from sync_core.sync_state import MemberMove, SyncState
 from tasks.clients.v1_committees import V1_AUTH0_KIND, V1Created
 from tasks.errors import (
     DELETE_BUDGET_EXCEEDED_KIND,
@@ -36,6 +38,14 @@ from tasks.run.deletes import DeleteBudget
 from tasks.run.metrics import TOMBSTONED_UPSERTS
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
+from tasks.run.reverse_move import (
+    MOVED_IN_V1_REASON,
+    MOVED_REASON,
+    find_move,
+    leave_old_committee,
+    moved_already,
+    moved_in_v1,
+)
 from tasks.run.runtime import Runtime
 from tasks.run.sync import (
     KeyLocked,
@@ -134,7 +144,20 @@ def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: K
     fingerprint = event_fingerprint(event)
     report.written = event.data
     writer = runtime.v1_committees
+    pending = lease.state.moving_from
+    if pending is not None:
+        # A move an earlier run began: finished first, whatever this event says.
+        move_member(runtime, report, event, lease, pending)
+        if pending.to_committee_uid == report.committee_uid:
+            return Outcome.UPDATED
     sfid = runtime.mappings.member_sfid(uid)
+    if sfid is not None:
+        to = (report.committee_uid, committee_sfid, project_sfid)
+        move = find_move(runtime, report, uid, sfid, to, lease.state.contact_id)
+        if move is not None:
+            amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=move))
+            move_member(runtime, report, event, lease, move)
+            return Outcome.UPDATED
     if sfid is None:
         body = checked_body(report, v1_member_body(event.data))
         email = body.body.get("Email")
@@ -173,6 +196,73 @@ def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: K
     return Outcome.UPDATED
 
 
+def move_member(
+    runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock, move: MemberMove
+) -> None:
+    """Move the member in V1 to ``move``'s committee: create there, rewrite the mappings,
+    delete the old row, forget the move (``tasks.run.reverse_move``; ``move`` is recorded)."""
+    uid = event.object_id
+    report.reason = MOVED_REASON
+    sfid = moved_already(runtime, uid, move)
+    if sfid is None:
+        body = checked_body(report, v1_member_body(event.data, move.contact_id))
+        email = body.body.get("Email")
+
+        def same_member(row: Row) -> bool:
+            return row.get("collaboration_name__c") == move.to_committee_sfid and (
+                _same_email(row.get("contactemail__c"), email)
+                or (move.contact_id is not None and row.get("contact_name__c") == move.contact_id)
+            )
+
+        created = create_once(
+            runtime,
+            report,
+            event,
+            lease,
+            send=lambda: runtime.v1_committees.create_member(
+                move.to_project_sfid, move.to_committee_sfid, _for_create(body)
+            ),
+            find=lambda: _found(runtime, MEMBER_KEYS, same_member, with_contact=True),
+            settle=False,
+        )
+        sfid = created.sfid
+        # Before the old row is deleted: its delete coming back is then no V2 delete.
+        runtime.mappings.record_member_move(sfid, move.to_committee_uid, uid, move.sfid)
+        if created.contact_id is not None and created.contact_id != lease.state.contact_id:
+            keep_contact_id(runtime, report, lease, created.contact_id)
+        agree(runtime, v1_key_of(MEMBER_KEYS, sfid), event_fingerprint(event))
+    report.sfid = sfid
+    leave_old_committee(runtime, report, move)
+    amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=None))
+
+
+def drop_pending_move(runtime: Runtime, report: RunReport, lease: KeyLock, uid: str) -> None:
+    """A member deleted in V2 while its move was under way: no row of the move stays in V1.
+
+    The mapped row (the new one once the mappings were rewritten, else the old
+    one) is the delete's own; the other is deleted here, outside the delete
+    budget like the move it belonged to.
+    """
+    move = lease.state.moving_from
+    if move is None:
+        return
+    if moved_already(runtime, uid, move) is not None:
+        leave_old_committee(runtime, report, move)
+    elif lease.state.intent is not None and move.contact_id is not None:
+        # The create in the new committee may have happened with its answer lost.
+        def made_by_the_move(row: Row) -> bool:
+            return (
+                row.get("collaboration_name__c") == move.to_committee_sfid
+                and row.get("contact_name__c") == move.contact_id
+            )
+
+        if _found(runtime, MEMBER_KEYS, made_by_the_move, with_contact=True) is not None:
+            runtime.v1_committees.delete_member(
+                move.to_project_sfid, move.to_committee_sfid, move.contact_id
+            )
+    amend_own_state(runtime, report, lease, lambda state: replace(state, moving_from=None))
+
+
 # -- deletes ---------------------------------------------------------------------------
 
 
@@ -191,6 +281,8 @@ def reverse_delete(
     report.sfid = sfid
     if not runtime.settings.sync_deletes:
         skip(report, "deletes_disabled", logging.WARNING)
+    if not is_committee:
+        drop_pending_move(runtime, report, lease, uid)
     keys = COMMITTEE_KEYS if is_committee else MEMBER_KEYS
     tombstones = [uid_key, (COMMITTEE_SFID if is_committee else MEMBER_SFID) + sfid]
     value = runtime.v1_value(v1_key_of(keys, sfid))
@@ -208,6 +300,9 @@ def reverse_delete(
             mappings.committee_sfid(report.committee_uid) if report.committee_uid else None
         )
         contact_id = text_or_none(row.get("contact_name__c")) or lease.state.contact_id
+        row_committee = text_or_none(row.get("collaboration_name__c"))
+        if row_committee is not None and moved_in_v1(runtime, sfid, row_committee):
+            skip(report, MOVED_IN_V1_REASON, logging.INFO)
     if project_sfid is None or (
         not is_committee and (committee_sfid is None or contact_id is None)
     ):
@@ -247,6 +342,7 @@ def create_once(
     *,
     send: Callable[[], V1Created],
     find: Callable[[], V1Created | None],
+    settle: bool = True,
 ) -> V1Created:
     """The V1 object of this V2 create: found (a lost answer) or created, never twice.
 
@@ -257,7 +353,8 @@ def create_once(
     it: the worker died before the POST, or the POST failed without reaching
     V1); until then the run looks again every ``CONFIRM_POLL_SECONDS``,
     spending no budget. Otherwise the intent is written (under the lease)
-    before the POST is sent.
+    before the POST is sent. ``settle``: a fresh event waits
+    ``CREATE_SETTLE_SECONDS`` first (not for an object mapped already, a move).
     """
     state = lease.state
     if state.intent is not None:
@@ -277,7 +374,7 @@ def create_once(
             "no V1 row of the earlier create came back: V1 did not create it, sending it again",
             extra=report.context() | {"waited_seconds": round(waited, 1)},
         )
-    else:
+    elif settle:
         age = time.time() - event.timestamp.astimezone(UTC).timestamp()
         if age < CREATE_SETTLE_SECONDS:
             raise Deferred(SETTLING_REASON, CREATE_SETTLE_SECONDS - max(age, 0.0))

@@ -233,6 +233,24 @@ class MappingStore:
             }
         )
 
+    def record_member_move(
+        self, sfid: str, committee_uid: str, member_uid: str, old_sfid: str
+    ) -> None:
+        """A member moved to another committee in V1 as a new row: one round trip.
+
+        ``member_uid`` now maps to the new row ``sfid`` (in ``committee_uid``),
+        and the old row's forward mapping becomes the tombstone, so its V1
+        delete coming back is ``already_deleted`` to the forward path (the V2
+        member lives on) and a loader re-emitting the old row re-creates nothing.
+        """
+        self.put_many(
+            {
+                MEMBER_UID + member_uid: sfid,
+                MEMBER_SFID + sfid: f"{committee_uid}{MEMBER_PLACE_SEPARATOR}{member_uid}",
+                MEMBER_SFID + old_sfid: TOMBSTONE,
+            }
+        )
+
 
 def mapping_text(entry: Any) -> str | None:
     """A mapping entry's value (the tombstone included); None when absent or empty."""
