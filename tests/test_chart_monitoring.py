@@ -48,6 +48,7 @@ from tests.test_deployment import (
     deployment,
     load_yaml,
     objects_by_kind,
+    render_chart,
     rendered_objects,
 )
 
@@ -989,6 +990,14 @@ def test_dashboard_configmap_has_the_sidecar_label() -> None:
     assert "grafana_dashboard" not in config_map["metadata"]["labels"]
     assert config_map["metadata"]["namespace"] == "grafana"
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "LFX"}
+
+
+def test_the_notes_point_at_the_runbook_of_the_direction() -> None:
+    notes = render_chart(ALL_FEATURES_VALUES)["lfx-v1-sync-helper/templates/NOTES.txt"]
+    (url,) = re.findall(r"Its runbook: (\S+)", notes)
+    base, _, anchor = url.partition("#")
+    assert base.endswith("/docs/operations.md")
+    assert anchor in markdown_anchors(OPERATIONS_DOC.read_text())
 
 
 def test_runbook_has_one_step_per_alert_in_order() -> None:
