@@ -138,6 +138,7 @@ class BridgeMetrics:
             registry=None,
         )
         self._v2_events_exported = False
+        self._v2_events_lock = threading.Lock()
         self.reconcile_sweep_seconds = Histogram(
             "v1sync_reconcile_sweep_seconds",
             "Duration of one reconcile sweep (reading NATS, deciding, enqueuing).",
@@ -163,7 +164,7 @@ class BridgeMetrics:
 
     def export_v2_events_consumer(self) -> None:
         """Serve the V2 events consumer's gauges from now on (once; the direction is on)."""
-        with self._lead_lock:
+        with self._v2_events_lock:
             if not self._v2_events_exported:
                 self.registry.register(self.v2_events_pending)
                 self.registry.register(self.v2_events_ack_pending)

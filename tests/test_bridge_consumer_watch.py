@@ -51,7 +51,9 @@ def test_the_gauges_follow_the_consumers_pending_and_unacked_events(sync_nats: S
     sync_nats.run(ensure_v2_event_capture(sync_nats.js, CAPTURE))
     metrics = BridgeMetrics()
     watch = ConsumerWatch(sync_nats.js, STREAM, CONSUMER, metrics)
+    assert gauge(metrics, PENDING) is None  # not served before the direction's loop starts
     metrics.export_v2_events_consumer()
+    metrics.export_v2_events_consumer()  # once only: a second call registers nothing twice
     publish(sync_nats, 3)
     assert sync_nats.run(watch.look()) is True
     assert (gauge(metrics, PENDING), gauge(metrics, ACK_PENDING)) == (3, 0)
