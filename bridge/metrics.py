@@ -9,7 +9,9 @@ must add them).
 The reconciler's verdict on keys behind is the lease holder's alone: a bridge
 exports ``v1sync_reconcile_keys_behind`` only while it holds the lease (it is
 unregistered when the lease is lost), so no stale value of a former holder
-stays in Prometheus beside the current one.
+stays in Prometheus beside the current one. The V2 events consumer's gauges
+(``bridge.consumer_watch``) are registered only while ``SYNC_V2_TO_V1`` is on:
+with the direction off there is no such consumer to report on.
 """
 
 from __future__ import annotations
@@ -122,6 +124,21 @@ class BridgeMetrics:
             "Tasks the reconciler enqueued for keys behind longer than the grace period.",
             registry=registry,
         )
+        # Registered by ``export_v2_events_consumer`` (``SYNC_V2_TO_V1`` on).
+        self.v2_events_pending = Gauge(
+            "v1sync_bridge_v2_events_pending",
+            "Events of the V2 events stream the bridges have not fetched yet "
+            "(the consumer's num_pending at the last look).",
+            registry=None,
+        )
+        self.v2_events_ack_pending = Gauge(
+            "v1sync_bridge_v2_events_ack_pending",
+            "Events of the V2 events stream fetched and not acked yet "
+            "(the consumer's num_ack_pending at the last look).",
+            registry=None,
+        )
+        self._v2_events_exported = False
+        self._v2_events_lock = threading.Lock()
         self.reconcile_sweep_seconds = Histogram(
             "v1sync_reconcile_sweep_seconds",
             "Duration of one reconcile sweep (reading NATS, deciding, enqueuing).",
@@ -144,6 +161,14 @@ class BridgeMetrics:
                 # A later lease starts from its own first sweep, not this value.
                 self.reconcile_keys_behind.set(0)
             self._leading = leading
+
+    def export_v2_events_consumer(self) -> None:
+        """Serve the V2 events consumer's gauges from now on (once; the direction is on)."""
+        with self._v2_events_lock:
+            if not self._v2_events_exported:
+                self.registry.register(self.v2_events_pending)
+                self.registry.register(self.v2_events_ack_pending)
+                self._v2_events_exported = True
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 
 from bridge.consumer import ConsumerSpec
+from bridge.consumer_watch import ConsumerWatch
 from bridge.health import HealthServer
 from bridge.loop import Bridge, LoopTuning
 from bridge.messages import TaskMessageEncoder, producer_app
@@ -60,8 +61,9 @@ class BridgeService:
         self.metrics = BridgeMetrics()
         self.transport_options: dict[str, Any] = broker_transport_options()
         self.bridge: Bridge | None = None
-        # The V2 events' loop (``SYNC_V2_TO_V1``): None while the switch is off.
+        # The V2 events' loop and its consumer's gauges (``SYNC_V2_TO_V1``): None while off.
         self.v2_bridge: Bridge | None = None
+        self.v2_watch: ConsumerWatch | None = None
         self.health: HealthServer | None = None
         if serve_http:
             self.health = HealthServer(
@@ -118,6 +120,9 @@ class BridgeService:
                     self.tuning,
                     reader=V2EventReader(),
                 )
+                self.v2_watch = ConsumerWatch(
+                    nc.jetstream(), capture.stream, capture.consumer, self.metrics
+                )
             self.reconciler = Reconciler(
                 nc,
                 objects_bucket=self.settings.v1_objects_bucket,
@@ -132,8 +137,11 @@ class BridgeService:
             )
             reconciling = asyncio.create_task(self.reconciler.run(stop))
             v2_events = None
+            v2_watching = None
             if self.v2_bridge is not None:
                 v2_events = asyncio.create_task(self._run_v2_events(stop))
+            if self.v2_watch is not None:
+                v2_watching = asyncio.create_task(self.v2_watch.run(stop))
             try:
                 await self.bridge.run(stop)
             finally:
@@ -141,6 +149,8 @@ class BridgeService:
                 await reconciling
                 if v2_events is not None:
                     await v2_events
+                if v2_watching is not None:
+                    await v2_watching
         finally:
             if nc is not None:
                 await _drain(nc)

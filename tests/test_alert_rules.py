@@ -121,9 +121,22 @@ PENDING = "jetstream_consumer_num_pending"
 V2 = "v1sync_v2_request_seconds_count"
 BEHIND = "v1sync_reconcile_keys_behind"
 SWEPT = "v1sync_reconcile_last_sweep_timestamp_seconds"
+REVERSE = "v1sync_v2_to_v1_outcomes_total"
+FORWARD = "v1sync_task_outcomes_total"
+V2_EVENTS_PENDING = "v1sync_bridge_v2_events_pending"
+V1 = "v1sync_v1_request_seconds_count"
 
 DEAD_LABELS = {"namespace": NAMESPACE, "object_type": "project", "error_kind": "invalid_record"}
 DEAD_SUMMARY = f"{NAMESPACE}: project changes are landing in the dead letters (invalid_record)"
+REVERSE_DEAD_LABELS = {"namespace": NAMESPACE, "object_type": "committee"}
+REVERSE_DEAD_SUMMARY = f"{NAMESPACE}: V2 -> V1 committee changes are landing in the dead letters"
+EVENTS_BEHIND = alert(
+    {"namespace": NAMESPACE}, f"{NAMESPACE}: V2 events are waiting for the bridges"
+)
+PING_PONG = alert(
+    {"namespace": NAMESPACE, "object_type": "committee"},
+    f"{NAMESPACE}: both directions keep writing committee objects: echoes may not be recognized",
+)
 
 # Alert name -> promtool test cases proving it fires when it should and only then.
 CASES: dict[str, list[dict[str, Any]]] = {
@@ -426,6 +439,163 @@ CASES: dict[str, list[dict[str, Any]]] = {
             ],
         ),
     ],
+    # -- The V2 -> V1 direction (config.syncV2ToV1) ------------------------------------
+    "V1SyncV2ToV1DeadLettersGrowing": [
+        # The direction's dead letters grow: fires at once, per object type and namespace;
+        # its other outcomes growing fire nothing.
+        case(
+            [
+                (
+                    sel(REVERSE, object_type="committee", outcome="dead_lettered", pod="w1"),
+                    "0x10 1x30",
+                ),
+                (
+                    sel(REVERSE, OTHER_NAMESPACE, object_type="committee", outcome="dead_lettered"),
+                    "0x10 1x30",
+                ),
+                (sel(REVERSE, object_type="committee_member", outcome="updated"), "0+5x40"),
+            ],
+            [
+                ("5m", "V1SyncV2ToV1DeadLettersGrowing", []),
+                (
+                    "12m",
+                    "V1SyncV2ToV1DeadLettersGrowing",
+                    [alert(REVERSE_DEAD_LABELS, REVERSE_DEAD_SUMMARY)],
+                ),
+                ("25m", "V1SyncV2ToV1DeadLettersGrowing", []),
+            ],
+        ),
+        # The first dead letter of a series (no earlier sample to increase from).
+        case(
+            [(sel(REVERSE, object_type="committee", outcome="dead_lettered"), "_x10 1x30")],
+            [
+                (
+                    "12m",
+                    "V1SyncV2ToV1DeadLettersGrowing",
+                    [alert(REVERSE_DEAD_LABELS, REVERSE_DEAD_SUMMARY)],
+                )
+            ],
+        ),
+        # Dead letters of the V1 -> V2 direction alone: not this alert's.
+        case(
+            [
+                (sel(DEAD, object_type="committee", error_kind="v2_validation"), "0x10 1+1x30"),
+                (sel(REVERSE, object_type="committee", outcome="created"), "0+1x40"),
+            ],
+            [
+                ("12m", "V1SyncV2ToV1DeadLettersGrowing", []),
+                ("30m", "V1SyncV2ToV1DeadLettersGrowing", []),
+            ],
+        ),
+    ],
+    "V1SyncV2EventsConsumerBehind": [
+        # Events stay unfetched (both bridges report the same count): after 15 minutes
+        # never at 0 and 5 of `for`, it fires.
+        case(
+            [
+                (sel(V2_EVENTS_PENDING, pod="b1"), "0x2 5x40"),
+                (sel(V2_EVENTS_PENDING, pod="b2"), "0x2 5x40"),
+            ],
+            [
+                ("15m", "V1SyncV2EventsConsumerBehind", []),
+                ("25m", "V1SyncV2EventsConsumerBehind", [EVENTS_BEHIND]),
+            ],
+        ),
+        # Edits arrive and are fetched within the minute: quiet.
+        case(
+            [(sel(V2_EVENTS_PENDING, pod="b1"), "0x5 3 0x5 8 0 0 2 0x30")],
+            [
+                ("30m", "V1SyncV2EventsConsumerBehind", []),
+                ("45m", "V1SyncV2EventsConsumerBehind", []),
+            ],
+        ),
+        # A backlog the bridges work down: quiet.
+        case(
+            [(sel(V2_EVENTS_PENDING, pod="b1"), "600-10x60")],
+            [
+                ("30m", "V1SyncV2EventsConsumerBehind", []),
+                ("50m", "V1SyncV2EventsConsumerBehind", []),
+            ],
+        ),
+    ],
+    "V1SyncV1ErrorRateHigh": [
+        # 10% of the committee calls fail; the member calls are fine; another
+        # release's failures are not this one's.
+        case(
+            [
+                (sel(V1, object_type="committee", method="PATCH", status="503"), "0+1x40"),
+                (sel(V1, object_type="committee", method="PATCH", status="200"), "0+9x40"),
+                (sel(V1, object_type="committee_member", method="POST", status="200"), "0+10x40"),
+                (
+                    sel(
+                        V1, OTHER_NAMESPACE, object_type="committee", method="POST", status="error"
+                    ),
+                    "0+5x40",
+                ),
+            ],
+            [
+                ("8m", "V1SyncV1ErrorRateHigh", []),
+                (
+                    "20m",
+                    "V1SyncV1ErrorRateHigh",
+                    [
+                        alert(
+                            {"namespace": NAMESPACE, "object_type": "committee"},
+                            f"{NAMESPACE}: 10% of the V1 committee calls fail",
+                        )
+                    ],
+                ),
+            ],
+        ),
+        # A few 4xx (V1 refusing a body: dead letters, not an outage): quiet.
+        case(
+            [
+                (sel(V1, object_type="committee", method="POST", status="400"), "0+1x40"),
+                (sel(V1, object_type="committee", method="POST", status="201"), "0+1x40"),
+            ],
+            [("30m", "V1SyncV1ErrorRateHigh", [])],
+        ),
+    ],
+    "V1SyncV2ToV1PingPongSuspected": [
+        # Every V1 -> V2 write of a committee is followed by a V2 -> V1 write: fires
+        # after 10 minutes of `for`.
+        case(
+            [
+                (sel(REVERSE, object_type="committee", outcome="updated"), "0+2x60"),
+                (sel(FORWARD, object_type="committee", outcome="updated"), "0+2x60"),
+            ],
+            [
+                ("3m", "V1SyncV2ToV1PingPongSuspected", []),
+                ("25m", "V1SyncV2ToV1PingPongSuspected", [PING_PONG]),
+            ],
+        ),
+        # A V1 -> V2 bulk load whose events the V2 -> V1 side skips as echoes, with a
+        # few edits in V2 meanwhile: quiet.
+        case(
+            [
+                (sel(FORWARD, object_type="committee", outcome="created"), "0+50x60"),
+                (sel(REVERSE, object_type="committee", outcome="skipped:echo"), "0+50x60"),
+                (sel(REVERSE, object_type="committee", outcome="updated"), "0+1x60"),
+            ],
+            [
+                ("20m", "V1SyncV2ToV1PingPongSuspected", []),
+                ("50m", "V1SyncV2ToV1PingPongSuspected", []),
+            ],
+        ),
+        # People editing in V2 only: the V1 -> V2 side stays quiet, so does the alert;
+        # project writes are not the direction's.
+        case(
+            [
+                (sel(REVERSE, object_type="committee", outcome="updated"), "0+3x60"),
+                (sel(FORWARD, object_type="project", outcome="updated"), "0+3x60"),
+                (sel(FORWARD, object_type="committee", outcome="updated"), "0x60"),
+            ],
+            [
+                ("20m", "V1SyncV2ToV1PingPongSuspected", []),
+                ("50m", "V1SyncV2ToV1PingPongSuspected", []),
+            ],
+        ),
+    ],
 }
 
 
@@ -480,4 +650,39 @@ def test_the_rule_follows_its_values(tmp_path: Path) -> None:
     growing["alert_rule_test"][1]["exp_alerts"] = []
     groups = rule_groups(values)
     result = run_rule_tests(groups, [growing], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_direction_rules_follow_their_values(tmp_path: Path) -> None:
+    values = deep_merge(
+        EVERYTHING_ON,
+        {
+            "monitoring": {
+                "prometheusRule": {
+                    "v2ToV1": {
+                        "v1ErrorRateThreshold": 0.2,
+                        "pingPong": {"minWrites": 10, "writeRatio": 0.01},
+                    }
+                }
+            }
+        },
+    )
+    groups = rule_groups(values)
+    # 10% of the committee calls failing is under 20%: quiet now.
+    failing = copy.deepcopy(CASES["V1SyncV1ErrorRateHigh"][0])
+    failing["alert_rule_test"][1]["exp_alerts"] = []
+    # The bulk load with a few V2 edits makes 30 V2 -> V1 writes against 1500: at a
+    # ratio of 0.01 that is suspicious too.
+    bulk = copy.deepcopy(CASES["V1SyncV2ToV1PingPongSuspected"][1])
+    bulk["alert_rule_test"][1]["exp_alerts"] = [PING_PONG]
+    result = run_rule_tests(groups, [failing, bulk], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Fewer writes than minWrites on either side: the loop case stays quiet.
+    values = deep_merge(
+        EVERYTHING_ON,
+        {"monitoring": {"prometheusRule": {"v2ToV1": {"pingPong": {"minWrites": 100}}}}},
+    )
+    loop = copy.deepcopy(CASES["V1SyncV2ToV1PingPongSuspected"][0])
+    loop["alert_rule_test"][1]["exp_alerts"] = []
+    result = run_rule_tests(rule_groups(values), [loop], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -48,6 +48,7 @@ from tests.test_deployment import (
     deployment,
     load_yaml,
     objects_by_kind,
+    render_chart,
     rendered_objects,
 )
 
@@ -95,6 +96,18 @@ EXPECTED_ALERTS = {
     # Issue 25: bridges down, and a reconciler without a sweep for several intervals.
     "V1SyncNoBridgeOnline": 0,
     "V1SyncReconcilerNotSweeping": 0,
+    # Issue 24: the V2 -> V1 direction, with config.syncV2ToV1 on.
+    "V1SyncV2ToV1DeadLettersGrowing": 0,
+    "V1SyncV2EventsConsumerBehind": 5 * 60,
+    "V1SyncV1ErrorRateHigh": 10 * 60,
+    "V1SyncV2ToV1PingPongSuspected": 10 * 60,
+}
+# The alerts of the V2 -> V1 direction: rendered only with config.syncV2ToV1 on.
+REVERSE_ALERTS = {
+    "V1SyncV2ToV1DeadLettersGrowing",
+    "V1SyncV2EventsConsumerBehind",
+    "V1SyncV1ErrorRateHigh",
+    "V1SyncV2ToV1PingPongSuspected",
 }
 
 # Labels Prometheus (through the operator's monitors) puts on every scraped series.
@@ -764,21 +777,35 @@ ALERT_SOURCES = {
     "V1SyncKeysBehindReconciler": "bridge",
     "V1SyncNoBridgeOnline": "bridge",
     "V1SyncReconcilerNotSweeping": "bridge",
+    "V1SyncV2ToV1DeadLettersGrowing": "worker",
+    "V1SyncV2EventsConsumerBehind": "bridge",
+    "V1SyncV1ErrorRateHigh": "worker",
+    "V1SyncV2ToV1PingPongSuspected": "worker",
 }
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["v2-to-v1-off", "v2-to-v1-on"])
 @pytest.mark.parametrize(
     ("bridge", "worker"), [(True, True), (True, False), (False, True), (False, False)]
 )
-def test_only_alerts_whose_metrics_are_scraped_are_rendered(bridge: bool, worker: bool) -> None:
-    values = monitoring_values(
-        prometheusRule={"enabled": True},
-        bridge={"enabled": bridge},
-        worker={"enabled": worker},
+def test_only_alerts_whose_metrics_are_scraped_are_rendered(
+    bridge: bool, worker: bool, reverse: bool
+) -> None:
+    values = deep_merge(
+        monitoring_values(
+            prometheusRule={"enabled": True},
+            bridge={"enabled": bridge},
+            worker={"enabled": worker},
+        ),
+        {"config": {"syncV2ToV1": reverse}},
     )
     rendered = {r["alert"] for r in alert_rules(rendered_objects(values))}
     scraped = {None, *(["bridge"] if bridge else []), *(["worker"] if worker else [])}
-    assert rendered == {name for name, source in ALERT_SOURCES.items() if source in scraped}
+    expected = {name for name, source in ALERT_SOURCES.items() if source in scraped}
+    if not reverse:
+        # With the direction off none of its metrics exists: none of its alerts renders.
+        expected -= REVERSE_ALERTS
+    assert rendered == expected
     # Without the worker PodMonitor, no alert would ever see a worker: none renders.
     if not worker:
         assert "V1SyncNoWorkerOnline" not in rendered
@@ -792,7 +819,8 @@ def test_no_rule_object_without_any_scraped_metric() -> None:
         consumerPending={"metric": ""},
     )
     rendered = {r["alert"] for r in alert_rules(rendered_objects(values))}
-    assert rendered == {n for n, source in ALERT_SOURCES.items() if source == "worker"}
+    worker_alerts = {n for n, source in ALERT_SOURCES.items() if source == "worker"}
+    assert rendered == worker_alerts - REVERSE_ALERTS
 
 
 def test_every_alert_keeps_the_namespace(everything_on: list[dict[str, Any]]) -> None:
@@ -911,6 +939,21 @@ def test_dashboard_shows_what_the_issue_asks(everything_on: list[dict[str, Any]]
     assert shown("process_resident_memory_bytes", by={"pod"})
     assert shown("v1sync_build_info", by={"version", "python", "celery", "kombu", "nats_py"})
     assert shown("v1sync_reconcile_last_sweep_timestamp_seconds")
+    # Issue 24, the V2 -> V1 direction: its outcomes, echoes, V1 calls, consumer, dead letters.
+    assert shown("v1sync_v2_to_v1_outcomes_total", by={"object_type", "outcome"})
+    assert shown("v1sync_v2_to_v1_outcomes_total", matcher=("outcome", "skipped:echo"))
+    assert shown("v1sync_skipped_total", matcher=("reason", "echo"))
+    assert shown("v1sync_v1_request_seconds_bucket", by={"le", "object_type"})
+    assert shown("v1sync_v1_request_seconds_count", by={"object_type", "method", "status"})
+    assert shown("v1sync_v1_request_seconds_count", matcher=("status", "5..|error"))
+    assert shown("v1sync_bridge_v2_events_pending")
+    assert shown("v1sync_bridge_v2_events_ack_pending")
+    assert shown(
+        "v1sync_v2_to_v1_outcomes_total", matcher=("outcome", "dead_lettered|delete_refused")
+    )
+    assert shown(
+        "v1sync_task_outcomes_total", matcher=("object_type", "committee|committee_member")
+    )
 
 
 def test_dashboard_follows_the_consumer_values() -> None:
@@ -947,6 +990,14 @@ def test_dashboard_configmap_has_the_sidecar_label() -> None:
     assert "grafana_dashboard" not in config_map["metadata"]["labels"]
     assert config_map["metadata"]["namespace"] == "grafana"
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "LFX"}
+
+
+def test_the_notes_point_at_the_runbook_of_the_direction() -> None:
+    notes = render_chart(ALL_FEATURES_VALUES)["lfx-v1-sync-helper/templates/NOTES.txt"]
+    (url,) = re.findall(r"Its runbook: (\S+)", notes)
+    base, _, anchor = url.partition("#")
+    assert base.endswith("/docs/operations.md")
+    assert anchor in markdown_anchors(OPERATIONS_DOC.read_text())
 
 
 def test_runbook_has_one_step_per_alert_in_order() -> None:

@@ -735,10 +735,18 @@ def test_a_forward_sync_of_a_v1_member_change_causes_no_v1_write(st: Stack) -> N
 
 
 def test_v1_unavailable_is_retried_with_backoff_and_written_once(st: Stack) -> None:
+    from prometheus_client import REGISTRY
+
+    def timed(status: str) -> float:
+        """The PATCHes ``v1sync_v1_request_seconds`` timed with ``status``."""
+        labels = {"object_type": "committee", "method": "PATCH", "status": status}
+        return REGISTRY.get_sample_value("v1sync_v1_request_seconds_count", labels) or 0.0
+
     project_uid, _ = a_project(st)
     uid = v2_committee(st, project_uid, "Flaky " + uuid.uuid4().hex[:8])
     key = f"v2.committee.{uid}"
     assert st.final(key, "created").outcome == "created"
+    before = {status: timed(status) for status in ("503", "200")}
     st.sandbox.inject_fault("PATCH", V1_COMMITTEES, status=503, times=2)
     current = st.committees.get(uid, PERSON)
     st.committees.update(
@@ -750,6 +758,10 @@ def test_v1_unavailable_is_retried_with_backoff_and_written_once(st: Stack) -> N
     line = st.final(key, "updated")
     assert (line.outcome, line.__dict__["attempt"]) == ("updated", 2)
     assert [c.status for c in st.v1_calls("PATCH")] == [503, 503, 200]
+    assert {status: timed(status) - count for status, count in before.items()} == {
+        "503": 2,
+        "200": 1,
+    }
 
 
 def test_with_the_switch_off_a_stray_task_does_nothing(st: Stack) -> None:

@@ -18,6 +18,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from sandbox.servers import NatsServer
@@ -285,6 +286,47 @@ def test_a_create_answer_without_an_id_is_permanent_so_it_is_not_created_twice(
     with pytest.raises(PermanentError) as caught:
         a_committee(writer)
     assert caught.value.kind == "v1_bad_response"
+
+
+def v1_calls(object_type: str, method: str, status: str) -> float:
+    """How many V1 calls ``v1sync_v1_request_seconds`` has timed with these labels."""
+    value = REGISTRY.get_sample_value(
+        "v1sync_v1_request_seconds_count",
+        {"object_type": object_type, "method": method, "status": status},
+    )
+    return value or 0.0
+
+
+def test_every_v1_call_is_timed_by_object_type_method_and_status(
+    sandbox: Sandbox, writer: V1CommitteeWriter
+) -> None:
+    before = {
+        labels: v1_calls(*labels)
+        for labels in (
+            ("committee", "POST", "201"),
+            ("committee", "POST", "503"),
+            ("committee", "POST", "error"),
+            ("committee", "DELETE", "204"),
+            ("committee_member", "POST", "200"),
+        )
+    }
+    sfid = a_committee(writer)
+    writer.create_member(PROJECT_SFID, sfid, {"Email": "ada@example.org", "MemberID": CONTACT_ID})
+    sandbox.inject_fault("POST", COMMITTEES, status=503)
+    with pytest.raises(TransientError):
+        a_committee(writer, "Busy")
+    sandbox.inject_fault("POST", COMMITTEES, status=None, drop="before")
+    with pytest.raises(TransientError):
+        a_committee(writer, "Lost")
+    writer.delete_committee(PROJECT_SFID, sfid)
+    after = {labels: v1_calls(*labels) for labels in before}
+    assert {labels: after[labels] - before[labels] for labels in before} == {
+        ("committee", "POST", "201"): 1,
+        ("committee", "POST", "503"): 1,
+        ("committee", "POST", "error"): 1,
+        ("committee", "DELETE", "204"): 1,
+        ("committee_member", "POST", "200"): 1,
+    }
 
 
 def test_errors_and_logs_never_carry_the_token(

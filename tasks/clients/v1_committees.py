@@ -22,18 +22,24 @@ access token and tries once more; other 4xx are ``PermanentError`` naming
 V1's answer; a 404 on a DELETE means already gone (``False``). Messages and
 logs carry no token: an answer echoing it is blanked.
 
-The HTTP layer is the V2 client's (``tasks.clients.http_pool``).
+The HTTP layer is the V2 client's (``tasks.clients.http_pool``). Every
+request sent is timed in ``v1sync_v1_request_seconds{object_type,method,status}``
+(``status`` is V1's HTTP code, or ``error`` when no answer came), as the V2
+calls are in ``v1sync_v2_request_seconds``: the V1 error-rate alert and the
+dashboard's V1 rows read it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
+from prometheus_client import Histogram
 
 from tasks.clients.auth0 import Auth0Error, Auth0TokenSource, token_source_from_settings
 from tasks.clients.http_pool import (
@@ -62,6 +68,18 @@ MEMBER_ID_FIELD = "MemberID"
 NOT_FOUND = 404
 # The kind of a failure to get the Auth0 token: no V1 call was sent.
 V1_AUTH0_KIND = "v1_auth0"
+# The ``object_type`` label of the calls: the V2 object types of the direction.
+COMMITTEE = "committee"
+MEMBER = "committee_member"
+TRANSPORT_ERROR_STATUS = "error"
+
+V1_REQUEST_SECONDS = Histogram(
+    "v1sync_v1_request_seconds",
+    "Latency of the V2 -> V1 direction's V1 API calls by object type, method and HTTP "
+    "status ('error' on transport errors).",
+    ["object_type", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +123,7 @@ class V1CommitteeWriter:
 
     def create_committee(self, project_sfid: str, body: dict[str, Any]) -> V1Created:
         """``POST …/projects/{project_sfid}/committees``: the new committee's sfid."""
-        answer = self._call("POST", _committees(project_sfid), body)
+        answer = self._call(COMMITTEE, "POST", _committees(project_sfid), body)
         return self._created(answer, "POST", _committees(project_sfid), with_contact=False)
 
     def update_committee(
@@ -113,11 +131,11 @@ class V1CommitteeWriter:
     ) -> dict[str, Any]:
         """``PATCH …/committees/{committee_sfid}``: V1's answer (absent keys stay as they are)."""
         path = _committee(project_sfid, committee_sfid)
-        return _json_or_empty(self._call("PATCH", path, body))
+        return _json_or_empty(self._call(COMMITTEE, "PATCH", path, body))
 
     def delete_committee(self, project_sfid: str, committee_sfid: str) -> bool:
         """``DELETE …/committees/{committee_sfid}``: True, or False when V1 had no such one."""
-        return self._delete(_committee(project_sfid, committee_sfid))
+        return self._delete(COMMITTEE, _committee(project_sfid, committee_sfid))
 
     # -- members ----------------------------------------------------------------
 
@@ -126,18 +144,19 @@ class V1CommitteeWriter:
     ) -> V1Created:
         """``POST …/committees/{committee_sfid}/members``: the record sfid and contact id."""
         path = _committee(project_sfid, committee_sfid) + f"/{MEMBERS}"
-        return self._created(self._call("POST", path, body), "POST", path, with_contact=True)
+        answer = self._call(MEMBER, "POST", path, body)
+        return self._created(answer, "POST", path, with_contact=True)
 
     def update_member(
         self, project_sfid: str, committee_sfid: str, contact_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """``PATCH …/members/{contact_id}``: V1's answer."""
         path = _member(project_sfid, committee_sfid, contact_id)
-        return _json_or_empty(self._call("PATCH", path, body))
+        return _json_or_empty(self._call(MEMBER, "PATCH", path, body))
 
     def delete_member(self, project_sfid: str, committee_sfid: str, contact_id: str) -> bool:
         """``DELETE …/members/{contact_id}``: True, or False when V1 had no such member."""
-        return self._delete(_member(project_sfid, committee_sfid, contact_id))
+        return self._delete(MEMBER, _member(project_sfid, committee_sfid, contact_id))
 
     def close(self) -> None:
         """Close every thread's connections."""
@@ -146,9 +165,9 @@ class V1CommitteeWriter:
 
     # -- the calls --------------------------------------------------------------
 
-    def _delete(self, path: str) -> bool:
+    def _delete(self, object_type: str, path: str) -> bool:
         try:
-            self._call("DELETE", path, None)
+            self._call(object_type, "DELETE", path, None)
         except PermanentError as error:
             if error.status == NOT_FOUND:
                 log.info("V1 delete: already gone", extra={"path": path, "status": NOT_FOUND})
@@ -156,15 +175,17 @@ class V1CommitteeWriter:
             raise
         return True
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Answer:
+    def _call(
+        self, object_type: str, method: str, path: str, body: dict[str, Any] | None
+    ) -> Answer:
         """Send once; on a 401 a new token and once more; raise on failure."""
         check_write_allowed()
         token = self._token()
-        answer = self._send(method, path, body, token)
+        answer = self._send(object_type, method, path, body, token)
         if answer.status_code == 401:
             # The gateway may have revoked or rotated the token before its expiry.
             self._tokens.invalidate(token)
-            answer = self._send(method, path, body, self._token())
+            answer = self._send(object_type, method, path, body, self._token())
         if answer.status_code >= 300:
             raise _classify(method, path, answer)
         return answer
@@ -179,7 +200,9 @@ class V1CommitteeWriter:
                 raise TransientError(str(error), kind=kind, status=status) from None
             raise PermanentError(str(error), kind=kind, status=status) from None
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None, token: str) -> Answer:
+    def _send(
+        self, object_type: str, method: str, path: str, body: dict[str, Any] | None, token: str
+    ) -> Answer:
         headers = {
             "Accept": "application/json",
             "Accept-Encoding": ACCEPT_ENCODING,
@@ -190,9 +213,11 @@ class V1CommitteeWriter:
         if body is not None:
             payload = json.dumps(body, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
         try:
             answer = self._pools.request(method, self.base_url + path, payload, headers, token)
         except TRANSPORT_ERRORS as error:
+            _observe(object_type, method, TRANSPORT_ERROR_STATUS, started)
             # Only the exception's type: its text can hold the full URL and headers.
             kind = "v1_timeout" if is_timeout(error) else "v1_unavailable"
             log.warning(
@@ -203,6 +228,7 @@ class V1CommitteeWriter:
             raise TransientError(
                 f"V1 {method} {path} failed: {type(error).__name__}", kind=kind
             ) from None
+        _observe(object_type, method, str(answer.status_code), started)
         if answer.status_code >= 300:
             log.warning(
                 "V1 call answered %s",
@@ -226,6 +252,13 @@ class V1CommitteeWriter:
                 body_excerpt=body_excerpt(answer),
             )
         return V1Created(sfid=sfid, contact_id=contact if with_contact else None, record=record)
+
+
+def _observe(object_type: str, method: str, status: str, started: float) -> None:
+    """Time one V1 call (``v1sync_v1_request_seconds``)."""
+    V1_REQUEST_SECONDS.labels(object_type=object_type, method=method, status=status).observe(
+        time.perf_counter() - started
+    )
 
 
 def _classify(method: str, path: str, answer: Answer) -> SyncError:

@@ -15,7 +15,8 @@ threads pool, every task too (with ``--pool prefork`` they describe the parent
 only). The build-info gauge (``sync_core.build_info``) is served beside them.
 
 The V2 call latency histogram (``v1sync_v2_request_seconds``) lives beside the
-client that measures it, in ``tasks.clients.v2``.
+client that measures it, in ``tasks.clients.v2``; the V2 -> V1 direction's V1
+call histogram (``v1sync_v1_request_seconds``) in ``tasks.clients.v1_committees``.
 """
 
 from __future__ import annotations
