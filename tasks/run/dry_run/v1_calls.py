@@ -60,7 +60,9 @@ class DryRunV1Writer(V1CommitteeWriter):
     def __repr__(self) -> str:
         return f"DryRunV1Writer(base_url={self.base_url!r})"
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Answer:
+    def _call(
+        self, object_type: str, method: str, path: str, body: dict[str, Any] | None
+    ) -> Answer:
         self.calls.append(V1Call(method, path, body))
         self.writes.add(RecordedWrite(V1_TARGET, method, path, body))
         status, content = _accepted(method, path, body)
