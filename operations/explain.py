@@ -220,20 +220,9 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
     elif outcome is Outcome.RETRYING and report.reason == KEY_LOCKED_REASON:
         ends_as(found, verdict, KEY_LOCKED_REASON)
         found.notes.append("a worker is syncing this key right now: explain it again shortly")
-    elif outcome is Outcome.RETRYING:
-        ends_as(found, verdict, report.error_kind, report.error_message)
-        retry_max = dry.runtime.settings.sync_retry_max
-        found.notes.append(
-            f"transient: retried with backoff (this is try {report.attempt + 1} of "
-            f"{retry_max + 1}), dead-lettered as {report.error_kind} if it persists"
-        )
-    elif outcome is Outcome.PARKED:
-        ends_as(found, verdict, report.error_kind, report.error_message)
-        parent = report.pending.parent_key if report.pending is not None else None
-        wait = dry.runtime.settings.sync_parent_wait
-        found.notes.append(
-            f"parked until {parent} is mapped: the run that writes it enqueues this key; "
-            f"dead-lettered as {report.error_kind} after SYNC_PARENT_WAIT={wait:g}s"
+    elif outcome in (Outcome.RETRYING, Outcome.PARKED):
+        note_waiting(
+            dry, found, report, outcome, "is mapped: the run that writes it enqueues this key"
         )
     elif verdict == Verdict.DEAD_LETTER:
         ends_as(found, verdict, report.error_kind, report.error_message)
@@ -395,6 +384,28 @@ def redact(record: dict[str, Any]) -> dict[str, Any]:
         name: REDACTED if SECRET_COLUMN.search(name) and value else value
         for name, value in record.items()
     }
+
+
+def note_waiting(
+    dry: DryRun, found: Explanation, report: RunReport, outcome: Outcome, released_when: str
+) -> None:
+    """The verdict and note of a run that retries on its budget or parks for its parent.
+
+    ``released_when``: how a parked run of this direction goes on ("is mapped: …").
+    """
+    ends_as(found, VERDICTS[outcome], report.error_kind, report.error_message)
+    settings = dry.runtime.settings
+    if outcome is Outcome.RETRYING:
+        found.notes.append(
+            f"transient: retried with backoff (this is try {report.attempt + 1} of "
+            f"{settings.sync_retry_max + 1}), dead-lettered as {report.error_kind} if it persists"
+        )
+        return
+    parent = report.pending.parent_key if report.pending is not None else None
+    found.notes.append(
+        f"parked until {parent} {released_when}; dead-lettered as {report.error_kind} "
+        f"after SYNC_PARENT_WAIT={settings.sync_parent_wait:g}s"
+    )
 
 
 def ends_as(

@@ -14,11 +14,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from operations.explain import (
+    VERDICTS,
     Explanation,
     UnknownKey,
     Verdict,
     ends_as,
     kv_written,
+    note_waiting,
     redact,
     states_written,
 )
@@ -32,22 +34,12 @@ from tasks.run.dry_run import DryRun
 from tasks.run.outcomes import Outcome
 from tasks.run.report import RunReport
 from tasks.run.reverse import SWITCHED_OFF_REASON, run_reverse
-from tasks.run.reverse_writes import SETTLING_REASON
+from tasks.run.reverse_writes import CONFIRMING_REASON, SETTLING_REASON
 from tasks.stores.v2_event_log import read_event
 
 # What the reverse run ends in, for an operator (superseded is told apart from a skip).
-V2_VERDICTS = {
-    Outcome.CREATED: Verdict.CREATE,
-    Outcome.UPDATED: Verdict.UPDATE,
-    Outcome.UNCHANGED: Verdict.UNCHANGED,
-    Outcome.DELETED: Verdict.DELETE,
-    Outcome.SKIPPED: Verdict.SKIP,
-    Outcome.SUPERSEDED: "superseded",
-    Outcome.RETRYING: Verdict.RETRY,
-    Outcome.PARKED: Verdict.PARKED,
-    Outcome.DEAD_LETTERED: Verdict.DEAD_LETTER,
-    Outcome.DELETE_REFUSED: Verdict.DEAD_LETTER,
-}
+# A superseded event is an older one: said apart from the other skips.
+V2_VERDICTS = {**VERDICTS, Outcome.SUPERSEDED: "superseded"}
 KEY_LOCKED_REASON = "key_locked"
 
 
@@ -126,21 +118,16 @@ def _verdict(dry: DryRun, found: Explanation, report: RunReport, outcome: Outcom
             "a V2 create this young waits a few seconds first, so the forward path's "
             "mappings of an object it created are in place"
         )
-    elif outcome is Outcome.RETRYING:
-        ends_as(found, verdict, report.error_kind, report.error_message)
-        retry_max = dry.runtime.settings.sync_retry_max
+    elif outcome is Outcome.RETRYING and report.reason == CONFIRMING_REASON:
+        ends_as(found, verdict, CONFIRMING_REASON)
+        wait = dry.runtime.settings.sync_v1_create_confirm_wait
         found.notes.append(
-            f"transient: retried with backoff (this is try {report.attempt + 1} of "
-            f"{retry_max + 1}), dead-lettered as {report.error_kind} if it persists"
+            "an earlier V1 create of this object got no answer: the run waits for its row "
+            f"to come back through V1's loader and adopts it; after {wait:g}s without one "
+            "(SYNC_V1_CREATE_CONFIRM_WAIT) it sends the create again"
         )
-    elif outcome is Outcome.PARKED:
-        ends_as(found, verdict, report.error_kind, report.error_message)
-        parent = report.pending.parent_key if report.pending is not None else None
-        wait = dry.runtime.settings.sync_parent_wait
-        found.notes.append(
-            f"parked until {parent} has a V1 id: the run looks again every 30 s; "
-            f"dead-lettered as {report.error_kind} after SYNC_PARENT_WAIT={wait:g}s"
-        )
+    elif outcome in (Outcome.RETRYING, Outcome.PARKED):
+        note_waiting(dry, found, report, outcome, "has a V1 id: the run looks again every 30 s")
     elif verdict == Verdict.DEAD_LETTER:
         ends_as(found, verdict, report.error_kind, report.error_message)
     else:
