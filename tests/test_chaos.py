@@ -1,4 +1,4 @@
-"""The chaos proof, short enough for the suite (~90 s); ``make chaos`` runs the long one.
+"""The chaos proof, short enough for the suite; ``make chaos`` runs the long one.
 
 Real processes (2 bridges, 2 workers, nats-server, valkey with AOF everysec),
 V2 fakes answering 10% 503, 5% 429 and dropping 1% of connections (half after
@@ -7,6 +7,11 @@ valkey restarted gracefully and with SIGKILL, nats-server restarted, while
 every key is written three times. Then every key must show its last revision
 in V2, with no duplicate, no stray dead letter and nothing pending; and acked
 changes lost with an empty broker must reach V2 with no operator action.
+
+With ``SYNC_V2_TO_V1`` on, a person edits committees from V1 and their
+members in V2 meanwhile (``tests.chaos_reverse``), V1 answering 503, 429 and
+dropping answers: every edit must be in V1, once, with no V1 duplicate and
+no write for an echo either way.
 """
 
 from __future__ import annotations
