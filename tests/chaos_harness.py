@@ -49,7 +49,13 @@ from sandbox.service import Sandbox
 from sandbox.stack import ChildProcess, create_buckets, pipeline_command
 from sandbox.traffic import RandomFaults
 from sync_core.nats_client import SyncNats
-from tests.chaos_reverse import NATS_SETTLE_SECONDS, PersonEdits, ReverseConfig, ReverseFigures
+from tests.chaos_reverse import (
+    NATS_SETTLE_SECONDS,
+    V2_EVENTS_STREAM,
+    PersonEdits,
+    ReverseConfig,
+    ReverseFigures,
+)
 from tests.chaos_reverse import settle as settle_reverse
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 from tests.worker_process import AUTH0_CLIENT, KID, base_env
@@ -68,7 +74,6 @@ WORKER_CONCURRENCY = "8"
 FAULTS = {"unavailable": 0.10, "rate_limited": 0.05, "dropped": 0.01}
 # The V1 committee API's (V2 -> V1): more lost answers, the path that must not duplicate.
 V1_FAULTS = {"unavailable": 0.10, "rate_limited": 0.05, "dropped": 0.05}
-V2_EVENTS_STREAM = "committee_events"
 V2_EVENTS_CONSUMER = "v1-sync-helper-v2-events-consumer"
 PRELUDE_TIMEOUT = 60.0
 DEFAULT_REVERSE = ReverseConfig()

@@ -48,6 +48,7 @@ from tasks.errors import InvalidRecord, SyncError
 from tasks.kinds.committees import COMMITTEE_AUDIENCE
 from tasks.mapping.codec import decode_value
 from tasks.mapping.v1_bodies import v1_committee_body, v1_member_body
+from tasks.stores.v2_event_log import read_event
 
 if TYPE_CHECKING:
     from tests.chaos_harness import ChaosStack, KeyPlan
@@ -61,6 +62,7 @@ PERSON = Identity(
     on_behalf_of="chaos-person",
 )
 OBJECTS = "v1-objects"
+V2_EVENTS_STREAM = "committee_events"
 V1_API = "/project-service/"
 V1_WRITES = ("POST", "PATCH", "DELETE")
 V2_WRITES = ("POST", "PUT", "DELETE")
@@ -418,11 +420,15 @@ class PersonEdits:
         rows = self._all_rows()
         v2_committees = self.stack.sandbox.committees
         v2_members = self.stack.sandbox.members
+        captured: dict[str, list[str]] | None = None
         for obj in edited:
             if self._converged(obj, rows, v2_committees, v2_members):
                 figures.converged += 1
-            else:
-                figures.unconverged.append(f"{obj.kind} {obj.uid or obj.committee_uid}")
+                continue
+            captured = self._captured_events() if captured is None else captured
+            uid = str(obj.uid or obj.committee_uid)
+            actions = "+".join(captured.get(uid, [])) or "no event captured"
+            figures.unconverged.append(f"{obj.kind} {uid} ({actions})")
         figures.duplicates = _duplicates(rows)
         self._count_v1_writes(figures)
         figures.v2_echo_writes = self._v2_echo_writes()
@@ -454,6 +460,24 @@ class PersonEdits:
         if member is None or len(same) != 1 or member.get("job_title") != obj.last.value:
             return False
         return _holds(same[0], member_columns(v1_member_body(member).body))
+
+    def _captured_events(self) -> dict[str, list[str]]:
+        """object_id -> the actions of its events the V2 events stream holds (a diagnosis)."""
+        assert self.stack.sync_nats is not None
+        nats = self.stack.sync_nats
+        found: dict[str, list[str]] = {}
+        info = nats.run(nats.js.stream_info(V2_EVENTS_STREAM))
+        for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+            stored = read_event(nats, V2_EVENTS_STREAM, sequence)
+            if stored is None:
+                continue
+            try:
+                event = json.loads(stored.data)
+            except ValueError:
+                continue
+            action = f"{event.get('action')}@{sequence}"
+            found.setdefault(str(event.get("object_id")), []).append(action)
+        return found
 
     def _all_rows(self) -> dict[str, Row]:
         """Every live committee and member row of ``v1-objects``."""
