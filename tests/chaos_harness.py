@@ -17,8 +17,13 @@ nats-server once. Then it waits for the pipeline to settle and measures:
   changes are enqueued and acked by the bridges, valkey restarts with no data,
   and the count of them that reach V2 with no operator action.
 
+With ``SYNC_V2_TO_V1`` on (the default; ``--no-reverse`` leaves it off), a
+person edits committees from V1 and their members in V2 meanwhile, the V1
+committee API answering 503, 429 and dropping answers: ``tests.chaos_reverse``
+(what is checked, and how V1 writes are counted) prints a second figure line.
+
 ``python -m tests.chaos_harness --seed 7 --keys 300 --duration 60`` (``make
-chaos``) prints one figure line; ``tests/test_chaos.py`` runs a short version.
+chaos``) prints the figure lines; ``tests/test_chaos.py`` runs a short version.
 """
 
 from __future__ import annotations

@@ -20,7 +20,10 @@ one: each edit must make exactly one V1 write. The checks (``ReverseFigures``):
 - V1 writes: *effective* V1 writes are the V1 API's POST, PATCH and DELETE
   requests it applied (a 2xx, also when the answer was then dropped), less a
   PATCH identical to the one applied just before on the same path (the same
-  write sent again because its answer was lost: it changes nothing). They
+  write sent again because its answer was lost, or its run was killed before
+  recording it: it changes nothing). A POST is never discounted: a second
+  create is a duplicate, and shows as one. Refused requests (the injected
+  503, 429 and answers dropped before the work; V1's 4xx) change nothing. They
   must equal the person's V2 edits: one more would be a write for an echo of
   the forward path (ping-pong), one fewer a lost edit;
 - V2 echo writes: V2 writes on the edited committees and their members by
@@ -65,6 +68,8 @@ OBJECTS = "v1-objects"
 V2_EVENTS_STREAM = "committee_events"
 V1_API = "/project-service/"
 V1_WRITES = ("POST", "PATCH", "DELETE")
+# What the sandbox records for an injected fault: 503, 429, or 0 (dropped before the work).
+FAULT_STATUSES = frozenset({0, 429, 503})
 V2_WRITES = ("POST", "PUT", "DELETE")
 COMMITTEE_ROWS = "platform-collaboration__c."
 MEMBER_ROWS = "platform-community__c."
@@ -156,6 +161,7 @@ class ReverseFigures:
     v1_applied: int = 0
     v1_repeats: int = 0
     v1_refused: int = 0
+    v1_rejected: int = 0
     v1_by_method: dict[str, int] = field(default_factory=dict)
     v2_echo_writes: int = 0
     events_pending: int = 0
@@ -173,9 +179,10 @@ class ReverseFigures:
             f"chaos v2->v1 seed={self.seed}: {self.edits} V2 edits ({ops}) on "
             f"{self.objects} objects, converged {self.converged}/{self.objects}, "
             f"duplicates {self.duplicates}, V1 writes {self.v1_effective} effective "
-            f"({methods}; {self.v1_applied} applied, {self.v1_repeats} resent after a lost "
-            f"answer, {self.v1_refused} refused by faults), V2 echo writes "
-            f"{self.v2_echo_writes}, events pending {self.events_pending}, "
+            f"({methods}; {self.v1_applied} applied, {self.v1_repeats} sent again after a "
+            f"lost answer or a killed run, {self.v1_refused} refused by faults, "
+            f"{self.v1_rejected} refused by V1), V2 echo writes {self.v2_echo_writes}, "
+            f"events pending {self.events_pending}, "
             f"settled in {self.settle_seconds:.0f}s"
         )
 
@@ -499,8 +506,11 @@ class PersonEdits:
         for request in self.stack.sandbox.requests:
             if not request.path.startswith(V1_API) or request.method not in V1_WRITES:
                 continue
-            if not 200 <= request.status < 300:
+            if request.status in FAULT_STATUSES:
                 figures.v1_refused += 1
+                continue
+            if not 200 <= request.status < 300:
+                figures.v1_rejected += 1  # e.g. 404: a DELETE whose first answer was lost
                 continue
             figures.v1_applied += 1
             figures.v1_by_method[request.method] = figures.v1_by_method.get(request.method, 0) + 1
