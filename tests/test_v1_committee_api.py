@@ -304,8 +304,12 @@ def test_random_v1_faults_are_seeded_apart_from_v2s_and_a_dropped_answer_may_fol
                 seen.append((answer.status_code, answer.headers.get("Retry-After", "")))
             except requests.ConnectionError:
                 seen.append((0, ""))
-        # A V2 call is not faulted by the V1 set.
-        assert requests.get(sandbox.url + "/.well-known/jwks", timeout=HTTP_TIMEOUT).ok
+        # V2 calls are not faulted by the V1 set: each gets the route's own answer.
+        v2_answers = {
+            requests.get(sandbox.url + "/projects/x", timeout=HTTP_TIMEOUT).status_code
+            for _ in range(20)
+        }
+        assert v2_answers == {400}
         sandbox.set_v1_random_faults(None)
         return seen
 
@@ -320,6 +324,7 @@ def test_random_v1_faults_are_seeded_apart_from_v2s_and_a_dropped_answer_may_fol
     answered = sum(1 for status, _ in first if status == 201)
     assert written > 2 * answered  # both runs wrote; some without an answer
     assert sandbox.count("*", "/project-service/") == 40
+    assert sandbox.count("GET", "/projects/") == 20
 
 
 def test_a_create_answer_without_an_id_is_permanent_so_it_is_not_created_twice(
