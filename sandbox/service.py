@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -32,7 +33,15 @@ from sandbox.http_server import SandboxHttpServer
 from sandbox.indexer_events import IndexerEvents
 from sandbox.nats_responder import NatsResponder
 from sandbox.store import SEED_WRITER, V2Store
-from sandbox.traffic import DROPS, Fault, RandomFaults, RecordedRequest, TrafficLog
+from sandbox.traffic import (
+    DROPS,
+    V1_API_PATH_PREFIXES,
+    V1_FAULTS,
+    Fault,
+    RandomFaults,
+    RecordedRequest,
+    TrafficLog,
+)
 from sandbox.v1_api import V1CommitteeApi
 from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import NatsTarget
@@ -376,6 +385,16 @@ class Sandbox:
     def set_random_faults(self, faults: RandomFaults | None) -> None:
         """Answer V2 calls with random 503s, 429s and dropped connections (``None``: stop)."""
         self._traffic.set_random_faults(faults)
+
+    def set_v1_random_faults(self, faults: RandomFaults | None) -> None:
+        """Answer V1 committee API calls with random 503s, 429s (``Retry-After``) and dropped
+        connections, half of them after V1 did the write (``None``: stop).
+
+        Drawn apart from the V2 faults (its own seeded generator); ``faults.path_prefixes``
+        is replaced by the V1 API's.
+        """
+        chosen = None if faults is None else replace(faults, path_prefixes=V1_API_PATH_PREFIXES)
+        self._traffic.set_random_faults(chosen, V1_FAULTS)
 
     def set_query_index_delay(self, seconds: float) -> None:
         """How long a new committee stays out of the query service's answers."""

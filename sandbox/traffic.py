@@ -62,6 +62,11 @@ DROP_BEFORE = "before"
 DROP_AFTER = "after"
 DROPS = (DROP_BEFORE, DROP_AFTER)
 RANDOM_FAULT_RETRY_AFTER = "1"
+# The V1 committee API fake (``sandbox.v1_api``): its random faults are drawn apart.
+V1_API_PATH_PREFIXES = ("/project-service/",)
+# The two sets of random faults a sandbox can be told to answer with at once.
+V2_FAULTS = "v2"
+V1_FAULTS = "v1"
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ class RandomFaults:
 
     Fractions of requests: ``unavailable`` answer 503, ``rate_limited`` 429
     (with ``Retry-After``), ``dropped`` lose their connection, half of those
-    after the work was done. ``path_prefixes`` limits them to the V2 services.
+    after the work was done. ``path_prefixes`` limits them to the V2 services
+    (``V1_API_PATH_PREFIXES``: to the V1 committee API).
     """
 
     unavailable: float = 0.0
@@ -87,8 +93,9 @@ class TrafficLog:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
-        self._random: RandomFaults | None = None
-        self._rng = random.Random(0)
+        # slot (V2_FAULTS, V1_FAULTS) -> the faults and their own seeded generator, so
+        # that turning one set on does not change the draws of the other.
+        self._random: dict[str, tuple[RandomFaults, random.Random]] = {}
 
     def record(self, request: RecordedRequest) -> None:
         """Append one answered request."""
@@ -121,11 +128,17 @@ class TrafficLog:
         with self._lock:
             self._faults.append(fault)
 
-    def set_random_faults(self, faults: RandomFaults | None) -> None:
-        """Draw faults at random from now on (``None``: stop)."""
+    def set_random_faults(self, faults: RandomFaults | None, slot: str = V2_FAULTS) -> None:
+        """Draw faults at random from now on for the paths of ``faults`` (``None``: stop).
+
+        ``slot`` names the set (``V2_FAULTS``, ``V1_FAULTS``): each set is replaced
+        or stopped alone and draws from its own generator.
+        """
         with self._lock:
-            self._random = faults
-            self._rng = random.Random(faults.seed if faults else 0)
+            if faults is None:
+                self._random.pop(slot, None)
+            else:
+                self._random[slot] = (faults, random.Random(faults.seed))
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         """The first pending fault matching the request, spending one of its uses.
@@ -142,12 +155,15 @@ class TrafficLog:
             return self._random_fault(path)
 
     def _random_fault(self, path: str) -> Fault | None:
-        chosen = self._random
-        if chosen is None or not path.startswith(chosen.path_prefixes):
+        found = next(
+            (s for s in self._random.values() if path.startswith(s[0].path_prefixes)), None
+        )
+        if found is None:
             return None
-        draw = self._rng.random()
+        chosen, rng = found
+        draw = rng.random()
         if draw < chosen.dropped:
-            drop = DROP_AFTER if self._rng.random() < 0.5 else DROP_BEFORE
+            drop = DROP_AFTER if rng.random() < 0.5 else DROP_BEFORE
             return Fault("*", "", None, 1, drop=drop)
         draw -= chosen.dropped
         if draw < chosen.rate_limited:

@@ -224,7 +224,7 @@ class V1CommitteeApi:
                 "isdeleted": False,
                 "createddate": stamp,
             }
-            row.update(_member_columns(clean))
+            row.update(member_columns(clean))
             row["contact_name__c"] = contact_id
             self._write(MEMBER_PREFIX + sfid, row, client_id, stamp)
             return self._member_answer(row)
@@ -243,7 +243,7 @@ class V1CommitteeApi:
             key, row = self._member(project_sfid, committee_sfid, contact_id)
             if "MemberID" in clean and clean["MemberID"] != contact_id:
                 raise ApiError(400, "MemberID cannot change: it names the member in the URL")
-            row.update(_member_columns(clean))
+            row.update(member_columns(clean))
             self._update_contact(contact_id, clean)
             self._write(key, row, client_id)
             return self._member_answer(row)
@@ -400,7 +400,8 @@ def _committee_answer(row: Mapping[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def _member_columns(clean: Mapping[str, Any]) -> dict[str, Any]:
+def member_columns(clean: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a V1 member row a member body sets (dates as the loader writes them)."""
     columns: dict[str, Any] = {}
     for key, value in clean.items():
         if key in MEMBER_COLUMNS:

@@ -17,8 +17,13 @@ nats-server once. Then it waits for the pipeline to settle and measures:
   changes are enqueued and acked by the bridges, valkey restarts with no data,
   and the count of them that reach V2 with no operator action.
 
+With ``SYNC_V2_TO_V1`` on (the default; ``--no-reverse`` leaves it off), a
+person edits committees from V1 and their members in V2 meanwhile, the V1
+committee API answering 503, 429 and dropping answers: ``tests.chaos_reverse``
+(what is checked, and how V1 writes are counted) prints a second figure line.
+
 ``python -m tests.chaos_harness --seed 7 --keys 300 --duration 60`` (``make
-chaos``) prints one figure line; ``tests/test_chaos.py`` runs a short version.
+chaos``) prints the figure lines; ``tests/test_chaos.py`` runs a short version.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ from sandbox.service import Sandbox
 from sandbox.stack import ChildProcess, create_buckets, pipeline_command
 from sandbox.traffic import RandomFaults
 from sync_core.nats_client import SyncNats
+from tests.chaos_reverse import (
+    NATS_SETTLE_SECONDS,
+    V2_EVENTS_STREAM,
+    PersonEdits,
+    ReverseConfig,
+    ReverseFigures,
+)
+from tests.chaos_reverse import settle as settle_reverse
 from tests.v1_examples import COMMITTEE_JSON, PROJECT_JSON, record
 from tests.worker_process import AUTH0_CLIENT, KID, base_env
 
@@ -64,6 +77,11 @@ WORKER_CONCURRENCY = "8"
 
 # The fault mix of issue 12.
 FAULTS = {"unavailable": 0.10, "rate_limited": 0.05, "dropped": 0.01}
+# The V1 committee API's (V2 -> V1): more lost answers, the path that must not duplicate.
+V1_FAULTS = {"unavailable": 0.10, "rate_limited": 0.05, "dropped": 0.05}
+V2_EVENTS_CONSUMER = "v1-sync-helper-v2-events-consumer"
+PRELUDE_TIMEOUT = 60.0
+DEFAULT_REVERSE = ReverseConfig()
 
 # Quicker retries than production so a run settles in minutes. The reconciler
 # keeps its production timing unless the config shortens it (the suite does).
@@ -93,6 +111,11 @@ class ChaosConfig:
     committee_fraction: float = 0.35
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
     reconcile_grace: float = DEFAULT_RECONCILE_GRACE
+    # Worker kills happen in the first fraction of the window; bridge kills at these fractions.
+    worker_kills_until: float = 1.0
+    bridge_kills: tuple[float, ...] = (0.25,)
+    # The V2 -> V1 half (``tests.chaos_reverse``); None: SYNC_V2_TO_V1 stays off.
+    reverse: ReverseConfig | None = DEFAULT_REVERSE
 
 
 @dataclass
@@ -112,6 +135,7 @@ class Figures:
     settle_seconds: float = 0.0
     lost_keys: list[str] = field(default_factory=list)
     dead_letter_kinds: dict[str, int] = field(default_factory=dict)
+    reverse: ReverseFigures | None = None
 
     def line(self) -> str:
         c = self.config
@@ -137,6 +161,7 @@ class Figures:
             and self.stray_dead_letters == 0
             and self.pending == 0
             and self.healed == self.config.empty_broker_keys
+            and (self.reverse is None or self.reverse.clean)
         )
 
 
@@ -236,10 +261,13 @@ class ChaosStack:
         self.nats.start()
         self.valkey.start()
         create_buckets(self.nats.url, OBJECTS, MAPPINGS)
+        reverse = self.config.reverse is not None
         self.sandbox = Sandbox(
             heimdall_keys={KID: heimdall.public_key()},
             auth0_clients={AUTH0_CLIENT: auth0.public_key()},
             nats_url=self.nats.url,
+            v1_objects_bucket=OBJECTS if reverse else None,
+            publish_indexer_events=reverse,
         )
         self.sandbox.start()
         self.env = {
@@ -256,6 +284,7 @@ class ChaosStack:
             "AUTH0_CLIENT_ID": AUTH0_CLIENT,
             "AUTH0_PRIVATE_KEY": _pem(auth0),
             "BIND": "127.0.0.1",
+            "SYNC_V2_TO_V1": "true" if reverse else "false",
         }
         logs = self.root / "logs"
         for index in range(2):
@@ -348,6 +377,21 @@ class ChaosStack:
         data = json.loads(result.stdout)
         return list(data if isinstance(data, list) else data.get("dead_letters", []))
 
+    def events_pending(self) -> int:
+        """V2 events the bridges have not enqueued and acked yet (-1: NATS unreachable)."""
+        assert self.sync_nats is not None
+        try:
+            info = self.sync_nats.run(
+                self.sync_nats.js.consumer_info(V2_EVENTS_STREAM, V2_EVENTS_CONSUMER)
+            )
+        except Exception:
+            return -1
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    @property
+    def heimdall_key(self) -> rsa.RSAPrivateKey:
+        return self._keys[0]
+
     def stranded(self) -> int:
         """Deliveries in kombu's unacked set (a dead worker's, until the visibility timeout)."""
         assert self.redis is not None
@@ -385,11 +429,15 @@ def run_chaos(config: ChaosConfig, root: Path, say: Callable[[str], None] = prin
     for plan, _ in writes:
         ordered.append((plan, seen.get(plan.key, 0)))
         seen[plan.key] = seen.get(plan.key, 0) + 1
+    person: PersonEdits | None = None
     try:
         stack.start()
         assert stack.sandbox is not None
+        if config.reverse is not None:
+            person = _person_prelude(stack, config, config.reverse, say)
+            stack.sandbox.set_v1_random_faults(RandomFaults(seed=config.seed, **V1_FAULTS))
         stack.sandbox.set_random_faults(RandomFaults(seed=config.seed, **FAULTS))
-        _chaos_phase(stack, config, rng, ordered, say)
+        _chaos_phase(stack, config, rng, ordered, say, person)
         started = time.monotonic()
         deadline = started + config.settle_timeout
         while time.monotonic() < deadline:
@@ -398,6 +446,12 @@ def run_chaos(config: ChaosConfig, root: Path, say: Callable[[str], None] = prin
                 break
             time.sleep(POLL_SECONDS)
         figures.settle_seconds = time.monotonic() - started
+        if person is not None and config.reverse is not None:
+            seconds = settle_reverse(
+                person, config.reverse.settle_timeout, stack.events_pending, stack.reap
+            )
+            stack.sandbox.set_v1_random_faults(None)
+            figures.reverse = person.figures(seconds, max(0, stack.events_pending()))
         stack.sandbox.set_random_faults(None)
         lost = [p.key for p in plans if not stack.converged(p)]
         figures.lost_keys = lost
@@ -414,8 +468,34 @@ def run_chaos(config: ChaosConfig, root: Path, say: Callable[[str], None] = prin
         figures.healed, figures.heal_seconds = _empty_broker_phase(stack, config, rng, say)
         figures.crashes = stack.crashes
     finally:
+        if person is not None:
+            person.close()
         stack.stop()
     return figures
+
+
+def _person_prelude(
+    stack: ChaosStack, config: ChaosConfig, reverse: ReverseConfig, say: Callable[[str], None]
+) -> PersonEdits:
+    """Committees from V1 in V2 before the window, for the person to edit during it."""
+    # A generator of its own: the forward plan and kills stay those of the seed.
+    rng = random.Random(f"reverse-{config.seed}")
+    projects = max(1, reverse.committees // 3)
+    total = projects + reverse.committees
+    plans = plan_keys(
+        rng,
+        ChaosConfig(
+            keys=total,
+            writes=1,
+            committee_fraction=reverse.committees / total,
+            child_fraction=0.0,
+        ),
+        f"r{config.seed}",
+    )
+    person = PersonEdits(stack, reverse, rng, stack.heimdall_key, KID)
+    person.prelude(plans, PRELUDE_TIMEOUT)
+    say(f"  {reverse.committees} committees from V1 are in V2; the person edits them")
+    return person
 
 
 def _chaos_phase(
@@ -424,25 +504,35 @@ def _chaos_phase(
     rng: random.Random,
     writes: list[tuple[KeyPlan, int]],
     say: Callable[[str], None],
+    person: PersonEdits | None = None,
 ) -> None:
-    """Write everything over ``duration`` while killing and restarting processes."""
+    """Write everything over ``duration`` while killing and restarting processes.
+
+    With ``person``, the person's V2 edits are made alongside (``tests.chaos_reverse``).
+    """
     start = time.monotonic()
     duration = config.duration
     events: list[tuple[float, str]] = [
-        (0.25 * duration, "kill-bridge"),
         (0.40 * duration, "valkey-graceful"),
         (0.60 * duration, "valkey-sigkill"),
         (0.75 * duration, "nats-restart"),
     ]
+    events += [(at * duration, "kill-bridge") for at in config.bridge_kills]
     t = config.worker_kill_every
-    while t < duration:
+    while t < duration * config.worker_kills_until:
         events.append((t, "kill-worker"))
         t += config.worker_kill_every
     events.sort()
+    if person is not None and config.reverse is not None:
+        first, last = config.reverse.window
+        person.schedule(start + first * duration, start + last * duration)
     revived: list[tuple[float, ChildProcess]] = []
+    bridge_kills = 0
     done = 0
     while done < len(writes) or events or revived:
         now = time.monotonic() - start
+        if person is not None:
+            person.step()
         due = min(len(writes), int(len(writes) * min(1.0, now / duration)) + 1)
         while done < due:
             plan, index = writes[done]
@@ -456,14 +546,18 @@ def _chaos_phase(
                 worker.kill()
                 revived.append((now + 1.0, worker))
             elif action == "kill-bridge":
-                stack.bridges[0].kill()
-                revived.append((now + 3.0, stack.bridges[0]))
+                bridge = stack.bridges[bridge_kills % len(stack.bridges)]
+                bridge_kills += 1
+                bridge.kill()
+                revived.append((now + 3.0, bridge))
             elif action == "valkey-graceful":
                 stack.valkey.restart()
             elif action == "valkey-sigkill":
                 stack.valkey.restart(hard=True)
             elif action == "nats-restart":
                 stack.nats.restart()
+                if person is not None:
+                    person.pause(NATS_SETTLE_SECONDS)
         for item in [r for r in revived if r[0] <= now]:
             revived.remove(item)
             item[1].restart()
@@ -553,6 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heal-timeout", type=float, default=150.0)
     parser.add_argument("--reconcile-interval", type=float, default=DEFAULT_RECONCILE_INTERVAL)
     parser.add_argument("--reconcile-grace", type=float, default=DEFAULT_RECONCILE_GRACE)
+    parser.add_argument(
+        "--no-reverse", action="store_true", help="leave SYNC_V2_TO_V1 off (forward only)"
+    )
+    parser.add_argument("--reverse-committees", type=int, default=DEFAULT_REVERSE.committees)
+    parser.add_argument("--reverse-settle", type=float, default=DEFAULT_REVERSE.settle_timeout)
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = parser.parse_args(argv)
     config = ChaosConfig(
@@ -565,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         heal_timeout=args.heal_timeout,
         reconcile_interval=args.reconcile_interval,
         reconcile_grace=args.reconcile_grace,
+        reverse=None
+        if args.no_reverse
+        else ReverseConfig(committees=args.reverse_committees, settle_timeout=args.reverse_settle),
     )
     # The harness's own NATS client complains through every nats-server restart.
     logging.basicConfig(level=logging.ERROR)
@@ -576,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     if figures.lost_keys:
         print(f"lost: {', '.join(figures.lost_keys[:10])}", file=sys.stderr)
     print(figures.line())
+    if figures.reverse is not None:
+        if figures.reverse.unconverged:
+            print(f"not in V1: {', '.join(figures.reverse.unconverged[:10])}", file=sys.stderr)
+        print(figures.reverse.line())
     return 0 if figures.clean else 1
 
 

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
+from sandbox.traffic import RandomFaults
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
 from tasks.clients.auth0 import token_source_from_settings
@@ -277,6 +278,54 @@ def test_a_lost_answer_is_transient(sandbox: Sandbox, writer: V1CommitteeWriter)
     with pytest.raises(TransientError) as caught:
         a_committee(writer)
     assert caught.value.kind == "v1_unavailable"
+
+
+def test_random_v1_faults_are_seeded_apart_from_v2s_and_a_dropped_answer_may_follow_the_write(
+    sandbox: Sandbox, settings: WorkerSettings, sync_nats: SyncNats
+) -> None:
+    """The chaos harness's V1 faults: 503, 429 with Retry-After, answers dropped before or
+    after the write, drawn from their own seed; V2 calls are left alone."""
+
+    def run(seed: int) -> list[tuple[int, str]]:
+        sandbox.reset_requests()
+        sandbox.set_v1_random_faults(
+            RandomFaults(unavailable=0.2, rate_limited=0.2, dropped=0.2, seed=seed)
+        )
+        token = token_source_from_settings(settings, requests.Session()).access_token()
+        seen: list[tuple[int, str]] = []
+        for index in range(40):
+            name = f"Chaos {seed} {index}"
+            try:
+                answer = requests.post(
+                    sandbox.url + COMMITTEES,
+                    json={"Name": name},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=HTTP_TIMEOUT,
+                )
+                seen.append((answer.status_code, answer.headers.get("Retry-After", "")))
+            except requests.ConnectionError:
+                seen.append((0, ""))
+        # V2 calls are not faulted by the V1 set: each gets the route's own answer.
+        v2_answers = {
+            requests.get(sandbox.url + "/projects/x", timeout=HTTP_TIMEOUT).status_code
+            for _ in range(20)
+        }
+        assert v2_answers == {400}
+        sandbox.set_v1_random_faults(None)
+        return seen
+
+    first = run(seed=5)
+    assert run(seed=5) == first  # seeded: the same faults again
+    statuses = {status for status, _ in first}
+    assert {201, 503, 429, 0} <= statuses
+    assert all(after == "1" for status, after in first if status == 429)
+    # A dropped answer after the write: V1 holds more committees than the 201s it answered.
+    keys = sync_nats.run(sync_nats.kv(BUCKET).keys())
+    written = sum(1 for key in keys if key.startswith("platform-collaboration__c."))
+    answered = sum(1 for status, _ in first if status == 201)
+    assert written > 2 * answered  # both runs wrote; some without an answer
+    assert sandbox.count("*", "/project-service/") == 40
+    assert sandbox.count("GET", "/projects/") == 20
 
 
 def test_a_create_answer_without_an_id_is_permanent_so_it_is_not_created_twice(
