@@ -41,10 +41,12 @@ With ``SYNC_V2_TO_V1`` on, the sweeps also re-drive the V2 objects of the
 V2 -> V1 direction (``v2.{object_type}.{uid}`` states in ``v1-sync-state``):
 a retry recorded as pending and overdue by the grace, or a parked run whose
 parent is mapped now or whose wait is over, gets its ``sync_v2_event`` task
-for the pending stream sequence again (``plan_reverse``). Only unfinished
-runs the state records are seen: an event whose first task was lost before it
-ran (no state yet) waits for the object's next event or ``replay --prefix v2.``
-(comparing with the latest event would take a scan of the V2 events stream).
+for the pending stream sequence again (``plan_reverse``). An event whose first
+task was lost before it ran leaves no state: the sweeps read the V2 events
+stream on from the last sequence a sweep checked (``lost_v2_events``, the
+sequence kept in the sweep summary), so each event is read about once, and
+re-drive an object whose latest acked event is older than the grace and
+neither settled nor pending in its state.
 
 It respects the bridge's backpressure (never more than the room left below
 ``BRIDGE_MAX_QUEUE_DEPTH``; the rest waits for the next sweep). Exactly one
@@ -79,6 +81,7 @@ from bridge.changes import KvChange
 from bridge.messages import TaskMessageEncoder, queued_revision
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
+from bridge.v2_events import V2_OBJECT_TYPES, scan_events
 from sync_core.epochs import EPOCH_TASK_KWARG, BucketLife, bucket_epoch, bucket_life
 from sync_core.keys import ObjectType, forward_mapping_key, key_specs, parse_key
 from sync_core.kv_listing import kv_stream, kv_subject, last_per_subject, operation_of
@@ -91,7 +94,7 @@ from sync_core.sync_state import (
     Terminal,
     decode_state,
 )
-from sync_core.v2_events import REVERSE_EPOCH, V2_KEY_PREFIX
+from sync_core.v2_events import REVERSE_EPOCH, V2_KEY_PREFIX, V2EventCapture
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +250,15 @@ class Reconciler:
         holder: str | None = None,
         clock: Callable[[], float] = time.time,
         v2_encoder: TaskMessageEncoder | None = None,
+        v2_capture: V2EventCapture | None = None,
     ) -> None:
         """``v2_encoder``: the ``sync_v2_event`` encoder (``SYNC_V2_TO_V1``); with it the
-        sweeps re-drive the V2 objects' lost retries and parked runs (``plan_reverse``)."""
+        sweeps re-drive the V2 objects' lost retries and parked runs (``plan_reverse``),
+        and with ``v2_capture`` (the events' stream and consumer) the events whose task
+        was lost before it ran (``lost_v2_events``)."""
         self.js = nc.jetstream()
         self.v2_encoder = v2_encoder
+        self.v2_capture = v2_capture
         self.objects_bucket = objects_bucket
         self.mappings_bucket = mappings_bucket
         self.state_bucket = state_bucket
@@ -324,8 +331,18 @@ class Reconciler:
             latest, states, ack_floor, now, queue_floor, epoch=epoch, unmapped=unmapped
         )
         reverse: list[KvChange] = []
+        v2_checked = previous.v2_events_checked if previous is not None else 0
         if self.v2_encoder is not None:
-            reverse = await self.plan_reverse(await self.reverse_states(), now, plan)
+            reverse_states = await self.reverse_states()
+            reverse = await self.plan_reverse(reverse_states, now, plan)
+            if self.v2_capture is not None:
+                lost, v2_checked = await self.lost_v2_events(reverse_states, now, v2_checked)
+                planned = {change.key for change in reverse}
+                lost = [change for change in lost if change.key not in planned]
+                plan.behind += len(lost)
+                plan.overdue += len(lost)
+                reverse += lost
+                plan.reverse = reverse
         depth = await self._on_redis_thread(self.publisher.depth, self.encoder.queue)
         room = max(0, self.tuning.max_queue_depth - depth)
         forced = plan.forced[:room]
@@ -374,6 +391,7 @@ class Reconciler:
             mappings_epoch=None if mappings_life is None else mappings_life.epoch,
             mappings_messages=None if mappings_life is None else mappings_life.messages,
             unmapped=len(unmapped or ()),
+            v2_events_checked=v2_checked,
         )
         self.metrics.reconcile_keys_behind.set(plan.overdue)
         self.metrics.reconcile_sweep_seconds.observe(duration)
@@ -474,6 +492,66 @@ class Reconciler:
         found.extend(await self._parked_to_release(parked, now))
         plan.reverse = found
         return found
+
+    async def lost_v2_events(
+        self, states: dict[str, SyncState], now: float, checked: int
+    ) -> tuple[list[KvChange], int]:
+        """Events after sequence ``checked`` whose task left no trace in the durable state.
+
+        A ``sync_v2_event`` task Redis lost before its first run (valkey's last
+        second before a crash, an emptied broker) leaves nothing in
+        ``v1-sync-state`` for ``plan_reverse`` to see. So each sweep reads the
+        V2 events stream on from the last sequence a sweep checked (one ordered
+        consumer per object type; nothing to read when no event came): an
+        object's latest event older than the grace and acked by the bridges,
+        neither settled nor pending in its state, is re-driven. Returns those
+        and the new checked sequence, which stops before the first event still
+        unaccounted for (or still young, or not yet acked), so a re-drive that
+        is lost too is found again by the next sweep.
+        """
+        assert self.v2_capture is not None
+        stream = self.v2_capture.stream
+        try:
+            info = await self.js.stream_info(stream)
+            consumer = await self.js.consumer_info(stream, self.v2_capture.consumer)
+        except Exception as error:  # no stream or consumer yet, or NATS away
+            log.debug("no V2 events to check", extra={"failure": repr(error)})
+            return [], checked
+        first, last = int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+        if last < checked:
+            checked = 0  # the stream was recreated: its sequences started again
+        acked = int(consumer.ack_floor.stream_seq or 0) if consumer.ack_floor else 0
+        start = max(checked + 1, first)
+        if start > min(last, acked):
+            return [], max(checked, min(start, acked + 1) - 1)
+        grace = self.tuning.grace
+        latest: dict[str, KvChange] = {}
+        hold = [acked + 1]
+
+        def note(change: KvChange, stored_at: float) -> None:
+            if change.revision > acked or now - stored_at < grace:
+                hold.append(change.revision)  # the bridges' job still, or in flight
+            else:
+                latest[change.key] = change  # stream order: the latest wins
+
+        try:
+            for object_type in V2_OBJECT_TYPES:
+                await scan_events(self.js, stream, object_type, start, note)
+        except TimeoutError:
+            log.warning("reading the V2 events stream stalled", extra={"stream": stream})
+            return [], checked
+        found: list[KvChange] = []
+        for key, change in latest.items():
+            state = states.get(key, SyncState(key)).in_life(REVERSE_EPOCH)
+            pending = state.pending
+            if state.settled(change.revision) or (
+                pending is not None and pending.revision >= change.revision
+            ):
+                continue
+            hold.append(change.revision)
+            if not state.lease_live(now) and now - self._sent.get(key, -grace) >= grace:
+                found.append(change)
+        return found, min(hold) - 1
 
     async def reverse_states(self) -> dict[str, SyncState]:
         """The durable state of every V2 object (``v2.…`` keys of the state bucket)."""

@@ -100,6 +100,7 @@ class BridgeService:
             self.bridge = Bridge(nc, self.spec, encoder, publisher, self.metrics, self.tuning)
             await ensure_bucket(nc.jetstream(), self.settings.sync_state_bucket)
             v2_encoder = None
+            capture = None
             if self.settings.sync_v2_to_v1:
                 # From now on V2's committee events are kept even while no bridge runs;
                 # with the switch off nothing of the V2 -> V1 direction is created.
@@ -134,6 +135,7 @@ class BridgeService:
                 metrics=self.metrics,
                 tuning=self.reconcile_tuning,
                 v2_encoder=v2_encoder,
+                v2_capture=capture,
             )
             reconciling = asyncio.create_task(self.reconciler.run(stop))
             v2_events = None

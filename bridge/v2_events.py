@@ -13,10 +13,13 @@ sequence is the event's place in the stream, where the worker reads it back
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bridge.changes import SKIP_FOREIGN_SUBJECT, KvChange, Skip
@@ -30,6 +33,8 @@ V2_ACTIONS = frozenset({"created", "updated", "deleted"})
 # The key of an event whose object_id cannot name a KV key: the worker reads the
 # event, finds what is wrong and dead-letters it under this key (nothing is lost).
 UNREADABLE_ID = "unreadable"
+# The longest wait for the next event of a scan before giving up on it.
+SCAN_IDLE_TIMEOUT = 30.0
 SKIP_UNKNOWN_ACTION = "unknown_action"
 
 
@@ -99,3 +104,58 @@ def object_id_of(data: bytes) -> str:
     if not isinstance(object_id, str) or not object_id.strip():
         return UNREADABLE_ID
     return object_id.strip()
+
+
+# -- reading the stream back (the reconciler, the operator commands) ----------------
+
+
+def type_subject(object_type: str) -> str:
+    """The stream subjects of one object type's events: ``lfx.{object_type}.*``."""
+    return f"{EVENT_SUBJECT_PREFIX}.{object_type}.*"
+
+
+async def scan_events(
+    js: JetStreamContext,
+    stream: str,
+    object_type: str,
+    start: int,
+    on_event: Callable[[KvChange, float], None],
+    idle_timeout: float = SCAN_IDLE_TIMEOUT,
+) -> None:
+    """Deliver every event of ``object_type`` from sequence ``start`` on, in stream order,
+    as its task's arguments (``key``, sequence, action) and the time the stream stored it
+    (epoch seconds); messages the bridge skips are left out.
+
+    Returns once caught up with the stream; ``TimeoutError`` after ``idle_timeout``
+    without a message.
+    """
+    reader = V2EventReader()
+    done = asyncio.get_running_loop().create_future()
+
+    async def deliver(msg: Msg) -> None:
+        meta = msg.metadata
+        change = reader(msg)
+        if isinstance(change, KvChange):
+            on_event(change, meta.timestamp.timestamp())
+        if meta.num_pending == 0 and not done.done():
+            done.set_result(None)
+
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
+    )
+    sub = await js.subscribe(
+        type_subject(object_type),
+        stream=stream,
+        cb=deliver,
+        ordered_consumer=True,
+        config=config,
+        inactive_threshold=idle_timeout,
+    )
+    try:
+        info = await sub.consumer_info()
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        if info.num_pending == 0 and not delivered:
+            return  # nothing of this type from ``start`` on
+        await asyncio.wait_for(done, idle_timeout)
+    finally:
+        await sub.unsubscribe()

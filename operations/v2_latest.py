@@ -27,24 +27,20 @@ operator's clear error), NATS unreachable fails fast (``open_nats``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.changes import KvChange
-from bridge.v2_events import EVENT_SUBJECT_PREFIX, V2_OBJECT_TYPES, V2EventReader, object_id_of
+from bridge.v2_events import EVENT_SUBJECT_PREFIX, V2_OBJECT_TYPES, object_id_of, scan_events
 from operations.current_keys import KvUnavailable, open_nats
 from sync_core.kv_listing import current_entries
 from sync_core.nats_connection import NatsTarget
 from sync_core.sync_state import SyncState, decode_state, read_state
 from sync_core.v2_events import REVERSE_EPOCH, V2_KEY_PREFIX, v2_key
-
-# The longest wait for the next event of a scan before giving up on it.
-SCAN_IDLE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,11 +66,6 @@ def is_v2_key(key: str) -> bool:
     return key.startswith(V2_KEY_PREFIX)
 
 
-def type_subject(object_type: str) -> str:
-    """The stream subjects of one object type's events: ``lfx.{object_type}.*``."""
-    return f"{EVENT_SUBJECT_PREFIX}.{object_type}.*"
-
-
 async def stream_bounds(js: JetStreamContext, stream: str) -> tuple[int, int]:
     """The first and last sequence ``stream`` holds (``KvUnavailable`` when it is missing)."""
     try:
@@ -87,52 +78,6 @@ async def stream_bounds(js: JetStreamContext, stream: str) -> tuple[int, int]:
     return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
 
 
-async def scan_events(
-    js: JetStreamContext,
-    stream: str,
-    object_type: str,
-    start: int,
-    on_event: Callable[[KvChange], None],
-    idle_timeout: float = SCAN_IDLE_TIMEOUT,
-) -> None:
-    """Deliver every event of ``object_type`` from sequence ``start`` on, in stream order,
-    as its task's arguments (``key``, sequence, action); messages the bridge skips are left out.
-
-    Returns once caught up with the stream; ``TimeoutError`` after ``idle_timeout``
-    without a message.
-    """
-    reader = V2EventReader()
-    done = asyncio.get_running_loop().create_future()
-
-    async def deliver(msg: Msg) -> None:
-        meta = msg.metadata
-        change = reader(msg)
-        if isinstance(change, KvChange):
-            on_event(change)
-        if meta.num_pending == 0 and not done.done():
-            done.set_result(None)
-
-    config = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
-    )
-    sub = await js.subscribe(
-        type_subject(object_type),
-        stream=stream,
-        cb=deliver,
-        ordered_consumer=True,
-        config=config,
-        inactive_threshold=idle_timeout,
-    )
-    try:
-        info = await sub.consumer_info()
-        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-        if info.num_pending == 0 and not delivered:
-            return  # nothing of this type from ``start`` on
-        await asyncio.wait_for(done, idle_timeout)
-    finally:
-        await sub.unsubscribe()
-
-
 async def latest_of_types(
     js: JetStreamContext, stream: str, object_types: Iterable[str]
 ) -> dict[str, KvChange]:
@@ -140,7 +85,7 @@ async def latest_of_types(
     await stream_bounds(js, stream)
     latest: dict[str, KvChange] = {}
 
-    def keep(change: KvChange) -> None:
+    def keep(change: KvChange, _at: float) -> None:
         latest[change.key] = change  # stream order: a later event replaces an earlier one
 
     for object_type in object_types:
@@ -173,7 +118,7 @@ async def latest_event(
     start = await _scan_start(js, stream, key, _known_sequences(state, hint), first, last)
     found: list[KvChange] = []
 
-    def keep(change: KvChange) -> None:
+    def keep(change: KvChange, _at: float) -> None:
         if change.key == key:
             found.append(change)
 

@@ -413,6 +413,9 @@ class SweepSummary:
     mappings_messages: int | None = None
     # Keys settled in the state whose forward mapping was missing (re-driven).
     unmapped: int = 0
+    # V2 -> V1: every event of the V2 events stream up to this sequence has left its
+    # trace in the state (settled, or a pending run); the next sweep reads on from it.
+    v2_events_checked: int = 0
 
     def to_bytes(self) -> bytes:
         """The stored form."""
@@ -437,6 +440,7 @@ class SweepSummary:
                 mappings_epoch=_optional_int(data.get("mappings_epoch")),
                 mappings_messages=_optional_int(data.get("mappings_messages")),
                 unmapped=int(data.get("unmapped", 0)),
+                v2_events_checked=int(data.get("v2_events_checked", 0)),
             )
         except (TypeError, KeyError, json.JSONDecodeError) as error:
             raise ValueError(f"not a sweep summary: {error}") from None

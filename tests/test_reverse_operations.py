@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -36,6 +36,7 @@ from operations.explain_v2 import explain_v2_key
 from sandbox.servers import NatsServer, ValkeyServer
 from sync_core.broker import V2_EVENT_TASK_NAME, broker_transport_options
 from sync_core.nats_client import SyncNats, connect
+from sync_core.settings import BridgeSettings
 from sync_core.sync_state import (
     DEFAULT_STATE_BUCKET,
     KeyLease,
@@ -44,7 +45,7 @@ from sync_core.sync_state import (
     SweepSummary,
     SyncState,
 )
-from sync_core.v2_events import REVERSE_EPOCH
+from sync_core.v2_events import REVERSE_EPOCH, V2EventCapture, capture_from_settings
 from tasks.run.dry_run import NEW_V1_SFID
 from tasks.run.report import RunReport
 from tasks.run.reverse import run_reverse
@@ -355,7 +356,11 @@ def test_explain_of_a_parked_committee_says_what_it_waits_for(st: Stack) -> None
 
 
 def reverse_reconciler(
-    nc: Client, redis_url: str, publisher: BrokerPublisher, consumer: str = "none"
+    nc: Client,
+    redis_url: str,
+    publisher: BrokerPublisher,
+    consumer: str = "none",
+    v2_capture: V2EventCapture | None = None,
 ) -> Reconciler:
     """A reconciler as the bridge makes it with SYNC_V2_TO_V1 on (a short grace)."""
     app = producer_app(redis_url, "celery", broker_transport_options())
@@ -371,7 +376,43 @@ def reverse_reconciler(
         metrics=BridgeMetrics(),
         tuning=ReconcileTuning(interval=0.2, grace=GRACE),
         v2_encoder=TaskMessageEncoder(app, "celery", database, task_name=V2_EVENT_TASK_NAME),
+        v2_capture=v2_capture,
     )
+
+
+def sweep_until(st: Stack, done: Callable[[], bool], *, with_events: bool = False) -> None:
+    """Sweep with one reconciler (its pacing holds) until ``done``; fails at the deadline.
+
+    ``with_events``: it also reads the V2 events stream (``lost_v2_events``).
+    """
+    settings = st.runtime.settings
+    publisher = BrokerPublisher(broker_client(settings.redis_url, broker_transport_options()))
+    capture = capture_from_settings(
+        BridgeSettings(nats_url=settings.nats_url, redis_url=settings.redis_url)
+    )
+
+    async def sweeps() -> None:
+        nc = await connect(settings.nats_url, "reverse-reconcile-test")
+        try:
+            reconciler = reverse_reconciler(
+                nc,
+                settings.redis_url,
+                publisher,
+                settings.kv_consumer_name,
+                capture if with_events else None,
+            )
+            deadline = time.monotonic() + SWEEP_DEADLINE
+            while not done():
+                assert time.monotonic() < deadline, "the lost run was not re-driven"
+                await reconciler.sweep()
+                await asyncio.sleep(GRACE / 2)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(sweeps())
+    finally:
+        publisher.close()
 
 
 def test_a_lost_v2_retry_is_redriven_by_the_reconciler_and_written_to_v1_once(
@@ -389,31 +430,7 @@ def test_a_lost_v2_retry_is_redriven_by_the_reconciler_and_written_to_v1_once(
     assert (pending.state, pending.revision, pending.attempt) == (RunState.RETRY, sequence, 1)
     st.redis.flushdb()
 
-    settings = st.runtime.settings
-    publisher = BrokerPublisher(broker_client(settings.redis_url, broker_transport_options()))
-
-    def redriven_run_ended() -> bool:
-        return len(_final_of(st.outcomes.of(key), "updated")) >= 2
-
-    async def sweep_until_the_run_ends() -> None:
-        nc = await connect(settings.nats_url, "reverse-reconcile-test")
-        try:
-            # One reconciler, so its pacing holds: a key re-enqueued once per grace.
-            reconciler = reverse_reconciler(
-                nc, settings.redis_url, publisher, settings.kv_consumer_name
-            )
-            deadline = time.monotonic() + SWEEP_DEADLINE
-            while not redriven_run_ended():
-                assert time.monotonic() < deadline, "the lost retry was not re-driven"
-                await reconciler.sweep()
-                await asyncio.sleep(GRACE / 2)
-        finally:
-            await nc.close()
-
-    try:
-        asyncio.run(sweep_until_the_run_ends())
-    finally:
-        publisher.close()
+    sweep_until(st, lambda: len(_final_of(st.outcomes.of(key), "updated")) >= 2)
 
     line = finals(st, key, "updated", 2)[-1]
     # The re-driven run resumed the durable budget: its second try.
@@ -425,6 +442,47 @@ def test_a_lost_v2_retry_is_redriven_by_the_reconciler_and_written_to_v1_once(
     assert [c.status for c in st.v1_calls("PATCH")] == [503, 200]
     assert v1_description(st, v1_key) == "After the flush."
     assert st.state(key).pending is None
+
+
+def test_an_event_whose_task_was_lost_before_it_ran_is_redriven_and_written_once(
+    st: Stack,
+) -> None:
+    key, v1_key, _ = created_committee(st)
+    # The event's task leaves no trace in the state, as one Redis lost before it ran.
+    sequence = lost_update(st, key, "Lost before it ran.")
+    assert st.state(key).revision < sequence
+    st.sandbox.reset_requests()
+
+    sweep_until(st, lambda: len(_final_of(st.outcomes.of(key), "updated")) >= 2, with_events=True)
+
+    line = finals(st, key, "updated", 2)[-1]
+    assert (line.outcome, line.__dict__["revision"]) == ("updated", sequence)
+    assert [c.status for c in st.v1_calls("PATCH")] == [200]
+    assert v1_description(st, v1_key) == "Lost before it ran."
+    assert st.state(key).revision == sequence
+
+
+def test_without_reading_the_events_a_task_lost_before_it_ran_stays_lost(st: Stack) -> None:
+    key, _, _ = created_committee(st)
+    sequence = lost_update(st, key, "Nobody looks.")
+    settings = st.runtime.settings
+    publisher = BrokerPublisher(broker_client(settings.redis_url, broker_transport_options()))
+
+    async def sweep_twice() -> None:
+        nc = await connect(settings.nats_url, "reverse-reconcile-test")
+        try:
+            reconciler = reverse_reconciler(nc, settings.redis_url, publisher)
+            for _ in range(2):
+                await asyncio.sleep(GRACE)
+                await reconciler.sweep()
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(sweep_twice())
+    finally:
+        publisher.close()
+    assert st.state(key).revision < sequence  # what the event scan is for
 
 
 # --- the reconciler's plan, on bare servers (no worker runs what it enqueues) -----------
