@@ -90,6 +90,9 @@ CHAOS_ENV = {
     "SYNC_RETRY_BACKOFF_BASE": "0.5",
     "SYNC_RETRY_BACKOFF_MAX": "4",
     "HTTP_TIMEOUT": "5",
+    # The V1 fake's loader writes a row back before V1 answers (no lag): a create
+    # whose worker died before the POST is sent again 5 s later, not after an hour.
+    "SYNC_V1_CREATE_CONFIRM_WAIT": "5",
 }
 DEFAULT_RECONCILE_INTERVAL = 60.0
 DEFAULT_RECONCILE_GRACE = 30.0

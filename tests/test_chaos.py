@@ -37,20 +37,13 @@ SHORT = ChaosConfig(
     # Short reconciler timing so the empty-broker heal fits the suite's budget.
     reconcile_interval=5.0,
     reconcile_grace=5.0,
-    # The V2 -> V1 direction has no reconciler yet: a reverse task held by a SIGKILLed
-    # worker comes back only after the broker's visibility timeout (about 3 minutes
-    # here), one in valkey's last second before a SIGKILL is lost. So workers are
-    # killed in the first half and the person edits after valkey's SIGKILL, through a
-    # bridge kill, nats-server's restart and V1's faults; ``make chaos`` does it all at
-    # once and shows what that costs.
-    worker_kills_until=0.5,
     bridge_kills=(0.25, 0.7),
     reverse=ReverseConfig(
         committees=4,
         committee_updates=2,
         members_per_committee=2,
         member_updates=1,
-        window=(0.62, 0.97),
+        window=(0.1, 0.9),
         settle_timeout=60.0,
     ),
 )
