@@ -77,6 +77,7 @@ REVERSE_ENDINGS = (ECHO, "superseded", "unchanged")
 # How long the echoes of a phase may take to settle after it.
 SETTLE_TIMEOUT = CREATE_SETTLE_SECONDS + 120.0
 MODES = ("off", "on")
+UNPROFILED = ("the parents", "warm-up")
 
 
 @dataclass
@@ -199,6 +200,9 @@ class SwitchBench(Bench):
         self, what: str, outcome: str, count: int, start: Callable[[], Awaitable[None]]
     ) -> tuple[Measured, dict[str, int]]:
         """Run ``start()`` and wait for ``count`` more ``outcome``; timed from the start."""
+        profiler = None
+        if what not in UNPROFILED:
+            profiler = self.start_profiler(f"{self.run_name}-{what.replace(' ', '-')}")
         before = outcome_counts(self.redis)
         cpu_before = self.cpu()
         started = time.monotonic()
@@ -210,6 +214,7 @@ class SwitchBench(Bench):
         )
         seconds = time.monotonic() - started
         cpu_after = self.cpu()
+        self.stop_profiler(profiler)
         cpu = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / count for k in cpu_after}
         return Measured(count, seconds, cpu), before
 
@@ -441,8 +446,10 @@ def main() -> None:
         help="extra argument of v1-sync-helper worker (repeat), e.g. --worker-arg=-c16",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--profile-dir", help="py-spy profiles of the worker per phase (needs py-spy)"
+    )
     args = parser.parse_args()
-    args.profile_dir = None
     workdir = Path(tempfile.mkdtemp(prefix="bench-v2-to-v1-"))
     bench = SwitchBench(args, workdir)
     code = 1
