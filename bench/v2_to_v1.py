@@ -27,6 +27,9 @@ An ``on`` run then measures the reverse worker alone:
   timed to the N-th ``updated``, one V1 PATCH each.
 
 Printed: per run the rates and worker CPU (``/proc/<pid>/stat``) per object,
+and (on) the rates with the echoes: N over the phase plus the time its
+echoes took to end (a burst's echoes queue behind its forward tasks, so the
+phase alone barely pays for them; this is the rate under sustained load);
 then the medians of each mode and on/off, echoes per second one worker
 handles and the worker's (and bridge's) CPU per echo. Exits 1 when the
 forward rates drop by more than ``MAX_DROP`` or an echo caused a V1 call.
@@ -117,6 +120,17 @@ class Run:
     echo_v1_calls: int = 0
     v1_writes: Measured | None = None
     v1_write_calls: int = 0
+
+    def with_echoes(self, phase: Measured | None, index: int) -> float:
+        """Forward writes per second until their echoes had ended too (``off``: the rate).
+
+        A burst's echoes queue behind its forward tasks and mostly run after the
+        phase: this is the rate a worker keeps up under sustained load.
+        """
+        if phase is None:
+            return 0.0
+        extra = self.settled[index].seconds if index < len(self.settled) else 0.0
+        return phase.objects / (phase.seconds + extra)
 
 
 def committee_record(sfid: str, project_sfid: str, description: str, user: str) -> bytes:
@@ -333,6 +347,11 @@ def print_run(run: Run, index: int) -> None:
         f"updates {run.updates.rate:6.1f}/s (worker {run.updates.cpu_ms['worker']:5.2f} ms each)"
     )
     print(line, flush=True)
+    if run.settled:
+        print(
+            f"        with their echoes: creates {run.with_echoes(run.creates, 0):6.1f}/s, "
+            f"updates {run.with_echoes(run.updates, 1):6.1f}/s"
+        )
     for phase, settled in zip(("creates", "updates"), run.settled, strict=False):
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(settled.outcomes.items()))
         print(
@@ -377,21 +396,29 @@ def summarize(runs: list[Run]) -> int:
     def updates_cpu(r: Run) -> float:
         return r.updates.cpu_ms["worker"] if r.updates else 0.0
 
+    def creates_sustained(r: Run) -> float:
+        return r.with_echoes(r.creates, 0)
+
+    def updates_sustained(r: Run) -> float:
+        return r.with_echoes(r.updates, 1)
+
     ratios: list[float] = []
     both = {r.mode for r in runs} >= set(MODES)
     if both:
-        print("\nmedians          off      on   on/off")
+        print("\nmedians                     off      on   on/off")
         for label, pick in (
             ("creates/s", creates),
             ("updates/s", updates),
             ("ms/create", creates_cpu),
             ("ms/update", updates_cpu),
+            ("creates/s with echoes", creates_sustained),
+            ("updates/s with echoes", updates_sustained),
         ):
             off, on = median("off", pick), median("on", pick)
             ratio = on / off if off else float("nan")
             if label.endswith("/s"):
                 ratios.append(ratio)
-            print(f"{label:<12} {off:8.2f} {on:8.2f} {ratio:7.2f}")
+            print(f"{label:<22} {off:8.2f} {on:8.2f} {ratio:7.2f}")
     on_runs = [r for r in runs if r.mode == "on"]
     echo_calls = sum(s.v1_calls for r in on_runs for s in r.settled)
     echo_calls += sum(r.echo_v1_calls for r in on_runs)
