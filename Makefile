@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 IMAGE  ?= lfx-v1-sync-helper:dev
 
-.PHONY: run test check lint format test-coverage bench bench-e2e bench-reconcile chaos build docker-build docker-run clean lock
+.PHONY: run test check lint format test-coverage bench bench-e2e bench-v2-to-v1 bench-reconcile chaos build docker-build docker-run clean lock
 
 CONSTRAINTS := constraints.txt
 LOCK_VENV   := .lock-venv
@@ -81,3 +81,10 @@ clean:
 E2E_ARGS ?=
 bench-e2e: $(STAMP)
 	$(BIN)/python -m bench.e2e $(E2E_ARGS)
+
+# The V2 -> V1 switch (issue 24): forward committee creates/updates with SYNC_V2_TO_V1
+# off against on, alternating, and the reverse worker alone (see bench/v2_to_v1.py).
+# E.g. `make bench-v2-to-v1 V2V1_ARGS="--count 300 --runs 3"`.
+V2V1_ARGS ?=
+bench-v2-to-v1: $(STAMP)
+	$(BIN)/python -m bench.v2_to_v1 $(V2V1_ARGS)

@@ -11,11 +11,23 @@
   ``If-Match`` on PUT (400 without, 409 when stale);
 - the Auth0 token endpoint and ``GET /v1/users/{id}`` of the V1 user service,
   so records modified by platform ids take the real user-cache path;
+- ``POST /committees``, ``GET /committees/{uid}``, ``PUT /committees/{uid}`` of the
+  V2 Committee Service, with the same rules (``sandbox.validation``, a known
+  ``project_uid``, unique names per project (409), ETag/If-Match) and the
+  fields the service fills in (``sso_group_name``, ``project_name``);
+- with indexer events on (``POST /_bench/events``), after each committee
+  write the V2 indexer's event ``lfx.committee.{action}`` on core NATS (the
+  envelope of ``sandbox.indexer_events``, the principal of the request's JWT);
+- the V1 committee API under ``/project-service/`` (create, PATCH, DELETE),
+  each call counted: the V2 -> V1 direction's writes;
+- ``POST /_bench/republish``: the last event of ``count`` committees again
+  (an echo), or with ``edit`` a person's change of their description (a V1 write);
 - the ``lfx.projects-api.slug_to_uid`` responder (ROOT and every created slug);
 - ``GET /_bench/stats`` and ``POST /_bench/reset``: V2 calls in flight (max
   and time-weighted mean since the reset), calls by method, and the time
   (``time.monotonic()``, comparable across processes on Linux) each write
-  whose description starts with ``LATENCY_MARKER`` was applied.
+  whose description starts with ``LATENCY_MARKER`` was applied, V1 calls by
+  method and the indexer events published.
 
 The sandbox's own fake (``sandbox.service``) is a thread per connection and
 verifies every token; at several hundred calls a second it would take the
@@ -32,6 +44,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,21 +53,33 @@ from urllib.parse import unquote, urlsplit
 import jwt
 import nats
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from sandbox.api_error import ApiError
 from sandbox.auth import CLOCK_SKEW_SECONDS, HEIMDALL_ALGORITHM, HEIMDALL_ISSUER
+from sandbox.indexer_events import COMMITTEE, SUBJECT_PREFIX, indexer_event
 from sandbox.nats_responder import SLUG_TO_UID_SUBJECT
-from sandbox.validation import READ_ONLY_FIELDS, validate_project
+from sandbox.store import Writer, sso_group_name
+from sandbox.validation import READ_ONLY_FIELDS, validate_committee, validate_project
 
 PROJECT_AUDIENCE = "lfx-v2-project-service"
+COMMITTEE_AUDIENCE = "lfx-v2-committee-service"
+V1_API_PREFIX = "/project-service/"
+# The person whose edits ``/_bench/republish`` with ``edit`` stands for.
+PERSON = Writer(
+    principal="bench_person", sub="bench_person", email=None, on_behalf_of=None, method="PUT"
+)
+EDITED_PREFIX = "Edited by a person "
 ROOT_SLUG = "ROOT"
 LATENCY_MARKER = "lat-"
 # The fake Auth0 tenant's one access token (a fake's, not a secret).
 ACCESS_TOKEN = "bench-access-token"
 MAX_HEADER_BYTES = 64 * 1024
 REQUIRED_V2_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "jti")
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+NO_CONTENT = 204
+REASONS = {200: "OK", 201: "Created", NO_CONTENT: "No Content", 400: "Bad Request"}
+REASONS |= {401: "Unauthorized", 404: "Not Found"}
 REASONS |= {409: "Conflict", 412: "Precondition Failed", 405: "Method Not Allowed"}
 
 
@@ -87,14 +112,21 @@ class FakeV2:
     def __init__(self, heimdall_public: Any, latency: float) -> None:
         self.latency = latency
         self._key = heimdall_public
-        self._verified: dict[str, float] = {}  # token -> exp
+        # token -> (exp, the writer its claims name)
+        self._verified: dict[str, tuple[float, Writer]] = {}
         self.projects: dict[str, tuple[dict[str, Any], int]] = {}
         self.slugs: dict[str, str] = {}
+        self.committees: dict[str, tuple[dict[str, Any], int, Writer]] = {}
+        self.committee_names: dict[tuple[str, str], str] = {}  # (project_uid, name) -> uid
         self._revisions = itertools.count(1)
         self.in_flight = InFlight()
         self.calls: dict[str, int] = {}
         self.writes: dict[str, float] = {}
+        self.v1_calls: dict[str, int] = {}
+        self.events = 0
         self.verifications = 0
+        # Publishes one indexer event (subject, payload); None: indexer events off.
+        self.publish: Callable[[str, bytes], None] | None = None
         root = str(uuid.uuid4())
         self.projects[root] = (
             {"uid": root, "name": "ROOT", "slug": ROOT_SLUG, "description": "", "public": True},
@@ -106,6 +138,7 @@ class FakeV2:
         self.in_flight = InFlight(current=self.in_flight.current)
         self.calls = {}
         self.writes = {}
+        self.v1_calls = {}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -115,22 +148,25 @@ class FakeV2:
             "writes": self.writes,
             "verifications": self.verifications,
             "projects": len(self.projects),
+            "committees": len(self.committees),
+            "v1_calls": self.v1_calls,
+            "events": self.events,
         }
 
-    def verify(self, authorization: str | None) -> None:
-        """A valid PS256 Heimdall token for the project service, or a 401."""
+    def verify(self, authorization: str | None, audience: str, method: str) -> Writer:
+        """The writer of a valid PS256 Heimdall token for ``audience``, or a 401."""
         token = (authorization or "").removeprefix("Bearer ").strip()
         if not token:
             raise ApiError(401, "missing bearer token")
-        exp = self._verified.get(token)
-        if exp is None:
+        known = self._verified.get(token)
+        if known is None:
             self.verifications += 1
             try:
                 claims = jwt.decode(
                     token,
                     key=self._key,
                     algorithms=[HEIMDALL_ALGORITHM],
-                    audience=PROJECT_AUDIENCE,
+                    audience=audience,
                     issuer=HEIMDALL_ISSUER,
                     leeway=CLOCK_SKEW_SECONDS,
                     options={"require": list(REQUIRED_V2_CLAIMS)},
@@ -139,10 +175,12 @@ class FakeV2:
                 raise ApiError(401, f"invalid token: {error}") from None
             if not str(claims.get("principal") or "").strip():
                 raise ApiError(401, "token principal claim is missing or empty")
-            exp = float(claims["exp"])
-            self._verified[token] = exp
+            known = (float(claims["exp"]), Writer.from_claims(claims, None, method))
+            self._verified[token] = known
+        exp, writer = known
         if time.time() > exp + CLOCK_SKEW_SECONDS:
             raise ApiError(401, "token expired")
+        return writer
 
     async def project_call(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -153,7 +191,10 @@ class FakeV2:
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            self.verify(headers.get("authorization"))
+            if path.startswith("/committees"):
+                writer = self.verify(headers.get("authorization"), COMMITTEE_AUDIENCE, method)
+                return self._committee(method, path, headers, body, writer)
+            self.verify(headers.get("authorization"), PROJECT_AUDIENCE, method)
             return self._project(method, path, headers, body)
         finally:
             self.in_flight.change(-1)
@@ -219,6 +260,108 @@ class FakeV2:
     def slug_to_uid(self, slug: str) -> str:
         return self.slugs.get(slug, "")
 
+    # -- committees ----------------------------------------------------------
+
+    def _committee(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, writer: Writer
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        parts = path.strip("/").split("/")
+        if method == "POST" and len(parts) == 1:
+            record = self._checked_committee(body, None)
+            return self._store_committee(str(uuid.uuid4()), record, 201, writer, "created")
+        if len(parts) != 2:
+            raise ApiError(404, "not found")
+        uid = unquote(parts[1])
+        if uid not in self.committees:
+            raise ApiError(404, "committee not found")
+        current, revision, _ = self.committees[uid]
+        if method == "GET":
+            return 200, current, {"ETag": str(revision)}
+        if method == "PUT":
+            if_match = headers.get("if-match")
+            if not if_match:
+                raise ApiError(400, "If-Match is required")
+            if if_match.strip('"') != str(revision):
+                raise ApiError(409, "revision mismatch")
+            record = self._checked_committee(body, uid)
+            self.committee_names.pop((current["project_uid"], current["name"]), None)
+            return self._store_committee(uid, record, 200, writer, "updated")
+        raise ApiError(405, "method not allowed")
+
+    def _checked_committee(self, body: bytes, uid: str | None) -> dict[str, Any]:
+        try:
+            data = json.loads(body or b"null")
+        except ValueError:
+            raise ApiError(400, "the request body is not JSON") from None
+        record = validate_committee(data)
+        if record["project_uid"] not in self.projects:
+            raise ApiError(404, f"project {record['project_uid']} not found")
+        owner = self.committee_names.get((record["project_uid"], record["name"]))
+        if owner is not None and owner != uid:
+            raise ApiError(409, f"committee {record['name']!r} already exists in the project")
+        return record
+
+    def _store_committee(
+        self, uid: str, record: dict[str, Any], status: int, writer: Writer, action: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Store, answer with what the service shows (its own fields filled in), publish."""
+        revision = next(self._revisions)
+        project = self.projects[record["project_uid"]][0]
+        view = {
+            "uid": uid,
+            **record,
+            "project_name": project.get("name", ""),
+            "total_members": 0,
+            "sso_group_name": (
+                sso_group_name(str(project.get("slug", "")), record["name"])
+                if record.get("sso_group_enabled")
+                else ""
+            ),
+        }
+        self.committees[uid] = (view, revision, writer)
+        self.committee_names[(record["project_uid"], record["name"])] = uid
+        self._publish_committee(action, view, writer)
+        return status, view, {"ETag": str(revision)}
+
+    def _publish_committee(self, action: str, view: dict[str, Any], writer: Writer) -> None:
+        """The indexer's event of a committee write, when indexer events are on."""
+        if self.publish is None:
+            return
+        parents = [f"project:{view['project_uid']}"]
+        event = indexer_event(COMMITTEE, action, view["uid"], view, writer, parents)
+        self.publish(f"{SUBJECT_PREFIX}.{COMMITTEE}.{action}", json.dumps(event).encode())
+        self.events += 1
+
+    def republish(self, count: int, edit: bool) -> int:
+        """The last state of the ``count`` newest committees as ``updated`` events again; with
+        ``edit`` a person changes each one's description first (revision and all)."""
+        published = 0
+        for uid in list(self.committees)[-count:]:
+            view, revision, writer = self.committees[uid]
+            if edit:
+                view = {**view, "description": f"{EDITED_PREFIX}{published}"}
+                revision, writer = next(self._revisions), PERSON
+                self.committees[uid] = (view, revision, writer)
+            self._publish_committee("updated", view, writer)
+            published += 1
+        return published
+
+    # -- the V1 committee API (the V2 -> V1 direction's writes) -------------------
+
+    def v1_call(self, method: str, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Counted; a create answers a new sfid (a member's also its contact id)."""
+        self.v1_calls[method] = self.v1_calls.get(method, 0) + 1
+        if method == "POST":
+            answer = {"ID": "a0B" + uuid.uuid4().hex[:15]}
+            if path.rstrip("/").endswith("/members"):
+                answer["MemberID"] = "003" + uuid.uuid4().hex[:15]
+            return 201, answer, {}
+        if method == "PATCH":
+            return 200, {}, {}
+        if method == "DELETE":
+            return NO_CONTENT, {}, {}
+        raise ApiError(405, "method not allowed")
+
 
 def user_body(platform_id: str) -> dict[str, Any]:
     """The V1 user service's answer for a benchmark platform id."""
@@ -235,10 +378,18 @@ def user_body(platform_id: str) -> dict[str, Any]:
 class HttpFront:
     """A minimal HTTP/1.1 keep-alive server in front of ``FakeV2``."""
 
-    def __init__(self, fake: FakeV2, auth0_public: Any, base_url: str) -> None:
+    def __init__(
+        self,
+        fake: FakeV2,
+        auth0_public: Any,
+        base_url: str,
+        publisher: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self.fake = fake
         self._auth0_public = auth0_public
         self._base_url = base_url
+        # What ``POST /_bench/events`` turns the fake's indexer events on with.
+        self.publisher = publisher
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -257,7 +408,7 @@ class HttpFront:
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
                 status, payload, extra = await self.route(method, target, headers, body)
-                data = json.dumps(payload).encode()
+                data = b"" if status == NO_CONTENT else json.dumps(payload).encode()
                 response = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
                 response += [f"{name}: {value}" for name, value in extra.items()]
                 response += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
@@ -275,8 +426,12 @@ class HttpFront:
     ) -> tuple[int, Any, dict[str, str]]:
         path = urlsplit(target).path
         try:
-            if path.startswith("/projects"):
+            if path.startswith(("/projects", "/committees")):
                 return await self.fake.project_call(method, path, headers, body)
+            if path.startswith(V1_API_PREFIX):
+                if headers.get("authorization") != f"Bearer {ACCESS_TOKEN}":
+                    raise ApiError(401, "bad access token")
+                return self.fake.v1_call(method, path)
             if path == "/oauth/token" and method == "POST":
                 return 200, self.grant(body), {}
             if path.startswith("/v1/users/") and method == "GET":
@@ -288,6 +443,13 @@ class HttpFront:
             if path == "/_bench/reset" and method == "POST":
                 self.fake.reset()
                 return 200, {}, {}
+            if path == "/_bench/events" and method == "POST":
+                self.fake.publish = self.publisher if json.loads(body)["publish"] else None
+                return 200, {}, {}
+            if path == "/_bench/republish" and method == "POST":
+                order = json.loads(body)
+                count = self.fake.republish(int(order["count"]), bool(order.get("edit")))
+                return 200, {"published": count}, {}
             raise ApiError(404, "not found")
         except ApiError as error:
             return error.status, error.payload(), error.headers
@@ -309,12 +471,25 @@ class HttpFront:
         return {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 86400}
 
 
+def publisher(nc: Client) -> Callable[[str, bytes], None]:
+    """Publish on core NATS from the loop, fire-and-forget like the indexer (nats-py's
+    flusher sends it; the write's answer does not wait for it)."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def publish(subject: str, payload: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(nc.publish(subject, payload))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return publish
+
+
 async def serve(args: argparse.Namespace) -> None:
     heimdall = load_pem_private_key(Path(args.heimdall_key).read_bytes(), None).public_key()
     auth0 = load_pem_private_key(Path(args.auth0_key).read_bytes(), None).public_key()
     fake = FakeV2(heimdall, args.latency)
-    front = HttpFront(fake, auth0, f"http://127.0.0.1:{args.port}")
     nc = await nats.connect(args.nats_url, name="bench-fake-v2")
+    front = HttpFront(fake, auth0, f"http://127.0.0.1:{args.port}", publisher(nc))
 
     async def answer(msg: Msg) -> None:
         await msg.respond(fake.slug_to_uid(msg.data.decode(errors="replace").strip()).encode())

@@ -734,6 +734,59 @@ def test_a_forward_sync_of_a_v1_member_change_causes_no_v1_write(st: Stack) -> N
     assert st.v1_calls() == []
 
 
+def test_an_echo_reads_its_own_mapping_and_no_parent(
+    st: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The echo check comes before the parents are looked up: a member's echo reads its
+    own mapping (and the states), not its committee's mapping nor the V1 committee row."""
+    _, project_sfid = a_project(st)
+    committee_sfid = str(uuid.uuid4())
+    committee_key = f"platform-collaboration__c.{committee_sfid}"
+    committee = record(
+        COMMITTEE_JSON,
+        sfid=committee_sfid,
+        project_name__c=project_sfid,
+        mailing_list__c="Cheap echoes " + committee_sfid[:8],
+        lastmodifiedbyid=PLATFORM_ID,
+    )
+    st.nats.kv_put(OBJECTS, committee_key, json.dumps(committee).encode())
+    st.wait_for(committee_key, lambda runs: any(r.outcome == "created" for r in runs), "create")
+    sfid = str(uuid.uuid4())
+    member = record(
+        MEMBER_JSON,
+        sfid=sfid,
+        collaboration_name__c=committee_sfid,
+        project_name__c=project_sfid,
+        contactemail__c=f"e{sfid[:8]}@example.com",
+        contact_name__c=PLATFORM_ID,
+    )
+    v1_key = f"platform-community__c.{sfid}"
+    st.nats.kv_put(OBJECTS, v1_key, json.dumps(member).encode())
+    st.wait_for(v1_key, lambda runs: any(r.outcome == "created" for r in runs), "forward create")
+    place = st.mapping(f"committee_member.sfid.{sfid}")
+    assert place is not None
+    member_uid = place.partition(":")[2]
+    key = f"v2.committee_member.{member_uid}"
+    echo = st.final(key, "created")
+    assert (echo.outcome, echo.__dict__["reason"]) == ("skipped", "echo")
+
+    read: list[tuple[str, str]] = []
+    kv_get = st.runtime.nats.kv_get
+
+    def spy(bucket: str, wanted: str) -> Any:
+        read.append((bucket, wanted))
+        return kv_get(bucket, wanted)
+
+    monkeypatch.setattr(st.runtime.nats, "kv_get", spy)
+    # The same event once more (``force``: an operator's re-queue of a settled sequence).
+    report = RunReport(key=key, revision=echo.__dict__["revision"], operation="created")
+    outcome, _ = run_reverse(st.runtime, report, force=True)
+    assert (outcome.value, report.reason) == ("skipped", "echo")
+    mine = [(b, k) for b, k in read if k.endswith((member_uid, committee_sfid))]
+    assert mine == [(MAPPINGS, f"committee_member.uid.{member_uid}")]
+    assert st.v1_calls() == []
+
+
 def test_v1_unavailable_is_retried_with_backoff_and_written_once(st: Stack) -> None:
     from prometheus_client import REGISTRY
 

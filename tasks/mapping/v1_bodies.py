@@ -80,6 +80,8 @@ MEMBER_CONTACT_KEY = "MemberID"
 MEMBER_ORGANIZATION_KEY = "OrganizationID"
 MEMBER_EMAIL_KEY = "Email"
 MEMBER_REQUIRED_ON_CREATE = ("Email",)
+# Not a V1 body key: the member's V2 committee, part of its fingerprint only.
+MEMBER_COMMITTEE_FINGERPRINT_KEY = "committee_uid"
 
 # Every key a V1 body may carry, per object: what the V1 API accepts.
 V1_COMMITTEE_KEYS = frozenset({*COMMITTEE_TEXT_KEYS.values(), COMMITTEE_CATEGORY_KEY})
@@ -192,9 +194,11 @@ def committee_fingerprint(data: Mapping[str, Any]) -> str:
 def member_fingerprint(data: Mapping[str, Any]) -> str:
     """The V1-relevant content of a V2 member (see ``v1_fingerprint``).
 
-    The contact id is not content: it is how V1 names the member.
+    The contact id is not content: it is how V1 names the member. Its
+    committee is: a member moved to another committee is never an echo.
     """
-    return v1_fingerprint(v1_member_body(data).body)
+    body = v1_member_body(data).body
+    return v1_fingerprint({**body, MEMBER_COMMITTEE_FINGERPRINT_KEY: data.get("committee_uid")})
 
 
 def written_fingerprint(object_type: str, data: Mapping[str, Any] | None) -> str | None:

@@ -57,6 +57,7 @@ from tasks.stores.id_mappings import (
     MEMBER_SFID,
     MEMBER_UID,
     PROJECT_UID,
+    TOMBSTONE,
 )
 from tasks.stores.leases import KeyLock, LeaseLost
 from tasks.stores.v1_rows import Row, deleted_row, find_rows, live_row
@@ -92,13 +93,15 @@ def reverse_committee(
 ) -> Outcome:
     """Create or update the V1 committee of a V2 committee."""
     uid = event.object_id
-    check_not_tombstoned(runtime, report, COMMITTEE_UID + uid)
-    project_sfid = parent_sfid(runtime, report.project_uid, PROJECT_UID, "project")
-    body = checked_body(report, v1_committee_body(event.data))
+    sfid = mapped_sfid(runtime, report, COMMITTEE_UID + uid)
     fingerprint = event_fingerprint(event)
     report.written = event.data
+    if sfid is not None:
+        report.sfid = sfid
+        skip_echo(runtime, report, v1_key_of(COMMITTEE_KEYS, sfid), fingerprint)
+    project_sfid = parent_sfid(runtime, report.project_uid, PROJECT_UID, "project")
+    body = checked_body(report, v1_committee_body(event.data))
     writer = runtime.v1_committees
-    sfid = runtime.mappings.committee_sfid(uid)
     if sfid is None:
         name = body.body.get("Name")
 
@@ -120,12 +123,8 @@ def reverse_committee(
         agree(runtime, v1_key_of(COMMITTEE_KEYS, created.sfid), fingerprint)
         release_children(runtime, report, COMMITTEE_UID + uid)
         return Outcome.CREATED
-    report.sfid = sfid
-    v1_key = v1_key_of(COMMITTEE_KEYS, sfid)
-    if last_agreed(runtime, v1_key) == fingerprint:
-        skip(report, ECHO_REASON, logging.DEBUG)
     writer.update_committee(project_sfid, sfid, body.body)
-    agree(runtime, v1_key, fingerprint)
+    agree(runtime, v1_key_of(COMMITTEE_KEYS, sfid), fingerprint)
     return Outcome.UPDATED
 
 
@@ -133,25 +132,31 @@ def reverse_committee(
 
 
 def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: KeyLock) -> Outcome:
-    """Create or update the V1 member of a V2 committee member."""
+    """Create, update or move the V1 member of a V2 committee member."""
     uid = event.object_id
-    check_not_tombstoned(runtime, report, MEMBER_UID + uid)
     if report.committee_uid is None:
         raise PermanentError("the member's event names no committee_uid", kind=INVALID_EVENT_KIND)
-    check_not_tombstoned(runtime, report, COMMITTEE_UID + report.committee_uid)
-    committee_sfid = parent_sfid(runtime, report.committee_uid, COMMITTEE_UID, "committee")
-    project_sfid = member_project_sfid(runtime, report, committee_sfid)
+    sfid = mapped_sfid(runtime, report, MEMBER_UID + uid)
     fingerprint = event_fingerprint(event)
     report.written = event.data
-    writer = runtime.v1_committees
     pending = lease.state.moving_from
+    if sfid is not None and pending is None:
+        # The fingerprint holds the member's committee: a move is never an echo.
+        report.sfid = sfid
+        skip_echo(runtime, report, v1_key_of(MEMBER_KEYS, sfid), fingerprint)
+    committee_sfid = mapped_sfid(runtime, report, COMMITTEE_UID + report.committee_uid)
+    if committee_sfid is None:
+        raise missing_parent(report.committee_uid, COMMITTEE_UID, "committee")
+    project_sfid = member_project_sfid(runtime, report, committee_sfid)
+    writer = runtime.v1_committees
     if pending is not None:
         # A move an earlier run began: finished first, whatever this event says.
         move_member(runtime, report, event, lease, pending)
         if pending.to_committee_uid == report.committee_uid:
             return Outcome.UPDATED
-    sfid = runtime.mappings.member_sfid(uid)
+        sfid = runtime.mappings.member_sfid(uid)
     if sfid is not None:
+        report.sfid = sfid
         to = (report.committee_uid, committee_sfid, project_sfid)
         move = find_move(runtime, report, uid, sfid, to, lease.state.contact_id)
         if move is not None:
@@ -181,10 +186,7 @@ def reverse_member(runtime: Runtime, report: RunReport, event: V2Event, lease: K
             keep_contact_id(runtime, report, lease, created.contact_id)
         agree(runtime, v1_key_of(MEMBER_KEYS, created.sfid), fingerprint)
         return Outcome.CREATED
-    report.sfid = sfid
     v1_key = v1_key_of(MEMBER_KEYS, sfid)
-    if last_agreed(runtime, v1_key) == fingerprint:
-        skip(report, ECHO_REASON, logging.DEBUG)
     contact_id = lease.state.contact_id or _column(runtime, v1_key, "contact_name__c")
     if contact_id is None:
         raise PermanentError(
@@ -456,6 +458,17 @@ def _found(
 # -- echoes ------------------------------------------------------------------------------
 
 
+def skip_echo(runtime: Runtime, report: RunReport, v1_key: str, fingerprint: str | None) -> None:
+    """``skipped:echo`` when V1 holds what the event carries already (see ``last_agreed``).
+
+    Asked right after the object's own mapping is read, before its parents
+    are looked up: an echo (every event of the forward path's writes) costs
+    two KV reads besides its event and its state, and no HTTP call.
+    """
+    if last_agreed(runtime, v1_key) == fingerprint:
+        skip(report, ECHO_REASON, logging.DEBUG)
+
+
 def last_agreed(runtime: Runtime, v1_key: str) -> str | None:
     """The fingerprint recorded on the object's V1 key; ``KeyLocked`` while a forward run
     holds that key (its write's fingerprint lands with its outcome)."""
@@ -497,11 +510,14 @@ def release_children(runtime: Runtime, report: RunReport, parent_key: str) -> No
 # -- small pieces ------------------------------------------------------------------------
 
 
-def check_not_tombstoned(runtime: Runtime, report: RunReport, mapping_key: str) -> None:
-    """``skipped:tombstoned`` for an object deleted on purpose (its mapping tombstoned)."""
-    if runtime.mappings.is_tombstoned(mapping_key):
+def mapped_sfid(runtime: Runtime, report: RunReport, mapping_key: str) -> str | None:
+    """The V1 sfid ``mapping_key`` (``committee.uid.{uid}``…) holds, None when unmapped;
+    ``skipped:tombstoned`` for an object deleted on purpose. One read for both."""
+    value = runtime.mappings.read(mapping_key)
+    if value == TOMBSTONE:
         TOMBSTONED_UPSERTS.labels(object_type=report.object_type).inc()
         skip(report, "tombstoned", logging.INFO)
+    return value
 
 
 def parent_sfid(runtime: Runtime, uid: str | None, prefix: str, what: str) -> str:
@@ -510,10 +526,15 @@ def parent_sfid(runtime: Runtime, uid: str | None, prefix: str, what: str) -> st
         raise PermanentError(f"the event names no {what}_uid", kind=INVALID_EVENT_KIND)
     sfid = runtime.mappings.get(prefix + uid)
     if sfid is None:
-        raise MissingMapping(
-            f"{what} {uid} has no V1 id yet", kind=PARENT_NOT_IN_V1_KIND, parent_key=prefix + uid
-        )
+        raise missing_parent(uid, prefix, what)
     return sfid
+
+
+def missing_parent(uid: str, prefix: str, what: str) -> MissingMapping:
+    """The error that parks a run until the parent ``prefix + uid`` has a V1 id."""
+    return MissingMapping(
+        f"{what} {uid} has no V1 id yet", kind=PARENT_NOT_IN_V1_KIND, parent_key=prefix + uid
+    )
 
 
 def member_project_sfid(runtime: Runtime, report: RunReport, committee_sfid: str) -> str:
