@@ -8,7 +8,9 @@ of that direction.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 
 import pytest
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -136,11 +138,17 @@ def test_events_published_while_nobody_listens_reach_the_consumer_later(
     sync_nats.run(publish_on_core_nats())
 
     async def pull_later() -> list[tuple[str, str]]:
+        # A fetch returns what the stream holds when it answers: the events are
+        # stored a moment after a core publish, so pull until all of them came.
         subscription = await sync_nats.js.pull_subscribe_bind(CONSUMER, STREAM)
-        msgs = await subscription.fetch(10, timeout=FETCH_TIMEOUT)
-        for msg in msgs:
-            await msg.ack()
-        return [(m.subject, json.loads(m.data)["object_id"]) for m in msgs]
+        pulled: list[tuple[str, str]] = []
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        while len(pulled) < len(published) and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                for msg in await subscription.fetch(10, timeout=1.0):
+                    await msg.ack()
+                    pulled.append((msg.subject, json.loads(msg.data)["object_id"]))
+        return pulled
 
     assert sync_nats.run(pull_later(), timeout=FETCH_TIMEOUT + 5) == published
 
