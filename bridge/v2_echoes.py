@@ -37,7 +37,9 @@ never hidden: it has a higher sequence and is judged on its own. Why an echo
 is never taken for a person's edit: the fingerprint on the V1 key is written
 by the forward run under that key's lease together with its outcome (and by
 the reverse run after its V1 write), so while a forward run is writing, its
-lease is live and the event is enqueued; a person's edit has another
+lease is live and the event is not settled (it is looked at again for up to
+``RECHECK_WINDOW``, as when the object's mapping is not written yet, then
+enqueued); a person's edit has another
 fingerprint (a revert to an older content included: the recorded fingerprint
 is the last one agreed). Events of one object within a batch are decided in
 stream order, objects concurrently.
@@ -77,6 +79,14 @@ MAX_CONCURRENT_DECISIONS = 64
 # The longest a batch's decisions may take (NATS slow or away): the events not
 # decided by then are enqueued, well inside the messages' ack wait.
 SETTLE_TIMEOUT = 5.0
+# V2 publishes the event of a forward write while the forward run still holds the
+# V1 key's lease (its fingerprint lands with its outcome, a few ms later) and, for
+# a create, before it wrote the object's mapping: such an event is looked at again
+# every ``RECHECK_SECONDS`` for up to ``RECHECK_WINDOW`` seconds from the batch's
+# start before it is left to the worker (which would wait for the same thing).
+RECHECK_SECONDS = 0.02
+RECHECK_WINDOW = 0.5
+RECHECK_REASONS = frozenset({"unmapped", "v1_key_leased"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +124,13 @@ class V2EchoFilter:
         for index, (change, _) in enumerate(events):
             by_key.setdefault(change.key, []).append(index)
         limit = asyncio.Semaphore(MAX_CONCURRENT_DECISIONS)
+        recheck_until = time.monotonic() + RECHECK_WINDOW
 
         async def one_object(indexes: list[int]) -> None:
             async with limit:
                 for index in sorted(indexes, key=lambda i: events[i][0].revision):
                     change, msg = events[index]
-                    settled[index] = await self._settle_one(change, msg)
+                    settled[index] = await self._settle_one(change, msg, recheck_until)
 
         decisions = asyncio.gather(*(one_object(indexes) for indexes in by_key.values()))
         try:
@@ -135,10 +146,13 @@ class V2EchoFilter:
             )
         return settled
 
-    async def _settle_one(self, change: KvChange, msg: Msg) -> bool:
+    async def _settle_one(self, change: KvChange, msg: Msg, recheck_until: float) -> bool:
         """One event: any doubt, any error, is a task for the worker (False)."""
         try:
             verdict = await self.decide(change, msg)
+            while verdict.why in RECHECK_REASONS and time.monotonic() < recheck_until:
+                await asyncio.sleep(RECHECK_SECONDS)
+                verdict = await self.decide(change, msg)
         except Exception as error:
             log.warning(
                 "echo check failed: the worker decides",
