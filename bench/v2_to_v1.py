@@ -22,7 +22,9 @@ outcomes, and the V1 calls the fake received (must be 0).
 An ``on`` run then measures the reverse worker alone:
 
 - echoes: the fake publishes the last event of the run's N committees again
-  (higher stream sequences, same data); timed to the N-th ``skipped:echo``;
+  (higher stream sequences, same data); timed to the N-th ``skipped:echo``
+  (the echoes the bridge settles without a task, ``bridge.v2_echoes``, read
+  from its metrics, count with the workers' runs);
 - V1 writes (``--no-v1-writes`` skips it): a person edits each of them in V2;
   timed to the N-th ``updated``, one V1 PATCH each.
 
