@@ -149,10 +149,7 @@ class V2EchoFilter:
     async def _settle_one(self, change: KvChange, msg: Msg, recheck_until: float) -> bool:
         """One event: any doubt, any error, is a task for the worker (False)."""
         try:
-            verdict = await self.decide(change, msg)
-            while verdict.why in RECHECK_REASONS and time.monotonic() < recheck_until:
-                await asyncio.sleep(RECHECK_SECONDS)
-                verdict = await self.decide(change, msg)
+            verdict = await self.decide(change, msg, recheck_until)
         except Exception as error:
             log.warning(
                 "echo check failed: the worker decides",
@@ -173,8 +170,10 @@ class V2EchoFilter:
             )
         return verdict.settled
 
-    async def decide(self, change: KvChange, msg: Msg) -> Verdict:
-        """Settle ``change`` as an echo when every check of the module docstring holds."""
+    async def decide(self, change: KvChange, msg: Msg, recheck_until: float = 0.0) -> Verdict:
+        """Settle ``change`` as an echo when every check of the module docstring holds;
+        looked at again until ``recheck_until`` (monotonic) while a forward run may be
+        recording it (``RECHECK_REASONS``)."""
         if change.operation == V2Action.DELETED:
             return ENQUEUE_DELETE
         event = parse_v2_event(msg.data, msg.subject)
@@ -193,6 +192,16 @@ class V2EchoFilter:
             if not event.data.get("committee_uid"):
                 return Verdict(False, "no_committee")
             mapping_key, v1_prefix = MEMBER_UID + event.object_id, MEMBER_KEYS.prefix
+        verdict = await self._settle_if_echo(change, event, fingerprint, mapping_key, v1_prefix)
+        while verdict.why in RECHECK_REASONS and time.monotonic() < recheck_until:
+            await asyncio.sleep(RECHECK_SECONDS)
+            verdict = await self._settle_if_echo(change, event, fingerprint, mapping_key, v1_prefix)
+        return verdict
+
+    async def _settle_if_echo(
+        self, change: KvChange, event: V2Event, fingerprint: str, mapping_key: str, v1_prefix: str
+    ) -> Verdict:
+        """Steps 2 to 5 of the module docstring: the reads, then the compare-and-set."""
         mappings, state_kv = await self._buckets()
         sfid, (state, kv_revision) = await asyncio.gather(
             _mapping(mappings, mapping_key), read_state(state_kv, change.key)
