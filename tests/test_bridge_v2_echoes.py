@@ -4,6 +4,7 @@ nats-server and valkey, no worker. An echo is acked with its V2 object's state s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -23,7 +24,7 @@ from sandbox.servers import NatsServer, ValkeyServer
 from sync_core.broker import V2_EVENT_TASK_NAME
 from sync_core.nats_client import SyncNats, ensure_bucket
 from sync_core.settings import DEFAULT_V2_EVENTS_CONSUMER_NAME, DEFAULT_V2_EVENTS_STREAM
-from sync_core.sync_state import KeyLease, SyncState, read_state
+from sync_core.sync_state import KeyLease, MemberMove, PendingRun, RunState, SyncState, read_state
 from sync_core.v1_bodies import committee_fingerprint, member_fingerprint
 from sync_core.v2_events import REVERSE_EPOCH
 from tests.bridge_harness import BackgroundBridge
@@ -265,3 +266,75 @@ def test_a_failing_check_enqueues(sync_nats: SyncNats) -> None:
         return await echoes.settle([(change, msg)])  # type: ignore[list-item]
 
     assert sync_nats.run(settle()) == [False]
+
+
+def _settle_directly(sync_nats: SyncNats, uid: str, data: dict[str, Any]) -> list[bool]:
+    echoes = V2EchoFilter(sync_nats.js, MAPPINGS, STATE, BridgeMetrics())
+    change = KvChange(f"v2.committee.{uid}", 50, "updated")
+    msg = FakeMsg("lfx.committee.updated", envelope("committee", "updated", uid, data))
+
+    async def settle() -> list[bool]:
+        return await echoes.settle([(change, msg)])  # type: ignore[list-item]
+
+    return sync_nats.run(settle())
+
+
+@pytest.mark.parametrize(
+    "unfinished",
+    [
+        {"pending": PendingRun(RunState.RETRY, 40, 1.0, due=2.0)},
+        {"intent": 40, "intent_at": 1.0},
+        {"moving_from": MemberMove("a0" + "x" * 16, "c-new", "a0" + "y" * 16, "a0" + "z" * 16)},
+        {"revision": 40, "outcome": "dead_lettered"},
+    ],
+    ids=["pending_run", "create_intent", "member_move", "dead_letter"],
+)
+def test_an_echo_of_an_object_with_unfinished_work_is_left_to_the_worker(
+    sync_nats: SyncNats, unfinished: dict[str, Any]
+) -> None:
+    """A pending retry, a V1 create sent, a move half done or a dead letter: the run
+    has more to do than record the echo, so the bridge does not settle it."""
+    sync_nats.run(ensure_bucket(sync_nats.js, STATE))
+    uid = str(uuid.uuid4())
+    data = committee_data(uid, "Unfinished")
+    sfid = "a0" + uuid.uuid4().hex[:16]
+    sync_nats.kv_put(MAPPINGS, f"committee.uid.{uid}", sfid.encode())
+    v1_key = f"platform-collaboration__c.{sfid}"
+    agreed = SyncState(v1_key, fingerprint=committee_fingerprint(data))
+    sync_nats.kv_put(STATE, v1_key, agreed.to_bytes())
+    key = f"v2.committee.{uid}"
+    state = SyncState(key, epoch=REVERSE_EPOCH, **unfinished)
+    sync_nats.kv_put(STATE, key, state.to_bytes())
+    assert _settle_directly(sync_nats, uid, data) == [False]
+    assert SyncState.from_bytes(sync_nats.kv_get(STATE, key).value, key) == state
+    # The same object without the unfinished work: an echo the bridge settles.
+    sync_nats.kv_put(STATE, key, SyncState(key, epoch=REVERSE_EPOCH).to_bytes())
+    assert _settle_directly(sync_nats, uid, data) == [True]
+
+
+def test_an_echo_whose_forward_run_ends_within_the_recheck_window_is_settled(
+    sync_nats: SyncNats,
+) -> None:
+    """V2 publishes the event while the forward run holds the V1 key's lease; the bridge
+    looks again and settles it once the run recorded its fingerprint and let go."""
+    sync_nats.run(ensure_bucket(sync_nats.js, STATE))
+    uid = str(uuid.uuid4())
+    data = committee_data(uid, "Rechecked")
+    sfid = "a0" + uuid.uuid4().hex[:16]
+    sync_nats.kv_put(MAPPINGS, f"committee.uid.{uid}", sfid.encode())
+    v1_key = f"platform-collaboration__c.{sfid}"
+    running = SyncState(v1_key, lease=KeyLease("forward", time.time() + LEASE_SECONDS))
+    sync_nats.kv_put(STATE, v1_key, running.to_bytes())
+    echoes = V2EchoFilter(sync_nats.js, MAPPINGS, STATE, BridgeMetrics())
+    change = KvChange(f"v2.committee.{uid}", 50, "updated")
+    msg = FakeMsg("lfx.committee.updated", envelope("committee", "updated", uid, data))
+    finished = SyncState(v1_key, fingerprint=committee_fingerprint(data)).to_bytes()
+
+    async def forward_run_finishes_meanwhile() -> list[bool]:
+        deciding = asyncio.ensure_future(echoes.settle([(change, msg)]))  # type: ignore[list-item]
+        await asyncio.sleep(v2_echoes.RECHECK_SECONDS * 3)
+        assert not deciding.done()  # still looking while the lease is live
+        await (await sync_nats.js.key_value(STATE)).put(v1_key, finished)
+        return await deciding
+
+    assert sync_nats.run(forward_run_finishes_meanwhile()) == [True]
