@@ -19,7 +19,10 @@ event's stream sequence; the run, in order:
    fingerprint of what it wrote to V2, this run the one of what it wrote to
    V1. A person's edit that differs, a revert included, goes through. While
    a forward run holds the V1 key's lease (its fingerprint is not recorded
-   yet), the run comes back shortly (a lock wait, no budget spent);
+   yet), the run comes back shortly (a lock wait, no budget spent). Most
+   echoes never reach a run: the bridge makes the same fingerprint check and
+   records them ``skipped`` itself (``bridge.v2_echoes``); a run sees the ones
+   it left over (a lease it did not wait out, any doubt);
 4. parks (no budget spent; polled every ``PARK_POLL_SECONDS`` and released at
    once when this direction creates the parent committee) while the
    committee's project, or the member's committee, has no V1 id; after
