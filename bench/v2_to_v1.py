@@ -22,7 +22,9 @@ outcomes, and the V1 calls the fake received (must be 0).
 An ``on`` run then measures the reverse worker alone:
 
 - echoes: the fake publishes the last event of the run's N committees again
-  (higher stream sequences, same data); timed to the N-th ``skipped:echo``;
+  (higher stream sequences, same data); timed to the N-th ``skipped:echo``
+  (the echoes the bridge settles without a task, ``bridge.v2_echoes``, read
+  from its metrics, count with the workers' runs);
 - V1 writes (``--no-v1-writes`` skips it): a person edits each of them in V2;
   timed to the N-th ``updated``, one V1 PATCH each.
 
@@ -65,6 +67,7 @@ from bench.e2e import (
     project_record,
 )
 from sandbox.servers import free_port
+from sandbox.v2_to_v1_summary import bridge_v2_echoes_skipped
 from sync_core.keys import COMMITTEE_KEYS, PROJECT_KEYS
 from sync_core.nats_client import connect, ensure_buckets
 from tasks.run.reverse_writes import CREATE_SETTLE_SECONDS
@@ -159,6 +162,8 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 class SwitchBench(Bench):
     """``bench.e2e``'s servers and fake, with a bridge and worker per run."""
 
+    bridge_metrics_url: str | None = None
+
     def pipeline_env(self, mode: str) -> dict[str, str]:
         env = self.worker_env()
         env.update(
@@ -167,7 +172,17 @@ class SwitchBench(Bench):
             WORKER_METRICS_PORT=str(free_port()),
             PORT=str(free_port()),
         )
+        self.bridge_metrics_url = f"http://127.0.0.1:{env['PORT']}/metrics"
         return env
+
+    def outcomes(self) -> dict[str, int]:
+        """The runs' outcome counts, the echoes the bridge settled without a task included
+        in ``skipped:echo`` (``bridge.v2_echoes``)."""
+        counts = outcome_counts(self.redis)
+        if self.bridge_metrics_url is not None:
+            bridge = bridge_v2_echoes_skipped(self.bridge_metrics_url) or 0
+            counts[ECHO] = counts.get(ECHO, 0) + bridge
+        return counts
 
     def start_run(self, mode: str, index: int) -> None:
         self.http.post(
@@ -199,9 +214,9 @@ class SwitchBench(Bench):
     def wait_until(self, what: str, done: Callable[[dict[str, int]], bool]) -> None:
         """Poll ``done`` (with the outcome counts) until true; fail on a dead letter."""
         deadline = time.monotonic() + PHASE_TIMEOUT
-        first = outcome_counts(self.redis).get("dead_lettered", 0)
+        first = self.outcomes().get("dead_lettered", 0)
         while True:
-            now = outcome_counts(self.redis)
+            now = self.outcomes()
             if done(now):
                 return
             if now.get("dead_lettered", 0) > first:
@@ -218,7 +233,7 @@ class SwitchBench(Bench):
         profiler = None
         if what not in UNPROFILED:
             profiler = self.start_profiler(f"{self.run_name}-{what.replace(' ', '-')}")
-        before = outcome_counts(self.redis)
+        before = self.outcomes()
         cpu_before = self.cpu()
         started = time.monotonic()
         await start()
@@ -245,7 +260,7 @@ class SwitchBench(Bench):
         await asyncio.to_thread(self.wait_until, "the echoes", ended)
         cpu_after = self.cpu()
         stats = self.fake_stats()
-        outcomes = delta(outcome_counts(self.redis), before)
+        outcomes = delta(self.outcomes(), before)
         return Settled(
             events=events,
             outcomes={k: v for k, v in outcomes.items() if k in REVERSE_ENDINGS},

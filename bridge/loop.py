@@ -47,6 +47,7 @@ from bridge.consumer import ConsumerSpec, ensure_consumer
 from bridge.messages import EncodedBatch, TaskMessageEncoder
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher
+from bridge.v2_echoes import V2EchoFilter
 from sync_core.epochs import bucket_epoch
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,12 @@ class Bridge:
         metrics: BridgeMetrics,
         tuning: LoopTuning,
         reader: ChangeReader | None = None,
+        echoes: V2EchoFilter | None = None,
     ) -> None:
         """``reader``: what a message means (the KV bucket's changes by default;
-        ``bridge.v2_events.V2EventReader`` for the V2 events consumer)."""
+        ``bridge.v2_events.V2EventReader`` for the V2 events consumer).
+        ``echoes``: settles the V2 events that echo the forward path before the
+        rest of the batch is enqueued (``bridge.v2_echoes``; the V2 events loop only)."""
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.spec = spec
@@ -115,6 +119,7 @@ class Bridge:
         self.metrics = metrics
         self.tuning = tuning
         self.reader: ChangeReader = reader or KvChangeReader(spec.bucket)
+        self.echoes = echoes
         self.in_progress_interval = min(IN_PROGRESS_INTERVAL_MAX, spec.ack_wait / 3)
         # None until the first contact: the first failure is logged either way.
         self.broker_up: bool | None = None
@@ -332,6 +337,8 @@ class Bridge:
                 continue
             changes.append(result)
             held.append(msg)
+        if self.echoes is not None and changes:
+            changes, held = await self._settle_echoes(changes, held)
         if not changes:
             return
         if msgs and msgs[0].metadata.sequence.consumer <= delivered_before:
@@ -344,6 +351,18 @@ class Bridge:
         self.metrics.enqueued.inc(len(changes))
         await self._ack(held)
         log.debug("batch enqueued", extra={"count": len(changes), "queue_depth": self._queue_depth})
+
+    async def _settle_echoes(
+        self, changes: list[KvChange], held: list[Msg]
+    ) -> tuple[list[KvChange], list[Msg]]:
+        """Ack the echoes ``self.echoes`` settled; the rest, to enqueue."""
+        assert self.echoes is not None
+        settled = await self.echoes.settle(list(zip(changes, held, strict=True)))
+        echoes = [msg for msg, done in zip(held, settled, strict=True) if done]
+        if echoes:
+            await self._ack(echoes)
+        kept = [i for i, done in enumerate(settled) if not done]
+        return [changes[i] for i in kept], [held[i] for i in kept]
 
     async def _ack(self, msgs: Sequence[Msg]) -> None:
         """Ack without waiting for the server; a lost ack only means a redelivery."""

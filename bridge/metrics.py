@@ -61,6 +61,13 @@ class BridgeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.v2_echoes_skipped = Counter(
+            "v1sync_bridge_v2_echoes_skipped",
+            "V2 events the bridge recognised as echoes of the forward path and settled "
+            "as skipped without a Celery task (bridge.v2_echoes), by object type.",
+            ["object_type"],
+            registry=registry,
+        )
         self.enqueue_seconds = Histogram(
             "v1sync_bridge_enqueue_seconds",
             "Time to write one batch of tasks to the broker (one pipelined round trip).",

@@ -19,6 +19,7 @@ from bridge.messages import TaskMessageEncoder, producer_app
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import BrokerPublisher, broker_client, database_of
 from bridge.reconciler import Reconciler, ReconcileTuning
+from bridge.v2_echoes import V2EchoFilter
 from bridge.v2_events import V2EventReader, event_stream_spec
 from sync_core.broker import V2_EVENT_TASK_NAME, broker_transport_options
 from sync_core.nats_client import connect, ensure_bucket
@@ -120,6 +121,12 @@ class BridgeService:
                     self.metrics,
                     self.tuning,
                     reader=V2EventReader(),
+                    echoes=V2EchoFilter(
+                        nc.jetstream(),
+                        self.settings.v1_mappings_bucket,
+                        self.settings.sync_state_bucket,
+                        self.metrics,
+                    ),
                 )
                 self.v2_watch = ConsumerWatch(
                     nc.jetstream(), capture.stream, capture.consumer, self.metrics

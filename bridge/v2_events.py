@@ -8,7 +8,7 @@ in Redis. Each event becomes one ``sync_v2_event`` task with the arguments
 the V2 object (its lease and durable state in ``v1-sync-state``), the
 sequence is the event's place in the stream, where the worker reads it back
 (the task message carries no V2 data). The bridge reads only the subject and
-``object_id``; the worker checks the whole event (``tasks.mapping.v2_events``).
+``object_id``; the worker checks the whole event (``sync_core.indexer_events``).
 """
 
 from __future__ import annotations

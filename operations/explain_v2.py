@@ -26,9 +26,9 @@ from operations.explain import (
 )
 from operations.v2_latest import latest_event, parse_v2_key
 from sync_core.broker import task_id_for
+from sync_core.indexer_events import V2Event, parse_v2_event
 from sync_core.sync_state import RunState, SyncState
 from sync_core.v2_events import REVERSE_EPOCH
-from tasks.mapping.v2_events import V2Event, parse_v2_event
 from tasks.run.decisions import ECHO_REASON
 from tasks.run.dry_run import DryRun
 from tasks.run.outcomes import Outcome

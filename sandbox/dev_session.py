@@ -65,7 +65,12 @@ from sandbox.v2_edits import (
     apply_edits,
     expected_after_edits,
 )
-from sandbox.v2_to_v1_summary import ECHO_OUTCOME, V2ToV1Counts, worker_v2_to_v1_outcomes
+from sandbox.v2_to_v1_summary import (
+    V2ToV1Counts,
+    bridge_v2_echoes_skipped,
+    v2_events_skipped_as_echo,
+    worker_v2_to_v1_outcomes,
+)
 from sync_core.nats_client import SyncNats
 from sync_core.nats_connection import redact_url
 from sync_core.settings import DEFAULT_V2_EVENTS_STREAM
@@ -222,6 +227,7 @@ class DevSession:
     v2_events_stream: str | None = None
     heimdall_key: RSAPrivateKey | None = None
     worker_metrics_url: str | None = None
+    bridge_metrics_url: str | None = None
     # How many requests the sandbox had answered when the V2 edits began.
     edits_began: int | None = None
 
@@ -286,6 +292,7 @@ class DevSession:
         if v2_to_v1:
             self.v2_events_stream = env.get("V2_EVENTS_STREAM") or DEFAULT_V2_EVENTS_STREAM
         self.worker_metrics_url = f"http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics"
+        self.bridge_metrics_url = f"http://127.0.0.1:{env['PORT']}/metrics"
         self.redis_client = redis.Redis.from_url(self.servers.valkey.url, socket_timeout=5)
         self.children = pipeline_processes(env, self.run_dir / "logs")
         for child in self.children:
@@ -362,11 +369,14 @@ class DevSession:
         outcomes = (
             worker_v2_to_v1_outcomes(self.worker_metrics_url) if self.worker_metrics_url else {}
         )
+        bridge_echoes = (
+            bridge_v2_echoes_skipped(self.bridge_metrics_url) if self.bridge_metrics_url else None
+        )
         return V2ToV1Counts(
             stream=self.v2_events_stream,
             captured=self.captured_v2_events(),
             v1_writes=v1_write_counts(self.sandbox.requests),
-            v2_events_skipped_as_echo=outcomes.get(ECHO_OUTCOME),
+            v2_events_skipped_as_echo=v2_events_skipped_as_echo(outcomes, bridge_echoes),
             v1_rows_skipped_as_echo=sum(result.echo_skipped for result in results),
             v1_rows_written_back=sum(result.v1_key is not None for result in results),
             dead_letters=sum(key.startswith(V2_EVENT_KEY_PREFIX) for key in letters),

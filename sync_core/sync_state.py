@@ -153,7 +153,7 @@ class SyncState:
     # The life of ``v1-objects`` that ``revision`` and ``pending`` belong to
     # (``sync_core.epochs``); None: written before epochs, a life unknown.
     epoch: int | None = None
-    # The V1-relevant fingerprint (``tasks.mapping.v1_bodies``) of the content V1
+    # The V1-relevant fingerprint (``sync_core.v1_bodies``) of the content V1
     # and V2 last agreed on for this object, written by whichever direction wrote
     # it last: a V2 event carrying it is an echo (V2 -> V1, issue 24).
     fingerprint: str | None = None

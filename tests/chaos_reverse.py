@@ -13,7 +13,7 @@ V1, as a person would, so no event of an edit is ever superseded by the next
 one: each edit must make exactly one V1 write. The checks (``ReverseFigures``):
 
 - converged: every edited V2 object as V2 holds it now is what V1 holds,
-  field by field through the reverse mapping (``tasks.mapping.v1_bodies``;
+  field by field through the reverse mapping (``sync_core.v1_bodies``;
   a deleted member has no live V1 row);
 - duplicates: more than one live V1 committee per (project, name), or
   member per (committee, e-mail), anywhere in ``v1-objects``;
@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from sandbox.v1_api import COMMITTEE_COLUMNS, member_columns
+from sync_core.v1_bodies import v1_committee_body, v1_member_body
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
 from tasks.clients.v2 import V2Service
 from tasks.errors import InvalidRecord, SyncError
 from tasks.kinds.committees import COMMITTEE_AUDIENCE
 from tasks.mapping.codec import decode_value
-from tasks.mapping.v1_bodies import v1_committee_body, v1_member_body
 from tasks.stores.v2_event_log import read_event
 
 if TYPE_CHECKING:

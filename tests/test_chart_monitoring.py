@@ -943,6 +943,7 @@ def test_dashboard_shows_what_the_issue_asks(everything_on: list[dict[str, Any]]
     assert shown("v1sync_v2_to_v1_outcomes_total", by={"object_type", "outcome"})
     assert shown("v1sync_v2_to_v1_outcomes_total", matcher=("outcome", "skipped:echo"))
     assert shown("v1sync_skipped_total", matcher=("reason", "echo"))
+    assert shown("v1sync_bridge_v2_echoes_skipped_total", by={"object_type"})
     assert shown("v1sync_v1_request_seconds_bucket", by={"le", "object_type"})
     assert shown("v1sync_v1_request_seconds_count", by={"object_type", "method", "status"})
     assert shown("v1sync_v1_request_seconds_count", matcher=("status", "5..|error"))

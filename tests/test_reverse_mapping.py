@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.v1_api import validate_v1_committee_body, validate_v1_member_body
-from tasks.mapping.v1_bodies import (
+from sync_core.indexer_events import EventRejected, V2Action, V2Event, V2ObjectType, parse_v2_event
+from sync_core.v1_bodies import (
     V1_COMBINED_TECHNICAL_CATEGORY,
     V1_COMMITTEE_KEYS,
     V1_MEMBER_KEYS,
@@ -26,7 +27,6 @@ from tasks.mapping.v1_bodies import (
     v1_committee_body,
     v1_member_body,
 )
-from tasks.mapping.v2_events import EventRejected, V2Action, V2Event, V2ObjectType, parse_v2_event
 
 EXAMPLES = 200
 COMMITTEE_UID = "0d9bfa0e-3f43-4a1b-9a59-1f2f6f0a9c11"

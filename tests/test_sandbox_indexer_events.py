@@ -22,13 +22,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
+from sync_core.indexer_events import V2Action, V2Event, V2ObjectType, parse_v2_event
 from sync_core.nats_client import SyncNats
 from sync_core.v2_events import V2EventCapture, ensure_v2_event_capture
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
 from tasks.clients.v2 import V2Service
 from tasks.kinds.committees import COMMITTEE_AUDIENCE
-from tasks.mapping.v2_events import V2Action, V2Event, V2ObjectType, parse_v2_event
 
 KID = "sandbox-kid"
 TIMEOUT = 5.0

@@ -26,10 +26,10 @@ from sandbox.service import Sandbox
 from sandbox.traffic import RandomFaults
 from sync_core.nats_client import SyncNats
 from sync_core.settings import WorkerSettings
+from sync_core.v1_bodies import v1_committee_body, v1_member_body
 from tasks.clients.auth0 import token_source_from_settings
 from tasks.clients.v1_committees import V1CommitteeWriter
 from tasks.errors import PermanentError, TransientError
-from tasks.mapping.v1_bodies import v1_committee_body, v1_member_body
 
 AUTH0_CLIENT_ID = "sync-helper-test-client"
 BUCKET = "v1-objects"

@@ -38,7 +38,12 @@ from sandbox.v2_edits import (
     merged,
     sfid_of,
 )
-from sandbox.v2_to_v1_summary import V2ToV1Counts, worker_v2_to_v1_outcomes
+from sandbox.v2_to_v1_summary import (
+    V2ToV1Counts,
+    bridge_v2_echoes_skipped,
+    v2_events_skipped_as_echo,
+    worker_v2_to_v1_outcomes,
+)
 from sandbox.validation import validate_committee, validate_member
 from sync_core.nats_client import SyncNats
 from sync_core.sync_state import DEFAULT_STATE_BUCKET, SyncState
@@ -337,6 +342,29 @@ def test_the_summary_reads_the_workers_v2_to_v1_outcomes_summed_over_types() -> 
     assert counts == {"skipped:echo": 8, "created": 1}
     # A worker that does not answer (restarting): no counts, and the summary says "?".
     assert worker_v2_to_v1_outcomes(f"http://127.0.0.1:{port}/metrics", timeout=1) == {}
+
+
+def test_the_summary_counts_the_echoes_the_bridge_settled_with_the_workers() -> None:
+    registry = CollectorRegistry()
+    echoes = Counter(
+        "v1sync_bridge_v2_echoes_skipped", "echoes", ["object_type"], registry=registry
+    )
+    echoes.labels(object_type="committee").inc(30)
+    echoes.labels(object_type="committee_member").inc(50)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        bridge = bridge_v2_echoes_skipped(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert bridge == 80
+    assert v2_events_skipped_as_echo({"skipped:echo": 8, "created": 1}, bridge) == 88
+    assert v2_events_skipped_as_echo({}, bridge) == 80
+    # A bridge that does not answer: the count is unknown ("?"), whatever the worker says.
+    assert bridge_v2_echoes_skipped(f"http://127.0.0.1:{port}/metrics", timeout=1) is None
+    assert v2_events_skipped_as_echo({"skipped:echo": 8}, None) is None
 
 
 def test_the_summary_lines_of_the_direction() -> None:

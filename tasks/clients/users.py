@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
+from sync_core.value_repr import short_repr, short_text, type_name
 from tasks.clients.auth0 import Auth0TokenSource
 from tasks.clients.cached_directory import (
     DEFAULT_FRESH_FOR_SECONDS,
@@ -41,7 +42,6 @@ from tasks.clients.identity import (
     safe_email,
 )
 from tasks.clients.v1api import V1ApiFetcher
-from tasks.mapping.value_repr import short_repr, short_text, type_name
 
 if TYPE_CHECKING:
     from sync_core.nats_client import SyncNats

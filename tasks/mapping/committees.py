@@ -7,6 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync_core.committee_categories import (
+    COMBINED_TECHNICAL_CATEGORY,
+    COMMITTEE_CATEGORIES,
+    TECHNICAL_ADVISORY_CATEGORY,
+    TECHNICAL_OVERSIGHT_CATEGORY,
+)
 from tasks.mapping.values import (
     BodyBuilder,
     FieldSource,
@@ -16,45 +22,7 @@ from tasks.mapping.values import (
     show,
 )
 
-COMMITTEE_CATEGORIES: frozenset[str] = frozenset(
-    {
-        "Ambassador",
-        "Board",
-        "Code of Conduct",
-        "Committers",
-        "Expert Group",
-        "Finance Committee",
-        "Government Advisory Council",
-        "Legal Committee",
-        "Maintainers",
-        "Marketing Committee/Sub Committee",
-        "Marketing Mailing List",
-        "Marketing Oversight Committee/Marketing Advisory Committee",
-        "Newsletter",
-        "Other",
-        "Product Security",
-        "Special Interest Group",
-        "Technical Advisory Committee",
-        "Technical Mailing List",
-        "Technical Oversight Committee",
-        "Technical Steering Committee",
-        "Working Group",
-    }
-)
-
-
 DEFAULT_COMMITTEE_CATEGORY = "Other"
-
-
-# V1's combined category; committee service v0.4.26 and later refuse it and have
-# the two halves instead: the committee's name says which one it is.
-COMBINED_TECHNICAL_CATEGORY = "Technical Oversight Committee/Technical Advisory Committee"
-
-
-TECHNICAL_OVERSIGHT_CATEGORY = "Technical Oversight Committee"
-
-
-TECHNICAL_ADVISORY_CATEGORY = "Technical Advisory Committee"
 
 
 # A word of the name that makes a combined-category committee the advisory one.

@@ -19,18 +19,14 @@ blank after trimming counts as absent. Pure functions, no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from sync_core.keys import parse_key
+from sync_core.v1_values import SALESFORCE_ID_PATTERN, UUID_PATTERN
+from sync_core.value_repr import short_repr
 from tasks.errors import InvalidRecord
-from tasks.mapping.value_repr import short_repr
 
-SALESFORCE_ID_PATTERN = re.compile(r"[A-Za-z0-9]{18}", re.ASCII)
-UUID_PATTERN = re.compile(
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", re.ASCII
-)
 ID_SHAPES = "an 18-character Salesforce id or a UUID"
 SFID_COLUMN = "sfid"
 

@@ -10,13 +10,13 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from sync_core.v1_values import to_date
+from sync_core.value_repr import short_repr, type_name
 from tasks.errors import InvalidRecord
 from tasks.mapping.record_ids import ID_SHAPES, is_v1_id
-from tasks.mapping.value_repr import short_repr, type_name
 
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9_\-]*[a-z0-9]")
 
@@ -60,19 +60,6 @@ LOCALHOST = "localhost"
 
 # One "@", a dot in the domain, no blanks: what the V2 services accept as an e-mail.
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
-
-# Plain dates and the three date-time shapes V1 writes (with or without a zone,
-# "Z" or an offset, "T" or a space, optional fractional seconds).
-DATE_SHAPE = re.compile(
-    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
-    r"(?:[T ](?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.\d{1,9})?)?"
-    r"(?:[Zz]|[+-](?P<offset_hours>\d{2})(?::?(?P<offset_minutes>\d{2}))?)?)?",
-    re.ASCII,
-)
-
-
-MAX_HOUR, MAX_MINUTE, MAX_SECOND = 23, 59, 59
 
 
 @dataclass(frozen=True)
@@ -254,39 +241,6 @@ def match_enum(value: Any, allowed: frozenset[str]) -> str | None:
 def _enum_key(text: str) -> str:
     """A spelling of ``text`` that ignores case and whitespace runs."""
     return " ".join(text.split()).casefold()
-
-
-def to_date(value: Any) -> str | None:
-    """``YYYY-MM-DD`` from a date, a date-time or one of V1's date strings, else None.
-
-    A date-time keeps the calendar date it was written with: its zone is not applied.
-    """
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if not isinstance(value, str):
-        return None
-    shape = DATE_SHAPE.fullmatch(value.strip())
-    if shape is None or not _valid_clock(shape):
-        return None
-    try:
-        day = date(int(shape["year"]), int(shape["month"]), int(shape["day"]))
-    except ValueError:
-        return None
-    return day.isoformat()
-
-
-def _valid_clock(shape: re.Match[str]) -> bool:
-    """Whether the time and offset parts of a date-time string are in range."""
-    limits = (
-        ("hour", MAX_HOUR),
-        ("minute", MAX_MINUTE),
-        ("second", MAX_SECOND),
-        ("offset_hours", MAX_HOUR),
-        ("offset_minutes", MAX_MINUTE),
-    )
-    return all(shape[part] is None or int(shape[part]) <= limit for part, limit in limits)
 
 
 def clean_url(value: Any) -> tuple[str | None, str | None]:

@@ -5,7 +5,7 @@ task per V2 indexer event with the key ``v2.{object_type}.{uid}`` and the
 event's stream sequence; the run, in order:
 
 1. reads the event back from the V2 events stream by its sequence and checks
-   it (``tasks.mapping.v2_events``); a bad event is a dead letter;
+   it (``sync_core.indexer_events``); a bad event is a dead letter;
 2. takes the key's lease in ``v1-sync-state`` (``tasks.stores.leases``) and
    reads its durable state in the same round trip: latest wins per V2
    object, so a sequence at or below the last one recorded ends
@@ -13,13 +13,16 @@ event's stream sequence; the run, in order:
 3. ends ``skipped:echo`` without any HTTP call when the event is one of this
    service's own writes: its principals are the service's
    (``{HEIMDALL_CLIENT_ID}@clients``, ``{AUTH0_CLIENT_ID}@clients``), or its
-   V1-relevant fingerprint (``tasks.mapping.v1_bodies``) equals the one
+   V1-relevant fingerprint (``sync_core.v1_bodies``) equals the one
    recorded on the object's V1 key (``platform-collaboration__c.{sfid}``…)
    by whichever direction wrote it last: the forward run stores the
    fingerprint of what it wrote to V2, this run the one of what it wrote to
    V1. A person's edit that differs, a revert included, goes through. While
    a forward run holds the V1 key's lease (its fingerprint is not recorded
-   yet), the run comes back shortly (a lock wait, no budget spent);
+   yet), the run comes back shortly (a lock wait, no budget spent). Most
+   echoes never reach a run: the bridge makes the same fingerprint check and
+   records them ``skipped`` itself (``bridge.v2_echoes``); a run sees the ones
+   it left over (a lease it did not wait out, any doubt);
 4. parks (no budget spent; polled every ``PARK_POLL_SECONDS`` and released at
    once when this direction creates the parent committee) while the
    committee's project, or the member's committee, has no V1 id; after
@@ -58,6 +61,7 @@ from typing import Any
 
 import redis
 
+from sync_core.indexer_events import EventRejected, V2Action, V2Event, V2ObjectType, parse_v2_event
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, SyncState, Terminal
 from sync_core.v2_events import REVERSE_EPOCH, v2_key
@@ -66,7 +70,6 @@ from tasks.errors import (
     MissingMapping,
     PermanentError,
 )
-from tasks.mapping.v2_events import EventRejected, V2Action, V2Event, V2ObjectType, parse_v2_event
 from tasks.run.backoff import lock_wait_countdown
 from tasks.run.decisions import ECHO_REASON
 from tasks.run.metrics import KEY_LOCK_WAITS, V2_TO_V1_OUTCOMES

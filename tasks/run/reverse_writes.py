@@ -21,8 +21,10 @@ from datetime import UTC
 from typing import Any
 
 from sync_core.broker import V2_EVENT_TASK_NAME, task_id_for
+from sync_core.indexer_events import V2Action, V2Event, V2ObjectType
 from sync_core.keys import COMMITTEE_KEYS, MEMBER_KEYS, KeySpec
 from sync_core.sync_state import MemberMove, SyncState
+from sync_core.v1_bodies import V1Body, event_fingerprint, v1_committee_body, v1_member_body
 from tasks.clients.v1_committees import V1_AUTH0_KIND, V1Created
 from tasks.errors import (
     DELETE_BUDGET_EXCEEDED_KIND,
@@ -31,8 +33,6 @@ from tasks.errors import (
     SyncError,
     TransientError,
 )
-from tasks.mapping.v1_bodies import V1Body, event_fingerprint, v1_committee_body, v1_member_body
-from tasks.mapping.v2_events import V2Action, V2Event, V2ObjectType
 from tasks.run.decisions import ECHO_REASON
 from tasks.run.deletes import DeleteBudget
 from tasks.run.metrics import TOMBSTONED_UPSERTS

@@ -57,11 +57,11 @@ from sync_core.broker import OPERATIONS, SYNC_TASK_NAME, task_id_for
 from sync_core.epochs import EPOCH_TASK_KWARG
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, RunState, SyncState
+from sync_core.v1_bodies import written_fingerprint
 from tasks.errors import MissingMapping, PermanentError, SyncError, TransientError
 from tasks.kinds.base import ObjectKind
 from tasks.kinds.registry import kind_for_key
 from tasks.mapping.record_ids import check_key_id
-from tasks.mapping.v1_bodies import written_fingerprint
 from tasks.run.backoff import lock_wait_countdown, retry_countdown
 from tasks.run.decisions import echo_skip, read_value, should_retry, skip_for_key
 from tasks.run.deletes import sync_delete

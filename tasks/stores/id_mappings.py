@@ -40,19 +40,20 @@ from typing import Any
 from nats.js.errors import APIError
 
 from sync_core.keys import InvalidKVKey, check_kv_key
+from sync_core.mapping_keys import (
+    COMMITTEE_SFID,
+    COMMITTEE_UID,
+    MEMBER_PLACE_SEPARATOR,
+    MEMBER_SFID,
+    MEMBER_UID,
+    PROJECT_SFID,
+    PROJECT_SLUG,
+    PROJECT_UID,
+    TOMBSTONE,
+)
 from sync_core.nats_client import SyncNats
 from tasks.errors import PermanentError
 from tasks.stores.leases import check_write_allowed
-
-PROJECT_SFID = "project.sfid."
-PROJECT_SLUG = "project.slug."
-PROJECT_UID = "project.uid."
-COMMITTEE_SFID = "committee.sfid."
-COMMITTEE_UID = "committee.uid."
-MEMBER_SFID = "committee_member.sfid."
-MEMBER_UID = "committee_member.uid."
-MEMBER_PLACE_SEPARATOR = ":"
-TOMBSTONE = "!del"
 
 # The mappings the current run remembers: key -> raw value (None: absent).
 _remembered: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(

@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from tasks.mapping.value_repr import short_repr
+from sync_core.value_repr import short_repr
 
 # Principals lists of the envelope body, by the action that fills them.
 PRINCIPALS_FIELDS = ("created_by_principals", "updated_by_principals", "deleted_by_principals")

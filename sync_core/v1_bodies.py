@@ -22,16 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.mapping.committees import (
+from sync_core.committee_categories import (
     COMBINED_TECHNICAL_CATEGORY,
     COMMITTEE_CATEGORIES,
     TECHNICAL_ADVISORY_CATEGORY,
     TECHNICAL_OVERSIGHT_CATEGORY,
 )
-from tasks.mapping.record_ids import SALESFORCE_ID_PATTERN
-from tasks.mapping.v2_events import V2Action, V2Event, V2ObjectType
-from tasks.mapping.value_repr import short_repr
-from tasks.mapping.values import to_date
+from sync_core.indexer_events import V2Action, V2Event, V2ObjectType
+from sync_core.v1_values import SALESFORCE_ID_PATTERN, to_date
+from sync_core.value_repr import short_repr
 
 # V1 has one category for the two V2 technical ones; the other V2 categories
 # are the same words in V1 (``reference/reverse-sync.md``).
