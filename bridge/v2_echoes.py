@@ -82,9 +82,12 @@ SETTLE_TIMEOUT = 5.0
 # V2 publishes the event of a forward write while the forward run still holds the
 # V1 key's lease (its fingerprint lands with its outcome, a few ms later) and, for
 # a create, before it wrote the object's mapping: such an event is looked at again
-# every ``RECHECK_SECONDS`` for up to ``RECHECK_WINDOW`` seconds from the batch's
-# start before it is left to the worker (which would wait for the same thing).
+# after ``RECHECK_SECONDS``, then twice as long each time (at most
+# ``RECHECK_MAX_SECONDS``: each look is three reads), for up to ``RECHECK_WINDOW``
+# seconds from the batch's start before it is left to the worker (which would
+# wait for the same thing).
 RECHECK_SECONDS = 0.02
+RECHECK_MAX_SECONDS = 0.16
 RECHECK_WINDOW = 0.5
 RECHECK_REASONS = frozenset({"unmapped", "v1_key_leased"})
 
@@ -193,8 +196,10 @@ class V2EchoFilter:
                 return Verdict(False, "no_committee")
             mapping_key, v1_prefix = MEMBER_UID + event.object_id, MEMBER_KEYS.prefix
         verdict = await self._settle_if_echo(change, event, fingerprint, mapping_key, v1_prefix)
+        pause = RECHECK_SECONDS
         while verdict.why in RECHECK_REASONS and time.monotonic() < recheck_until:
-            await asyncio.sleep(RECHECK_SECONDS)
+            await asyncio.sleep(min(pause, max(0.0, recheck_until - time.monotonic())))
+            pause = min(pause * 2, RECHECK_MAX_SECONDS)
             verdict = await self._settle_if_echo(change, event, fingerprint, mapping_key, v1_prefix)
         return verdict
 
