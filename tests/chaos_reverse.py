@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from sandbox.v1_api import COMMITTEE_COLUMNS, member_columns
+from sandbox.v2_edits import COMMITTEE_READ_ONLY, MEMBER_READ_ONLY
 from sync_core.v1_bodies import v1_committee_body, v1_member_body
 from tasks.clients.identity import Identity
 from tasks.clients.tokens import TokenMinter
@@ -77,15 +78,6 @@ COMMITTEE_UID = "committee.uid."
 COMMITTEE_SFID = "committee.sfid."
 MEMBER_UID = "committee_member.uid."
 TOMBSTONE = "!del"
-COMMITTEE_READ_ONLY = ("uid", "sso_group_name", "project_name", "total_members")
-MEMBER_READ_ONLY = (
-    "uid",
-    "committee_uid",
-    "committee_name",
-    "committee_category",
-    "created_at",
-    "updated_at",
-)
 # The committees from V1 have voting on: V2 wants a member's organization.
 ORGANIZATION = {"id": "0014100000Te2ovAAB", "name": "Acme"}
 # How a person's own V2 call is retried through the sandbox's faults.

@@ -35,6 +35,7 @@ from operations.enqueue import DEAD_LETTER_TASK_KWARGS, TaskQueue
 from operations.status import collect, collect_v2_events, render
 from sandbox.servers import NatsServer, ValkeyServer
 from sandbox.service import Sandbox
+from sandbox.v2_edits import COMMITTEE_READ_ONLY, MEMBER_READ_ONLY
 from sync_core.broker import V2_EVENT_TASK_NAME
 from sync_core.nats_client import SyncNats, connect, ensure_buckets
 from sync_core.settings import BridgeSettings
@@ -74,15 +75,6 @@ SETTLE_SECONDS = 1.0
 CONFIRM_POLL_SECONDS = 0.2
 PERSON = Identity(principal="mary", sub="mary", email="mary@example.org", on_behalf_of="mary")
 V1_COMMITTEES = "/project-service/v2/projects/"
-COMMITTEE_READ_ONLY = ("uid", "sso_group_name", "project_name", "total_members")
-MEMBER_READ_ONLY = (
-    "uid",
-    "committee_uid",
-    "committee_name",
-    "committee_category",
-    "created_at",
-    "updated_at",
-)
 
 
 class BridgeEchoLog(logging.Handler):

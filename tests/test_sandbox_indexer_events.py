@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from sandbox.servers import NatsServer
 from sandbox.service import Sandbox
+from sandbox.v2_edits import COMMITTEE_READ_ONLY, MEMBER_READ_ONLY
 from sync_core.indexer_events import V2Action, V2Event, V2ObjectType, parse_v2_event
 from sync_core.nats_client import SyncNats
 from sync_core.v2_events import V2EventCapture, ensure_v2_event_capture
@@ -102,17 +103,6 @@ def committees(
 
 def editable(record: dict[str, Any], *read_only: str) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in read_only}
-
-
-COMMITTEE_READ_ONLY = ("uid", "sso_group_name", "project_name", "total_members")
-MEMBER_READ_ONLY = (
-    "uid",
-    "committee_uid",
-    "committee_name",
-    "committee_category",
-    "created_at",
-    "updated_at",
-)
 
 
 def test_each_committee_and_member_write_publishes_its_indexer_event(
