@@ -59,8 +59,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from sync_core.indexer_events import EventRejected, V2Action, V2Event, V2ObjectType, parse_v2_event
 from sync_core.keys import is_valid_kv_key
 from sync_core.sync_state import TERMINAL_OUTCOMES, ParkedChild, SyncState, Terminal
@@ -88,11 +86,11 @@ from tasks.run.runtime import Runtime
 from tasks.run.sync import (
     Finished,
     KeyLocked,
-    cache_outcome,
     dead_letter,
     failure_of,
     finish,
     resume_budget,
+    run_leased,
     settle_failure,
     skip,
 )
@@ -134,21 +132,13 @@ def run_reverse(
     ``release_delete_budget`` lets a delete past ``SYNC_DELETE_BUDGET``.
     """
     report.epoch = REVERSE_EPOCH
-    lease = KeyLock(runtime.state, report.key)
     options = RunOptions(fresh_budget, force, release_delete_budget)
-    try:
-        outcome, retry_kwargs = attempt_reverse(runtime, report, lease, lock_waits, options)
-        record(runtime, report, outcome, lease, retry_kwargs)
-        try:
-            cache_outcome(runtime, report, outcome)
-        except redis.RedisError:
-            log.warning("could not count the outcome in Redis", extra=report.context())
-        return outcome, retry_kwargs
-    finally:
-        try:
-            lease.release()
-        except Exception:
-            log.warning("key lease release failed", extra=report.context(), exc_info=True)
+    return run_leased(
+        runtime,
+        report,
+        lambda lease: attempt_reverse(runtime, report, lease, lock_waits, options),
+        record,
+    )
 
 
 def emit_reverse(report: RunReport, outcome: Outcome) -> None:

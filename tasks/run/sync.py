@@ -152,12 +152,28 @@ def run_sync(
     dropped (one compare-and-set does both), then counted in Redis with the
     synced marker (``cache_outcome``).
     """
+    return run_leased(
+        runtime,
+        report,
+        lambda lease: attempt_run(
+            runtime, report, lease, force, lock_waits, release_delete_budget, fresh_budget
+        ),
+        remember,
+    )
+
+
+def run_leased(
+    runtime: Runtime,
+    report: RunReport,
+    attempt: Callable[[KeyLock], tuple[Outcome, dict[str, Any] | None]],
+    record: Callable[[Runtime, RunReport, Outcome, KeyLock, dict[str, Any] | None], None],
+) -> tuple[Outcome, dict[str, Any] | None]:
+    """One run of either direction under the key's lease: ``attempt`` it, ``record`` the
+    outcome durably, count it in Redis, and drop the lease whatever happened."""
     lease = KeyLock(runtime.state, report.key)
     try:
-        outcome, retry_kwargs = attempt_run(
-            runtime, report, lease, force, lock_waits, release_delete_budget, fresh_budget
-        )
-        remember(runtime, report, outcome, lease, retry_kwargs)
+        outcome, retry_kwargs = attempt(lease)
+        record(runtime, report, outcome, lease, retry_kwargs)
         try:
             cache_outcome(runtime, report, outcome)
         except redis.RedisError:
