@@ -40,6 +40,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from sandbox.api_error import ApiError
+from sandbox.validation import COMMITTEE_CATEGORIES
 from sync_core.kv_listing import PUT, kv_stream, kv_subject, last_per_subject, operation_of
 from sync_core.nats_client import SyncNats
 from tasks.errors import InvalidRecord
@@ -58,31 +59,13 @@ CONTACT_ID_PREFIX = "003"
 ID_ALPHABET = string.ascii_letters + string.digits
 KV_TIMEOUT = 10.0
 
-# V1's committee categories: V2's two technical ones are one value here.
-V1_CATEGORIES = frozenset(
-    {
-        "Ambassador",
-        "Board",
-        "Code of Conduct",
-        "Committers",
-        "Expert Group",
-        "Finance Committee",
-        "Government Advisory Council",
-        "Legal Committee",
-        "Maintainers",
-        "Marketing Committee/Sub Committee",
-        "Marketing Mailing List",
-        "Marketing Oversight Committee/Marketing Advisory Committee",
-        "Newsletter",
-        "Other",
-        "Product Security",
-        "Special Interest Group",
-        "Technical Mailing List",
-        "Technical Oversight Committee/Technical Advisory Committee",
-        "Technical Steering Committee",
-        "Working Group",
-    }
+# V1's committee categories: the V2 fake's, with V2's two technical ones as one value here.
+V2_TECHNICAL_CATEGORIES = frozenset(
+    {"Technical Oversight Committee", "Technical Advisory Committee"}
 )
+V1_CATEGORIES = (frozenset(COMMITTEE_CATEGORIES) - V2_TECHNICAL_CATEGORIES) | {
+    "Technical Oversight Committee/Technical Advisory Committee"
+}
 # Body key -> the column of the V1 row it lands in.
 COMMITTEE_COLUMNS = {
     "Name": "mailing_list__c",
